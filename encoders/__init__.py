@@ -1,0 +1,1 @@
+"""omnienc.encoders."""
