@@ -1,0 +1,310 @@
+"""Qwen3-Omni audio encoder (Whisper-style AuT): conv front-end per chunk, windowed attention.
+
+Numerically follows transformers' ``Qwen3OmniMoeAudioEncoder`` run on one audio at a time;
+submodule names mirror its ``state_dict()`` keys.
+
+Every audio of T mel frames is cut into ``ceil(T / F)`` chunks of F = 2 * n_window frames (100).
+The conv front-end turns a chunk into ``tpc`` tokens (13); the tail chunk keeps ``l(T mod F)``.
+Attention runs in windows of ``tpc * (n_window_infer // F)`` tokens (104) from each audio's start.
+
+Per-audio semantics (the reference is HF on that audio alone): an audio of at least F frames has its
+tail chunk zero-padded to F frames *before* the convolutions, and the padded steps are not masked
+(HF lets GELU(bias) of padded steps leak into the tail tokens); a shorter audio is convolved at its
+own length, which we reproduce by masking each conv output beyond its valid length. So an audio's
+output never depends on what it was packed with.
+
+``plan_audio`` (host) computes chunk masks, the valid-token gather and the attention windows, padded
+to a bucket's fixed sizes if asked; ``AudioEncoder.run`` (device) is the capturable forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from .attention import varlen_attention
+
+
+def conv_len(n: int) -> int:
+    """Output length of one Conv2d(k=3, s=2, p=1) along time; 0 stays 0."""
+    return (n - 1) // 2 + 1 if n > 0 else 0
+
+
+def conv_lens(n: int) -> tuple[int, int, int]:
+    """Time lengths after each of the three convolutions."""
+    a = conv_len(n)
+    b = conv_len(a)
+    return a, b, conv_len(b)
+
+
+def audio_output_length(frames: int, n_window: int = 50) -> int:
+    """Tokens the encoder emits for an audio of ``frames`` mel frames (13 per full 100-frame chunk)."""
+    chunk = 2 * n_window
+    return (frames // chunk) * conv_lens(chunk)[2] + conv_lens(frames % chunk)[2]
+
+
+@dataclass
+class AudioPlan:
+    """Host-computed layout of one audio batch (C chunks, L tokens, S windows, padding included).
+
+    Attributes:
+        conv_valid: ``[C, 3]`` int64 valid time steps after each convolution; steps beyond are zeroed.
+        token_index: ``[L]`` int64 rows of the ``[C * tpc]`` token grid to keep: the real tokens of
+            every audio in order, then padding rows.
+        cu_seqlens: ``[S + 1]`` int32 attention windows (real ones, then padding).
+        seqlens: the S window lengths, on the host.
+        max_seqlen: the longest window.
+        num_real: real tokens; they come first.
+    """
+
+    conv_valid: torch.Tensor
+    token_index: torch.Tensor
+    cu_seqlens: torch.Tensor
+    seqlens: tuple[int, ...]
+    max_seqlen: int
+    num_real: int
+
+    TENSORS = ("conv_valid", "token_index", "cu_seqlens")
+
+    @property
+    def num_chunks(self) -> int:
+        return self.conv_valid.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_index.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> AudioPlan:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in self.TENSORS:
+            moved[name] = moved[name].to(device, non_blocking=non_blocking)
+        return AudioPlan(**moved)
+
+
+def plan_audio(
+    feature_lens: Sequence[int],
+    n_window: int,
+    n_window_infer: int,
+    num_chunks: int | None = None,
+    num_tokens: int | None = None,
+    num_segments: int | None = None,
+) -> AudioPlan:
+    """Builds the host-side plan for audios of ``feature_lens`` mel frames.
+
+    Args:
+        num_chunks: pad to this many chunks (a bucket's frames / F); default: no padding.
+        num_tokens: pad the token axis to this many rows; default: ``num_chunks * tpc`` when padding
+            chunks, else the real token count.
+        num_segments: pad ``cu_seqlens`` with zero-length windows to this many; default: as needed.
+    """
+    chunk = 2 * n_window
+    full = conv_lens(chunk)
+    tpc = full[2]
+    window = tpc * max(n_window_infer // chunk, 1)
+    conv_valid, token_index, seqlens = [], [], []
+    c = 0
+    for T in feature_lens:
+        T = int(T)
+        n = math.ceil(T / chunk)
+        short = T < chunk
+        for j in range(n):
+            conv_valid.append(conv_lens(T) if short else full)
+            left = T - j * chunk
+            kept = conv_lens(left)[2] if left < chunk else tpc
+            token_index.append(torch.arange(kept) + (c + j) * tpc)
+        c += n
+        L = audio_output_length(T, n_window)
+        seqlens += [window] * (L // window) + ([L % window] if L % window else [])
+    num_real = sum(len(t) for t in token_index)
+    total_chunks = c if num_chunks is None else num_chunks
+    if total_chunks < c:
+        raise ValueError(f"plan needs {c} chunks but only {total_chunks} were allowed")
+    conv_valid += [full] * (total_chunks - c)
+    total = num_tokens if num_tokens is not None else (num_real if num_chunks is None else total_chunks * tpc)
+    if not num_real <= total <= total_chunks * tpc:
+        raise ValueError(f"token count {total} must lie in [{num_real}, {total_chunks * tpc}]")
+    index = torch.cat(token_index) if token_index else torch.zeros(0, dtype=torch.int64)
+    pad = total - num_real
+    if pad:
+        used = torch.zeros(total_chunks * tpc, dtype=torch.bool)
+        used[index] = True
+        index = torch.cat([index, (~used).nonzero().squeeze(1)[:pad]])
+        seqlens += [window] * (pad // window) + ([pad % window] if pad % window else [])
+    if num_segments is not None:
+        if len(seqlens) > num_segments:
+            raise ValueError(f"plan needs {len(seqlens)} attention windows but only {num_segments} were allowed")
+        seqlens += [0] * (num_segments - len(seqlens))
+    cu = torch.zeros(len(seqlens) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(seqlens, dtype=torch.int64).cumsum(0)
+    return AudioPlan(
+        conv_valid=torch.tensor(conv_valid, dtype=torch.int64).reshape(-1, 3),
+        token_index=index,
+        cu_seqlens=cu,
+        seqlens=tuple(seqlens),
+        max_seqlen=max(seqlens, default=0),
+        num_real=num_real,
+    )
+
+
+def chunk_features(input_features: torch.Tensor, feature_lens: Sequence[int], n_window: int) -> torch.Tensor:
+    """``[mel, sum T]`` concatenated features -> ``[C, mel, F]`` zero-padded chunks (F = 2 * n_window)."""
+    chunk = 2 * n_window
+    out, start = [], 0
+    for T in feature_lens:
+        T = int(T)
+        n = math.ceil(T / chunk)
+        x = F.pad(input_features[:, start : start + T], (0, n * chunk - T))  # [mel, n * F]
+        out.append(x.view(x.shape[0], n, chunk).transpose(0, 1))
+        start += T
+    if start != input_features.shape[1]:
+        raise ValueError(f"feature_lens add up to {start}, but input_features has {input_features.shape[1]} frames")
+    return torch.cat(out) if out else input_features.new_zeros(0, input_features.shape[0], chunk)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    """Whisper position table ``[length, channels]``: sin then cos, float32."""
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-increment * torch.arange(channels // 2).float())
+    t = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+class AudioAttention(nn.Module):
+    def __init__(self, d_model: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=True)
+        self.k_proj = nn.Linear(d_model, d_model, bias=True)
+        self.v_proj = nn.Linear(d_model, d_model, bias=True)
+        self.out_proj = nn.Linear(d_model, d_model, bias=True)
+
+    def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str) -> torch.Tensor:
+        L = x.shape[0]
+        q = self.q_proj(x).view(L, self.num_heads, -1)  # [L, H, D]
+        k = self.k_proj(x).view(L, self.num_heads, -1)
+        v = self.v_proj(x).view(L, self.num_heads, -1)
+        out = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+        return self.out_proj(out.reshape(L, -1))
+
+
+class AudioLayer(nn.Module):
+    """Pre-norm layer: x += attn(LN(x)); x += fc2(act(fc1(LN(x))))."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.self_attn = AudioAttention(cfg.d_model, cfg.encoder_attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(cfg.d_model)
+        self.fc1 = nn.Linear(cfg.d_model, cfg.encoder_ffn_dim)
+        self.fc2 = nn.Linear(cfg.encoder_ffn_dim, cfg.d_model)
+        self.final_layer_norm = nn.LayerNorm(cfg.d_model)
+        self.act = ACT2FN[cfg.activation_function]
+
+    def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), plan, backend)
+        x = x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
+        if x.dtype == torch.float16:  # as the reference: keep fp16 finite
+            bound = torch.finfo(x.dtype).max - 1000
+            x = x.clamp(-bound, bound)
+        return x
+
+
+class AudioEncoder(nn.Module):
+    """Native Qwen3-Omni audio encoder.
+
+    Args:
+        config: transformers' ``Qwen3OmniMoeAudioEncoderConfig``.
+        attn_backend: see ``encoders.attention``.
+    """
+
+    def __init__(self, config, attn_backend: str = "auto"):
+        super().__init__()
+        self.config = config
+        self.attn_backend = attn_backend
+        c = config
+        self.n_window = c.n_window
+        self.n_window_infer = c.n_window_infer
+        self.chunk_frames = 2 * c.n_window
+        hidden = c.downsample_hidden_size
+        freq = conv_lens(c.num_mel_bins)[2]
+        self.conv2d1 = nn.Conv2d(1, hidden, 3, 2, padding=1)
+        self.conv2d2 = nn.Conv2d(hidden, hidden, 3, 2, padding=1)
+        self.conv2d3 = nn.Conv2d(hidden, hidden, 3, 2, padding=1)
+        self.conv_out = nn.Linear(hidden * freq, c.d_model, bias=False)
+        self.layers = nn.ModuleList([AudioLayer(c) for _ in range(c.encoder_layers)])
+        self.ln_post = nn.LayerNorm(c.d_model)
+        self.proj1 = nn.Linear(c.d_model, c.d_model)
+        self.act = ACT2FN[c.activation_function]
+        self.proj2 = nn.Linear(c.d_model, c.output_dim)
+        self.tokens_per_chunk = conv_lens(self.chunk_frames)[2]
+        self._pos: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv_out.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv_out.weight.device
+
+    def plan(self, feature_lens, num_chunks=None, num_tokens=None, num_segments=None) -> AudioPlan:
+        """Host-side plan for ``feature_lens`` (a ``[B]`` tensor or a list); CPU tensors."""
+        if isinstance(feature_lens, torch.Tensor):
+            feature_lens = feature_lens.tolist()
+        return plan_audio(feature_lens, self.n_window, self.n_window_infer, num_chunks, num_tokens, num_segments)
+
+    def positions(self, device: torch.device) -> torch.Tensor:
+        """Sinusoidal table rows for one chunk ``[tpc, d_model]``, float32, cached per device."""
+        if device not in self._pos:
+            table = sinusoids(self.config.max_source_positions, self.config.d_model)
+            self._pos[device] = table[: self.tokens_per_chunk].to(device)
+        return self._pos[device]
+
+    def run(self, chunks: torch.Tensor, plan: AudioPlan) -> torch.Tensor:
+        """Device forward over a plan whose tensors are on this module's device.
+
+        Args:
+            chunks: ``[C, mel, F]`` zero-padded chunks (C == plan.num_chunks).
+
+        Returns:
+            ``[L, output_dim]`` (L == plan.num_tokens; the first plan.num_real rows are real).
+        """
+        x = chunks[:, None].to(self.dtype)  # [C, 1, mel, F]
+        for i, conv in enumerate((self.conv2d1, self.conv2d2, self.conv2d3)):
+            x = F.gelu(conv(x))  # [C, ch, mel_i, t_i]
+            keep = torch.arange(x.shape[-1], device=x.device) < plan.conv_valid[:, i : i + 1]  # [C, t_i]
+            x = x * keep[:, None, None, :].to(x.dtype)
+        C, ch, f, t = x.shape
+        x = self.conv_out(x.permute(0, 3, 1, 2).reshape(C, t, ch * f))  # [C, tpc, d_model]
+        x = x + self.positions(x.device).to(x.dtype)
+        x = x.reshape(C * t, -1).index_select(0, plan.token_index)  # [L, d_model]
+        for layer in self.layers:
+            x = layer(x, plan, self.attn_backend)
+        return self.proj2(self.act(self.proj1(self.ln_post(x))))
+
+    def forward(self, input_features: torch.Tensor, feature_lens) -> torch.Tensor:
+        """HF-shaped call: ``input_features [mel, sum T]``, ``feature_lens [B]`` -> ``[sum L, output_dim]``."""
+        lens = feature_lens.tolist() if isinstance(feature_lens, torch.Tensor) else list(feature_lens)
+        plan = self.plan(lens).to(input_features.device)
+        return self.run(chunk_features(input_features, lens, self.n_window), plan)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir, dtype=torch.bfloat16, device="cpu", attn_backend="auto") -> AudioEncoder:
+        """Builds from ``thinker_config.audio_config`` and loads ``thinker.audio_tower.*`` weights."""
+        from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeAudioEncoderConfig
+
+        from .weights import load_hf_weights, read_thinker_subconfig
+
+        config = Qwen3OmniMoeAudioEncoderConfig(**read_thinker_subconfig(checkpoint_dir, "audio_config"))
+        with torch.device(device):
+            model = cls(config, attn_backend=attn_backend).to(dtype)
+        load_hf_weights(model, checkpoint_dir, prefix="thinker.audio_tower.")
+        return model.eval()
+
+
+__all__ = ["AudioEncoder", "AudioPlan", "plan_audio", "chunk_features", "audio_output_length"]
