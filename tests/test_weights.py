@@ -1,0 +1,148 @@
+"""Checkpoint loading: a synthetic sharded checkpoint, and every strictness / corruption error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import hf_and_native_audio, hf_and_native_vision, random_pixels, rel_err
+from safetensors.torch import save_file
+
+from omnienc.encoders import AudioEncoder, CheckpointError, VisionEncoder, WeightLoadError, load_hf_weights
+
+
+def write_checkpoint(root, hf_vision, hf_audio, split_audio=True):
+    """Writes config.json, two shards and an index: vision + half the audio in shard 1, the rest in 2,
+    plus an unrelated text tensor in its own third shard (which loading must never open)."""
+    root.mkdir(parents=True, exist_ok=True)
+    vis = {f"thinker.visual.{k}": v.contiguous() for k, v in hf_vision.state_dict().items()}
+    aud = {f"thinker.audio_tower.{k}": v.contiguous() for k, v in hf_audio.state_dict().items()}
+    aud_keys = sorted(aud)
+    half = len(aud_keys) // 2 if split_audio else len(aud_keys)
+    shard1 = {**vis, **{k: aud[k] for k in aud_keys[:half]}}
+    shard2 = {k: aud[k] for k in aud_keys[half:]}
+    shards = {"model-00001-of-00003.safetensors": shard1, "model-00002-of-00003.safetensors": shard2}
+    for name, tensors in shards.items():
+        save_file(tensors, str(root / name))
+    (root / "model-00003-of-00003.safetensors").write_bytes(b"not a safetensors file: never opened")
+    weight_map = {k: name for name, tensors in shards.items() for k in tensors}
+    weight_map["thinker.model.embed_tokens.weight"] = "model-00003-of-00003.safetensors"
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    config = {
+        "model_type": "qwen3_omni_moe",
+        "thinker_config": {
+            "vision_config": hf_vision.config.to_dict(),
+            "audio_config": hf_audio.config.to_dict(),
+        },
+    }
+    (root / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    hf_v, _ = hf_and_native_vision()
+    hf_a, _ = hf_and_native_audio()
+    root = write_checkpoint(tmp_path_factory.mktemp("ckpt"), hf_v, hf_a)
+    return root, hf_v, hf_a
+
+
+@torch.no_grad()
+def test_from_pretrained_sharded_matches_hf(checkpoint):
+    root, hf_v, hf_a = checkpoint
+    vis = VisionEncoder.from_pretrained(root, dtype=torch.float32)
+    aud = AudioEncoder.from_pretrained(root, dtype=torch.float32)
+    grid = [[1, 6, 4], [2, 4, 4]]
+    px = random_pixels(grid, hf_v.config)
+    ref = hf_v(px, torch.tensor(grid))
+    out, ds = vis(px, torch.tensor(grid))
+    assert rel_err(out, ref.pooler_output) <= 1e-5
+    assert all(rel_err(a, b) <= 1e-5 for a, b in zip(ds, ref.deepstack_features))
+    x = torch.randn(hf_a.config.num_mel_bins, 345)
+    assert rel_err(aud(x, [345]), hf_a(x, torch.tensor([345])).last_hidden_state) <= 1e-5
+    # The config came from the checkpoint, not class defaults.
+    assert vis.config.out_hidden_size == hf_v.config.out_hidden_size
+    assert aud.config.output_dim == hf_a.config.output_dim
+
+
+def test_from_pretrained_casts_to_dtype(checkpoint):
+    root, hf_v, _ = checkpoint
+    vis = VisionEncoder.from_pretrained(root, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in vis.parameters())
+    ref = hf_v.state_dict()["blocks.1.attn.qkv.weight"].to(torch.bfloat16)
+    assert torch.equal(vis.blocks[1].attn.qkv.weight, ref)
+
+
+def test_missing_unexpected_and_misshaped_keys_are_named():
+    hf_v, native = hf_and_native_vision()
+    sd = dict(hf_v.state_dict())
+    del sd["blocks.2.mlp.linear_fc1.bias"]
+    sd["blocks.0.attn.extra"] = torch.randn(3)
+    sd["merger.mlp.2.weight"] = torch.randn(5, 5)
+    with pytest.raises(WeightLoadError) as e:
+        load_hf_weights(native, sd)
+    msg = str(e.value)
+    assert "missing keys: blocks.2.mlp.linear_fc1.bias" in msg
+    assert "unexpected keys: blocks.0.attn.extra" in msg
+    assert "wrong shape: merger.mlp.2.weight is (5, 5)" in msg
+
+
+def test_misshaped_key_names_its_shard(checkpoint, tmp_path):
+    _, hf_v, hf_a = checkpoint
+    hf_a2 = type(hf_a)(hf_a.config)
+    hf_a2.load_state_dict(hf_a.state_dict())
+    with torch.no_grad():
+        hf_a2.proj2.weight = torch.nn.Parameter(torch.randn(7, hf_a.config.d_model))
+    root = write_checkpoint(tmp_path / "bad", hf_v, hf_a2)
+    with pytest.raises(WeightLoadError, match=r"thinker\.audio_tower\.proj2\.weight is \(7, 32\) in .*model-0000[12]"):
+        AudioEncoder.from_pretrained(root, dtype=torch.float32)
+
+
+def test_missing_shard(checkpoint, tmp_path):
+    _, hf_v, hf_a = checkpoint
+    root = write_checkpoint(tmp_path / "c", hf_v, hf_a)
+    (root / "model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model-00002-of-00003.safetensors: shard file is missing"):
+        AudioEncoder.from_pretrained(root, dtype=torch.float32)
+    # The vision encoder lives entirely in shard 1 and still loads.
+    VisionEncoder.from_pretrained(root, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_shard(checkpoint, tmp_path, damage):
+    _, hf_v, hf_a = checkpoint
+    root = write_checkpoint(tmp_path / damage, hf_v, hf_a)
+    path = root / "model-00001-of-00003.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00" * 64 + data[64:])
+    with pytest.raises(CheckpointError, match="model-00001-of-00003.safetensors"):
+        VisionEncoder.from_pretrained(root, dtype=torch.float32)
+
+
+def test_config_without_thinker_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "something_else"}))
+    with pytest.raises(CheckpointError, match="config.json: no 'thinker_config'"):
+        VisionEncoder.from_pretrained(tmp_path)
+
+
+def test_index_pointing_to_absent_key(checkpoint, tmp_path):
+    _, hf_v, hf_a = checkpoint
+    root = write_checkpoint(tmp_path / "idx", hf_v, hf_a)
+    index = json.loads((root / "model.safetensors.index.json").read_text())
+    index["weight_map"]["thinker.visual.blocks.0.norm1.extra"] = "model-00002-of-00003.safetensors"
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"model-00002-of-00003.safetensors: the index says it holds 'thinker\.visual\.blocks\.0\.norm1\.extra'"):
+        VisionEncoder.from_pretrained(root, dtype=torch.float32)
+
+
+def test_single_file_checkpoint(tmp_path):
+    hf_v, _ = hf_and_native_vision()
+    hf_a, _ = hf_and_native_audio()
+    save_file({f"thinker.audio_tower.{k}": v.contiguous() for k, v in hf_a.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"thinker_config": {"audio_config": hf_a.config.to_dict()}}))
+    aud = AudioEncoder.from_pretrained(tmp_path, dtype=torch.float32)
+    x = torch.randn(hf_a.config.num_mel_bins, 120)
+    assert rel_err(aud(x, [120]), hf_a(x, torch.tensor([120])).last_hidden_state) <= 1e-5
+    with pytest.raises(CheckpointError, match="no 'vision_config'"):
+        VisionEncoder.from_pretrained(tmp_path)
