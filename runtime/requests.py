@@ -1,0 +1,120 @@
+"""Request and output types of the runtime, and their validation.
+
+Validation happens for every request of a call before any work, so one bad request fails the call
+with a ``ValueError`` that names its index and field, and touches no buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class VisionRequest:
+    """Images and/or videos of one user request.
+
+    Attributes:
+        pixel_values: ``[sum(t*h*w), C*Tp*P*P]`` flattened patches in merge-window order (the HF
+            image/video processor's output), float.
+        grid_thw: ``[n, 3]`` integer grid per item, in patches.
+    """
+
+    pixel_values: torch.Tensor
+    grid_thw: torch.Tensor
+
+
+@dataclass
+class AudioRequest:
+    """One or more audios: ``input_features [mel, sum T]`` (float) and ``feature_lens [B]`` (int)."""
+
+    input_features: torch.Tensor
+    feature_lens: torch.Tensor
+
+
+@dataclass
+class VisionOutput:
+    """``embeds [sum(t*h*w)/4, out_hidden]`` and one tensor of the same shape per DeepStack layer."""
+
+    embeds: torch.Tensor
+    deepstack: list[torch.Tensor]
+
+
+@dataclass
+class AudioOutput:
+    """``embeds [sum L, output_dim]``, the request's audios concatenated in order."""
+
+    embeds: torch.Tensor
+
+
+def _fail(index: int, kind: str, field: str, problem: str):
+    raise ValueError(f"request {index} ({kind}): field '{field}' {problem}")
+
+
+def _check_float(t, index: int, kind: str, field: str, ndim: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        _fail(index, kind, field, f"must be a torch.Tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        _fail(index, kind, field, f"must be a floating-point tensor, got {t.dtype}")
+    if t.dim() != ndim:
+        _fail(index, kind, field, f"must have {ndim} dimensions, got shape {tuple(t.shape)}")
+
+
+def _check_finite(t: torch.Tensor, index: int, kind: str, field: str) -> None:
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        _fail(index, kind, field, "holds NaN or infinite values")
+
+
+def _int_tensor(t, index: int, kind: str, field: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        _fail(index, kind, field, f"must be an integer torch.Tensor, got {type(t).__name__}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        _fail(index, kind, field, f"must be an integer tensor, got {t.dtype}")
+    return t
+
+
+def validate_vision(req, index: int, in_features: int, merge: int) -> list[tuple[int, int, int]]:
+    """Checks a ``VisionRequest``; returns its grid as host triples."""
+    kind = "VisionRequest"
+    if not isinstance(req, VisionRequest):
+        _fail(index, kind, "type", f"expected VisionRequest, got {type(req).__name__}")
+    grid = _int_tensor(req.grid_thw, index, kind, "grid_thw")
+    if grid.dim() != 2 or grid.shape[1] != 3 or grid.shape[0] == 0:
+        _fail(index, kind, "grid_thw", f"must have shape [n, 3] with n >= 1, got {tuple(grid.shape)}")
+    triples = [tuple(int(v) for v in row) for row in grid.tolist()]
+    for j, (t, h, w) in enumerate(triples):
+        if min(t, h, w) <= 0:
+            _fail(index, kind, "grid_thw", f"item {j} is {(t, h, w)}: t, h and w must be positive")
+        if h % merge or w % merge:
+            _fail(index, kind, "grid_thw", f"item {j} is {(t, h, w)}: h and w must be multiples of {merge}")
+    _check_float(req.pixel_values, index, kind, "pixel_values", 2)
+    rows, dim = req.pixel_values.shape
+    if dim != in_features:
+        _fail(index, kind, "pixel_values", f"has {dim} values per patch, expected {in_features} (C*Tp*P*P)")
+    need = sum(t * h * w for t, h, w in triples)
+    if rows != need:
+        _fail(index, kind, "pixel_values", f"has {rows} rows but grid_thw needs sum(t*h*w) = {need}")
+    _check_finite(req.pixel_values, index, kind, "pixel_values")
+    return triples
+
+
+def validate_audio(req, index: int, num_mel_bins: int) -> list[int]:
+    """Checks an ``AudioRequest``; returns its lengths as host ints."""
+    kind = "AudioRequest"
+    if not isinstance(req, AudioRequest):
+        _fail(index, kind, "type", f"expected AudioRequest, got {type(req).__name__}")
+    lens = _int_tensor(req.feature_lens, index, kind, "feature_lens")
+    if lens.dim() != 1 or lens.shape[0] == 0:
+        _fail(index, kind, "feature_lens", f"must be a 1-D tensor of at least one length, got shape {tuple(lens.shape)}")
+    lengths = [int(v) for v in lens.tolist()]
+    if min(lengths) <= 0:
+        _fail(index, kind, "feature_lens", f"lengths must be positive, got {lengths}")
+    _check_float(req.input_features, index, kind, "input_features", 2)
+    mel, T = req.input_features.shape
+    if mel != num_mel_bins:
+        _fail(index, kind, "input_features", f"must be [num_mel_bins={num_mel_bins}, T], got {tuple(req.input_features.shape)}")
+    if sum(lengths) != T:
+        _fail(index, kind, "feature_lens", f"add up to {sum(lengths)} but input_features has T = {T} frames")
+    _check_finite(req.input_features, index, kind, "input_features")
+    return lengths

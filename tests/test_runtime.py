@@ -1,0 +1,164 @@
+"""The runtime's eager path (the same plan/buffer code the graphs replay) on the CPU."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import hf_and_native_audio, hf_and_native_vision, random_pixels, rel_err
+
+from omnienc.runtime import AudioOutput, AudioRequest, BucketGrid, EncoderRuntime, VisionOutput, VisionRequest
+
+TOL = 1e-5
+GRID = BucketGrid.from_dict(
+    {
+        "dtype": "float32",
+        "vision": {"patches": [64, 256], "batch": [1, 4]},
+        "audio": {"frames": [200, 800], "batch": [1, 4]},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    _, vis = hf_and_native_vision()
+    _, aud = hf_and_native_audio()
+    return vis, aud
+
+
+@pytest.fixture()
+def runtime(encoders):
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    rt.capture(progress=False)
+    return rt
+
+
+def vision_request(grid, cfg) -> VisionRequest:
+    return VisionRequest(random_pixels(grid, cfg), torch.tensor(grid))
+
+
+def audio_request(lens, cfg) -> AudioRequest:
+    return AudioRequest(torch.randn(cfg.num_mel_bins, sum(lens)), torch.tensor(lens))
+
+
+def random_mix(vcfg, acfg, n, rng):
+    """Requests that each fit some bucket of GRID (<= 256 patches / 4 frames, <= 800 frames / 4 audios)."""
+    reqs = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            items = [[rng.choice([1, 1, 2]), 2 * rng.randint(1, 4), 2 * rng.randint(1, 4)] for _ in range(rng.randint(1, 2))]
+            reqs.append(vision_request(items, vcfg))
+        else:
+            reqs.append(audio_request([rng.randint(1, 300) for _ in range(rng.randint(1, 2))], acfg))
+    return reqs
+
+
+def check_against_direct(encoders, reqs, outs):
+    vis, aud = encoders
+    assert len(outs) == len(reqs)
+    for r, o in zip(reqs, outs):
+        if isinstance(r, VisionRequest):
+            assert isinstance(o, VisionOutput)
+            ref, ref_ds = vis(r.pixel_values, r.grid_thw)
+            assert o.embeds.shape == ref.shape
+            assert rel_err(o.embeds, ref) <= TOL
+            assert len(o.deepstack) == len(ref_ds)
+            assert all(rel_err(a, b) <= TOL for a, b in zip(o.deepstack, ref_ds))
+        else:
+            assert isinstance(o, AudioOutput)
+            ref = aud(r.input_features, r.feature_lens)
+            assert o.embeds.shape == ref.shape
+            assert rel_err(o.embeds, ref) <= TOL
+
+
+@torch.no_grad()
+def test_mixed_packed_batch_matches_encoders_alone(encoders, runtime):
+    rng = random.Random()
+    vis, aud = encoders
+    reqs = random_mix(vis.config, aud.config, 12, rng)
+    big_v = vision_request([[1, 20, 16]], vis.config)  # 320 patches > 256: eager
+    big_a = audio_request([900], aud.config)  # 900 frames > 800: eager
+    many = vision_request([[1, 2, 2]] * 5, vis.config)  # 5 segments > batch 4: eager
+    reqs[3:3] = [big_v]
+    reqs[7:7] = [big_a, many]
+    outs = runtime.encode(reqs)
+    check_against_direct(encoders, reqs, outs)
+    s = runtime.stats()
+    assert s["fallbacks"] == 3 and s["vision"]["fallbacks"] == 2 and s["audio"]["fallbacks"] == 1
+    assert s["replays"] >= 2
+    assert s["requests"] == len(reqs)
+    assert 0.0 <= s["padding_ratio"] < 1.0
+    hits = sum(b["hits"] for m in ("vision", "audio") for b in s[m]["buckets"].values())
+    assert hits == s["replays"]
+
+
+@torch.no_grad()
+def test_two_mixes_through_the_same_bucket_give_their_own_results(encoders, runtime):
+    """No stale data: the second replay of a bucket is not contaminated by the first."""
+    vis, aud = encoders
+    first = [vision_request([[1, 8, 8]], vis.config), audio_request([700], aud.config)]
+    second = [vision_request([[1, 4, 4]], vis.config), audio_request([150], aud.config)]
+    check_against_direct(encoders, first, runtime.encode(first))
+    check_against_direct(encoders, second, runtime.encode(second))
+
+
+def test_stats_reset_and_empty(runtime, encoders):
+    vis, _ = encoders
+    assert runtime.encode([]) == []
+    runtime.encode([vision_request([[1, 4, 4]], vis.config)])
+    assert runtime.stats()["replays"] == 1
+    runtime.reset_stats()
+    s = runtime.stats()
+    assert s["replays"] == 0 and s["fallbacks"] == 0
+    assert all(b["hits"] == 0 for b in s["vision"]["buckets"].values())
+
+
+def test_modality_left_out_of_grid_runs_eagerly(encoders):
+    vis, aud = encoders
+    grid = BucketGrid.from_dict({"dtype": "float32", "vision": {"patches": [256], "batch": [4]}})
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid)
+    rt.capture(progress=False)
+    reqs = [audio_request([120], aud.config), vision_request([[1, 4, 4]], vis.config)]
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()
+    assert s["audio"]["fallbacks"] == 1 and s["vision"]["replays"] == 1
+
+
+def test_trace_recording(encoders, tmp_path):
+    from omnienc.runtime import read_trace
+
+    vis, aud = encoders
+    path = tmp_path / "t.jsonl"
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, trace_path=path)
+    rt.encode([vision_request([[1, 4, 6], [2, 2, 2]], vis.config), audio_request([130, 7], aud.config)])
+    rt.close()
+    recs = read_trace(path)
+    assert [r.modality for r in recs] == ["vision", "audio"]
+    assert recs[0].grid_thw == ((1, 4, 6), (2, 2, 2))
+    assert recs[1].frames == (130, 7)
+
+
+def test_service_many_threads_each_get_their_own_result(encoders):
+    """16 threads x 50 mixed requests through one service: every future gets its request's result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from omnienc.runtime import EncoderService
+
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    rt.capture(progress=False)
+    rng = random.Random()
+    per_thread = [random_mix(vis.config, aud.config, 50, rng) for _ in range(16)]
+    with EncoderService(rt, max_wait_ms=2) as svc:
+        def worker(reqs):
+            futures = [svc.submit(r) for r in reqs]
+            return [f.result(timeout=120) for f in futures]
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(worker, per_thread))
+        assert svc.batches < 16 * 50  # requests of several users shared runtime calls
+    for reqs, outs in zip(per_thread, results):
+        check_against_direct(encoders, reqs, outs)
+    assert rt.stats()["requests"] == 16 * 50
