@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The GPU run, kept here so every run is the same: install, GPU tests, then the benchmark.
+# Usage (on the GPU machine, from the repo root): tools/gpu_check.sh [tests|bench|all] [extra bench args]
+# Writes logs and results under ${OUT:-out/gpu}.
+set -uo pipefail
+what=${1:-all}; shift || true
+out=${OUT:-out/gpu}; mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/card.txt"
+rc=0
+if [[ $what == tests || $what == all ]]; then
+  python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/ 2>&1 | tee "$out/gpu_tests.log" | grep -E "rel err|replay vs eager|capture:|mixed 24|passed|failed|Error|error" ; rc=${PIPESTATUS[0]}
+fi
+if [[ $what == bench || $what == all ]]; then
+  python3 -m omnienc.tools.cli bench --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v "it/s\]" ; rc=$(( rc | PIPESTATUS[0] ))
+fi
+exit $rc
