@@ -26,9 +26,9 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
 from .attention import varlen_attention
+from .vision import activation
 
 
 def conv_len(n: int) -> int:
@@ -175,7 +175,28 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
+def attn_in(x, ln_w, ln_b, q_w, q_b, k_w, k_b, v_w, v_b, num_heads: int, eps: float):
+    """LN -> q, k, v projections. ``x [L, d_model]`` -> q, k, v ``[L, H, D]``."""
+    L = x.shape[0]
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    return (F.linear(h, q_w, q_b).view(L, num_heads, -1), F.linear(h, k_w, k_b).view(L, num_heads, -1),
+            F.linear(h, v_w, v_b).view(L, num_heads, -1))
+
+
+def attn_out_mlp(x, attn, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float, act: str):
+    """x += out_proj(attn); x += fc2(act(fc1(LN(x)))); fp16 is clamped finite as in the reference."""
+    x = x + F.linear(attn.reshape(x.shape[0], -1), out_w, out_b)
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    x = x + F.linear(activation(act)(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b)
+    if x.dtype == torch.float16:
+        bound = torch.finfo(x.dtype).max - 1000
+        x = x.clamp(-bound, bound)
+    return x
+
+
 class AudioAttention(nn.Module):
+    """Parameter holder (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``)."""
+
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -184,17 +205,10 @@ class AudioAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=True)
         self.out_proj = nn.Linear(d_model, d_model, bias=True)
 
-    def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str) -> torch.Tensor:
-        L = x.shape[0]
-        q = self.q_proj(x).view(L, self.num_heads, -1)  # [L, H, D]
-        k = self.k_proj(x).view(L, self.num_heads, -1)
-        v = self.v_proj(x).view(L, self.num_heads, -1)
-        out = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
-        return self.out_proj(out.reshape(L, -1))
-
 
 class AudioLayer(nn.Module):
-    """Pre-norm layer: x += attn(LN(x)); x += fc2(act(fc1(LN(x))))."""
+    """Pre-norm layer: x += attn(LN(x)); x += fc2(act(fc1(LN(x)))), split around attention into
+    two pure functions (see ``AudioEncoder.compile_blocks``)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -203,15 +217,17 @@ class AudioLayer(nn.Module):
         self.fc1 = nn.Linear(cfg.d_model, cfg.encoder_ffn_dim)
         self.fc2 = nn.Linear(cfg.encoder_ffn_dim, cfg.d_model)
         self.final_layer_norm = nn.LayerNorm(cfg.d_model)
-        self.act = ACT2FN[cfg.activation_function]
+        self.act = cfg.activation_function
 
-    def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x), plan, backend)
-        x = x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
-        if x.dtype == torch.float16:  # as the reference: keep fp16 finite
-            bound = torch.finfo(x.dtype).max - 1000
-            x = x.clamp(-bound, bound)
-        return x
+    def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str, fns=(attn_in, attn_out_mlp)) -> torch.Tensor:
+        pre, post = fns
+        a, n = self.self_attn, self.self_attn_layer_norm
+        q, k, v = pre(x, n.weight, n.bias, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
+                      a.v_proj.weight, a.v_proj.bias, a.num_heads, n.eps)
+        o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+        f = self.final_layer_norm
+        return post(x, o, a.out_proj.weight, a.out_proj.bias, f.weight, f.bias, self.fc1.weight, self.fc1.bias,
+                    self.fc2.weight, self.fc2.bias, f.eps, self.act)
 
 
 class AudioEncoder(nn.Module):
@@ -239,10 +255,18 @@ class AudioEncoder(nn.Module):
         self.layers = nn.ModuleList([AudioLayer(c) for _ in range(c.encoder_layers)])
         self.ln_post = nn.LayerNorm(c.d_model)
         self.proj1 = nn.Linear(c.d_model, c.d_model)
-        self.act = ACT2FN[c.activation_function]
+        self.act = activation(c.activation_function)
         self.proj2 = nn.Linear(c.d_model, c.output_dim)
         self.tokens_per_chunk = conv_lens(self.chunk_frames)[2]
         self._pos: dict[torch.device, torch.Tensor] = {}
+        self.block_fns = (attn_in, attn_out_mlp)
+
+    def compile_blocks(self, **kwargs) -> AudioEncoder:
+        """Compiles the per-layer math around attention (one dynamic-shape graph shared by all layers):
+        fuses LayerNorm, bias, GELU and residual work. kwargs go to ``torch.compile``."""
+        kwargs.setdefault("dynamic", True)
+        self.block_fns = tuple(torch.compile(f, **kwargs) for f in (attn_in, attn_out_mlp))
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -284,7 +308,7 @@ class AudioEncoder(nn.Module):
         x = x + self.positions(x.device).to(x.dtype)
         x = x.reshape(C * t, -1).index_select(0, plan.token_index)  # [L, d_model]
         for layer in self.layers:
-            x = layer(x, plan, self.attn_backend)
+            x = layer(x, plan, self.attn_backend, self.block_fns)
         return self.proj2(self.act(self.proj1(self.ln_post(x))))
 
     def forward(self, input_features: torch.Tensor, feature_lens) -> torch.Tensor:

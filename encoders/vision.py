@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
@@ -170,47 +171,82 @@ class PatchEmbed(nn.Module):
         return self.proj(x.to(self.proj.weight.dtype))
 
 
+# Activations by config name; written out so torch.compile sees plain functions.
+ACTIVATIONS = {
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "silu": F.silu,
+}
+
+
+def activation(name: str):
+    return ACTIVATIONS.get(name) or ACT2FN[name]
+
+
+def attn_in(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
+    """LN1 -> qkv -> 2-D rotary (float32, as the reference). ``x [T, hidden]`` -> q, k, v ``[T, H, D]``.
+
+    ``cos``/``sin`` are ``[T, 1, D]`` float32.
+    """
+    T = x.shape[0]
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    q, k, v = F.linear(h, qkv_w, qkv_b).view(T, 3, num_heads, -1).unbind(1)
+    qf, kf = q.float(), k.float()
+    q = (qf * cos + rotate_half(qf) * sin).to(x.dtype)
+    k = (kf * cos + rotate_half(kf) * sin).to(x.dtype)
+    return q, k, v
+
+
+def attn_out_mlp(x, attn, proj_w, proj_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float, act: str):
+    """x += proj(attn); x += fc2(act(fc1(LN2(x)))). ``attn [T, H, D]`` -> ``[T, hidden]``."""
+    x = x + F.linear(attn.reshape(x.shape[0], -1), proj_w, proj_b)
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    return x + F.linear(activation(act)(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b)
+
+
 class VisionAttention(nn.Module):
+    """Parameter holder (``qkv``, ``proj``); the math is ``attn_in`` / ``attn_out_mlp``."""
+
     def __init__(self, hidden: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(hidden, 3 * hidden, bias=True)
         self.proj = nn.Linear(hidden, hidden, bias=True)
 
-    def forward(self, x, cos, sin, plan: VisionPlan, backend: str) -> torch.Tensor:
-        T = x.shape[0]
-        q, k, v = self.qkv(x).view(T, 3, self.num_heads, -1).unbind(1)  # each [T, H, D]
-        # Rotary in float32, as the reference does; cos/sin are [T, 1, D].
-        q = (q.float() * cos + rotate_half(q.float()) * sin).to(x.dtype)
-        k = (k.float() * cos + rotate_half(k.float()) * sin).to(x.dtype)
-        out = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
-        return self.proj(out.reshape(T, -1))
-
 
 class VisionMLP(nn.Module):
-    def __init__(self, hidden: int, intermediate: int, act: str):
+    """Parameter holder (``linear_fc1``, ``linear_fc2``)."""
+
+    def __init__(self, hidden: int, intermediate: int):
         super().__init__()
         self.linear_fc1 = nn.Linear(hidden, intermediate, bias=True)
         self.linear_fc2 = nn.Linear(intermediate, hidden, bias=True)
-        self.act_fn = ACT2FN[act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_fc2(self.act_fn(self.linear_fc1(x)))
 
 
 class VisionBlock(nn.Module):
-    """Pre-norm transformer block: x += attn(LN1(x)); x += mlp(LN2(x))."""
+    """Pre-norm transformer block: x += attn(LN1(x)); x += mlp(LN2(x)).
+
+    The forward is split around attention into two pure functions over the block's tensors, so the
+    encoder can swap in compiled versions of them (``VisionEncoder.compile_blocks``) for every block at once.
+    """
 
     def __init__(self, cfg):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=1e-6)
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=1e-6)
         self.attn = VisionAttention(cfg.hidden_size, cfg.num_heads)
-        self.mlp = VisionMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
+        self.mlp = VisionMLP(cfg.hidden_size, cfg.intermediate_size)
+        self.act = cfg.hidden_act
 
-    def forward(self, x, cos, sin, plan: VisionPlan, backend: str) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), cos, sin, plan, backend)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x, cos, sin, plan: VisionPlan, backend: str, fns=(attn_in, attn_out_mlp)) -> torch.Tensor:
+        pre, post = fns
+        q, k, v = pre(x, self.norm1.weight, self.norm1.bias, self.attn.qkv.weight, self.attn.qkv.bias,
+                      cos, sin, self.attn.num_heads, self.norm1.eps)
+        o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+        return post(x, o, self.attn.proj.weight, self.attn.proj.bias, self.norm2.weight, self.norm2.bias,
+                    self.mlp.linear_fc1.weight, self.mlp.linear_fc1.bias, self.mlp.linear_fc2.weight,
+                    self.mlp.linear_fc2.bias, self.norm2.eps, self.act)
 
 
 class PatchMerger(nn.Module):
@@ -264,6 +300,17 @@ class VisionEncoder(nn.Module):
         rope = getattr(c, "rope_parameters", None) or {}
         self.rope_theta = float(rope.get("rope_theta", 10000.0))
         self._inv_freq: dict[torch.device, torch.Tensor] = {}
+        self.block_fns = (attn_in, attn_out_mlp)
+
+    def compile_blocks(self, **kwargs) -> VisionEncoder:
+        """Compiles the per-block math around attention (one dynamic-shape graph shared by all blocks).
+
+        Fuses LayerNorm, rotary, bias, GELU and residual work; attention stays as is. The result is
+        still captured by the runtime's CUDA graphs. kwargs go to ``torch.compile``.
+        """
+        kwargs.setdefault("dynamic", True)
+        self.block_fns = tuple(torch.compile(f, **kwargs) for f in (attn_in, attn_out_mlp))
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -305,7 +352,7 @@ class VisionEncoder(nn.Module):
         cos, sin = freqs.cos(), freqs.sin()
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, plan, self.attn_backend)
+            x = block(x, cos, sin, plan, self.attn_backend, self.block_fns)
             if i in self.deepstack_visual_indexes:
                 deepstack.append(self.merger_list[self.deepstack_visual_indexes.index(i)](x))
         return self.merger(x), deepstack

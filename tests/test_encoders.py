@@ -134,3 +134,33 @@ def test_plans_refuse_too_small_buckets():
         plan_vision([[3, 2, 2]], 2, 64, num_segments=2)
     with pytest.raises(ValueError, match="chunks"):
         plan_audio([250], 50, 200, num_chunks=2)
+
+
+@torch.no_grad()
+def test_compiled_blocks_trace_without_breaks_and_match():
+    """compile_blocks traces the per-block math in one dynamic graph (aot_eager here, inductor on GPU):
+    no graph breaks, no recompiles across sizes, same numbers."""
+    import torch._dynamo
+
+    from conftest import hf_and_native_audio, hf_and_native_vision
+
+    _, vis = hf_and_native_vision()
+    _, aud = hf_and_native_audio()
+    torch._dynamo.reset()
+    ref_v = {}
+    grids = [[[1, 4, 6]], [[2, 6, 8], [1, 2, 2]], [[1, 10, 12]]]
+    pixels = [random_pixels(g, vis.config) for g in grids]
+    for g, px in zip(grids, pixels):
+        ref_v[str(g)] = vis(px, torch.tensor(g))[0]
+    lens = [[130], [777, 40], [2600]]
+    feats = [torch.randn(aud.config.num_mel_bins, sum(L)) for L in lens]
+    ref_a = [aud(f, L) for f, L in zip(feats, lens)]
+    vis.compile_blocks(backend="aot_eager", fullgraph=True)
+    aud.compile_blocks(backend="aot_eager", fullgraph=True)
+    for g, px in zip(grids, pixels):
+        assert rel_err(vis(px, torch.tensor(g))[0], ref_v[str(g)]) <= TOL
+    for f, L, r in zip(feats, lens, ref_a):
+        assert rel_err(aud(f, L), r) <= TOL
+    from torch._dynamo.utils import counters
+
+    assert counters["stats"]["unique_graphs"] <= 8, dict(counters["stats"])  # 4 functions, <= 1 recompile each
