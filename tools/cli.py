@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Subcommand modules, in --help order.
-COMMANDS = ("demo", "capture", "encode", "bench", "replay", "tune", "tracegen")
+COMMANDS = ("demo", "capture", "encode", "bench", "ab", "replay", "tune", "tracegen")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU run, kept here so every run is the same: install, GPU tests, then the benchmark.
-# Usage (on the GPU machine, from the repo root): tools/gpu_check.sh [tests|bench|all] [extra bench args]
+# Usage (on the GPU machine, from the repo root): tools/gpu_check.sh [tests|bench|ab|all] [extra bench args]
 # Writes logs and results under ${OUT:-out/gpu}.
 set -uo pipefail
 what=${1:-all}; shift || true
@@ -15,5 +15,8 @@ if [[ $what == tests || $what == all ]]; then
 fi
 if [[ $what == bench || $what == all ]]; then
   python3 -m omnienc.tools.cli bench --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v "it/s\]" ; rc=$(( rc | PIPESTATUS[0] ))
+fi
+if [[ $what == ab || $what == all ]]; then
+  python3 -m omnienc.tools.cli ab --json "$out/ab.json" 2>&1 | tee "$out/ab.log" ; rc=$(( rc | PIPESTATUS[0] ))
 fi
 exit $rc
