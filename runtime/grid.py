@@ -1,0 +1,399 @@
+"""Bucket grid: the (size, batch) shapes the runtime captures one CUDA graph for.
+
+A grid lives on disk as YAML and in code as validated frozen dataclasses::
+
+    dtype: bfloat16
+    vision:                         # leave a modality out to run it eagerly only
+      patches: [1024, 4096, 16384]  # ViT patch tokens per replay (4 patches per output token)
+      batch: [1, 4, 16]             # attention segments per replay (one per frame)
+    audio:
+      frames: [800, 3200, 12800]    # mel frames per replay, multiples of 100
+      batch: [1, 8, 32]             # audios per replay
+
+Buckets are the cross product of the two lists, or an explicit list
+``buckets: [{patches: 1024, batch: 1}, ...]`` (``frames`` for audio) instead of the lists.
+Every validation error is a :class:`GridError` that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AUDIO_CHUNK_FRAMES = 100  # the audio encoder cuts every audio into chunks of 100 mel frames
+PATCHES_PER_TOKEN = 4  # the vision merger turns 2x2 patches into one output token
+DTYPES = ("bfloat16", "float16", "float32")
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+# modality -> (YAML key of the size axis, unit the size must be a multiple of, what one unit is)
+_AXES = {
+    "vision": ("patches", PATCHES_PER_TOKEN, "4 patches merge into one output token"),
+    "audio": ("frames", AUDIO_CHUNK_FRAMES, "audio is encoded in chunks of 100 mel frames"),
+}
+
+
+class GridError(ValueError):
+    """An invalid bucket grid; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Bucket:
+    """One captured graph shape; buckets order by (size, batch).
+
+    Attributes:
+        size: Capacity in units: ViT patches (vision) or mel frames (audio).
+        batch: Capacity in segments: frames of all images/videos (vision) or audios (audio).
+    """
+
+    size: int
+    batch: int
+
+    def holds(self, size: int, batch: int) -> bool:
+        """Whether a replay using ``size`` units in ``batch`` segments fits this bucket."""
+        return size <= self.size and batch <= self.batch
+
+
+def _int(where: str, value: Any) -> int:
+    """Returns ``value`` as an int, rejecting bools, floats and strings."""
+    if isinstance(value, bool):
+        raise GridError(f"{where}: {value!r} is a boolean; write a positive integer")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise GridError(f"{where}: {value!r} is not an integer; write a positive integer") from None
+
+
+def _check_size(modality: str, where: str, size: Any) -> int:
+    """Validates one bucket size of ``modality`` (type, one item at least, unit multiple)."""
+    key, unit, why = _AXES[modality]
+    size = _int(where, size)
+    if size < unit:
+        raise GridError(f"{where}: {size} {key} cannot hold one item; use at least {unit}")
+    if size % unit:
+        lo, hi = size // unit * unit, (size // unit + 1) * unit
+        raise GridError(f"{where}: {size} is not a multiple of {unit} ({why}); use {lo} or {hi}")
+    return size
+
+
+def _check_batch(where: str, batch: Any) -> int:
+    """Validates one bucket batch (a positive integer)."""
+    batch = _int(where, batch)
+    if batch < 1:
+        raise GridError(f"{where}: batch {batch} cannot hold one item; use at least 1")
+    return batch
+
+
+@dataclass(frozen=True)
+class ModalityGrid:
+    """The buckets of one modality.
+
+    Attributes:
+        modality: ``"vision"`` or ``"audio"``.
+        buckets: Non-empty, sorted ascending by (size, batch), no duplicates (sorted on
+            construction). Sizes are multiples of 4 patches (vision) or 100 frames (audio).
+    """
+
+    modality: str
+    buckets: tuple[Bucket, ...]
+
+    def __post_init__(self) -> None:
+        if self.modality not in _AXES:
+            raise GridError(f"unknown modality {self.modality!r}; use 'vision' or 'audio'")
+        key = _AXES[self.modality][0]
+        if not self.buckets:
+            raise GridError(
+                f"{self.modality}: no buckets; give at least one {key} size and one batch, "
+                f"or leave '{self.modality}' out of the grid to run it eagerly only"
+            )
+        for b in self.buckets:
+            if not isinstance(b, Bucket):
+                raise GridError(f"{self.modality}: {b!r} is not a Bucket; pass Bucket(size, batch)")
+            _check_size(self.modality, f"{self.modality} bucket {b}", b.size)
+            _check_batch(f"{self.modality} bucket {b}", b.batch)
+        buckets = tuple(sorted(self.buckets))
+        for a, b in zip(buckets, buckets[1:]):
+            if a == b:
+                raise GridError(
+                    f"{self.modality}: bucket {{{key}: {a.size}, batch: {a.batch}}} is listed "
+                    "twice; remove the duplicate"
+                )
+        object.__setattr__(self, "buckets", buckets)
+
+    @property
+    def max_size(self) -> int:
+        """Largest size of any bucket; static input buffers are allocated at this size."""
+        return max(b.size for b in self.buckets)
+
+    @property
+    def max_batch(self) -> int:
+        """Largest batch of any bucket (possibly of another bucket than ``max_size``)."""
+        return max(b.batch for b in self.buckets)
+
+    @classmethod
+    def from_dict(cls, modality: str, d: Any) -> ModalityGrid:
+        """Builds a grid from the YAML mapping of one modality (lists or explicit ``buckets``)."""
+        if modality not in _AXES:
+            raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
+        key = _AXES[modality][0]
+        if not isinstance(d, Mapping):
+            raise GridError(
+                f"{modality}: expected a mapping with '{key}' and 'batch' lists, got {d!r}; "
+                f"write e.g. '{modality}: {{{key}: [...], batch: [...]}}'"
+            )
+        unknown = sorted(set(d) - {key, "batch", "buckets"})
+        if unknown:
+            raise GridError(
+                f"{modality}: unknown key(s) {unknown}; allowed: '{key}', 'batch', 'buckets'"
+            )
+        if "buckets" in d:
+            if key in d or "batch" in d:
+                raise GridError(
+                    f"{modality}: give either the '{key}'/'batch' lists or 'buckets', not both; "
+                    "remove one of them"
+                )
+            return cls(modality, tuple(_explicit_buckets(modality, d["buckets"])))
+        if key not in d or "batch" not in d:
+            missing = key if key not in d else "batch"
+            raise GridError(
+                f"{modality}: missing '{missing}'; give both '{key}' and 'batch' lists "
+                "(their cross product), or an explicit 'buckets' list"
+            )
+        sizes = _unique_list(modality, key, d[key], lambda w, v: _check_size(modality, w, v))
+        batches = _unique_list(modality, "batch", d["batch"], _check_batch)
+        return cls(modality, tuple(Bucket(s, b) for s in sizes for b in batches))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML mapping: the two lists when the buckets are their cross product, else ``buckets``."""
+        key = _AXES[self.modality][0]
+        sizes = sorted({b.size for b in self.buckets})
+        batches = sorted({b.batch for b in self.buckets})
+        if len(sizes) * len(batches) == len(self.buckets):
+            return {key: sizes, "batch": batches}
+        return {"buckets": [{key: b.size, "batch": b.batch} for b in self.buckets]}
+
+
+def _unique_list(modality: str, key: str, values: Any, check: Callable[[str, Any], int]) -> list[int]:
+    """Validates a non-empty list of distinct values of ``modality.key``."""
+    where = f"{modality}.{key}"
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise GridError(f"{where}: expected a list like [1, 4, 16], got {values!r}")
+    out = [check(f"{where}[{i}]", v) for i, v in enumerate(values)]
+    if not out:
+        raise GridError(f"{where}: empty list; give at least one value, or leave '{modality}' out")
+    for v in out:
+        if out.count(v) > 1:
+            raise GridError(f"{where}: {v} is listed twice; remove the duplicate")
+    return out
+
+
+def _explicit_buckets(modality: str, items: Any) -> list[Bucket]:
+    """Validates an explicit ``buckets: [{<key>: n, batch: m}, ...]`` list."""
+    key = _AXES[modality][0]
+    where = f"{modality}.buckets"
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise GridError(f"{where}: expected a list like [{{{key}: 1024, batch: 1}}], got {items!r}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or set(item) != {key, "batch"}:
+            raise GridError(
+                f"{where}[{i}]: expected {{{key}: <int>, batch: <int>}}, got {item!r}; "
+                f"give exactly the keys '{key}' and 'batch'"
+            )
+        out.append(
+            Bucket(
+                _check_size(modality, f"{where}[{i}].{key}", item[key]),
+                _check_batch(f"{where}[{i}].batch", item["batch"]),
+            )
+        )
+    if not out:
+        raise GridError(f"{where}: empty list; give at least one bucket, or leave '{modality}' out")
+    return out
+
+
+@dataclass(frozen=True)
+class BucketGrid:
+    """All buckets of the runtime.
+
+    Attributes:
+        dtype: Activation dtype of the captured graphs: ``"bfloat16"``, ``"float16"`` or
+            ``"float32"``.
+        vision: Vision buckets; None runs vision eagerly only.
+        audio: Audio buckets; None runs audio eagerly only.
+    """
+
+    dtype: str = "bfloat16"
+    vision: ModalityGrid | None = None
+    audio: ModalityGrid | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise GridError(f"dtype: unknown dtype {self.dtype!r}; use one of {list(DTYPES)}")
+        for name in ("vision", "audio"):
+            g = getattr(self, name)
+            if g is not None and g.modality != name:
+                raise GridError(f"{name}: got a grid of modality {g.modality!r}; pass a {name} grid")
+
+    @property
+    def num_graphs(self) -> int:
+        """Number of CUDA graphs the runtime captures (one per bucket)."""
+        return sum(len(g.buckets) for g in (self.vision, self.audio) if g is not None)
+
+    def modality(self, name: str) -> ModalityGrid | None:
+        """The grid of modality ``name`` (``"vision"`` or ``"audio"``)."""
+        if name not in _AXES:
+            raise GridError(f"unknown modality {name!r}; use 'vision' or 'audio'")
+        return getattr(self, name)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> BucketGrid:
+        """Builds a validated grid from the parsed YAML mapping."""
+        if d is None:
+            d = {}
+        if not isinstance(d, Mapping):
+            raise GridError(f"expected a mapping with 'dtype', 'vision', 'audio', got {d!r}")
+        unknown = sorted(set(d) - {"dtype", "vision", "audio"})
+        if unknown:
+            raise GridError(
+                f"unknown top-level key(s) {unknown}; allowed: 'dtype', 'vision', 'audio'"
+            )
+        return cls(
+            dtype=d.get("dtype", "bfloat16"),
+            vision=None if d.get("vision") is None else ModalityGrid.from_dict("vision", d["vision"]),
+            audio=None if d.get("audio") is None else ModalityGrid.from_dict("audio", d["audio"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML mapping; a modality without buckets is left out."""
+        d: dict[str, Any] = {"dtype": self.dtype}
+        for name in ("vision", "audio"):
+            g = getattr(self, name)
+            if g is not None:
+                d[name] = g.to_dict()
+        return d
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BucketGrid:
+        """Loads and validates a YAML grid file; errors name the file."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise GridError(
+                f"grid file {str(path)!r} not found; pass an existing YAML file "
+                "(e.g. omnienc/configs/qwen3_omni.yaml)"
+            ) from None
+        except OSError as e:
+            raise GridError(f"cannot read grid file {str(path)!r}: {e}") from None
+        return cls._from_text(text, str(path))
+
+    @classmethod
+    def _from_text(cls, text: str, source: str) -> BucketGrid:
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or e
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise GridError(f"{source}: invalid YAML{where}: {problem}; fix the syntax") from None
+        try:
+            return cls.from_dict(d)
+        except GridError as e:
+            raise GridError(f"{source}: {e}") from None
+
+    def to_yaml(self, path: str | Path | None = None, header: str | None = None) -> str:
+        """Returns the YAML text (written to ``path`` when given), ``header`` as comment lines."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        if header:
+            text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def default(cls) -> BucketGrid:
+        """The packaged default grid, ``omnienc/configs/qwen3_omni.yaml``."""
+        res = importlib.resources.files("omnienc.configs").joinpath("qwen3_omni.yaml")
+        return cls._from_text(res.read_text(encoding="utf-8"), "omnienc/configs/qwen3_omni.yaml")
+
+
+# --- Approximate cost model of the real Qwen3-Omni encoders (estimates, not measurements) ---
+# Vision: 27 blocks, hidden 1152, MLP 4304, 16 heads x 72; patch embedding of 3x2x16x16 = 1536
+# pixel values; a 2x2 merger (4 x 1152 = 4608 -> 4608 -> 2048) for the output and for each of
+# the 3 deepstack taps.
+_V_HIDDEN, _V_MLP, _V_LAYERS, _V_PIXELS, _V_MERGE, _V_OUT, _V_TAPS = 1152, 4304, 27, 1536, 4608, 2048, 3
+# Audio: per 100-frame chunk of 128 mel bins, three stride-2 3x3 convs with 480 channels
+# (64x50 -> 32x25 -> 16x13), then 13 tokens through 32 layers of d_model 1280, FFN 5120.
+_A_MEL, _A_CH, _A_TOKENS, _A_MODEL, _A_FFN, _A_LAYERS, _A_OUT = 128, 480, 13, 1280, 5120, 32, 2048
+_A_CONV = (64 * 50, 32 * 25, 16 * 13)  # spatial positions after each conv, per chunk
+
+
+def estimate_activation_bytes(modality: str, bucket: Bucket, dtype: str = "bfloat16") -> int:
+    """Estimates the peak activation memory of one captured graph (its share of the graph pool).
+
+    An approximate per-unit model of the real encoders in inference mode (no autograd), assuming
+    memory-efficient varlen attention (no materialised score matrix) and that a layer's
+    temporaries are freed before the next layer runs; weights are not included.
+
+    * Vision, per patch: input pixels (1536) + residual (1152) + the larger layer phase, attention
+      (norm, qkv, rotated q/k, output, projection: 8 x 1152) or MLP (norm + 2 x 4304 + out),
+      + merger temporaries (2 x 4608 / 4) + the output and 3 deepstack features (4 x 2048 / 4).
+      About 17.9k values, 35 KiB in bf16, so 16384 patches take about 0.6 GB.
+    * Audio, per 100-frame chunk: the mel input (128 x 100) + the first conv's output and its
+      GELU (2 x 480 x 64 x 50), which dominate, + 13 tokens of the transformer layer peak.
+      About 3.3M values per chunk, 64 KiB per frame in bf16, so 12800 frames take about 0.84 GB.
+    * Both: 16 bytes per segment (batch) for int32 index buffers.
+
+    Args:
+        modality: ``"vision"`` or ``"audio"``.
+        bucket: The bucket (size in patches or frames, batch in segments).
+        dtype: Activation dtype, one of ``DTYPES``.
+
+    Returns:
+        Estimated bytes.
+    """
+    if dtype not in _DTYPE_BYTES:
+        raise GridError(f"dtype: unknown dtype {dtype!r}; use one of {list(DTYPES)}")
+    if modality == "vision":
+        layer = max(8 * _V_HIDDEN, 2 * _V_HIDDEN + 2 * _V_MLP)
+        merge = (2 * _V_MERGE + (_V_TAPS + 1) * _V_OUT) / PATCHES_PER_TOKEN
+        values = bucket.size * (_V_PIXELS + _V_HIDDEN + layer + merge)
+    elif modality == "audio":
+        chunks = math.ceil(bucket.size / AUDIO_CHUNK_FRAMES)
+        conv = max(2 * _A_CH * _A_CONV[0], _A_CH * (_A_CONV[0] + _A_CONV[1]))
+        layer = _A_MODEL + max(8 * _A_MODEL, 2 * _A_MODEL + 2 * _A_FFN)
+        values = chunks * (_A_MEL * AUDIO_CHUNK_FRAMES + conv + _A_TOKENS * layer)
+    else:
+        raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
+    return int(values * _DTYPE_BYTES[dtype] + 16 * bucket.batch)
+
+
+def estimate_flops(modality: str, size: float) -> float:
+    """Estimates the forward FLOPs of ``size`` units (patches or frames); used to weigh modalities.
+
+    Counts the matmuls and convolutions of the real encoders (2 FLOPs per multiply-add), not the
+    attention scores (they depend on segment lengths). About 0.9 GFLOP per vision patch and
+    0.2 GFLOP per audio frame (21 GFLOP per 100-frame chunk), an estimate.
+
+    Args:
+        modality: ``"vision"`` or ``"audio"``.
+        size: Units: patches (vision) or frames (audio).
+
+    Returns:
+        Estimated FLOPs.
+    """
+    if modality == "vision":
+        layer = 4 * _V_HIDDEN**2 + 2 * _V_HIDDEN * _V_MLP
+        merger = (_V_TAPS + 1) * (_V_MERGE**2 + _V_MERGE * _V_OUT) / PATCHES_PER_TOKEN
+        per_unit = 2 * (_V_PIXELS * _V_HIDDEN + _V_LAYERS * layer + merger)
+    elif modality == "audio":
+        conv = 9 * _A_CH * (_A_CONV[0] + _A_CH * (_A_CONV[1] + _A_CONV[2]))
+        layer = 4 * _A_MODEL**2 + 2 * _A_MODEL * _A_FFN
+        tokens = _A_TOKENS * (_A_CH * 16 * _A_MODEL + _A_LAYERS * layer + _A_MODEL * _A_OUT)
+        per_unit = 2 * (conv + tokens) / AUDIO_CHUNK_FRAMES
+    else:
+        raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
+    return per_unit * size

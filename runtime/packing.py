@@ -1,0 +1,180 @@
+"""Packing requests into bucket replays: pure functions over sizes (no torch).
+
+Shared by the runtime, the ``replay`` simulator and the tuner, so all three agree on which
+bucket a mix of requests lands in.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, Bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one request needs from a replay.
+
+    Attributes:
+        size: Units, >= 1: patches (vision) or chunk-padded mel frames (audio).
+        batch: Segments, >= 1: frames of all items (vision) or audios (audio).
+    """
+
+    size: int
+    batch: int
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.batch < 1:
+            raise ValueError(f"demand {self} must have size >= 1 and batch >= 1")
+
+
+def _positive_int(where: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {value!r} is a boolean; expected a positive integer")
+    try:
+        v = operator.index(value)  # ints, numpy ints and integer 0-d tensors
+    except TypeError:
+        raise ValueError(f"{where}: {value!r} is not an integer") from None
+    if v < 1:
+        raise ValueError(f"{where}: {v} must be >= 1")
+    return v
+
+
+def vision_demand(grid_thw: Iterable[Sequence[int]]) -> Demand:
+    """Demand of a vision request.
+
+    Args:
+        grid_thw: One (t, h, w) per image/video, in patches; h and w even (2x2 merge).
+
+    Returns:
+        ``Demand(sum(t*h*w), sum(t))``: each temporal frame is one attention segment.
+
+    Raises:
+        ValueError: No items, an item that is not three positive integers, or odd h/w.
+    """
+    size = batch = 0
+    for i, item in enumerate(grid_thw):
+        thw = tuple(item)
+        if len(thw) != 3:
+            raise ValueError(f"grid_thw[{i}]: expected (t, h, w), got {thw!r}")
+        t, h, w = (_positive_int(f"grid_thw[{i}].{n}", v) for n, v in zip("thw", thw))
+        if h % 2 or w % 2:
+            raise ValueError(f"grid_thw[{i}]: h={h}, w={w} must be even (2x2 patch merge)")
+        size, batch = size + t * h * w, batch + t
+    if not batch:
+        raise ValueError("grid_thw is empty; a vision request needs at least one (t, h, w)")
+    return Demand(size, batch)
+
+
+def audio_demand(frames: Iterable[int]) -> Demand:
+    """Demand of an audio request.
+
+    Args:
+        frames: Mel frame count T of each audio (100 per second).
+
+    Returns:
+        ``Demand(sum(ceil(T/100)*100), len(frames))``: each audio is cut into 100-frame chunks.
+
+    Raises:
+        ValueError: No audios, or a count that is not a positive integer.
+    """
+    counts = [_positive_int(f"frames[{i}]", t) for i, t in enumerate(frames)]
+    if not counts:
+        raise ValueError("frames is empty; an audio request needs at least one frame count")
+    chunks = sum(math.ceil(t / AUDIO_CHUNK_FRAMES) for t in counts)
+    return Demand(chunks * AUDIO_CHUNK_FRAMES, len(counts))
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """One graph replay (or one eager run) and the requests it carries.
+
+    Attributes:
+        bucket: The smallest bucket holding all members; None when the request fits no bucket
+            and runs eagerly (then it is the only member).
+        members: Request indices into the ``pack`` input, ascending.
+        size: Units used, the sum of the members' sizes (<= ``bucket.size``).
+        batch: Segments used, the sum of the members' batches (<= ``bucket.batch``).
+    """
+
+    bucket: Bucket | None
+    members: tuple[int, ...]
+    size: int
+    batch: int
+
+    @property
+    def padded_share(self) -> float:
+        """Share of the bucket's units that are padding; 0.0 for an eager run."""
+        return 0.0 if self.bucket is None else 1.0 - self.size / self.bucket.size
+
+
+class BucketSet:
+    """Buckets prepared for packing once, so that packing many groups stays cheap.
+
+    Attributes:
+        buckets: The distinct buckets, ascending by (size, batch).
+    """
+
+    __slots__ = ("buckets", "_sizes", "_cap")
+
+    def __init__(self, buckets: Iterable[Bucket]) -> None:
+        self.buckets = tuple(sorted(set(buckets)))
+        self._sizes = [b.size for b in self.buckets]
+        # _cap[i]: largest batch among buckets[i:], i.e. among the buckets of size >= _sizes[i].
+        self._cap = [0] * (len(self.buckets) + 1)
+        for i in range(len(self.buckets) - 1, -1, -1):
+            self._cap[i] = max(self._cap[i + 1], self.buckets[i].batch)
+
+    def fits(self, size: int, batch: int) -> bool:
+        """Whether one bucket holds ``size`` units in ``batch`` segments."""
+        return self._cap[bisect.bisect_left(self._sizes, size)] >= batch
+
+    def smallest(self, size: int, batch: int) -> Bucket | None:
+        """The smallest bucket (by size, then batch) holding ``size`` and ``batch``, if any."""
+        start = bisect.bisect_left(self._sizes, size)
+        return next((b for b in self.buckets[start:] if b.holds(size, batch)), None)
+
+    def pack(self, demands: Sequence[Demand]) -> list[Replay]:
+        """See :func:`pack`."""
+        replays: list[Replay] = []
+        bins: list[list[int]] = []  # [size, batch, *members]
+        for i in sorted(range(len(demands)), key=lambda i: (-demands[i].size, -demands[i].batch, i)):
+            d = demands[i]
+            if not self.fits(d.size, d.batch):
+                replays.append(Replay(None, (i,), d.size, d.batch))
+                continue
+            for b in bins:
+                if self.fits(b[0] + d.size, b[1] + d.batch):
+                    b[0], b[1] = b[0] + d.size, b[1] + d.batch
+                    b.append(i)
+                    break
+            else:
+                bins.append([d.size, d.batch, i])
+        for size, batch, *members in bins:
+            replays.append(Replay(self.smallest(size, batch), tuple(sorted(members)), size, batch))
+        replays.sort(key=lambda r: r.members[0])
+        return replays
+
+
+def pack(demands: Sequence[Demand], buckets: Sequence[Bucket] | BucketSet) -> list[Replay]:
+    """Packs requests that arrive together into as few replays as possible.
+
+    A request that fits no bucket becomes its own eager replay. The others are packed first-fit
+    decreasing (by size, then batch, then index): each goes to the first open bin whose combined
+    (size, batch) still fits one real bucket, else opens a new bin. Each bin then gets the
+    smallest bucket (by size, then batch) that holds it. Deterministic.
+
+    Args:
+        demands: One demand per request; indices are the request ids.
+        buckets: Available buckets, in any order (duplicates are ignored), or a ``BucketSet``
+            prepared once for many calls.
+
+    Returns:
+        Replays ordered by their first member; every request is in exactly one replay, and no
+        bucket is overfilled in size or batch.
+    """
+    return (buckets if isinstance(buckets, BucketSet) else BucketSet(buckets)).pack(demands)
