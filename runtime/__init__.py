@@ -1,31 +1,36 @@
-"""The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service."""
+"""The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service.
 
-from .grid import Bucket, BucketGrid, GridError, ModalityGrid
-from .packing import Demand, Replay, audio_demand, pack, vision_demand
-from .requests import AudioOutput, AudioRequest, VisionOutput, VisionRequest
-from .runtime import EncoderRuntime
-from .service import EncoderService, ServiceClosed
-from .trace import TraceRecord, TraceRecorder, read_trace, write_trace
+The pure planning modules (grid, packing, trace, simulate) import without torch; the runtime,
+service and request types load on first use, so ``omnienc replay`` / ``tune`` start instantly.
+"""
+
+from importlib import import_module
+
+from .grid import Bucket, BucketGrid, GridError, ModalityGrid, estimate_activation_bytes
+from .packing import BucketSet, Demand, Replay, audio_demand, pack, vision_demand
+from .simulate import SimReport, simulate
+from .trace import TraceError, TraceRecord, TraceRecorder, read_trace, write_trace
+
+_LAZY = {
+    "EncoderRuntime": ".runtime",
+    "EncoderService": ".service",
+    "ServiceClosed": ".service",
+    "VisionRequest": ".requests",
+    "AudioRequest": ".requests",
+    "VisionOutput": ".requests",
+    "AudioOutput": ".requests",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "AudioOutput",
-    "AudioRequest",
-    "Bucket",
-    "BucketGrid",
-    "Demand",
-    "EncoderRuntime",
-    "EncoderService",
-    "ServiceClosed",
-    "GridError",
-    "ModalityGrid",
-    "Replay",
-    "TraceRecord",
-    "TraceRecorder",
-    "VisionOutput",
-    "VisionRequest",
-    "audio_demand",
-    "pack",
-    "read_trace",
-    "vision_demand",
-    "write_trace",
+    "AudioOutput", "AudioRequest", "Bucket", "BucketGrid", "BucketSet", "Demand", "EncoderRuntime",
+    "EncoderService", "GridError", "ModalityGrid", "Replay", "ServiceClosed", "SimReport", "TraceError",
+    "TraceRecord", "TraceRecorder", "VisionOutput", "VisionRequest", "audio_demand",
+    "estimate_activation_bytes", "pack", "read_trace", "simulate", "vision_demand", "write_trace",
 ]

@@ -98,8 +98,9 @@ class _Lane:
         self.captured = True
 
     # -- encode ---------------------------------------------------------------------------------
-    def encode(self, reqs: list, shapes: list) -> list:
-        """Runs validated requests; returns one output per request, in order."""
+    def encode(self, reqs: list, shapes: list, ids: list[int]) -> list:
+        """Runs validated requests (``ids``: their indices in the caller's list, for errors); returns
+        one output per request, in order."""
         out: list = [None] * len(reqs)
         replays = pack([self._demand(s) for s in shapes], list(self.buckets))
         self.requests += len(reqs)
@@ -107,12 +108,32 @@ class _Lane:
             members = [reqs[i] for i in rep.members]
             member_shapes = [shapes[i] for i in rep.members]
             if rep.bucket is None:
-                results = [self._timed(None, rep, lambda: self._eager(members[0], member_shapes[0]))]
+                i = rep.members[0]
+                results = [self._timed(None, rep, lambda: self._eager_or_split(reqs[i], shapes[i], ids[i]))]
             else:
                 results = self._timed(self.buckets[rep.bucket], rep, lambda: self._replay(rep, members, member_shapes))
             for i, r in zip(rep.members, results):
                 out[i] = r
         return out
+
+    def _eager_or_split(self, req, shape, index: int):
+        """The eager fallback. On out-of-memory, a request of several items runs item by item; a
+        single item that still does not fit fails with an error naming the request."""
+        try:
+            return self._eager(req, shape)
+        except torch.OutOfMemoryError:
+            pass
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(shape) > 1:
+            try:
+                return self._merge([self._eager(*self._item(req, shape, j)) for j in range(len(shape))])
+            except torch.OutOfMemoryError:
+                pass
+        raise RuntimeError(
+            f"request {index} ({type(req).__name__}): out of device memory in the eager fallback "
+            f"(shape {shape}); it fits no bucket and is too large to run alone -- split it or add a larger bucket"
+        )
 
     def _replay(self, rep: Replay, members: list, shapes: list) -> list:
         bg = self.buckets[rep.bucket]
@@ -246,6 +267,17 @@ class _VisionLane(_Lane):
             row += n
         return result
 
+    @staticmethod
+    def _item(req: VisionRequest, shape, j: int):
+        start = sum(t * h * w for t, h, w in shape[:j])
+        t, h, w = shape[j]
+        return VisionRequest(req.pixel_values[start : start + t * h * w], req.grid_thw[j : j + 1]), [shape[j]]
+
+    @staticmethod
+    def _merge(outs: list[VisionOutput]) -> VisionOutput:
+        return VisionOutput(torch.cat([o.embeds for o in outs]),
+                            [torch.cat(parts) for parts in zip(*(o.deepstack for o in outs))])
+
     def _eager(self, req: VisionRequest, shape) -> VisionOutput:
         embeds, deepstack = self.encoder(req.pixel_values.to(self.device, non_blocking=True), shape)
         return VisionOutput(embeds, list(deepstack))
@@ -315,6 +347,15 @@ class _AudioLane(_Lane):
             result.append(AudioOutput(outputs[0][row : row + n].clone()))
             row += n
         return result
+
+    @staticmethod
+    def _item(req: AudioRequest, shape, j: int):
+        start = sum(shape[:j])
+        return AudioRequest(req.input_features[:, start : start + shape[j]], req.feature_lens[j : j + 1]), [shape[j]]
+
+    @staticmethod
+    def _merge(outs: list[AudioOutput]) -> AudioOutput:
+        return AudioOutput(torch.cat([o.embeds for o in outs]))
 
     def _eager(self, req: AudioRequest, shape) -> AudioOutput:
         return AudioOutput(self.encoder(req.input_features.to(self.device, non_blocking=True), shape))
@@ -428,7 +469,7 @@ class EncoderRuntime:
                 idx = [i for i, r in enumerate(requests) if isinstance(r, kind)]
                 if not idx:
                     continue
-                for i, o in zip(idx, lane.encode([requests[i] for i in idx], [shapes[i] for i in idx])):
+                for i, o in zip(idx, lane.encode([requests[i] for i in idx], [shapes[i] for i in idx], idx)):
                     out[i] = o
             if self.recorder is not None:
                 for r, s in zip(requests, shapes):

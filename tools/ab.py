@@ -15,8 +15,6 @@ import argparse
 import json
 import time
 
-import torch
-
 WORKLOADS = {
     "image448": ("vision", [[[1, 28, 28]]]),
     "images8x448": ("vision", [[[1, 28, 28]]] * 8),
@@ -40,6 +38,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
+    import torch
+
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -55,6 +55,8 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
 
 
 def make_requests(vis, aud, workload, device):
+    import torch
+
     from ..runtime import AudioRequest, VisionRequest
 
     modality, items = WORKLOADS[workload]
@@ -65,6 +67,8 @@ def make_requests(vis, aud, workload, device):
 
 
 def run(args) -> int:
+    import torch
+
     from ..encoders.audio import attn_in as a_in, attn_out_mlp as a_out
     from ..encoders.vision import attn_in as v_in, attn_out_mlp as v_out
     from ..runtime import EncoderRuntime, VisionRequest

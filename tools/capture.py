@@ -7,7 +7,6 @@ import json
 import sys
 import time
 
-from .models import DTYPES, build_encoders, default_device
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -18,7 +17,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--grid", help="bucket grid YAML (default: the packaged configs/qwen3_omni.yaml)")
     p.add_argument("--checkpoint", help="Qwen3-Omni checkpoint folder (default: random weights)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: the grid's dtype")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None, help="default: the grid's dtype")
     p.add_argument("--sizes", choices=["real", "reduced"], default=None,
                    help="random-weight model sizes (default: real on CUDA, reduced on CPU)")
     p.add_argument("--verify", action="store_true", help="check every bucket's replay against the eager forward")
@@ -39,6 +38,7 @@ def load_grid(path):
 def run(args) -> int:
     from ..runtime import EncoderRuntime
     from ..runtime.verify import verify_buckets
+    from .models import build_encoders, default_device
 
     grid = load_grid(args.grid)
     device = args.device or default_device()

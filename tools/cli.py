@@ -10,25 +10,21 @@ import sys
 COMMANDS = ("demo", "capture", "encode", "bench", "ab", "replay", "tune", "tracegen")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand's module is imported (fast start-up)."""
     parser = argparse.ArgumentParser(
         prog="omnienc",
         description="Qwen3-Omni vision and audio encoders with a bucketed CUDA-graph runtime.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"omnienc.tools.{name}")
-        except ModuleNotFoundError as e:  # TEMP while subcommands land
-            if e.name == f"omnienc.tools.{name}":
-                continue
-            raise
-        module.register(sub)
+    for name in (only,) if only else COMMANDS:
+        importlib.import_module(f"omnienc.tools.{name}").register(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

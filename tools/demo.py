@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
 from .capture import load_grid
-from .models import build_encoders, default_device
 
 # (label, grid_thw) and (label, mel frames): what a chat workload sends.
 IMAGES = [("image 448x448", [[1, 28, 28]]), ("image 224x224", [[1, 14, 14]]), ("image 1280x720", [[1, 46, 80]]),
@@ -34,6 +31,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def synthetic_requests(vis, aud):
+    import torch
+
     from ..runtime import AudioRequest, VisionRequest
 
     reqs = [(label, VisionRequest(torch.rand(sum(t * h * w for t, h, w in g), vis.in_features) * 2 - 1, torch.tensor(g)))
@@ -44,6 +43,8 @@ def synthetic_requests(vis, aud):
 
 def _time(fn, device, repeats) -> float:
     """Median wall time of ``fn`` in ms (synchronizing CUDA)."""
+    import torch
+
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -57,7 +58,10 @@ def _time(fn, device, repeats) -> float:
 
 
 def run(args) -> int:
+    import torch
+
     from ..runtime import EncoderRuntime, VisionRequest
+    from .models import build_encoders, default_device
 
     device = torch.device(args.device or default_device())
     cuda = device.type == "cuda"
