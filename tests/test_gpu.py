@@ -193,8 +193,79 @@ def test_encode_mixed_uses_graphs_and_reports_pool_memory(runtime):
     print(f"mixed 24: {s['replays']} replays, padding {s['padding_ratio']:.3f}")
 
 
+@torch.inference_mode()
+def test_gpu_soak_10000_requests_through_the_service(runtime):
+    """10,000 mixed requests from 8 threads through EncoderService on the captured default grid:
+    a sample (every 50th) is checked against eager encoding, memory is flat after warm-up, and no
+    capture happens."""
+    import threading
+    import time
+
+    from omnienc.runtime import AudioRequest, EncoderService, VisionRequest, graphs
+
+    rt, _ = runtime
+    rng = random.Random()
+    captures = rt.captures
+    real_capture = graphs.capture
+    graphs.capture = lambda *a, **k: (_ for _ in ()).throw(AssertionError("capture during soak"))
+
+    def make(i):
+        r = random.Random(rng.random() + i)
+        if r.random() < 0.5:
+            t = 1 if r.random() < 0.9 else 2 * r.randint(1, 4)
+            h, w = 2 * r.randint(4, 28), 2 * r.randint(4, 28)
+            return VisionRequest(torch.randn(t * h * w, 1536, device=CUDA), torch.tensor([[t, h, w]]))
+        lens = [r.randint(20, 3000) for _ in range(1 if r.random() < 0.8 else 2)]
+        return AudioRequest(torch.randn(128, sum(lens), device=CUDA), torch.tensor(lens))
+
+    total, threads, warm = 10_000, 8, 1_000
+    sample: list = []
+    lock = threading.Lock()
+    mem: dict[str, int] = {}
+    try:
+        t0 = time.perf_counter()
+        with EncoderService(rt, max_wait_ms=2, max_batch=32) as svc:
+            def worker(k):
+                for start in range(k, total, threads * 50):
+                    ids = [i for i in range(start, min(start + threads * 50, total)) if i % threads == k]
+                    reqs = [make(i) for i in ids]
+                    futs = [svc.submit(q) for q in reqs]
+                    for i, q, f in zip(ids, reqs, futs):
+                        out = f.result(timeout=300)
+                        if i % 50 == 0:
+                            with lock:
+                                sample.append((q, out))
+                    if k == 0 and start >= warm and "warm" not in mem:
+                        torch.cuda.synchronize()
+                        mem["warm"] = torch.cuda.memory_allocated()
+            ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        mem["end"] = torch.cuda.memory_allocated()
+    finally:
+        graphs.capture = real_capture
+    sampled_bytes = sum(o.embeds.numel() * o.embeds.element_size() * (1 + len(getattr(o, "deepstack", [])))
+                        for _, o in sample)
+    s = rt.stats()
+    growth = mem["end"] - mem.get("warm", mem["end"]) - sampled_bytes
+    line = (f"soak: {total} requests in {elapsed:.1f} s ({total / elapsed:.0f} req/s), {s['replays']} replays, "
+            f"{s['fallbacks']} fallbacks, padding {s['padding_ratio']:.3f}; memory after warm-up "
+            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB (of which sampled outputs "
+            f"{sampled_bytes / 2**20:.0f} MiB); captures {rt.captures - captures}")
+    FIGURES.append(line)
+    print(line)
+    assert rt.captures == captures
+    assert s["requests"] >= total
+    assert growth < 256 * 2**20, line
+    check_outputs(rt.vision.encoder, rt.audio.encoder, [q for q, _ in sample], [o for _, o in sample])
+
+
 def test_print_figures():
     """Summary of the parity figures (for the closing note)."""
-    print("\n".join(FIGURES))
+    print("\nSUMMARY\n" + "\n".join(FIGURES))
     if REPLAY_ERR:
         print(f"replay vs eager: {len(REPLAY_ERR)} outputs, max rel err {max(REPLAY_ERR):.3e}")

@@ -11,7 +11,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/card.txt"
 rc=0
 if [[ $what == tests || $what == all ]]; then
-  python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/ 2>&1 | tee "$out/gpu_tests.log" | grep -E "rel err|replay vs eager|capture:|mixed 24|passed|failed|Error|error" ; rc=${PIPESTATUS[0]}
+  python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/ 2>&1 | tee "$out/gpu_tests.log" | grep -E "^(vision|audio|verify|soak|capture|mixed|replay)|passed|failed|Error" ; rc=${PIPESTATUS[0]}
+  python3 -m omnienc.tools.cli capture --verify 2>&1 | tee "$out/capture_verify.log" | grep -v "graph/s" ; rc=$(( rc | PIPESTATUS[0] ))
 fi
 if [[ $what == bench || $what == all ]]; then
   python3 -m omnienc.tools.cli bench --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v "it/s\]" ; rc=$(( rc | PIPESTATUS[0] ))
