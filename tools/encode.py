@@ -1,0 +1,265 @@
+"""``omnienc encode``: preprocess files, encode them through the bucketed runtime, write safetensors.
+
+    omnienc encode --checkpoint DIR [--image F]... [--video F]... [--audio F]... \\
+        [--grid G.yaml] [--device cuda|cpu] [--dtype bfloat16|float16|float32] -o OUT.safetensors
+
+Every input is preprocessed first (``tools/preprocess.py``: transformers' Qwen2-VL image processor
+and Whisper feature extractor, configured from the checkpoint), so a bad file fails before any
+weights load. Then the encoders a modality needs are loaded, the runtime is built on the grid (the
+packaged one by default; its dtype unless ``--dtype``) and its CUDA graphs captured, and all items
+are encoded in one call, one request per item. Graphs need FlashAttention varlen (CUDA, bf16/fp16,
+head sizes multiples of 8); otherwise -- on the CPU, or float32 on CUDA (attention then runs with
+SDPA) -- the same buckets run eagerly and nothing is captured.
+
+Output, for the k-th item of each kind (k counts from 0 in command-line order):
+    ``image.{k}.embeds`` ``[t*h*w/4, out_hidden]``, ``image.{k}.deepstack.{j}`` (same shape, one per
+    DeepStack layer), the same under ``video.{k}.``, and ``audio.{k}.embeds`` ``[tokens, output_dim]``.
+Metadata (strings; lists and numbers as JSON): ``{kind}.{k}.source``, ``.grid_thw``, ``.tokens``,
+``.size`` and ``.resized`` ([height, width] in pixels); for videos ``.frames`` (before the odd-count
+padding) and ``.frame_indices``; for audio ``.frames`` (mel frames), ``.seconds``, ``.sample_rate``,
+``.channels``. Also ``format``, ``checkpoint``, ``dtype``, ``vision.out_hidden_size``,
+``vision.deepstack_layers``, ``audio.output_dim``, the item counts and ``preprocess`` (the
+preprocessing settings).
+
+Exit status 0, or 2 with a message on stderr for a bad argument, checkpoint, grid or input file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .preprocess import InputError, PreprocessConfig, PreprocessConfigError, Preprocessor
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+FORMAT = "omnienc.encode/1"
+
+
+class UsageError(ValueError):
+    """A bad command line (message says what to pass instead)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Adds the ``encode`` subcommand; its ``func`` default is :func:`run`."""
+    p = subparsers.add_parser(
+        "encode", help="encode images, videos and audio files into a safetensors file",
+        description="Preprocess files as Qwen3-Omni does, run them through the bucketed encoder runtime "
+        "and write each item's embeddings (and DeepStack features) to a safetensors file.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="Qwen3-Omni checkpoint folder (config.json and safetensors shards)")
+    p.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeatable)")
+    p.add_argument("--video", action="append", default=[], metavar="PATH",
+                   help="a video: animated GIF/APNG/WebP, a folder of frames, or mp4 etc. with PyAV (repeatable)")
+    p.add_argument("--audio", action="append", default=[], metavar="FILE", help="a PCM WAV file (repeatable)")
+    p.add_argument("--grid", default=None, metavar="YAML", help="bucket grid (default: the packaged grid)")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                   help="weights and activations (default: the grid's dtype)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="where to write the embeddings")
+    g = p.add_argument_group("preprocessing (defaults: Qwen3-Omni's, sizes from the checkpoint)")
+    g.add_argument("--min-pixels", type=int, default=None, help="image pixel floor after resizing (default 3136)")
+    g.add_argument("--max-pixels", type=int, default=None,
+                   help="image pixel cap after resizing (default 1280 output tokens: 1310720 for patch 16)")
+    g.add_argument("--video-min-pixels", type=int, default=None,
+                   help="per-frame pixel floor (default 128 tokens: 131072 for patch 16)")
+    g.add_argument("--video-max-pixels", type=int, default=None,
+                   help="per-frame pixel cap (default 768 tokens: 786432 for patch 16)")
+    g.add_argument("--video-fps", type=float, default=None,
+                   help="frames sampled per second of a timed video (default 2; 0 keeps every frame)")
+    g.add_argument("--max-frames", type=int, default=None, help="most frames per video (default 768)")
+    p.add_argument("--no-progress", action="store_true", help="no capture progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def _error(message: str) -> int:
+    print(f"omnienc encode: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; pass cuda, cuda:N or cpu") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} but CUDA is not available here; pass --device cpu")
+    if device.type not in ("cuda", "cpu"):
+        raise UsageError(f"--device {name!r} is not supported; pass cuda, cuda:N or cpu")
+    if device.type == "cuda":
+        if device.index is None:  # the encoders' parameters report an indexed device
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
+def _attention(device: torch.device, dtype: torch.dtype, head_dims: list[int]) -> tuple[str, str | None]:
+    """The attention backend, and why CUDA graphs are off (None when they are not).
+
+    On CUDA the capturable backend is FlashAttention varlen, which takes only bf16/fp16 and head
+    sizes that are multiples of 8; otherwise attention runs per segment with SDPA, eagerly.
+    """
+    if device.type != "cuda":
+        return "auto", None
+    if dtype not in (torch.bfloat16, torch.float16):
+        return "sdpa", "FlashAttention varlen needs bfloat16 or float16"
+    if any(d % 8 for d in head_dims):
+        return "sdpa", f"FlashAttention varlen needs head sizes that are multiples of 8, got {head_dims}"
+    return "auto", None
+
+
+def _check_paths(args) -> None:
+    if not (args.image or args.video or args.audio):
+        raise UsageError("nothing to encode; pass at least one --image, --video or --audio")
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_dir():
+        raise UsageError(f"--checkpoint {ckpt}: no such folder")
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"-o {out}: is a folder; name a .safetensors file")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: folder {out.parent} does not exist")
+    for flag, paths in (("--image", args.image), ("--audio", args.audio)):
+        for p in paths:
+            if not Path(p).is_file():
+                raise InputError(f"{flag} {p}: no such file")
+    for p in args.video:
+        if not Path(p).exists():
+            raise InputError(f"--video {p}: no such file or folder")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _load_encoders(args, device: torch.device, dtype: torch.dtype):
+    """The encoders this run needs, with an attention backend that works on ``device``.
+
+    Returns:
+        (vision or None, audio or None, why CUDA graphs are off or None).
+    """
+    from omnienc.encoders import AudioEncoder, CheckpointError, VisionEncoder, WeightLoadError
+
+    vision = audio = None
+    try:
+        if args.image or args.video:
+            vision = VisionEncoder.from_pretrained(args.checkpoint, dtype=dtype, device=device)
+        if args.audio:
+            audio = AudioEncoder.from_pretrained(args.checkpoint, dtype=dtype, device=device)
+    except (CheckpointError, WeightLoadError):
+        raise
+    except (ValueError, TypeError, ZeroDivisionError) as e:  # a config the encoders refuse
+        raise CheckpointError(f"{args.checkpoint}: the encoder config is not usable ({e})") from None
+    head_dims = [vision.head_dim] if vision is not None else []
+    if audio is not None:
+        head_dims.append(audio.config.d_model // audio.config.encoder_attention_heads)
+    backend, no_graphs = _attention(device, dtype, head_dims)
+    for enc in (vision, audio):
+        if enc is not None:
+            enc.attn_backend = backend
+    return vision, audio, no_graphs
+
+
+def _collect(items, outputs, vision, audio) -> tuple[dict, dict, dict, dict]:
+    """Output tensors and per-item metadata, named ``{kind}.{k}.*``; item counts and tokens per kind."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, str] = {}
+    counts = {"image": 0, "video": 0, "audio": 0}
+    tokens = dict.fromkeys(counts, 0)
+    for (kind, item), out in zip(items, outputs):
+        name = f"{kind}.{counts[kind]}"
+        counts[kind] += 1
+        tensors[f"{name}.embeds"] = out.embeds.detach().to("cpu").contiguous()
+        if kind == "audio":
+            meta[f"{name}.frames"] = str(item.frames)
+        else:
+            for j, ds in enumerate(out.deepstack):
+                tensors[f"{name}.deepstack.{j}"] = ds.detach().to("cpu").contiguous()
+            meta[f"{name}.grid_thw"] = json.dumps(list(item.grid_thw))
+        tokens[kind] += out.embeds.shape[0]
+        meta[f"{name}.tokens"] = str(out.embeds.shape[0])
+        for key, value in item.meta.items():
+            meta[f"{name}.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    for kind, n in counts.items():
+        meta[f"{kind}.count"] = str(n)
+    if vision is not None:
+        meta["vision.out_hidden_size"] = str(vision.config.out_hidden_size)
+        meta["vision.deepstack_layers"] = str(len(vision.deepstack_visual_indexes))
+        meta["vision.deepstack_visual_indexes"] = json.dumps(vision.deepstack_visual_indexes)
+    if audio is not None:
+        meta["audio.output_dim"] = str(audio.config.output_dim)
+    return tensors, meta, counts, tokens
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``omnienc encode``; returns 0, or 2 on bad input (message on stderr)."""
+    from safetensors.torch import save_file
+
+    from omnienc.encoders import CheckpointError, WeightLoadError
+    from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, VisionRequest
+    from omnienc.runtime.grid import GridError
+
+    t_start = time.perf_counter()
+    try:
+        _check_paths(args)
+        device = _device(args.device)
+        grid = BucketGrid.default() if args.grid is None else BucketGrid.from_yaml(args.grid)
+        dtype_name = args.dtype or grid.dtype
+        cfg = PreprocessConfig.from_checkpoint(
+            args.checkpoint, vision=bool(args.image or args.video), audio=bool(args.audio),
+            min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+            video_min_pixels=args.video_min_pixels, video_max_pixels=args.video_max_pixels,
+            video_fps=args.video_fps, max_frames=args.max_frames)
+        pre = Preprocessor(cfg)
+        items = ([("image", pre.image(p)) for p in args.image] + [("video", pre.video(p)) for p in args.video]
+                 + [("audio", pre.audio(p)) for p in args.audio])
+        t_pre = time.perf_counter()
+        vision, audio, no_graphs = _load_encoders(args, device, DTYPES[dtype_name])
+        t_load = time.perf_counter()
+        try:
+            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device,
+                                     use_cuda_graphs=device.type == "cuda" and no_graphs is None)
+        except ValueError as e:  # e.g. a grid whose audio chunking differs from the encoder's
+            raise GridError(f"cannot build the runtime for this grid and checkpoint: {e}") from None
+    except (UsageError, InputError, PreprocessConfigError, CheckpointError, WeightLoadError, GridError) as e:
+        return _error(str(e))
+
+    graphs = runtime.capture(progress=not args.no_progress)["graphs"] if runtime.use_cuda_graphs else 0
+    t_capture = time.perf_counter()
+    requests = [
+        AudioRequest(item.input_features, torch.tensor([item.frames])) if kind == "audio"
+        else VisionRequest(item.pixel_values, torch.tensor([item.grid_thw]))
+        for kind, item in items
+    ]
+    try:
+        outputs = runtime.encode(requests)
+    except ValueError as e:  # request validation: preprocessing and encoder disagree
+        return _error(f"the runtime refused a preprocessed input: {e}")
+    tensors, meta, counts, tokens = _collect(items, outputs, vision, audio)
+    t_encode = time.perf_counter()
+    meta |= {"format": FORMAT, "checkpoint": str(args.checkpoint), "dtype": dtype_name,
+             "preprocess": json.dumps(cfg.to_dict())}
+    try:
+        save_file(tensors, str(args.output), metadata=meta)
+    except OSError as e:
+        return _error(f"-o {args.output}: cannot write ({e})")
+
+    stats = runtime.stats()
+    parts = [f"{_plural(counts[k], k)} ({_plural(tokens[k], 'token')})" for k in counts if counts[k]]
+    print(f"encoded {', '.join(parts)} -> {args.output}")
+    setup = (f"capture {t_capture - t_load:.2f}s ({_plural(graphs, 'graph')})" if runtime.use_cuda_graphs
+             else f"runtime {t_capture - t_load:.2f}s (no CUDA graphs, {no_graphs or 'not on CUDA'}: "
+             "buckets run eagerly)")
+    print(f"  device {device}, {dtype_name}; preprocess {t_pre - t_start:.2f}s, load {t_load - t_pre:.2f}s, "
+          f"{setup}, encode {t_encode - t_capture:.2f}s")
+    print(f"  runtime: {_plural(stats['requests'], 'request')}, {_plural(stats['replays'], 'bucket replay')}, "
+          f"{_plural(stats['fallbacks'], 'eager fallback')}, padding {stats['padding_ratio']:.1%}")
+    return 0
