@@ -24,6 +24,7 @@ from .grid import AUDIO_CHUNK_FRAMES, Bucket, BucketGrid, ModalityGrid
 from .packing import Demand, Replay, audio_demand, pack, vision_demand
 from .requests import (
     AudioOutput,
+    FiniteChecks,
     AudioRequest,
     VisionOutput,
     VisionRequest,
@@ -437,19 +438,20 @@ class EncoderRuntime:
     def validate(self, requests: Sequence) -> list:
         """Checks every request; returns their host-side shapes. Raises ``ValueError`` naming the
         first bad request's index and field."""
-        shapes = []
+        shapes, checks = [], FiniteChecks()
         for i, r in enumerate(requests):
             if isinstance(r, VisionRequest):
                 if self.vision is None:
                     raise ValueError(f"request {i} (VisionRequest): this runtime has no vision encoder")
                 enc = self.vision.encoder
-                shapes.append(validate_vision(r, i, enc.in_features, enc.merge))
+                shapes.append(validate_vision(r, i, enc.in_features, enc.merge, checks))
             elif isinstance(r, AudioRequest):
                 if self.audio is None:
                     raise ValueError(f"request {i} (AudioRequest): this runtime has no audio encoder")
-                shapes.append(validate_audio(r, i, self.audio.encoder.config.num_mel_bins))
+                shapes.append(validate_audio(r, i, self.audio.encoder.config.num_mel_bins, checks))
             else:
                 raise ValueError(f"request {i}: expected VisionRequest or AudioRequest, got {type(r).__name__}")
+        checks.resolve()
         return shapes
 
     @torch.inference_mode()

@@ -241,3 +241,14 @@ def test_bounded_soak_32_threads_x_200_requests(encoders):
     sample_o = [o for outs in results for o in outs[::10]]
     check_against_direct(encoders, sample_r, sample_o)
     assert rt.stats()["requests"] == 32 * 200
+
+
+def test_nonfinite_checks_resolve_together_and_name_the_first_bad_request(encoders, runtime):
+    vis, aud = encoders
+    good_v, good_a = good_pair(encoders)
+    bad_a = audio_request([40], aud.config)
+    bad_a.input_features[0, 3] = float("-inf")
+    bad_v = vision_request([[1, 2, 2]], vis.config)
+    bad_v.pixel_values[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="request 2 \\(AudioRequest\\): field 'input_features' holds NaN"):
+        runtime.encode([good_v, good_a, bad_a, bad_v])
