@@ -1,0 +1,169 @@
+"""``omnienc bench`` on the CPU (tiny configs) and the GEMM floor's shape lists (real configs, no GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from omnienc.tools import bench
+from omnienc.tools.floor import audio_chunks_tokens, audio_gemms, gemm_flops, time_gemms, vision_gemms
+
+TINY_GRID = """\
+dtype: bfloat16
+vision: {patches: [256, 1024], batch: [1, 4]}
+audio: {frames: [1000, 2000], batch: [1, 2]}
+"""
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="omnienc")
+    bench.register(parser.add_subparsers())
+    return parser.parse_args(["bench", *argv])
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    """One tiny CPU run of every column on an image and an audio workload, through ``run(args)``."""
+    tmp = tmp_path_factory.mktemp("bench")
+    (tmp / "grid.yaml").write_text(TINY_GRID)
+    out = tmp / "out"
+    args = parse("--device", "cpu", "--tiny", "--repeats", "2", "--warmup", "1", "--workloads", "image224,audio10s",
+                 "--grid", str(tmp / "grid.yaml"), "--out", str(out), "--no-progress")
+    rc = args.func(args)
+    return rc, out
+
+
+def test_cpu_run_reports_every_column(cpu_run):
+    rc, out = cpu_run
+    assert rc == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["errors"] == []
+    assert report["columns"] == list(bench.COLUMNS)
+    assert list(report["workloads"]) == ["image224", "audio10s"]
+    for name, entry in report["workloads"].items():
+        for col in bench.COLUMNS:
+            r = entry["results"][col]
+            assert r["repeats"] == 2, (name, col, r)
+            assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"], (name, col, r)
+        assert entry["ratios"]["speedup_vs_hf_per_request"] > 0
+        assert entry["ratios"]["runtime_over_floor"] > 0
+        assert entry["floor_gflop"] > 0
+        # Both requests fit a bucket of the grid: one replay, no eager fallback.
+        stats = entry["runtime_stats"]
+        assert sum(s["replays"] for s in stats.values()) == 1
+        assert sum(s["fallbacks"] for s in stats.values()) == 0
+    meta = report["meta"]
+    for key in ("card", "torch", "transformers", "date", "command"):
+        assert meta[key], key
+    assert set(meta["parity_rel_err"]) == {"vision", "audio"}
+    assert all(v < 0.05 for v in meta["parity_rel_err"].values())  # same weights in HF and omnienc
+    assert report["capture"]["lanes"] == ["vision", "audio"]
+
+
+def test_cpu_run_writes_markdown_table(cpu_run):
+    _, out = cpu_run
+    md = (out / "bench.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| workload"))
+    for col in bench.COLUMNS:
+        assert col in header
+    rows = [line for line in md.splitlines() if line.startswith("| image224") or line.startswith("| audio10s")]
+    assert len(rows) == 2
+    assert all(row.count("|") == header.count("|") for row in rows)
+    assert "error" not in " ".join(rows)
+
+
+def test_json_flag_and_column_subset(tmp_path, capsys):
+    (tmp_path / "grid.yaml").write_text(TINY_GRID)
+    args = parse("--device", "cpu", "--tiny", "--repeats", "2", "--warmup", "0", "--workloads", "audios8x10s",
+                 "--columns", "floor,native_eager", "--grid", str(tmp_path / "grid.yaml"), "--json", "--no-progress")
+    assert args.func(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["columns"] == ["native_eager", "floor"]  # canonical order
+    results = report["workloads"]["audios8x10s"]["results"]
+    assert set(results) == {"native_eager", "floor"}
+    assert report["workloads"]["audios8x10s"]["audio_tokens"] == 8 * 130
+
+
+def test_bad_names_are_refused(capsys):
+    args = parse("--device", "cpu", "--tiny", "--workloads", "image999")
+    assert args.func(args) == 2
+    assert "image999" in capsys.readouterr().err
+
+
+def test_workloads_are_fixed():
+    w = bench.all_workloads()
+    assert tuple(w) == bench.WORKLOADS
+    mixed = w["mixed32"]
+    assert len(mixed.requests) == 32
+    assert mixed.requests == bench.mixed_requests()  # same seed, same mix
+    assert set(mixed.modalities) == {"vision", "audio"}
+    assert w["video16x448"].summary()["vision_patches"] == 6272
+    assert w["audio30s"].summary()["audio_tokens"] == 390
+
+
+# --- the floor's GEMM list, real sizes ------------------------------------------------------------
+
+
+def test_floor_flops_image448_real_config():
+    vcfg, _ = bench.encoder_configs(tiny=False)
+    n = 28 * 28  # 448x448 px -> 784 patches
+    h, mlp, out = vcfg.hidden_size, vcfg.intermediate_size, vcfg.out_hidden_size
+    pixels = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
+    merged = h * vcfg.spatial_merge_size**2
+    per_block = n * (h * 3 * h + h * h + h * mlp + mlp * h)
+    mergers = (len(vcfg.deepstack_visual_indexes) + 1) * (n // 4) * (merged * merged + merged * out)
+    expected = 2 * (n * pixels * h + vcfg.depth * per_block + mergers)
+
+    gemms = vision_gemms(vcfg, n)
+    assert gemm_flops(gemms) == expected
+    assert round(expected / 1e9, 1) == 695.4  # the released sizes: 1536, 1152, 4304, 27 blocks, 4 mergers
+    assert len(gemms) == 1 + 27 * 4 + 4 * 2
+    assert gemms[0].name == "patch_embed.proj" and gemms[-1].name == "merger.mlp.2"
+    # DeepStack mergers follow their block.
+    names = [g.name for g in gemms]
+    assert names.index("merger_list.0.mlp.0") == names.index("blocks.8.mlp.linear_fc2") + 1
+
+
+def test_floor_flops_audio10s_real_config():
+    _, acfg = bench.encoder_configs(tiny=False)
+    chunks, tokens = audio_chunks_tokens([1000])
+    assert (chunks, tokens) == (10, 130)
+    d, ffn = acfg.d_model, acfg.encoder_ffn_dim
+    expected = 2 * (
+        chunks * 13 * (acfg.downsample_hidden_size * 16) * d
+        + acfg.encoder_layers * tokens * (4 * d * d + 2 * d * ffn)
+        + tokens * (d * d + d * acfg.output_dim)
+    )
+    assert gemm_flops(audio_gemms(acfg, chunks, tokens)) == expected
+
+
+def test_floor_rejects_partial_merge_window():
+    vcfg, _ = bench.encoder_configs(tiny=False)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        vision_gemms(vcfg, 785)
+
+
+def test_floor_times_on_cpu():
+    vcfg, _ = bench.encoder_configs(tiny=True)
+    t = time_gemms(vision_gemms(vcfg, 64), "cpu", repeats=3, warmup=1)
+    assert t.repeats == 3 and t.median_ms > 0 and math.isfinite(t.median_ms)
+
+
+def test_a_failing_cell_is_reported_not_fatal(tmp_path, monkeypatch):
+    def broken(models, inputs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(bench, "hf_batched_fn", broken)
+    (tmp_path / "grid.yaml").write_text(TINY_GRID)
+    args = parse("--device", "cpu", "--tiny", "--repeats", "2", "--warmup", "1", "--workloads", "audio10s",
+                 "--columns", "hf_batched,floor", "--grid", str(tmp_path / "grid.yaml"), "--out", str(tmp_path),
+                 "--no-progress")
+    assert args.func(args) == 1
+    report = json.loads((tmp_path / "bench.json").read_text())
+    results = report["workloads"]["audio10s"]["results"]
+    assert "simulated" in results["hf_batched"]["error"]
+    assert results["floor"]["median_ms"] > 0
+    assert "simulated" in (tmp_path / "bench.md").read_text()
