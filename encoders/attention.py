@@ -10,7 +10,8 @@ Backends:
                 held on the host (``seqlens``). Any device; the CPU reference. Not capturable.
     ``varlen``: ``torch.nn.attention.varlen.varlen_attn`` (FlashAttention varlen) on CUDA, driven by
                 ``cu_seqlens`` on the device and a static ``max_seqlen``. Capturable in a CUDA graph.
-    ``auto``:   ``varlen`` for CUDA tensors, ``sdpa`` otherwise.
+    ``auto``:   ``varlen`` for half-precision CUDA tensors whose head_dim is a multiple of 8 (what
+                FlashAttention takes), ``sdpa`` otherwise.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "sdpa", "varlen")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """Maps ``auto`` to a concrete backend for ``device``; validates the name."""
+def varlen_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether FlashAttention varlen can run these tensors."""
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0
+
+
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64) -> str:
+    """Maps ``auto`` to a concrete backend for these tensors; validates the name."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        return "varlen" if device.type == "cuda" else "sdpa"
+        return "varlen" if varlen_supported(device, dtype, head_dim) else "sdpa"
     if backend == "varlen" and device.type != "cuda":
         raise ValueError("attention backend 'varlen' needs CUDA tensors; use 'sdpa' on the CPU")
     return backend
@@ -55,7 +61,7 @@ def varlen_attention(
     Returns:
         ``[T, H, D]``; scale is ``D ** -0.5``.
     """
-    backend = resolve_backend(backend, q.device)
+    backend = resolve_backend(backend, q.device, q.dtype, q.shape[-1])
     if backend == "varlen":
         from torch.nn.attention.varlen import varlen_attn
 

@@ -246,6 +246,7 @@ class AudioEncoder(nn.Module):
         self.n_window = c.n_window
         self.n_window_infer = c.n_window_infer
         self.chunk_frames = 2 * c.n_window
+        self.head_dim = c.d_model // c.encoder_attention_heads
         hidden = c.downsample_hidden_size
         freq = conv_lens(c.num_mel_bins)[2]
         self.conv2d1 = nn.Conv2d(1, hidden, 3, 2, padding=1)

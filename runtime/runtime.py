@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..encoders.attention import resolve_backend
 from ..encoders.audio import AudioEncoder, AudioPlan, audio_output_length, chunk_features
 from ..encoders.vision import PAD_SEGMENT_TOKENS, VisionEncoder, VisionPlan
 from .graphs import BucketGraph, capture
@@ -382,18 +383,25 @@ class EncoderRuntime:
         grid = grid or BucketGrid.default()
         self.grid = grid
         self.device = torch.device(device) if device is not None else (vision or audio).device
-        if use_cuda_graphs is None:
-            use_cuda_graphs = self.device.type == "cuda"
-        if use_cuda_graphs and self.device.type != "cuda":
-            raise ValueError("use_cuda_graphs=True needs a CUDA device")
-        self.use_cuda_graphs = use_cuda_graphs
-        for enc in (vision, audio):
-            if enc is None:
-                continue
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        encoders = [e for e in (vision, audio) if e is not None]
+        for enc in encoders:
             if enc.device != self.device:
                 raise ValueError(f"encoder is on {enc.device} but the runtime's device is {self.device}")
-            if use_cuda_graphs and enc.attn_backend == "sdpa":
-                raise ValueError("CUDA graphs need a capturable attention backend; use attn_backend='auto' or 'varlen'")
+        capturable = all(
+            resolve_backend(e.attn_backend, self.device, e.dtype, e.head_dim) == "varlen" for e in encoders
+        )
+        if use_cuda_graphs is None:
+            use_cuda_graphs = self.device.type == "cuda" and capturable
+        if use_cuda_graphs and self.device.type != "cuda":
+            raise ValueError("use_cuda_graphs=True needs a CUDA device")
+        if use_cuda_graphs and not capturable:
+            raise ValueError(
+                "CUDA graphs need the 'varlen' attention backend (bf16/fp16, head_dim a multiple of 8); "
+                "these encoders resolve to 'sdpa' -- use bf16 weights or use_cuda_graphs=False"
+            )
+        self.use_cuda_graphs = use_cuda_graphs
         self.vision = _VisionLane(vision, grid.vision, self.device, use_cuda_graphs) if vision is not None else None
         self.audio = _AudioLane(audio, grid.audio, self.device, use_cuda_graphs) if audio is not None else None
         self._lock = threading.Lock()

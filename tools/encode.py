@@ -101,21 +101,6 @@ def _device(name: str | None) -> torch.device:
     return device
 
 
-def _attention(device: torch.device, dtype: torch.dtype, head_dims: list[int]) -> tuple[str, str | None]:
-    """The attention backend, and why CUDA graphs are off (None when they are not).
-
-    On CUDA the capturable backend is FlashAttention varlen, which takes only bf16/fp16 and head
-    sizes that are multiples of 8; otherwise attention runs per segment with SDPA, eagerly.
-    """
-    if device.type != "cuda":
-        return "auto", None
-    if dtype not in (torch.bfloat16, torch.float16):
-        return "sdpa", "FlashAttention varlen needs bfloat16 or float16"
-    if any(d % 8 for d in head_dims):
-        return "sdpa", f"FlashAttention varlen needs head sizes that are multiples of 8, got {head_dims}"
-    return "auto", None
-
-
 def _check_paths(args) -> None:
     if not (args.image or args.video or args.audio):
         raise UsageError("nothing to encode; pass at least one --image, --video or --audio")
@@ -158,14 +143,7 @@ def _load_encoders(args, device: torch.device, dtype: torch.dtype):
         raise
     except (ValueError, TypeError, ZeroDivisionError) as e:  # a config the encoders refuse
         raise CheckpointError(f"{args.checkpoint}: the encoder config is not usable ({e})") from None
-    head_dims = [vision.head_dim] if vision is not None else []
-    if audio is not None:
-        head_dims.append(audio.config.d_model // audio.config.encoder_attention_heads)
-    backend, no_graphs = _attention(device, dtype, head_dims)
-    for enc in (vision, audio):
-        if enc is not None:
-            enc.attn_backend = backend
-    return vision, audio, no_graphs
+    return vision, audio
 
 
 def _collect(items, outputs, vision, audio) -> tuple[dict, dict, dict, dict]:
@@ -222,11 +200,11 @@ def run(args: argparse.Namespace) -> int:
         items = ([("image", pre.image(p)) for p in args.image] + [("video", pre.video(p)) for p in args.video]
                  + [("audio", pre.audio(p)) for p in args.audio])
         t_pre = time.perf_counter()
-        vision, audio, no_graphs = _load_encoders(args, device, DTYPES[dtype_name])
+        vision, audio = _load_encoders(args, device, DTYPES[dtype_name])
         t_load = time.perf_counter()
         try:
-            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device,
-                                     use_cuda_graphs=device.type == "cuda" and no_graphs is None)
+            # Graphs when the attention can be captured (bf16/fp16 FlashAttention varlen), else eager.
+            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device)
         except ValueError as e:  # e.g. a grid whose audio chunking differs from the encoder's
             raise GridError(f"cannot build the runtime for this grid and checkpoint: {e}") from None
     except (UsageError, InputError, PreprocessConfigError, CheckpointError, WeightLoadError, GridError) as e:
@@ -256,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     parts = [f"{_plural(counts[k], k)} ({_plural(tokens[k], 'token')})" for k in counts if counts[k]]
     print(f"encoded {', '.join(parts)} -> {args.output}")
     setup = (f"capture {t_capture - t_load:.2f}s ({_plural(graphs, 'graph')})" if runtime.use_cuda_graphs
-             else f"runtime {t_capture - t_load:.2f}s (no CUDA graphs, {no_graphs or 'not on CUDA'}: "
+             else f"runtime {t_capture - t_load:.2f}s (no CUDA graphs: "
+             f"{'attention is not capturable in ' + dtype_name if device.type == 'cuda' else 'not on CUDA'}; "
              "buckets run eagerly)")
     print(f"  device {device}, {dtype_name}; preprocess {t_pre - t_start:.2f}s, load {t_load - t_pre:.2f}s, "
           f"{setup}, encode {t_encode - t_capture:.2f}s")
