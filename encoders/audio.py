@@ -175,12 +175,11 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
-def attn_in(x, ln_w, ln_b, q_w, q_b, k_w, k_b, v_w, v_b, num_heads: int, eps: float):
-    """LN -> q, k, v projections. ``x [L, d_model]`` -> q, k, v ``[L, H, D]``."""
+def attn_in(x, ln_w, ln_b, qkv_w, qkv_b, num_heads: int, eps: float):
+    """LN -> the stacked q/k/v projection. ``x [L, d_model]`` -> q, k, v ``[L, H, D]`` (views)."""
     L = x.shape[0]
     h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    return (F.linear(h, q_w, q_b).view(L, num_heads, -1), F.linear(h, k_w, k_b).view(L, num_heads, -1),
-            F.linear(h, v_w, v_b).view(L, num_heads, -1))
+    return F.linear(h, qkv_w, qkv_b).view(L, 3, num_heads, -1).unbind(1)
 
 
 def attn_out_mlp(x, attn, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float, act: str):
@@ -195,15 +194,38 @@ def attn_out_mlp(x, attn, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, 
 
 
 class AudioAttention(nn.Module):
-    """Parameter holder (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``)."""
+    """Parameters of one attention: ``qkv`` (HF's q_proj, k_proj and v_proj stacked, one GEMM) and
+    ``out_proj``.
+
+    ``state_dict()`` and ``load_state_dict()`` speak HF's names: ``q_proj.weight`` and friends are
+    views into the stacked tensors, so ``load_hf_weights`` writes straight into them.
+    """
+
+    PARTS = ("q_proj", "k_proj", "v_proj")
 
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        self.q_proj = nn.Linear(d_model, d_model, bias=True)
-        self.k_proj = nn.Linear(d_model, d_model, bias=True)
-        self.v_proj = nn.Linear(d_model, d_model, bias=True)
+        self.d_model = d_model
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=True)
         self.out_proj = nn.Linear(d_model, d_model, bias=True)
+        self.register_state_dict_post_hook(AudioAttention._split_qkv)
+        self.register_load_state_dict_pre_hook(AudioAttention._stack_qkv)
+
+    @staticmethod
+    def _split_qkv(module, state_dict, prefix, local_metadata) -> None:
+        d = module.d_model
+        for kind in ("weight", "bias"):
+            stacked = state_dict.pop(f"{prefix}qkv.{kind}")
+            for i, part in enumerate(AudioAttention.PARTS):
+                state_dict[f"{prefix}{part}.{kind}"] = stacked[i * d : (i + 1) * d]
+
+    @staticmethod
+    def _stack_qkv(module, state_dict, prefix, *args) -> None:
+        for kind in ("weight", "bias"):
+            keys = [f"{prefix}{part}.{kind}" for part in AudioAttention.PARTS]
+            if all(k in state_dict for k in keys):
+                state_dict[f"{prefix}qkv.{kind}"] = torch.cat([state_dict.pop(k) for k in keys])
 
 
 class AudioLayer(nn.Module):
@@ -222,8 +244,7 @@ class AudioLayer(nn.Module):
     def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str, fns=(attn_in, attn_out_mlp)) -> torch.Tensor:
         pre, post = fns
         a, n = self.self_attn, self.self_attn_layer_norm
-        q, k, v = pre(x, n.weight, n.bias, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
-                      a.v_proj.weight, a.v_proj.bias, a.num_heads, n.eps)
+        q, k, v = pre(x, n.weight, n.bias, a.qkv.weight, a.qkv.bias, a.num_heads, n.eps)
         o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
         f = self.final_layer_norm
         return post(x, o, a.out_proj.weight, a.out_proj.bias, f.weight, f.bias, self.fc1.weight, self.fc1.bias,
@@ -252,6 +273,9 @@ class AudioEncoder(nn.Module):
         self.conv2d1 = nn.Conv2d(1, hidden, 3, 2, padding=1)
         self.conv2d2 = nn.Conv2d(hidden, hidden, 3, 2, padding=1)
         self.conv2d3 = nn.Conv2d(hidden, hidden, 3, 2, padding=1)
+        # The front-end runs channels-last (cuDNN's native layout: no layout conversions per call).
+        for conv in (self.conv2d2, self.conv2d3):
+            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
         self.conv_out = nn.Linear(hidden * freq, c.d_model, bias=False)
         self.layers = nn.ModuleList([AudioLayer(c) for _ in range(c.encoder_layers)])
         self.ln_post = nn.LayerNorm(c.d_model)
@@ -277,6 +301,28 @@ class AudioEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.conv_out.weight.device
 
+    def front_end(self, chunks: torch.Tensor, conv_valid: torch.Tensor) -> torch.Tensor:
+        """The three stride-2 convolutions with GELU, steps beyond ``conv_valid`` zeroed after each.
+
+        ``chunks [C, mel, F]`` -> ``[C, t3, ch * f3]`` (channel-major features, as HF flattens them).
+        The first convolution (one input channel) is a GEMM over the 3x3 patches, written
+        channels-last; the other two run channels-last in cuDNN.
+        """
+        C = chunks.shape[0]
+        x = chunks[:, None].to(self.dtype)  # [C, 1, mel, F]
+        f1, t1 = conv_len(x.shape[2]), conv_len(x.shape[3])
+        c1 = self.conv2d1
+        patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2)  # [C, f1 * t1, 9]
+        x = F.linear(patches, c1.weight.view(c1.out_channels, -1), c1.bias)  # [C, f1 * t1, ch]
+        x = x.view(C, f1, t1, -1).permute(0, 3, 1, 2)  # [C, ch, f1, t1], channels-last memory
+        for i, conv in enumerate((None, self.conv2d2, self.conv2d3)):
+            if conv is not None:
+                x = conv(x)
+            keep = torch.arange(x.shape[-1], device=x.device) < conv_valid[:, i : i + 1]  # [C, t_i]
+            x = F.gelu(x) * keep[:, None, None, :].to(x.dtype)
+        C, ch, f, t = x.shape
+        return x.permute(0, 3, 1, 2).reshape(C, t, ch * f)
+
     def plan(self, feature_lens, num_chunks=None, num_tokens=None, num_segments=None) -> AudioPlan:
         """Host-side plan for ``feature_lens`` (a ``[B]`` tensor or a list); CPU tensors."""
         if isinstance(feature_lens, torch.Tensor):
@@ -299,15 +345,10 @@ class AudioEncoder(nn.Module):
         Returns:
             ``[L, output_dim]`` (L == plan.num_tokens; the first plan.num_real rows are real).
         """
-        x = chunks[:, None].to(self.dtype)  # [C, 1, mel, F]
-        for i, conv in enumerate((self.conv2d1, self.conv2d2, self.conv2d3)):
-            x = F.gelu(conv(x))  # [C, ch, mel_i, t_i]
-            keep = torch.arange(x.shape[-1], device=x.device) < plan.conv_valid[:, i : i + 1]  # [C, t_i]
-            x = x * keep[:, None, None, :].to(x.dtype)
-        C, ch, f, t = x.shape
-        x = self.conv_out(x.permute(0, 3, 1, 2).reshape(C, t, ch * f))  # [C, tpc, d_model]
+        x = self.front_end(chunks, plan.conv_valid)  # [C, tpc, ch * f]
+        x = self.conv_out(x)  # [C, tpc, d_model]
         x = x + self.positions(x.device).to(x.dtype)
-        x = x.reshape(C * t, -1).index_select(0, plan.token_index)  # [L, d_model]
+        x = x.flatten(0, 1).index_select(0, plan.token_index)  # [L, d_model]
         for layer in self.layers:
             x = layer(x, plan, self.attn_backend, self.block_fns)
         return self.proj2(self.act(self.proj1(self.ln_post(x))))

@@ -26,6 +26,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import varlen_attention
+from .rotary import rotary_qkv_torch, rotary_qkv_triton, triton_available
 
 # Padding tokens are split into attention segments of at most this many tokens, so a mostly empty
 # bucket costs little attention work.
@@ -154,12 +155,6 @@ def plan_vision(
     )
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """NeoX rotation: ``[x1, x2] -> [-x2, x1]`` on the last dim."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 class PatchEmbed(nn.Module):
     """The Conv3d patch embedding as a Linear over flattened ``[C, T, P, P]`` patches."""
 
@@ -187,15 +182,16 @@ def activation(name: str):
 def attn_in(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
     """LN1 -> qkv -> 2-D rotary (float32, as the reference). ``x [T, hidden]`` -> q, k, v ``[T, H, D]``.
 
-    ``cos``/``sin`` are ``[T, 1, D]`` float32.
+    ``cos``/``sin`` are ``[T, D/2]`` float32. Plain PyTorch (what ``compile_blocks`` compiles).
     """
-    T = x.shape[0]
     h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    q, k, v = F.linear(h, qkv_w, qkv_b).view(T, 3, num_heads, -1).unbind(1)
-    qf, kf = q.float(), k.float()
-    q = (qf * cos + rotate_half(qf) * sin).to(x.dtype)
-    k = (kf * cos + rotate_half(kf) * sin).to(x.dtype)
-    return q, k, v
+    return rotary_qkv_torch(F.linear(h, qkv_w, qkv_b), cos, sin, num_heads)
+
+
+def attn_in_fused_rotary(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
+    """``attn_in`` with the rotary as one Triton kernel (CUDA; see ``encoders.rotary``)."""
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    return rotary_qkv_triton(F.linear(h, qkv_w, qkv_b), cos, sin, num_heads)
 
 
 def attn_out_mlp(x, attn, proj_w, proj_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float, act: str):
@@ -278,10 +274,11 @@ class VisionEncoder(nn.Module):
         attn_backend: see ``encoders.attention``.
     """
 
-    def __init__(self, config, attn_backend: str = "auto"):
+    def __init__(self, config, attn_backend: str = "auto", rotary_backend: str = "auto"):
         super().__init__()
         self.config = config
         self.attn_backend = attn_backend
+        self.rotary_backend = rotary_backend
         c = config
         self.merge = c.spatial_merge_size
         self.unit = c.spatial_merge_size**2
@@ -311,6 +308,14 @@ class VisionEncoder(nn.Module):
         kwargs.setdefault("dynamic", True)
         self.block_fns = tuple(torch.compile(f, **kwargs) for f in (attn_in, attn_out_mlp))
         return self
+
+    def _fused_rotary(self, x: torch.Tensor) -> bool:
+        """Whether the rotary runs as the Triton kernel (``rotary_backend``: auto, torch or triton)."""
+        if self.rotary_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"unknown rotary backend {self.rotary_backend!r}; choose auto, torch or triton")
+        if self.rotary_backend == "triton" and not (x.is_cuda and triton_available()):
+            raise ValueError("rotary backend 'triton' needs CUDA tensors and an importable triton")
+        return self.rotary_backend == "triton" or (self.rotary_backend == "auto" and x.is_cuda and triton_available())
 
     @property
     def dtype(self) -> torch.dtype:
@@ -348,11 +353,13 @@ class VisionEncoder(nn.Module):
         pos = (self.pos_embed.weight[plan.pos_index].float() * plan.pos_weight[..., None]).sum(1)
         x = x + pos.to(x.dtype)
         freqs = (plan.rope_pos[:, :, None] * self.inv_freq(x.device)).flatten(1)  # [T, head_dim/2]
-        freqs = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # [T, 1, head_dim]
         cos, sin = freqs.cos(), freqs.sin()
+        fns = self.block_fns
+        if fns[0] is attn_in and self._fused_rotary(x):
+            fns = (attn_in_fused_rotary, fns[1])
         deepstack = []
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, plan, self.attn_backend, self.block_fns)
+            x = block(x, cos, sin, plan, self.attn_backend, fns)
             if i in self.deepstack_visual_indexes:
                 deepstack.append(self.merger_list[self.deepstack_visual_indexes.index(i)](x))
         return self.merger(x), deepstack

@@ -104,6 +104,29 @@ def test_two_mixes_through_the_same_bucket_give_their_own_results(encoders, runt
     check_against_direct(encoders, second, runtime.encode(second))
 
 
+@torch.no_grad()
+def test_plan_cache_reuses_plans_and_stays_bounded(encoders, runtime):
+    """Repeated shapes reuse the cached host plan (same object) with fresh inputs giving their own
+    results; interleaved other shapes in the same bucket do not leak; the cache never grows past
+    its bound."""
+    vis, aud = encoders
+    lane = runtime.vision
+    shape_a, shape_b = [[1, 8, 8]], [[1, 6, 10]]
+    reqs = [vision_request(shape_a, vis.config), vision_request(shape_b, vis.config), vision_request(shape_a, vis.config)]
+    for r in reqs:
+        check_against_direct(encoders, [r], runtime.encode([r]))
+    keys = [k for k in lane._plans if k[1] == ((1, 8, 8),)]
+    assert len(keys) == 1
+    cached = lane._plans[keys[0]]
+    runtime.encode([vision_request(shape_a, vis.config)])
+    assert lane._plans[keys[0]] is cached
+    runtime.audio.PLAN_CACHE_SIZE = 3
+    for T in range(110, 400, 37):
+        r = audio_request([T], aud.config)
+        check_against_direct(encoders, [r], runtime.encode([r]))
+    assert len(runtime.audio._plans) == 3
+
+
 def test_stats_reset_and_empty(runtime, encoders):
     vis, _ = encoders
     assert runtime.encode([]) == []

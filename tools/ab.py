@@ -1,11 +1,15 @@
 """``omnienc ab``: A/B of the runtime's optimizations against the eager baseline, same run, same card.
 
 Variants (each on the same random real-size weights, same inputs already on the GPU):
-    native_eager      the encoders called directly, one call per workload (no buckets, no graphs)
-    bucket_eager      the runtime's bucket path without CUDA graphs (same plans and buffers)
-    graphs            the runtime with CUDA graphs (the default)
-    graphs_compiled   graphs over ``compile_blocks()`` (torch.compile of the per-block math)
-    sdpa_eager        the encoders with the per-segment SDPA backend (HF's attention strategy)
+    native_eager          the encoders called directly, one call per workload (no buckets, no graphs)
+    sdpa_eager            native_eager with per-segment SDPA attention (HF's strategy) instead of varlen
+    bucket_eager          the runtime's bucket path without CUDA graphs (same plans and buffers)
+    graphs                the runtime with CUDA graphs and every default (what ships)
+    graphs_unbatched      graphs, but each request of a workload encoded in its own call (no packing)
+    graphs_torch_rotary   graphs with the vision rotary in plain PyTorch instead of the Triton kernel
+    graphs_unfused_qkv    graphs with the audio q/k/v projections as three GEMMs instead of one
+    graphs_conv_frontend  graphs with the audio front-end as three cuDNN convolutions in NCHW
+    graphs_compiled       graphs over ``compile_blocks()`` (torch.compile of the per-block math)
 Timing: CUDA events, median over repeats after warm-up.
 """
 
@@ -23,7 +27,8 @@ WORKLOADS = {
     "audio30s": ("audio", [[3000]]),
     "audios8x10s": ("audio", [[1000]] * 8),
 }
-VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_compiled")
+VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_torch_rotary",
+            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -66,6 +71,32 @@ def make_requests(vis, aud, workload, device):
     return [AudioRequest(torch.randn(aud.config.num_mel_bins, sum(f), device=device), torch.tensor(f)) for f in items]
 
 
+def unfused_attn_in(x, ln_w, ln_b, qkv_w, qkv_b, num_heads: int, eps: float):
+    """The audio attention input with q, k and v as three GEMMs (the A/B's "before")."""
+    import torch.nn.functional as F
+
+    L = x.shape[0]
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    return tuple(F.linear(h, w, b).view(L, num_heads, -1) for w, b in zip(qkv_w.chunk(3), qkv_b.chunk(3)))
+
+
+def conv_front_end(aud):
+    """The audio front-end as three cuDNN convolutions on NCHW input (the A/B's "before")."""
+    import torch
+    import torch.nn.functional as F
+
+    def front_end(chunks, conv_valid):
+        x = chunks[:, None].to(aud.dtype)
+        for i, conv in enumerate((aud.conv2d1, aud.conv2d2, aud.conv2d3)):
+            x = conv(x)
+            keep = torch.arange(x.shape[-1], device=x.device) < conv_valid[:, i : i + 1]
+            x = F.gelu(x) * keep[:, None, None, :].to(x.dtype)
+        C, ch, f, t = x.shape
+        return x.permute(0, 3, 1, 2).reshape(C, t, ch * f)
+
+    return front_end
+
+
 def run(args) -> int:
     import torch
 
@@ -80,9 +111,13 @@ def run(args) -> int:
     device = torch.device("cuda")
     grid = load_grid(args.grid)
     variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"omnienc ab: unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     workloads = args.workloads.split(",")
     vis, aud = build_encoders(None, device, "bfloat16", "real")
     reqs = {w: make_requests(vis, aud, w, device) for w in workloads}
+    default_front_end = aud.front_end
 
     def direct(w):
         rs = reqs[w]
@@ -99,9 +134,17 @@ def run(args) -> int:
         for variant in variants:
             vis.block_fns, aud.block_fns = (v_in, v_out), (a_in, a_out)
             vis.attn_backend = aud.attn_backend = "varlen"
+            vis.rotary_backend = "auto"
+            aud.front_end = default_front_end
             if variant == "sdpa_eager":
                 vis.attn_backend = aud.attn_backend = "sdpa"
-            if variant == "graphs_compiled":
+            elif variant == "graphs_torch_rotary":
+                vis.rotary_backend = "torch"
+            elif variant == "graphs_unfused_qkv":
+                aud.block_fns = (unfused_attn_in, a_out)
+            elif variant == "graphs_conv_frontend":
+                aud.front_end = conv_front_end(aud)
+            elif variant == "graphs_compiled":
                 t0 = time.perf_counter()
                 vis.compile_blocks()
                 aud.compile_blocks()
@@ -116,9 +159,14 @@ def run(args) -> int:
             extra[f"{variant}_capture_s"] = info["capture_s"]
             extra[f"{variant}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
             for w in workloads:
-                results[w][variant] = median_ms(lambda: rt.encode(reqs[w]), args.repeats)
+                if variant == "graphs_unbatched":
+                    fn = lambda: [rt.encode([r]) for r in reqs[w]]  # noqa: E731
+                else:
+                    fn = lambda: rt.encode(reqs[w])  # noqa: E731
+                results[w][variant] = median_ms(fn, args.repeats)
             del rt
             torch.cuda.empty_cache()
+    aud.front_end = default_front_end
     card = torch.cuda.get_device_name(device)
     print(f"A/B on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; median ms over {args.repeats} repeats")
     print("| workload | " + " | ".join(variants) + " |")
@@ -129,5 +177,6 @@ def run(args) -> int:
         print(f"{k}: {v:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"card": card, "torch": torch.__version__, "results": results, "extra": extra}, f, indent=2)
+            json.dump({"card": card, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                       "results": results, "extra": extra}, f, indent=2)
     return 0

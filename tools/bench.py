@@ -627,7 +627,7 @@ def format_markdown(report: dict) -> str:
                  "slicing included.")
     lines.append("- floor: every Linear of the encoders at the workload's token counts (vision: patch embed, "
                  "qkv/proj/fc1/fc2 per block, 4 mergers at N/4 rows; audio: conv_out at 13 rows per chunk, "
-                 "q/k/v/out/fc1/fc2 per layer, proj1/proj2), bf16 random operands, one CUDA graph (on the CPU: "
+                 "qkv (stacked)/out/fc1/fc2 per layer, proj1/proj2), bf16 random operands, one CUDA graph (on the CPU: "
                  "eager). Attention, norms, activations and the audio convolutions are not in it.")
     lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
                  "of one run on one card compare.")

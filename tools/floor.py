@@ -71,14 +71,14 @@ def audio_gemms(cfg, chunks: int, tokens: int) -> list[Gemm]:
     """Every Linear of the audio encoder for ``chunks`` 100-frame chunks and ``tokens`` kept tokens.
 
     ``conv_out`` runs on every chunk's full token grid (``chunks * 13`` rows, padding included, as the
-    encoder does); the layers' q/k/v/out_proj/fc1/fc2 and proj1/proj2 on the ``tokens`` kept tokens.
+    encoder does); the layers' qkv (q/k/v stacked, as the encoder runs them)/out_proj/fc1/fc2 and proj1/proj2 on the ``tokens`` kept tokens.
     """
     d, ffn = cfg.d_model, cfg.encoder_ffn_dim
     tpc = conv_lens(2 * cfg.n_window)[2]
     conv_in = cfg.downsample_hidden_size * conv_lens(cfg.num_mel_bins)[2]
     gemms = [Gemm("conv_out", chunks * tpc, conv_in, d, bias=False)]
     for i in range(cfg.encoder_layers):
-        gemms += [Gemm(f"layers.{i}.self_attn.{p}", tokens, d, d) for p in ("q_proj", "k_proj", "v_proj", "out_proj")]
+        gemms += [Gemm(f"layers.{i}.self_attn.qkv", tokens, d, 3 * d), Gemm(f"layers.{i}.self_attn.out_proj", tokens, d, d)]
         gemms += [Gemm(f"layers.{i}.fc1", tokens, d, ffn), Gemm(f"layers.{i}.fc2", tokens, ffn, d)]
     gemms += [Gemm("proj1", tokens, d, d), Gemm("proj2", tokens, d, cfg.output_dim)]
     return gemms
