@@ -99,7 +99,10 @@ class _Lane:
         t0 = time.perf_counter()
         cuda = self.device.type == "cuda"
         if cuda:
+            # Graph memory = what the private pool keeps reserved: measured with the allocator's
+            # cache emptied before and after (warm-up activations go back to the cache).
             torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
             before = torch.cuda.memory_reserved(self.device)
         pool = None
         for bucket in sorted(self.buckets, reverse=True):
@@ -118,6 +121,8 @@ class _Lane:
             if progress is not None:
                 progress(self.modality, bucket, bg.capture_s)
         if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
             self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
         self.capture_s = time.perf_counter() - t0
         self.captured = True
@@ -275,7 +280,7 @@ class _VisionLane(_Lane):
             row += n
         bg.inputs[row:].zero_()
         return VisionPlan(bg.plan.pos_index, bg.plan.pos_weight, bg.plan.rope_pos, bg.plan.cu_seqlens,
-                          host.seqlens, bg.bucket.size, host.num_real)
+                          host.seqlens, bg.plan.max_seqlen, host.num_real)
 
     def _stage_empty(self, bg: BucketGraph) -> VisionPlan:
         return self._stage(bg, [], [])

@@ -10,6 +10,12 @@ Variants (each on the same random real-size weights, same inputs already on the 
     graphs_unfused_qkv    graphs with the audio q/k/v projections as three GEMMs instead of one
     graphs_conv_frontend  graphs with the audio front-end as three cuDNN convolutions in NCHW
     graphs_compiled       graphs over ``compile_blocks()`` (torch.compile of the per-block math)
+    graphs_pad1024        graphs with vision padding cut into 1024-token attention segments instead
+                          of 256 (fewer segment slots per bucket, more attention work on padding)
+    graphs_maxseq1024     DIAGNOSTIC, not a valid setting: vision graphs captured with FlashAttention's
+                          max_seqlen capped at 1024 instead of the bucket size (correct only while no
+                          frame exceeds 1024 patches, as in these workloads); measures what the
+                          bucket-wide bound costs
 Timing: CUDA events, median over repeats after warm-up.
 """
 
@@ -28,7 +34,7 @@ WORKLOADS = {
     "audios8x10s": ("audio", [[1000]] * 8),
 }
 VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_torch_rotary",
-            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled")
+            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled", "graphs_pad1024", "graphs_maxseq1024")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -153,8 +159,16 @@ def run(args) -> int:
                 for w in workloads:
                     results[w][variant] = median_ms(direct(w), args.repeats)
                 continue
+            from ..encoders import vision as vision_mod
+            from ..runtime import runtime as runtime_mod
+
+            pad = 1024 if variant == "graphs_pad1024" else 256
+            vision_mod.PAD_SEGMENT_TOKENS = runtime_mod.PAD_SEGMENT_TOKENS = pad
             rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device,
                                 use_cuda_graphs=variant != "bucket_eager")
+            if variant == "graphs_maxseq1024":
+                for bg in rt.vision.buckets.values():
+                    bg.plan.max_seqlen = min(bg.plan.max_seqlen, 1024)
             info = rt.capture(progress=False)
             extra[f"{variant}_capture_s"] = info["capture_s"]
             extra[f"{variant}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
@@ -164,6 +178,7 @@ def run(args) -> int:
                 else:
                     fn = lambda: rt.encode(reqs[w])  # noqa: E731
                 results[w][variant] = median_ms(fn, args.repeats)
+            vision_mod.PAD_SEGMENT_TOKENS = runtime_mod.PAD_SEGMENT_TOKENS = 256
             del rt
             torch.cuda.empty_cache()
     aud.front_end = default_front_end

@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"encoded {', '.join(parts)} -> {args.output}")
     setup = (f"capture {t_capture - t_load:.2f}s ({_plural(graphs, 'graph')})" if runtime.use_cuda_graphs
              else f"runtime {t_capture - t_load:.2f}s (no CUDA graphs: "
-             f"{'attention is not capturable in ' + dtype_name if device.type == 'cuda' else 'not on CUDA'}; "
+             f"{'FlashAttention varlen needs bfloat16 or float16, got ' + dtype_name if device.type == 'cuda' else 'not on CUDA'}; "
              "buckets run eagerly)")
     print(f"  device {device}, {dtype_name}; preprocess {t_pre - t_start:.2f}s, load {t_load - t_pre:.2f}s, "
           f"{setup}, encode {t_encode - t_capture:.2f}s")
