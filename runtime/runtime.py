@@ -94,8 +94,10 @@ class _Lane:
     def _stage_empty(self, bg: BucketGraph): ...
 
     # -- capture --------------------------------------------------------------------------------
-    def capture(self, progress=None) -> None:
-        """Captures every bucket, largest first, into one pool (CUDA); warms each bucket up otherwise."""
+    def capture(self, progress=None, pool=None):
+        """Captures every bucket, largest first, into ``pool`` (a new one if None) on CUDA; warms
+        each bucket up otherwise. Returns the pool, so lanes can share one (their replays never
+        overlap: they run under the runtime's lock, outputs are copied out right after)."""
         t0 = time.perf_counter()
         cuda = self.device.type == "cuda"
         if cuda:
@@ -104,7 +106,6 @@ class _Lane:
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
             before = torch.cuda.memory_reserved(self.device)
-        pool = None
         for bucket in sorted(self.buckets, reverse=True):
             bg = self.buckets[bucket]
             t1 = time.perf_counter()
@@ -126,6 +127,7 @@ class _Lane:
             self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
         self.capture_s = time.perf_counter() - t0
         self.captured = True
+        return pool
 
     # -- encode ---------------------------------------------------------------------------------
     def encode(self, reqs: list, shapes: list, ids: list[int]) -> list:
@@ -462,8 +464,9 @@ class EncoderRuntime:
                 bar.set_postfix_str(f"{modality} {bucket.size}x{bucket.batch} {seconds:.2f}s")
                 bar.update(1)
         with self._lock:
+            pool = None  # one graph memory pool for both lanes
             for lane in self.lanes():
-                lane.capture(tick)
+                pool = lane.capture(tick, pool)
                 self.captures += 1
         if bar is not None:
             bar.close()
