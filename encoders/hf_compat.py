@@ -13,6 +13,10 @@
         input_features: [num_mel_bins, sum T] (valid frames of all audios, not cast);
         feature_lens: [B] int64. Must return an object with ``.last_hidden_state`` [sum L, output_dim].
 
+transformers 5.24 keeps the same calls but moves the encoders to ``thinker.model.visual`` /
+``thinker.model.audio_tower``; ``encoder_holder`` finds them in either place (the checkpoint's keys
+stay ``thinker.visual.*`` / ``thinker.audio_tower.*``).
+
 ``**kwargs`` is whatever reached ``Thinker.forward`` (``output_attentions``, precomputed layout
 tensors such as ``cu_seqlens``, ...). The adapters ignore it: the native encoders derive their layout
 from ``grid_thw`` / ``feature_lens`` alone and expose no per-layer outputs.
@@ -96,6 +100,19 @@ class HFAudioAdapter(_Adapter):
         return out if return_dict else out.to_tuple()
 
 
+def encoder_holder(model: nn.Module) -> nn.Module:
+    """The module whose ``visual`` and ``audio_tower`` attributes are the Thinker's encoders.
+
+    transformers up to 5.2x keeps them on the Thinker itself; later versions on ``thinker.model``.
+    ``model`` may be the Thinker or a model holding one as ``.thinker``.
+    """
+    thinker = getattr(model, "thinker", model)
+    for holder in (thinker, getattr(thinker, "model", None)):
+        if holder is not None and "visual" in holder._modules and "audio_tower" in holder._modules:
+            return holder
+    raise ValueError(f"{type(thinker).__name__} has no visual/audio_tower encoders (on itself or on .model)")
+
+
 def swap_thinker_encoders(
     model: nn.Module,
     vision: nn.Module | None = None,
@@ -114,7 +131,7 @@ def swap_thinker_encoders(
     Returns:
         The replaced modules, keyed ``"visual"`` / ``"audio_tower"`` (drop them to free their memory).
     """
-    thinker = getattr(model, "thinker", model)
+    thinker = encoder_holder(model)
     replaced = {}
     for name, native, adapter_cls in (("visual", vision, HFVisionAdapter), ("audio_tower", audio, HFAudioAdapter)):
         if native is None:

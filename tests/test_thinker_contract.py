@@ -20,7 +20,7 @@ from torch import nn
 from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeThinkerConfig
 from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerForConditionalGeneration
 
-from omnienc.encoders.hf_compat import HFAudioAdapter, HFVisionAdapter, swap_thinker_encoders
+from omnienc.encoders.hf_compat import HFAudioAdapter, HFVisionAdapter, encoder_holder, swap_thinker_encoders
 
 HIDDEN = 64  # text hidden size = vision out_hidden_size = audio output_dim
 N_TEXT = 100  # plain text tokens are 0..99; special tokens follow
@@ -156,8 +156,8 @@ def swap_in(thinker, kind: str) -> dict[str, nn.Module]:
     if kind == "hf_standin":
         return swap_thinker_encoders(
             thinker,
-            vision=HFVisionStandIn(copy.deepcopy(thinker.visual)),
-            audio=HFAudioStandIn(copy.deepcopy(thinker.audio_tower)),
+            vision=HFVisionStandIn(copy.deepcopy(encoder_holder(thinker).visual)),
+            audio=HFAudioStandIn(copy.deepcopy(encoder_holder(thinker).audio_tower)),
         )
     from omnienc.encoders import AudioEncoder, VisionEncoder
 
@@ -197,7 +197,7 @@ def test_thinker_logits_match_with_swapped_encoders(kind):
     thinker = build_thinker()
     prompt = random_prompt(thinker.config)
     ref_vis, ref_aud = [], []
-    handles = [record(thinker.visual, ref_vis), record(thinker.audio_tower, ref_aud)]
+    handles = [record(encoder_holder(thinker).visual, ref_vis), record(encoder_holder(thinker).audio_tower, ref_aud)]
     ref = thinker(**prompt).logits
     assert len(ref_vis) == 2 and len(ref_aud) == 1  # images, then the video; one audio call
     assert (prompt["input_ids"] == AUDIO).sum() == ref_aud[0][0].shape[0], describe(prompt)
@@ -205,11 +205,11 @@ def test_thinker_logits_match_with_swapped_encoders(kind):
         h.remove()
 
     replaced = swap_in(thinker, kind)
-    assert isinstance(thinker.visual, HFVisionAdapter) and isinstance(thinker.audio_tower, HFAudioAdapter)
-    assert replaced["visual"] is not thinker.visual and replaced["audio_tower"] is not thinker.audio_tower
+    assert isinstance(encoder_holder(thinker).visual, HFVisionAdapter) and isinstance(encoder_holder(thinker).audio_tower, HFAudioAdapter)
+    assert replaced["visual"] is not encoder_holder(thinker).visual and replaced["audio_tower"] is not encoder_holder(thinker).audio_tower
     got_vis, got_aud, stale = [], [], []
-    record(thinker.visual, got_vis)
-    record(thinker.audio_tower, got_aud)
+    record(encoder_holder(thinker).visual, got_vis)
+    record(encoder_holder(thinker).audio_tower, got_aud)
     for old in replaced.values():
         record(old, stale)
     got = thinker(**prompt).logits
@@ -238,9 +238,9 @@ def test_logits_see_every_encoder_output():
         return t * (1 + 1e-3 * torch.randn_like(t))
 
     outputs = {
-        "vision embeds": (thinker.visual, "pooler_output"),
-        "deepstack": (thinker.visual, "deepstack_features"),
-        "audio embeds": (thinker.audio_tower, "last_hidden_state"),
+        "vision embeds": (encoder_holder(thinker).visual, "pooler_output"),
+        "deepstack": (encoder_holder(thinker).visual, "deepstack_features"),
+        "audio embeds": (encoder_holder(thinker).audio_tower, "last_hidden_state"),
     }
     for what, (module, field) in outputs.items():
 
