@@ -9,25 +9,12 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import hf_and_native_audio, hf_and_native_vision, random_pixels
-from test_runtime import GRID, audio_request, check_against_direct, random_mix, vision_request
+from conftest import random_pixels
+from test_runtime import (  # noqa: F401 (encoders, runtime: the same fixtures)
+    GRID, audio_request, check_against_direct, encoders, random_mix, runtime, vision_request,
+)
 
 from omnienc.runtime import AudioRequest, EncoderRuntime, EncoderService, ServiceClosed, VisionRequest
-
-
-@pytest.fixture(scope="module")
-def encoders():
-    _, vis = hf_and_native_vision()
-    _, aud = hf_and_native_audio()
-    return vis, aud
-
-
-@pytest.fixture()
-def runtime(encoders):
-    vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
-    rt.capture(progress=False)
-    return rt
 
 
 def good_pair(encoders):
