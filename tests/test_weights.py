@@ -146,3 +146,23 @@ def test_single_file_checkpoint(tmp_path):
     assert rel_err(aud(x, [120]), hf_a(x, torch.tensor([120])).last_hidden_state) <= 1e-5
     with pytest.raises(CheckpointError, match="no 'vision_config'"):
         VisionEncoder.from_pretrained(tmp_path)
+
+
+def test_audio_state_dict_speaks_hf_names_over_the_stacked_qkv():
+    """The audio attention runs one stacked q/k/v GEMM, yet its state_dict has HF's keys (views into
+    the stacked tensors): loading writes the stacked weights, and a state_dict round-trips."""
+    hf_a, native = hf_and_native_audio()
+    own = native.state_dict()
+    assert set(own) == set(hf_a.state_dict())
+    attn = native.layers[0].self_attn
+    d = attn.d_model
+    assert own["layers.0.self_attn.k_proj.weight"].data_ptr() == attn.qkv.weight[d].data_ptr()
+    for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+        for kind in ("weight", "bias"):
+            hf = getattr(getattr(hf_a.layers[0].self_attn, part), kind)
+            assert torch.equal(getattr(attn.qkv, kind)[i * d : (i + 1) * d], hf)
+    fresh = AudioEncoder(native.config).eval()
+    fresh.load_state_dict(own)
+    assert torch.equal(fresh.layers[0].self_attn.qkv.weight, attn.qkv.weight)
+    feats = torch.randn(native.config.num_mel_bins, 250)
+    assert rel_err(fresh(feats, [250]), native(feats, [250])) == 0
