@@ -26,6 +26,8 @@ class BucketGraph:
         num_segments: length of the plan's ``cu_seqlens`` minus one (fixed per bucket).
         outputs: the graph's output tensors (valid after each replay until the next one).
         capture_s: seconds spent capturing.
+        eager: an eager bucket (above the grid's ``graphs_up_to``): no graph, no views; its packed
+            requests run eagerly, unpadded.
     """
 
     bucket: Bucket
@@ -36,6 +38,7 @@ class BucketGraph:
     outputs: tuple[torch.Tensor, ...] = ()
     capture_s: float = 0.0
     stats: dict = field(default_factory=lambda: {"hits": 0, "units": 0, "real_units": 0, "time_ms": 0.0})
+    eager: bool = False
 
 
 def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int = 2):

@@ -12,6 +12,9 @@ A grid lives on disk as YAML and in code as validated frozen dataclasses::
 
 Buckets are the cross product of the two lists, or an explicit list
 ``buckets: [{patches: 1024, batch: 1}, ...]`` (``frames`` for audio) instead of the lists.
+An optional ``graphs_up_to: N`` per modality captures graphs only for buckets of size <= N; larger
+buckets still pack requests but run them eagerly, unpadded (where the GPU is busy enough that
+launch overhead hides and padding only costs).
 Every validation error is a :class:`GridError` that says what is wrong and how to fix it.
 """
 
@@ -97,10 +100,14 @@ class ModalityGrid:
         modality: ``"vision"`` or ``"audio"``.
         buckets: Non-empty, sorted ascending by (size, batch), no duplicates (sorted on
             construction). Sizes are multiples of 4 patches (vision) or 100 frames (audio).
+        graphs_up_to: None (every bucket is a CUDA graph) or a size: buckets larger than it are
+            "eager buckets" -- requests are packed into them the same way, but run eagerly on
+            exactly the packed requests, without padding, and nothing is captured for them.
     """
 
     modality: str
     buckets: tuple[Bucket, ...]
+    graphs_up_to: int | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in _AXES:
@@ -124,6 +131,22 @@ class ModalityGrid:
                     "twice; remove the duplicate"
                 )
         object.__setattr__(self, "buckets", buckets)
+        if self.graphs_up_to is not None:
+            object.__setattr__(self, "graphs_up_to", _int(f"{self.modality}.graphs_up_to", self.graphs_up_to))
+            if self.graphs_up_to <= 0:
+                raise GridError(
+                    f"{self.modality}.graphs_up_to: {self.graphs_up_to} must be a positive size; "
+                    "leave it out to capture every bucket"
+                )
+
+    def is_graph(self, bucket: Bucket) -> bool:
+        """Whether ``bucket`` is captured as a CUDA graph (else it runs eagerly, unpadded)."""
+        return self.graphs_up_to is None or bucket.size <= self.graphs_up_to
+
+    @property
+    def graph_buckets(self) -> tuple[Bucket, ...]:
+        """The buckets captured as graphs."""
+        return tuple(b for b in self.buckets if self.is_graph(b))
 
     @property
     def max_size(self) -> int:
@@ -146,18 +169,19 @@ class ModalityGrid:
                 f"{modality}: expected a mapping with '{key}' and 'batch' lists, got {d!r}; "
                 f"write e.g. '{modality}: {{{key}: [...], batch: [...]}}'"
             )
-        unknown = sorted(set(d) - {key, "batch", "buckets"})
+        unknown = sorted(set(d) - {key, "batch", "buckets", "graphs_up_to"})
         if unknown:
             raise GridError(
-                f"{modality}: unknown key(s) {unknown}; allowed: '{key}', 'batch', 'buckets'"
+                f"{modality}: unknown key(s) {unknown}; allowed: '{key}', 'batch', 'buckets', 'graphs_up_to'"
             )
+        up_to = d.get("graphs_up_to")
         if "buckets" in d:
             if key in d or "batch" in d:
                 raise GridError(
                     f"{modality}: give either the '{key}'/'batch' lists or 'buckets', not both; "
                     "remove one of them"
                 )
-            return cls(modality, tuple(_explicit_buckets(modality, d["buckets"])))
+            return cls(modality, tuple(_explicit_buckets(modality, d["buckets"])), up_to)
         if key not in d or "batch" not in d:
             missing = key if key not in d else "batch"
             raise GridError(
@@ -166,7 +190,7 @@ class ModalityGrid:
             )
         sizes = _unique_list(modality, key, d[key], lambda w, v: _check_size(modality, w, v))
         batches = _unique_list(modality, "batch", d["batch"], _check_batch)
-        return cls(modality, tuple(Bucket(s, b) for s in sizes for b in batches))
+        return cls(modality, tuple(Bucket(s, b) for s in sizes for b in batches), up_to)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping: the two lists when the buckets are their cross product, else ``buckets``."""
@@ -174,8 +198,12 @@ class ModalityGrid:
         sizes = sorted({b.size for b in self.buckets})
         batches = sorted({b.batch for b in self.buckets})
         if len(sizes) * len(batches) == len(self.buckets):
-            return {key: sizes, "batch": batches}
-        return {"buckets": [{key: b.size, "batch": b.batch} for b in self.buckets]}
+            d: dict[str, Any] = {key: sizes, "batch": batches}
+        else:
+            d = {"buckets": [{key: b.size, "batch": b.batch} for b in self.buckets]}
+        if self.graphs_up_to is not None:
+            d["graphs_up_to"] = self.graphs_up_to
+        return d
 
 
 def _unique_list(modality: str, key: str, values: Any, check: Callable[[str, Any], int]) -> list[int]:
@@ -241,8 +269,8 @@ class BucketGrid:
 
     @property
     def num_graphs(self) -> int:
-        """Number of CUDA graphs the runtime captures (one per bucket)."""
-        return sum(len(g.buckets) for g in (self.vision, self.audio) if g is not None)
+        """Number of CUDA graphs the runtime captures (one per bucket up to ``graphs_up_to``)."""
+        return sum(len(g.graph_buckets) for g in (self.vision, self.audio) if g is not None)
 
     def modality(self, name: str) -> ModalityGrid | None:
         """The grid of modality ``name`` (``"vision"`` or ``"audio"``)."""

@@ -52,9 +52,10 @@ class _Lane:
         self.graph_memory_bytes = 0
         self.reset_stats()
         if grid is not None:
-            self._allocate(grid)
+            if grid.graph_buckets:  # static buffers only as large as the largest graph bucket
+                self._allocate(ModalityGrid(grid.modality, grid.graph_buckets))
             for b in grid.buckets:
-                self.buckets[b] = self._bucket_views(b)
+                self.buckets[b] = self._bucket_views(b) if grid.is_graph(b) else BucketGraph(b, None, None, 0, eager=True)
 
     PLAN_CACHE_SIZE = 64  # host plans kept per lane (pinned on CUDA); at most ~1 MB each
 
@@ -108,6 +109,8 @@ class _Lane:
             before = torch.cuda.memory_reserved(self.device)
         for bucket in sorted(self.buckets, reverse=True):
             bg = self.buckets[bucket]
+            if bg.eager:
+                continue
             t1 = time.perf_counter()
             plan = self._stage_empty(bg)
             if cuda and self.use_graphs:
@@ -143,7 +146,9 @@ class _Lane:
                 i = rep.members[0]
                 results = [self._timed(None, rep, lambda: self._eager_or_split(reqs[i], shapes[i], ids[i]))]
             else:
-                results = self._timed(self.buckets[rep.bucket], rep, lambda: self._replay(rep, members, member_shapes))
+                member_ids = [ids[i] for i in rep.members]
+                results = self._timed(self.buckets[rep.bucket], rep,
+                                      lambda: self._replay(rep, members, member_shapes, member_ids))
             for i, r in zip(rep.members, results):
                 out[i] = r
         return out
@@ -167,8 +172,22 @@ class _Lane:
             f"(shape {shape}); it fits no bucket and is too large to run alone -- split it or add a larger bucket"
         )
 
-    def _replay(self, rep: Replay, members: list, shapes: list) -> list:
+    def _eager_pack(self, reqs: list, shapes: list, ids: list[int]) -> list:
+        """An eager bucket: the packed requests as one eager call, unpadded, then split. On
+        out-of-memory, request by request (each through the fallback's own splitting)."""
+        if len(reqs) > 1:
+            try:
+                merged, merged_shape = self._concat(reqs, shapes)
+                return self._split(self._as_outputs(self._eager(merged, merged_shape)), shapes)
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return [self._eager_or_split(r, s, i) for r, s, i in zip(reqs, shapes, ids)]
+
+    def _replay(self, rep: Replay, members: list, shapes: list, ids: list[int] | None = None) -> list:
         bg = self.buckets[rep.bucket]
+        if bg.eager:
+            return self._eager_pack(members, shapes, ids if ids is not None else list(rep.members))
         plan = self._stage(bg, members, shapes)
         if bg.graph is not None:
             bg.graph.replay()
@@ -193,7 +212,7 @@ class _Lane:
         else:
             self.replays += 1
             bg.stats["hits"] += 1
-            bg.stats["units"] += rep.bucket.size
+            bg.stats["units"] += rep.size if bg.eager else rep.bucket.size
             bg.stats["real_units"] += rep.size
         return result
 
@@ -221,6 +240,7 @@ class _Lane:
                 "replay_ms_total": s["time_ms"],
                 "replay_ms_mean": s["time_ms"] / s["hits"] if s["hits"] else 0.0,
                 "captured": bg.graph is not None,
+                "eager": bg.eager,
                 "capture_s": bg.capture_s,
             }
         return {
@@ -311,6 +331,15 @@ class _VisionLane(_Lane):
         return VisionOutput(torch.cat([o.embeds for o in outs]),
                             [torch.cat(parts) for parts in zip(*(o.deepstack for o in outs))])
 
+    def _concat(self, reqs: list[VisionRequest], shapes: list):
+        shape = [g for s in shapes for g in s]
+        pixels = torch.cat([r.pixel_values.to(self.device, non_blocking=True) for r in reqs])
+        return VisionRequest(pixels, torch.tensor(shape)), shape
+
+    @staticmethod
+    def _as_outputs(out: VisionOutput) -> tuple[torch.Tensor, ...]:
+        return (out.embeds, *out.deepstack)
+
     def _eager(self, req: VisionRequest, shape) -> VisionOutput:
         embeds, deepstack = self.encoder(req.pixel_values.to(self.device, non_blocking=True), shape)
         return VisionOutput(embeds, list(deepstack))
@@ -390,6 +419,15 @@ class _AudioLane(_Lane):
     @staticmethod
     def _merge(outs: list[AudioOutput]) -> AudioOutput:
         return AudioOutput(torch.cat([o.embeds for o in outs]))
+
+    def _concat(self, reqs: list[AudioRequest], shapes: list):
+        shape = [T for s in shapes for T in s]
+        feats = torch.cat([r.input_features.to(self.device, non_blocking=True) for r in reqs], dim=1)
+        return AudioRequest(feats, torch.tensor(shape)), shape
+
+    @staticmethod
+    def _as_outputs(out: AudioOutput) -> tuple[torch.Tensor, ...]:
+        return (out.embeds,)
 
     def _eager(self, req: AudioRequest, shape) -> AudioOutput:
         return AudioOutput(self.encoder(req.input_features.to(self.device, non_blocking=True), shape))

@@ -27,16 +27,24 @@ class BucketStats:
         bucket: The bucket.
         hits: Replays that used it.
         used: Real units over those replays (<= ``hits * bucket.size``).
+        graph: False for an eager bucket (above the grid's ``graphs_up_to``): it runs its packed
+            requests unpadded, so it computes ``used`` units and pads nothing.
     """
 
     bucket: Bucket
     hits: int
     used: int
+    graph: bool = True
+
+    @property
+    def units(self) -> int:
+        """Units computed over its replays (padding included for a graph bucket)."""
+        return self.hits * self.bucket.size if self.graph else self.used
 
     @property
     def padded_share(self) -> float:
         """Padded units / bucket units over its replays; 0.0 without hits."""
-        cap = self.hits * self.bucket.size
+        cap = self.units
         return 1.0 - self.used / cap if cap else 0.0
 
 
@@ -66,7 +74,7 @@ class ModalityReport:
     @property
     def graph_units(self) -> int:
         """Bucket units over all replays (real + padding)."""
-        return sum(b.hits * b.bucket.size for b in self.buckets)
+        return sum(b.units for b in self.buckets)
 
     @property
     def padded_units(self) -> int:
@@ -102,7 +110,7 @@ class ModalityReport:
             "work": self.work,
             "buckets": [
                 {"size": s.bucket.size, "batch": s.bucket.batch, "hits": s.hits,
-                 "used": s.used, "padded_share": s.padded_share}
+                 "used": s.used, "padded_share": s.padded_share, "graph": s.graph}
                 for s in self.buckets
             ],
         }
@@ -176,7 +184,7 @@ class SimReport:
         rows = [("modality", "bucket", "hits", "used", "padded")]
         for m in self.modalities:
             for s in m.buckets:
-                rows.append((m.modality, f"{s.bucket.size}x{s.bucket.batch}", str(s.hits),
+                rows.append((m.modality, f"{s.bucket.size}x{s.bucket.batch}" + ("" if s.graph else " (eager)"), str(s.hits),
                              str(s.used), f"{s.padded_share:.1%}"))
             rows.append((m.modality, "eager", str(m.eager), str(m.eager_units), "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -221,9 +229,10 @@ def batches(records: Iterable[TraceRecord], modality: str, step_ms: float) -> li
 
 
 def simulate_modality(
-    groups: Iterable[list[Demand]], modality: str, buckets: tuple[Bucket, ...]
+    groups: Iterable[list[Demand]], modality: str, buckets: tuple[Bucket, ...], graphs_up_to: int | None = None
 ) -> tuple[ModalityReport, list[Replay]]:
-    """Packs each group with ``pack`` and tallies the replays (also returned, group after group)."""
+    """Packs each group with ``pack`` and tallies the replays (also returned, group after group).
+    Buckets larger than ``graphs_up_to`` are eager buckets (no padding)."""
     prepared = BucketSet(buckets)
     hits = {b: [0, 0] for b in prepared.buckets}
     eager = eager_units = requests = 0
@@ -237,7 +246,7 @@ def simulate_modality(
             else:
                 hits[r.bucket][0] += 1
                 hits[r.bucket][1] += r.size
-    stats = tuple(BucketStats(b, *hits[b]) for b in prepared.buckets)
+    stats = tuple(BucketStats(b, *hits[b], graphs_up_to is None or b.size <= graphs_up_to) for b in prepared.buckets)
     return ModalityReport(modality, requests, stats, eager, eager_units), replays
 
 
@@ -256,5 +265,6 @@ def simulate(records: Iterable[TraceRecord], grid: BucketGrid, step_ms: float = 
     reports = []
     for m in MODALITIES:
         g = grid.modality(m)
-        reports.append(simulate_modality(batches(records, m, step_ms), m, g.buckets if g else ())[0])
+        reports.append(simulate_modality(batches(records, m, step_ms), m, g.buckets if g else (),
+                                         g.graphs_up_to if g else None)[0])
     return SimReport(step_ms, tuple(reports))

@@ -157,3 +157,25 @@ def test_activation_estimate():
     with pytest.raises(GridError):
         estimate_activation_bytes("text", Bucket(4, 1))
     assert 3 < estimate_flops("vision", 1) / estimate_flops("audio", 1) < 6
+
+
+def test_graphs_up_to_round_trip_and_counts(tmp_path):
+    g = BucketGrid.from_dict({"vision": {"patches": [256, 1024, 4096], "batch": [1, 4], "graphs_up_to": 1024},
+                              "audio": {"buckets": [{"frames": 800, "batch": 2}], "graphs_up_to": 400}})
+    assert g.num_graphs == 4  # vision 256x1, 256x4, 1024x1, 1024x4; audio 800 > 400: eager
+    assert [b.size for b in g.vision.graph_buckets] == [256, 256, 1024, 1024]
+    assert not g.vision.is_graph(Bucket(4096, 1)) and g.vision.is_graph(Bucket(1024, 4))
+    assert g.audio.graph_buckets == ()
+    path = tmp_path / "g.yaml"
+    g.to_yaml(path)
+    assert BucketGrid.from_yaml(path) == g
+    assert "graphs_up_to: 1024" in path.read_text()
+    assert BucketGrid.default().vision.graphs_up_to is None
+
+
+@pytest.mark.parametrize("value, fragment", [(0, "positive"), (-5, "positive"), ("big", "not an integer"),
+                                             (True, "boolean"), (1.5, "not an integer")])
+def test_graphs_up_to_validation(value, fragment):
+    with pytest.raises(GridError, match="graphs_up_to") as e:
+        BucketGrid.from_dict({"vision": {"patches": [256], "batch": [1], "graphs_up_to": value}})
+    assert fragment in str(e.value)

@@ -85,7 +85,7 @@ def test_report_output():
     r = simulate(TINY, GRID, step_ms=10)
     d = json.loads(json.dumps(r.to_dict()))
     assert d["modalities"]["vision"]["buckets"][0] == {
-        "size": 1024, "batch": 4, "hits": 1, "used": 768, "padded_share": 0.25}
+        "size": 1024, "batch": 4, "hits": 1, "used": 768, "padded_share": 0.25, "graph": True}
     assert d["total"]["eager"] == 2
     table = r.format_table()
     assert "1024x4" in table and "25.0%" in table and "eager" in table and "total: 7 requests" in table

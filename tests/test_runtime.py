@@ -206,3 +206,72 @@ def test_verify_buckets_catches_a_broken_bucket(runtime, monkeypatch):
     checks = verify_buckets(runtime, mixes=1, max_rel_err=TOL)
     assert any(not c.ok for c in checks if c.modality == "vision")
     assert all(c.ok for c in checks if c.modality == "audio")
+
+
+EAGER_GRID = BucketGrid.from_dict(
+    {
+        "dtype": "float32",
+        "vision": {"patches": [64, 256], "batch": [1, 4], "graphs_up_to": 64},
+        "audio": {"frames": [200, 800], "batch": [1, 4], "graphs_up_to": 200},
+    }
+)
+
+
+@pytest.mark.parametrize("grid", [GRID, EAGER_GRID], ids=["all_graphs", "graphs_up_to"])
+@torch.no_grad()
+def test_replay_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
+    """The runtime records a trace of one mixed call; `omnienc replay`'s simulator, packing that trace
+    in one window, predicts the runtime's per-bucket hits, padding and eager fallbacks exactly."""
+    from omnienc.runtime.simulate import simulate
+    from omnienc.runtime.trace import read_trace
+
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, trace_path=tmp_path / "t.jsonl")
+    rt.capture(progress=False)
+    rng = random.Random()
+    reqs = random_mix(vis.config, aud.config, 16, rng) + [vision_request([[1, 20, 16]], vis.config),
+                                                         audio_request([900], aud.config)]
+    rng.shuffle(reqs)
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    got = rt.stats()
+    sim = simulate(read_trace(tmp_path / "t.jsonl"), grid, step_ms=1e9)
+    for m in ("vision", "audio"):
+        assert got[m]["fallbacks"] == sim[m].eager
+        for s in sim[m].buckets:
+            b = got[m]["buckets"][f"{s.bucket.size}x{s.bucket.batch}"]
+            assert b["hits"] == s.hits and b["eager"] == (not s.graph)
+            assert b["padded_share"] == pytest.approx(s.padded_share)
+    assert got["replays"] + got["fallbacks"] == sim.replays
+
+
+@torch.no_grad()
+def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
+    """Buckets above graphs_up_to get no graph and no buffers; their packs run as one eager call
+    (no padding) with each request's own result; an out-of-memory there retries request by request."""
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID)
+    rt.capture(progress=False)
+    lane = rt.vision
+    assert all(bg.eager and bg.inputs is None for b, bg in lane.buckets.items() if b.size > 64)
+    assert lane.pixels.shape[0] == 64  # static buffers sized by the graph buckets only
+    reqs = [vision_request([[1, 8, 8]], vis.config), vision_request([[2, 4, 6]], vis.config)]  # 64 + 48 patches
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()["vision"]["buckets"]["256x4"]
+    assert s["hits"] == 1 and s["eager"] and s["padded_share"] == 0.0 and not s["captured"]
+    from omnienc.runtime.verify import verify_buckets
+
+    checks = verify_buckets(rt, mixes=1, max_rel_err=TOL, min_cosine=1 - 1e-9)
+    assert len(checks) == 8 and all(c.ok for c in checks), checks
+
+    calls = []
+    real = type(lane)._eager
+
+    def flaky(self, req, shape):
+        calls.append(len(shape))
+        if len(shape) > 1:  # the merged call of both requests (two items)
+            raise torch.OutOfMemoryError("injected")
+        return real(self, req, shape)
+
+    monkeypatch.setattr(type(lane), "_eager", flaky)
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    assert calls == [2, 1, 1]

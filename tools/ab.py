@@ -12,6 +12,8 @@ Variants (each on the same random real-size weights, same inputs already on the 
     graphs_compiled       graphs over ``compile_blocks()`` (torch.compile of the per-block math)
     graphs_pad1024        graphs with vision padding cut into 1024-token attention segments instead
                           of 256 (fewer segment slots per bucket, more attention work on padding)
+    graphs_up_to_3000     graphs only for vision buckets up to 3000 patches; larger packs run eagerly,
+                          unpadded (the grid's ``graphs_up_to``)
     graphs_maxseq1024     DIAGNOSTIC, not a valid setting: vision graphs captured with FlashAttention's
                           max_seqlen capped at 1024 instead of the bucket size (correct only while no
                           frame exceeds 1024 patches, as in these workloads); measures what the
@@ -22,11 +24,13 @@ Timing: CUDA events, median over repeats after warm-up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 WORKLOADS = {
     "image448": ("vision", [[[1, 28, 28]]]),
+    "image720p": ("vision", [[[1, 46, 80]]]),
     "images8x448": ("vision", [[[1, 28, 28]]] * 8),
     "video16x448": ("vision", [[[8, 28, 28]]]),
     "audio10s": ("audio", [[1000]]),
@@ -34,7 +38,8 @@ WORKLOADS = {
     "audios8x10s": ("audio", [[1000]] * 8),
 }
 VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_torch_rotary",
-            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled", "graphs_pad1024", "graphs_maxseq1024")
+            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled", "graphs_pad1024", "graphs_up_to_3000",
+            "graphs_maxseq1024")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -164,7 +169,10 @@ def run(args) -> int:
 
             pad = 1024 if variant == "graphs_pad1024" else 256
             vision_mod.PAD_SEGMENT_TOKENS = runtime_mod.PAD_SEGMENT_TOKENS = pad
-            rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device,
+            variant_grid = grid
+            if variant == "graphs_up_to_3000" and grid.vision is not None:
+                variant_grid = dataclasses.replace(grid, vision=dataclasses.replace(grid.vision, graphs_up_to=3000))
+            rt = EncoderRuntime(vision=vis, audio=aud, grid=variant_grid, device=device,
                                 use_cuda_graphs=variant != "bucket_eager")
             if variant == "graphs_maxseq1024":
                 for bg in rt.vision.buckets.values():
