@@ -29,7 +29,7 @@ def varlen_supported(device: torch.device, dtype: torch.dtype, head_dim: int) ->
     return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0
 
 
-def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64) -> str:
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
     """Maps ``auto`` to a concrete backend for these tensors; validates the name."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")

@@ -9,7 +9,7 @@ Two implementations:
     ``rotary_qkv_triton``: one Triton kernel that reads the ``[T, 3, H, D]`` projection once and
         writes rotated, contiguous q and k (float32 math, same rounding points). CUDA only; used
         when Triton is importable. Capturable in CUDA graphs.
-``rotary_qkv`` picks the kernel for CUDA tensors when available.
+``use_triton`` decides between them (the vision encoder's ``rotary_backend``).
 """
 
 from __future__ import annotations
@@ -87,10 +87,12 @@ def rotary_qkv_triton(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n
     return q, k, v
 
 
-def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, backend: str = "auto"):
-    """Dispatch: ``triton`` on CUDA when available (``auto``), else ``torch``."""
-    if backend == "triton" or (backend == "auto" and qkv.is_cuda and triton_available()):
-        return rotary_qkv_triton(qkv, cos, sin, num_heads)
+def use_triton(backend: str, x: torch.Tensor) -> bool:
+    """Whether the rotary of tensors like ``x`` runs as the Triton kernel: ``triton`` (required),
+    ``auto`` (on CUDA when Triton is importable) or ``torch`` (never)."""
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"unknown rotary backend {backend!r}; choose auto, torch or triton")
-    return rotary_qkv_torch(qkv, cos, sin, num_heads)
+    possible = x.is_cuda and triton_available()
+    if backend == "triton" and not possible:
+        raise ValueError("rotary backend 'triton' needs CUDA tensors and an importable triton")
+    return possible and backend != "torch"

@@ -26,7 +26,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import varlen_attention
-from .rotary import rotary_qkv_torch, rotary_qkv_triton, triton_available
+from .rotary import rotary_qkv_torch, rotary_qkv_triton, use_triton
 
 # Padding tokens are split into attention segments of at most this many tokens, so a mostly empty
 # bucket costs little attention work.
@@ -309,14 +309,6 @@ class VisionEncoder(nn.Module):
         self.block_fns = tuple(torch.compile(f, **kwargs) for f in (attn_in, attn_out_mlp))
         return self
 
-    def _fused_rotary(self, x: torch.Tensor) -> bool:
-        """Whether the rotary runs as the Triton kernel (``rotary_backend``: auto, torch or triton)."""
-        if self.rotary_backend not in ("auto", "torch", "triton"):
-            raise ValueError(f"unknown rotary backend {self.rotary_backend!r}; choose auto, torch or triton")
-        if self.rotary_backend == "triton" and not (x.is_cuda and triton_available()):
-            raise ValueError("rotary backend 'triton' needs CUDA tensors and an importable triton")
-        return self.rotary_backend == "triton" or (self.rotary_backend == "auto" and x.is_cuda and triton_available())
-
     @property
     def dtype(self) -> torch.dtype:
         return self.patch_embed.proj.weight.dtype
@@ -355,7 +347,7 @@ class VisionEncoder(nn.Module):
         freqs = (plan.rope_pos[:, :, None] * self.inv_freq(x.device)).flatten(1)  # [T, head_dim/2]
         cos, sin = freqs.cos(), freqs.sin()
         fns = self.block_fns
-        if fns[0] is attn_in and self._fused_rotary(x):
+        if fns[0] is attn_in and use_triton(self.rotary_backend, x):
             fns = (attn_in_fused_rotary, fns[1])
         deepstack = []
         for i, block in enumerate(self.blocks):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections import OrderedDict
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -184,10 +184,11 @@ class _Lane:
                     torch.cuda.empty_cache()
         return [self._eager_or_split(r, s, i) for r, s, i in zip(reqs, shapes, ids)]
 
-    def _replay(self, rep: Replay, members: list, shapes: list, ids: list[int] | None = None) -> list:
+    def _replay(self, rep: Replay, members: list, shapes: list, ids: list[int]) -> list:
+        """Runs one pack on its bucket (``ids``: the members' request indices, for errors)."""
         bg = self.buckets[rep.bucket]
         if bg.eager:
-            return self._eager_pack(members, shapes, ids if ids is not None else list(rep.members))
+            return self._eager_pack(members, shapes, ids)
         plan = self._stage(bg, members, shapes)
         if bg.graph is not None:
             bg.graph.replay()
@@ -491,7 +492,7 @@ class EncoderRuntime:
         Returns:
             ``{"capture_s": ..., "graph_memory_bytes": ..., "graphs": ...}``.
         """
-        buckets = [(lane, b) for lane in self.lanes() for b in lane.buckets]
+        buckets = [(lane, b) for lane in self.lanes() for b, bg in lane.buckets.items() if not bg.eager]
         bar = None
         if progress and buckets:
             from tqdm import tqdm

@@ -83,7 +83,7 @@ def verify_buckets(runtime, mixes: int = 2, max_rel_err: float = 3e-2, min_cosin
                 shapes = runtime.validate(reqs)
                 demands = [lane._demand(s) for s in shapes]
                 rep = Replay(bucket, tuple(range(len(reqs))), sum(d.size for d in demands), sum(d.batch for d in demands))
-                outs = lane._replay(rep, reqs, shapes)
+                outs = lane._replay(rep, reqs, shapes, list(range(len(reqs))))
                 for r, o in zip(reqs, outs):
                     if isinstance(r, VisionRequest):
                         ref, ref_ds = enc(r.pixel_values.to(lane.device), r.grid_thw)
