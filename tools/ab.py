@@ -43,10 +43,11 @@ VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_unba
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("ab", help="A/B the runtime's optimizations (GPU)", description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
-    p.add_argument("--repeats", type=int, default=50)
+    p = subparsers.add_parser("ab", help="A/B the runtime's optimizations (GPU)", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list (default: all, as above)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list (default: all): {','.join(WORKLOADS)}")
+    p.add_argument("--repeats", type=int, default=50, help="timed calls per cell (default 50)")
     p.add_argument("--grid", help="bucket grid YAML (default: packaged)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=run)
