@@ -164,3 +164,17 @@ def test_compiled_blocks_trace_without_breaks_and_match():
     from torch._dynamo.utils import counters
 
     assert counters["stats"]["unique_graphs"] <= 8, dict(counters["stats"])  # 4 functions, <= 1 recompile each
+
+
+def test_attention_backends_are_validated_before_any_work():
+    from omnienc.encoders.attention import resolve_backend, varlen_attention
+
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu, torch.float32, 72) == "sdpa"
+    with pytest.raises(ValueError, match="'varlen' needs CUDA"):
+        resolve_backend("varlen", cpu, torch.bfloat16, 72)
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
+        resolve_backend("flash", cpu, torch.float32, 72)
+    q = torch.randn(5, 2, 8)
+    with pytest.raises(ValueError, match="add up to 4"):
+        varlen_attention(q, q, q, torch.tensor([0, 4], dtype=torch.int32), 4, [4], "sdpa")
