@@ -170,7 +170,7 @@ def test_graphs_up_to_round_trip_and_counts(tmp_path):
     g.to_yaml(path)
     assert BucketGrid.from_yaml(path) == g
     assert "graphs_up_to: 1024" in path.read_text()
-    assert BucketGrid.default().vision.graphs_up_to is None
+    assert BucketGrid.default().vision.graphs_up_to == 3000 and BucketGrid.default().audio.graphs_up_to is None
 
 
 @pytest.mark.parametrize("value, fragment", [(0, "positive"), (-5, "positive"), ("big", "not an integer"),
