@@ -167,3 +167,37 @@ def test_a_failing_cell_is_reported_not_fatal(tmp_path, monkeypatch):
     assert "simulated" in results["hf_batched"]["error"]
     assert results["floor"]["median_ms"] > 0
     assert "simulated" in (tmp_path / "bench.md").read_text()
+
+
+def test_attn_bench_layouts_reference_and_table(capsys):
+    """attn_bench's layouts are the runtime's (bucket-sized where they say so; audio windows of 104),
+    its fp32 reference is per-segment attention, and its table renders every outcome."""
+    import random
+
+    import torch
+
+    from omnienc.encoders.attention import varlen_attention
+    from omnienc.encoders.audio import plan_audio
+    from omnienc.tools import attn_bench
+
+    sizes = {c.name: sum(c.seqlens) for c in attn_bench.CASES}
+    assert sizes["vision 720p (1x3680) in 4320 bucket"] == 4320
+    assert sizes["vision 8x448 in 6400 bucket"] == 6400 and sizes["vision 2x448 in 2356 bucket"] == 2356
+    for frames, case in ((1000, "audio 10s (130 tok)"), (3000, "audio 30s (390 tok)")):
+        plan = plan_audio([frames], n_window=50, n_window_infer=800)
+        assert tuple(plan.seqlens) == next(c for c in attn_bench.CASES if c.name == case).seqlens
+
+    seqlens = [random.randint(1, 40) for _ in range(3)]
+    q, k, v = (torch.randn(sum(seqlens), 2, 8) for _ in range(3))
+    cu = torch.tensor([0, *torch.tensor(seqlens).cumsum(0).tolist()], dtype=torch.int32)
+    expect = varlen_attention(q, k, v, cu, max(seqlens), seqlens, "sdpa")
+    torch.testing.assert_close(attn_bench._reference(q, k, v, seqlens), expect)
+
+    rows = [{"case": "c", "tokens": 7, "results": {
+        "a": {"ms": 0.01, "tflops": 3.0, "timed": "graph"}, "b": {"ms": 2.0, "tflops": 0.0, "timed": "eager"},
+        "c": {"wrong": True, "max_abs_err": 0.5}, "d": {"error": "x"}, "e": {"skipped": "why"}}}]
+    line = attn_bench.markdown(rows).splitlines()[-1]
+    assert line == "| c | 7 | 10.0 us (3 TF/s) | 2000.0 us (0 TF/s, eager: not capturable) | WRONG (err 0.5) | error | n/a |"
+    with pytest.raises(SystemExit):
+        attn_bench.main(["--kernels", "fa2_varlen,bogus"])
+    assert "unknown kernels ['bogus']" in capsys.readouterr().err
