@@ -144,7 +144,6 @@ def test_varlen_attention_matches_fp32_and_replays(heads, dim):
     """The capturable backend on a packed layout with unequal and zero-length segments (what a
     bucket's padding makes) and a loose max_seqlen bound: eager and CUDA-graph replay both match
     per-segment fp32 SDPA."""
-    backend = "varlen"
     from omnienc.encoders.attention import varlen_attention
 
     seqlens = [random.randint(1, 900) for _ in range(3)] + [0, 256, 0, 37]
@@ -153,11 +152,11 @@ def test_varlen_attention_matches_fp32_and_replays(heads, dim):
     cu = torch.tensor([0, *torch.tensor(seqlens).cumsum(0).tolist()], dtype=torch.int32, device=CUDA)
     q, k, v = (torch.randn(T, heads, dim, device=CUDA, dtype=torch.bfloat16) for _ in range(3))
     ref = varlen_attention(q.float(), k.float(), v.float(), cu, max(seqlens), seqlens, "sdpa")
-    eager = varlen_attention(q, k, v, cu, 1024, None, backend)
+    eager = varlen_attention(q, k, v, cu, 1024, None, "varlen")
     torch.testing.assert_close(eager.float(), ref, rtol=0, atol=2e-2)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        out = varlen_attention(q, k, v, cu, 1024, None, backend)
+        out = varlen_attention(q, k, v, cu, 1024, None, "varlen")
     for x in (q, k, v):
         x.copy_(torch.randn_like(x))
     g.replay()

@@ -12,8 +12,8 @@ Variants (each on the same random real-size weights, same inputs already on the 
     graphs_compiled       graphs over ``compile_blocks()`` (torch.compile of the per-block math)
     graphs_pad1024        graphs with vision padding cut into 1024-token attention segments instead
                           of 256 (fewer segment slots per bucket, more attention work on padding)
-    graphs_up_to_3000     graphs only for vision buckets up to 3000 patches; larger packs run eagerly,
-                          unpadded (the grid's ``graphs_up_to``)
+    graphs_every_bucket   graphs for every bucket of the grid, its ``graphs_up_to`` ignored (the
+                          default grid otherwise runs vision packs above 3000 patches eagerly)
     graphs_compiled_audio graphs with only the audio encoder's block math compiled
     graphs_maxseq1024     DIAGNOSTIC, not a valid setting: vision graphs captured with FlashAttention's
                           max_seqlen capped at 1024 instead of the bucket size; measures what the
@@ -38,7 +38,7 @@ WORKLOADS = {
     "audios8x10s": ("audio", [[1000]] * 8),
 }
 VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_torch_rotary",
-            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled", "graphs_pad1024", "graphs_up_to_3000",
+            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled", "graphs_pad1024", "graphs_every_bucket",
             "graphs_compiled_audio", "graphs_maxseq1024")
 
 
@@ -175,8 +175,11 @@ def run(args) -> int:
             pad = 1024 if variant == "graphs_pad1024" else 256
             vision_mod.PAD_SEGMENT_TOKENS = runtime_mod.PAD_SEGMENT_TOKENS = pad
             variant_grid = grid
-            if variant == "graphs_up_to_3000" and grid.vision is not None:
-                variant_grid = dataclasses.replace(grid, vision=dataclasses.replace(grid.vision, graphs_up_to=3000))
+            if variant == "graphs_every_bucket":
+                variant_grid = dataclasses.replace(grid, **{
+                    m: dataclasses.replace(getattr(grid, m), graphs_up_to=None)
+                    for m in ("vision", "audio") if getattr(grid, m) is not None
+                })
             rt = EncoderRuntime(vision=vis, audio=aud, grid=variant_grid, device=device,
                                 use_cuda_graphs=variant != "bucket_eager")
             if variant == "graphs_maxseq1024":
