@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,10 +229,12 @@ def batches(records: Iterable[TraceRecord], modality: str, step_ms: float) -> li
 
 
 def simulate_modality(
-    groups: Iterable[list[Demand]], modality: str, buckets: tuple[Bucket, ...], graphs_up_to: int | None = None
+    groups: Iterable[list[Demand]], modality: str, buckets: tuple[Bucket, ...],
+    is_graph: Callable[[Bucket], bool] | None = None,
 ) -> tuple[ModalityReport, list[Replay]]:
     """Packs each group with ``pack`` and tallies the replays (also returned, group after group).
-    Buckets larger than ``graphs_up_to`` are eager buckets (no padding)."""
+    Buckets for which ``is_graph`` (the grid's ``ModalityGrid.is_graph``) is False are eager
+    buckets (no padding); without it every bucket is a graph."""
     prepared = BucketSet(buckets)
     hits = {b: [0, 0] for b in prepared.buckets}
     eager = eager_units = requests = 0
@@ -246,7 +248,7 @@ def simulate_modality(
             else:
                 hits[r.bucket][0] += 1
                 hits[r.bucket][1] += r.size
-    stats = tuple(BucketStats(b, *hits[b], graphs_up_to is None or b.size <= graphs_up_to) for b in prepared.buckets)
+    stats = tuple(BucketStats(b, *hits[b], is_graph is None or is_graph(b)) for b in prepared.buckets)
     return ModalityReport(modality, requests, stats, eager, eager_units), replays
 
 
@@ -266,5 +268,5 @@ def simulate(records: Iterable[TraceRecord], grid: BucketGrid, step_ms: float = 
     for m in MODALITIES:
         g = grid.modality(m)
         reports.append(simulate_modality(batches(records, m, step_ms), m, g.buckets if g else (),
-                                         g.graphs_up_to if g else None)[0])
+                                         g.is_graph if g else None)[0])
     return SimReport(step_ms, tuple(reports))
