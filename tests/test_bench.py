@@ -198,6 +198,10 @@ def test_attn_bench_layouts_reference_and_table(capsys):
         "c": {"wrong": True, "max_abs_err": 0.5}, "d": {"error": "x"}, "e": {"skipped": "why"}}}]
     line = attn_bench.markdown(rows).splitlines()[-1]
     assert line == "| c | 7 | 10.0 us (3 TF/s) | 2000.0 us (0 TF/s, eager: not capturable) | WRONG (err 0.5) | error | n/a |"
+    uneven = attn_bench.Case("u", 2, 8, (3, 5))
+    assert attn_bench._kernel("cudnn_batched", uneven, cu, 5) == "segments differ in length"
+    for name in ("fa2_varlen", "cudnn_ragged", "cudnn_batched", "flash_batched"):
+        assert callable(attn_bench._kernel(name, attn_bench.Case("e", 2, 8, (4, 4)), cu, 4))
     with pytest.raises(SystemExit):
         attn_bench.main(["--kernels", "fa2_varlen,bogus"])
     assert "unknown kernels ['bogus']" in capsys.readouterr().err

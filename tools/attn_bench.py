@@ -72,34 +72,34 @@ def _reference(q, k, v, seqlens):
     return out
 
 
-def _kernels(case: Case, cu: torch.Tensor, max_len: int):
-    """name -> callable(q, k, v) -> [T, H, D], or a string saying why it does not apply."""
+def _kernel(name: str, case: Case, cu: torch.Tensor, max_len: int):
+    """Kernel ``name`` for this case: a callable(q, k, v) -> [T, H, D], or a string saying why it
+    does not apply. Only the named kernel is built (FlashInfer's wrapper allocates and plans)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.varlen import varlen_attn
 
-    ks = {}
-    ks["fa2_varlen"] = lambda q, k, v: varlen_attn(q, k, v, cu, cu, max_len, max_len)
-    ks["cudnn_ragged"] = lambda q, k, v: torch.ops.aten._cudnn_attention_forward(
-        q, k, v, None, cu, cu, max_len, max_len, False
-    )[0]
-    uniform = len(set(case.seqlens)) == 1
+    if name == "fa2_varlen":
+        return lambda q, k, v: varlen_attn(q, k, v, cu, cu, max_len, max_len)
+    if name == "cudnn_ragged":
+        return lambda q, k, v: torch.ops.aten._cudnn_attention_forward(
+            q, k, v, None, cu, cu, max_len, max_len, False
+        )[0]
+    if name == "flashinfer":
+        return _flashinfer_kernel(case, cu)
+    if len(set(case.seqlens)) != 1:
+        return "segments differ in length"
+    backend = {"cudnn_batched": SDPBackend.CUDNN_ATTENTION, "flash_batched": SDPBackend.FLASH_ATTENTION}[name]
     b, s = len(case.seqlens), case.seqlens[0]
 
-    def batched(backend):
-        def run(q, k, v):
-            def four(x):
-                return x.view(b, s, case.heads, case.head_dim).transpose(1, 2)
+    def four(x):
+        return x.view(b, s, case.heads, case.head_dim).transpose(1, 2)
 
-            with sdpa_kernel(backend):
-                o = F.scaled_dot_product_attention(four(q), four(k), four(v))
-            return o.transpose(1, 2).reshape(q.shape)
+    def run(q, k, v):
+        with sdpa_kernel(backend):
+            o = F.scaled_dot_product_attention(four(q), four(k), four(v))
+        return o.transpose(1, 2).reshape(q.shape)
 
-        return run
-
-    ks["cudnn_batched"] = batched(SDPBackend.CUDNN_ATTENTION) if uniform else "segments differ in length"
-    ks["flash_batched"] = batched(SDPBackend.FLASH_ATTENTION) if uniform else "segments differ in length"
-    ks["flashinfer"] = _flashinfer_kernel(case, cu)
-    return ks
+    return run
 
 
 def _flashinfer_kernel(case: Case, cu: torch.Tensor):
@@ -221,7 +221,7 @@ def run_all(inner: int, repeats: int, device: torch.device, kernels=KERNELS) -> 
     capture_ragged = True
     for name in order:
         for case, d, row in zip(CASES, data, rows):
-            fn = _kernels(case, d[0], max(case.seqlens))[name]
+            fn = _kernel(name, case, d[0], max(case.seqlens))
             res = run_kernel(case, name, fn, d, inner, repeats, capture=name != "cudnn_ragged" or capture_ragged)
             if "capture_error" in res:
                 capture_ragged = False
