@@ -1,0 +1,165 @@
+"""One statistics schema for the runtime (measured) and the simulator (predicted).
+
+Words, used the same way in code, stats keys, command-line tables and docs:
+
+    graph bucket   a bucket at or below its grid's ``graphs_up_to``: its packs run *padded* to the
+                   bucket's size on static buffers; a run is a *replay* (of a captured CUDA graph,
+                   or of the same bucket code eagerly when graphs are off, e.g. on the CPU).
+    eager bucket   a bucket above ``graphs_up_to``: packs land in it the same way but run eagerly,
+                   *unpadded*, on exactly their requests; a run is an *eager run*, not a replay.
+    fallback       a request that fits no bucket: it runs eagerly, alone.
+
+Units are patches (vision) or mel frames (audio); ``ms`` is GPU time: measured with CUDA events by
+the runtime (wall time on the CPU), predicted by a cost model in the simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .grid import Bucket
+
+UNITS = {"vision": "patches", "audio": "frames"}
+
+
+@dataclass
+class BucketStats:
+    """What one bucket did.
+
+    Attributes:
+        bucket: The bucket.
+        graph: True for a graph bucket (padded runs: replays), False for an eager bucket.
+        runs: Replays (graph bucket) or eager runs (eager bucket).
+        units: Real units over those runs.
+        padded_units: Padding units computed over those runs (always 0 for an eager bucket).
+        ms: GPU time of those runs.
+    """
+
+    bucket: Bucket
+    graph: bool = True
+    runs: int = 0
+    units: int = 0
+    padded_units: int = 0
+    ms: float = 0.0
+
+    def add(self, units: int, ms: float = 0.0) -> None:
+        """Counts one run of ``units`` real units (padded up to the bucket's size when a graph bucket)."""
+        self.runs += 1
+        self.units += units
+        if self.graph:
+            self.padded_units += self.bucket.size - units
+        self.ms += ms
+
+    @property
+    def padded_share(self) -> float:
+        """Padding / computed units; 0.0 without runs."""
+        total = self.units + self.padded_units
+        return self.padded_units / total if total else 0.0
+
+    @property
+    def ms_mean(self) -> float:
+        return self.ms / self.runs if self.runs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.bucket.size, "batch": self.bucket.batch, "graph": self.graph, "runs": self.runs,
+            "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
+            "ms": self.ms, "ms_mean": self.ms_mean,
+        }
+
+
+@dataclass
+class ModalityStats:
+    """Totals of one modality.
+
+    Attributes:
+        modality: ``"vision"`` or ``"audio"``.
+        buckets: Every bucket's stats, ascending by bucket (zero runs included).
+        requests: Requests seen.
+        fallbacks: Requests that fit no bucket (one eager run each).
+        fallback_units: Their units.
+        fallback_ms: Their GPU time.
+    """
+
+    modality: str
+    buckets: list[BucketStats] = field(default_factory=list)
+    requests: int = 0
+    fallbacks: int = 0
+    fallback_units: int = 0
+    fallback_ms: float = 0.0
+
+    def add_fallback(self, units: int, ms: float = 0.0) -> None:
+        self.fallbacks += 1
+        self.fallback_units += units
+        self.fallback_ms += ms
+
+    def bucket(self, bucket: Bucket) -> BucketStats:
+        """The stats of ``bucket`` (KeyError if it is not in the grid)."""
+        for b in self.buckets:
+            if b.bucket == bucket:
+                return b
+        raise KeyError(bucket)
+
+    @property
+    def replays(self) -> int:
+        """Runs of graph buckets."""
+        return sum(b.runs for b in self.buckets if b.graph)
+
+    @property
+    def eager_runs(self) -> int:
+        """Runs of eager buckets."""
+        return sum(b.runs for b in self.buckets if not b.graph)
+
+    @property
+    def runs(self) -> int:
+        """Replays, eager runs and fallbacks: every forward this modality ran."""
+        return self.replays + self.eager_runs + self.fallbacks
+
+    @property
+    def units(self) -> int:
+        """Real units in buckets (graph and eager)."""
+        return sum(b.units for b in self.buckets)
+
+    @property
+    def padded_units(self) -> int:
+        return sum(b.padded_units for b in self.buckets)
+
+    @property
+    def padded_share(self) -> float:
+        """Padding / computed units over all bucket runs; 0.0 without runs."""
+        total = self.units + self.padded_units
+        return self.padded_units / total if total else 0.0
+
+    @property
+    def fallback_share(self) -> float:
+        """Share of requests that were fallbacks; 0.0 without requests."""
+        return self.fallbacks / self.requests if self.requests else 0.0
+
+    @property
+    def work(self) -> int:
+        """Units computed: real and padded units of bucket runs plus fallback units."""
+        return self.units + self.padded_units + self.fallback_units
+
+    @property
+    def ms(self) -> float:
+        """GPU time of all runs, fallbacks included."""
+        return sum(b.ms for b in self.buckets) + self.fallback_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": UNITS[self.modality], "requests": self.requests, "replays": self.replays,
+            "eager_runs": self.eager_runs, "fallbacks": self.fallbacks, "fallback_share": self.fallback_share,
+            "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
+            "fallback_units": self.fallback_units, "work": self.work, "ms": self.ms, "fallback_ms": self.fallback_ms,
+            "buckets": {f"{b.bucket.size}x{b.bucket.batch}": b.to_dict() for b in self.buckets},
+        }
+
+
+def new_modality_stats(modality: str, buckets, is_graph=None) -> ModalityStats:
+    """Empty stats over ``buckets``; ``is_graph(bucket)`` (the grid's ``ModalityGrid.is_graph``) marks
+    eager buckets; without it every bucket is a graph bucket."""
+    return ModalityStats(modality, [BucketStats(b, is_graph is None or is_graph(b)) for b in sorted(buckets)])
+
+
+__all__ = ["BucketStats", "ModalityStats", "UNITS", "new_modality_stats"]
