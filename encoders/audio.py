@@ -19,6 +19,7 @@ to a bucket's fixed sizes if asked; ``AudioEncoder.run`` (device) is the captura
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import varlen_attention
-from .vision import activation
+from .block import BlockWeights, Norm, activation, block_out, block_qkv
 
 
 def conv_len(n: int) -> int:
@@ -175,22 +176,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
     return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
 
 
-def attn_in(x, ln_w, ln_b, qkv_w, qkv_b, num_heads: int, eps: float):
-    """LN -> the stacked q/k/v projection. ``x [L, d_model]`` -> q, k, v ``[L, H, D]`` (views)."""
-    L = x.shape[0]
-    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    return F.linear(h, qkv_w, qkv_b).view(L, 3, num_heads, -1).unbind(1)
-
-
-def attn_out_mlp(x, attn, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float, act: str):
-    """x += out_proj(attn); x += fc2(act(fc1(LN(x)))); fp16 is clamped finite as in the reference."""
-    x = x + F.linear(attn.reshape(x.shape[0], -1), out_w, out_b)
-    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    x = x + F.linear(activation(act)(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b)
-    if x.dtype == torch.float16:
-        bound = torch.finfo(x.dtype).max - 1000
-        x = x.clamp(-bound, bound)
-    return x
+def attn_in(w: BlockWeights, h: torch.Tensor, num_heads: int):
+    """LN(x) -> q, k, v ``[L, H, D]`` (views of the stacked projection)."""
+    return block_qkv(w, h).view(h.shape[0], 3, num_heads, -1).unbind(1)
 
 
 class AudioAttention(nn.Module):
@@ -229,8 +217,7 @@ class AudioAttention(nn.Module):
 
 
 class AudioLayer(nn.Module):
-    """Pre-norm layer: x += attn(LN(x)); x += fc2(act(fc1(LN(x)))), split around attention into
-    two pure functions (see ``AudioEncoder.compile_blocks``)."""
+    """Pre-norm layer: x += attn(LN(x)); x += fc2(act(fc1(LN(x)))) (the math is in ``encoders.block``)."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -239,16 +226,12 @@ class AudioLayer(nn.Module):
         self.fc1 = nn.Linear(cfg.d_model, cfg.encoder_ffn_dim)
         self.fc2 = nn.Linear(cfg.encoder_ffn_dim, cfg.d_model)
         self.final_layer_norm = nn.LayerNorm(cfg.d_model)
-        self.act = cfg.activation_function
 
-    def forward(self, x: torch.Tensor, plan: AudioPlan, backend: str, fns=(attn_in, attn_out_mlp)) -> torch.Tensor:
-        pre, post = fns
-        a, n = self.self_attn, self.self_attn_layer_norm
-        q, k, v = pre(x, n.weight, n.bias, a.qkv.weight, a.qkv.bias, a.num_heads, n.eps)
-        o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
-        f = self.final_layer_norm
-        return post(x, o, a.out_proj.weight, a.out_proj.bias, f.weight, f.bias, self.fc1.weight, self.fc1.bias,
-                    self.fc2.weight, self.fc2.bias, f.eps, self.act)
+    def weights(self) -> BlockWeights:
+        a = self.self_attn
+        return BlockWeights(a.qkv.weight, a.qkv.bias, a.out_proj.weight, a.out_proj.bias,
+                            Norm.of(self.final_layer_norm), self.fc1.weight, self.fc1.bias, self.fc2.weight,
+                            self.fc2.bias)
 
 
 class AudioEncoder(nn.Module):
@@ -284,13 +267,22 @@ class AudioEncoder(nn.Module):
         self.proj2 = nn.Linear(c.d_model, c.output_dim)
         self.tokens_per_chunk = conv_lens(self.chunk_frames)[2]
         self._pos: dict[torch.device, torch.Tensor] = {}
-        self.block_fns = (attn_in, attn_out_mlp)
+        self.compiled = None  # (attn_in, block_out) compiled by compile_blocks
+
+    def with_options(self, **options) -> AudioEncoder:
+        """A view of this encoder with another default ``attn_backend``, sharing its weights."""
+        unknown = set(options) - {"attn_backend"}
+        if unknown:
+            raise ValueError(f"unknown AudioEncoder option(s) {sorted(unknown)}")
+        other = copy.copy(self)
+        other.__dict__.update(options)
+        return other
 
     def compile_blocks(self, **kwargs) -> AudioEncoder:
         """Compiles the per-layer math around attention (one dynamic-shape graph shared by all layers):
         fuses LayerNorm, bias, GELU and residual work. kwargs go to ``torch.compile``."""
         kwargs.setdefault("dynamic", True)
-        self.block_fns = tuple(torch.compile(f, **kwargs) for f in (attn_in, attn_out_mlp))
+        self.compiled = (torch.compile(attn_in, **kwargs), torch.compile(block_out, **kwargs))
         return self
 
     @property
@@ -336,22 +328,33 @@ class AudioEncoder(nn.Module):
             self._pos[device] = table[: self.tokens_per_chunk].to(device)
         return self._pos[device]
 
-    def run(self, chunks: torch.Tensor, plan: AudioPlan) -> torch.Tensor:
+    def run(self, chunks: torch.Tensor, plan: AudioPlan, attn_backend: str | None = None) -> torch.Tensor:
         """Device forward over a plan whose tensors are on this module's device.
 
         Args:
             chunks: ``[C, mel, F]`` zero-padded chunks (C == plan.num_chunks).
+            attn_backend: this call's attention backend (default: the encoder's).
 
         Returns:
             ``[L, output_dim]`` (L == plan.num_tokens; the first plan.num_real rows are real).
         """
+        backend = attn_backend or self.attn_backend
         x = self.front_end(chunks, plan.conv_valid)  # [C, tpc, ch * f]
         x = self.conv_out(x)  # [C, tpc, d_model]
         x = x + self.positions(x.device).to(x.dtype)
         x = x.flatten(0, 1).index_select(0, plan.token_index)  # [L, d_model]
-        for layer in self.layers:
-            x = layer(x, plan, self.attn_backend, self.block_fns)
-        return self.proj2(self.act(self.proj1(self.ln_post(x))))
+        pre, post = self.compiled or (attn_in, block_out)
+        # fp16 is clamped finite after each layer, as in the reference.
+        clamp = torch.finfo(x.dtype).max - 1000 if x.dtype == torch.float16 else None
+        norms = [Norm.of(layer.self_attn_layer_norm) for layer in self.layers[1:]] + [Norm.of(self.ln_post)]
+        h = Norm.of(self.layers[0].self_attn_layer_norm)(x)
+        heads = self.config.encoder_attention_heads
+        for layer, next_norm in zip(self.layers, norms):
+            w = layer.weights()
+            q, k, v = pre(w, h, heads)
+            o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+            x, h = post(w, x, o, next_norm, self.config.activation_function, clamp)
+        return self.proj2(self.act(self.proj1(h)))
 
     def forward(self, input_features: torch.Tensor, feature_lens) -> torch.Tensor:
         """HF-shaped call: ``input_features [mel, sum T]``, ``feature_lens [B]`` -> ``[sum L, output_dim]``."""

@@ -16,6 +16,7 @@ every size is read from the transformers config.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -23,13 +24,13 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
 from .attention import varlen_attention
+from .block import BlockWeights, Norm, block_out, block_qkv
 from .rotary import rotary_qkv_torch, rotary_qkv_triton, use_triton
 
-# Padding tokens are split into attention segments of at most this many tokens, so a mostly empty
-# bucket costs little attention work.
+# Default: padding tokens are split into attention segments of at most this many tokens, so a mostly
+# empty bucket costs little attention work (VisionEncoder's pad_segment_tokens).
 PAD_SEGMENT_TOKENS = 256
 
 
@@ -103,6 +104,7 @@ def plan_vision(
     num_position_embeddings: int,
     num_tokens: int | None = None,
     num_segments: int | None = None,
+    pad_segment_tokens: int = PAD_SEGMENT_TOKENS,
 ) -> VisionPlan:
     """Builds the host-side plan for items with grids ``(t, h, w)`` (in patches).
 
@@ -113,6 +115,7 @@ def plan_vision(
         num_tokens: pad to this many tokens (a bucket's size); default: no padding.
         num_segments: pad ``cu_seqlens`` to this many segments with zero-length ones; default: as
             many as needed.
+        pad_segment_tokens: padding tokens form segments of at most this many tokens.
 
     Returns:
         A CPU ``VisionPlan``. Padding tokens follow the real ones and form their own segments.
@@ -134,9 +137,9 @@ def plan_vision(
         index.append(torch.zeros(pad, 4, dtype=torch.int64))
         weight.append(torch.zeros(pad, 4, dtype=torch.float32))
         rope.append(torch.zeros(pad, 2, dtype=torch.float32))
-        seqlens += [PAD_SEGMENT_TOKENS] * (pad // PAD_SEGMENT_TOKENS)
-        if pad % PAD_SEGMENT_TOKENS:
-            seqlens.append(pad % PAD_SEGMENT_TOKENS)
+        seqlens += [pad_segment_tokens] * (pad // pad_segment_tokens)
+        if pad % pad_segment_tokens:
+            seqlens.append(pad % pad_segment_tokens)
     if num_segments is not None:
         if len(seqlens) > num_segments:
             raise ValueError(f"plan needs {len(seqlens)} attention segments but only {num_segments} were allowed")
@@ -166,43 +169,8 @@ class PatchEmbed(nn.Module):
         return self.proj(x.to(self.proj.weight.dtype))
 
 
-# Activations by config name; written out so torch.compile sees plain functions.
-ACTIVATIONS = {
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "silu": F.silu,
-}
-
-
-def activation(name: str):
-    return ACTIVATIONS.get(name) or ACT2FN[name]
-
-
-def attn_in(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
-    """LN1 -> qkv -> 2-D rotary (float32, as the reference). ``x [T, hidden]`` -> q, k, v ``[T, H, D]``.
-
-    ``cos``/``sin`` are ``[T, D/2]`` float32. Plain PyTorch (what ``compile_blocks`` compiles).
-    """
-    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    return rotary_qkv_torch(F.linear(h, qkv_w, qkv_b), cos, sin, num_heads)
-
-
-def attn_in_fused_rotary(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, num_heads: int, eps: float):
-    """``attn_in`` with the rotary as one Triton kernel (CUDA; see ``encoders.rotary``)."""
-    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    return rotary_qkv_triton(F.linear(h, qkv_w, qkv_b), cos, sin, num_heads)
-
-
-def attn_out_mlp(x, attn, proj_w, proj_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float, act: str):
-    """x += proj(attn); x += fc2(act(fc1(LN2(x)))). ``attn [T, H, D]`` -> ``[T, hidden]``."""
-    x = x + F.linear(attn.reshape(x.shape[0], -1), proj_w, proj_b)
-    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    return x + F.linear(activation(act)(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b)
-
-
 class VisionAttention(nn.Module):
-    """Parameter holder (``qkv``, ``proj``); the math is ``attn_in`` / ``attn_out_mlp``."""
+    """``qkv`` and ``proj`` (the math is in ``encoders.block``)."""
 
     def __init__(self, hidden: int, num_heads: int):
         super().__init__()
@@ -212,7 +180,7 @@ class VisionAttention(nn.Module):
 
 
 class VisionMLP(nn.Module):
-    """Parameter holder (``linear_fc1``, ``linear_fc2``)."""
+    """``linear_fc1`` and ``linear_fc2``."""
 
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
@@ -221,11 +189,7 @@ class VisionMLP(nn.Module):
 
 
 class VisionBlock(nn.Module):
-    """Pre-norm transformer block: x += attn(LN1(x)); x += mlp(LN2(x)).
-
-    The forward is split around attention into two pure functions over the block's tensors, so the
-    encoder can swap in compiled versions of them (``VisionEncoder.compile_blocks``) for every block at once.
-    """
+    """Pre-norm block: x += attn(LN1(x)); x += mlp(LN2(x)), with a 2-D rotary on q and k."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -233,23 +197,24 @@ class VisionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=1e-6)
         self.attn = VisionAttention(cfg.hidden_size, cfg.num_heads)
         self.mlp = VisionMLP(cfg.hidden_size, cfg.intermediate_size)
-        self.act = cfg.hidden_act
 
-    def forward(self, x, cos, sin, plan: VisionPlan, backend: str, fns=(attn_in, attn_out_mlp)) -> torch.Tensor:
-        pre, post = fns
-        q, k, v = pre(x, self.norm1.weight, self.norm1.bias, self.attn.qkv.weight, self.attn.qkv.bias,
-                      cos, sin, self.attn.num_heads, self.norm1.eps)
-        o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
-        return post(x, o, self.attn.proj.weight, self.attn.proj.bias, self.norm2.weight, self.norm2.bias,
-                    self.mlp.linear_fc1.weight, self.mlp.linear_fc1.bias, self.mlp.linear_fc2.weight,
-                    self.mlp.linear_fc2.bias, self.norm2.eps, self.act)
+    def weights(self) -> BlockWeights:
+        a, m = self.attn, self.mlp
+        return BlockWeights(a.qkv.weight, a.qkv.bias, a.proj.weight, a.proj.bias, Norm.of(self.norm2),
+                            m.linear_fc1.weight, m.linear_fc1.bias, m.linear_fc2.weight, m.linear_fc2.bias)
+
+
+def attn_in(w: BlockWeights, h, cos, sin, num_heads: int, rotary=rotary_qkv_torch):
+    """LN1(x) -> q, k, v ``[T, H, D]`` with the 2-D rotary on q and k (``cos``/``sin`` ``[T, D/2]`` float32)."""
+    return rotary(block_qkv(w, h), cos, sin, num_heads)
 
 
 class PatchMerger(nn.Module):
     """Merges each 2x2 window (4 consecutive tokens) into one output token.
 
     ``postshuffle_norm``: LayerNorm over the 4 concatenated tokens (DeepStack mergers); otherwise
-    LayerNorm per token before concatenation (the final merger).
+    LayerNorm per token before concatenation (the final merger, whose norm the last block applies:
+    see ``project``).
     """
 
     def __init__(self, hidden: int, unit: int, out_hidden: int, postshuffle_norm: bool):
@@ -259,11 +224,17 @@ class PatchMerger(nn.Module):
         self.ln_q = nn.LayerNorm(self.merged if postshuffle_norm else hidden, eps=1e-6)
         self.mlp = nn.ModuleList([nn.Linear(self.merged, self.merged), nn.GELU(), nn.Linear(self.merged, out_hidden)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.ln_q(x.view(-1, self.merged)) if self.postshuffle_norm else self.ln_q(x).view(-1, self.merged)
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The MLP over already normalized tokens ``h [T, hidden]`` (per-token norm) -> ``[T/4, out]``."""
+        x = h.view(-1, self.merged)
         for layer in self.mlp:
             x = layer(x)
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.postshuffle_norm:
+            return self.project(self.ln_q(x.view(-1, self.merged)))
+        return self.project(self.ln_q(x))
 
 
 class VisionEncoder(nn.Module):
@@ -271,22 +242,29 @@ class VisionEncoder(nn.Module):
 
     Args:
         config: transformers' ``Qwen3OmniMoeVisionEncoderConfig``.
-        attn_backend: see ``encoders.attention``.
+        attn_backend: default attention backend of ``run`` (see ``encoders.attention``).
+        rotary_backend: ``auto`` (Triton on CUDA when importable), ``triton`` or ``torch``.
+        pad_segment_tokens: padding tokens of a padded plan are cut into attention segments of at
+            most this many tokens (a mostly empty bucket then costs little attention work).
     """
 
-    def __init__(self, config, attn_backend: str = "auto", rotary_backend: str = "auto"):
+    def __init__(self, config, attn_backend: str = "auto", rotary_backend: str = "auto",
+                 pad_segment_tokens: int = PAD_SEGMENT_TOKENS):
         super().__init__()
         self.config = config
         self.attn_backend = attn_backend
         self.rotary_backend = rotary_backend
+        self.pad_segment_tokens = pad_segment_tokens
         c = config
         self.merge = c.spatial_merge_size
         self.unit = c.spatial_merge_size**2
+        self.num_heads = c.num_heads
         self.head_dim = c.hidden_size // c.num_heads
         if self.head_dim % 4:
             raise ValueError(f"head_dim {self.head_dim} must be divisible by 4 for the 2-D rotary embedding")
         self.in_features = c.in_channels * c.temporal_patch_size * c.patch_size * c.patch_size
         self.deepstack_visual_indexes = list(c.deepstack_visual_indexes)
+        self.act = c.hidden_act
         self.patch_embed = PatchEmbed(self.in_features, c.hidden_size)
         self.pos_embed = nn.Embedding(c.num_position_embeddings, c.hidden_size)
         self.blocks = nn.ModuleList([VisionBlock(c) for _ in range(c.depth)])
@@ -297,7 +275,17 @@ class VisionEncoder(nn.Module):
         rope = getattr(c, "rope_parameters", None) or {}
         self.rope_theta = float(rope.get("rope_theta", 10000.0))
         self._inv_freq: dict[torch.device, torch.Tensor] = {}
-        self.block_fns = (attn_in, attn_out_mlp)
+        self.compiled = None  # (attn_in, block_out) compiled by compile_blocks
+
+    def with_options(self, **options) -> VisionEncoder:
+        """A view of this encoder with other options (``attn_backend``, ``rotary_backend``,
+        ``pad_segment_tokens``), sharing its weights; for A/B runs."""
+        unknown = set(options) - {"attn_backend", "rotary_backend", "pad_segment_tokens"}
+        if unknown:
+            raise ValueError(f"unknown VisionEncoder option(s) {sorted(unknown)}")
+        other = copy.copy(self)
+        other.__dict__.update(options)
+        return other
 
     def compile_blocks(self, **kwargs) -> VisionEncoder:
         """Compiles the per-block math around attention (one dynamic-shape graph shared by all blocks).
@@ -306,7 +294,7 @@ class VisionEncoder(nn.Module):
         still captured by the runtime's CUDA graphs. kwargs go to ``torch.compile``.
         """
         kwargs.setdefault("dynamic", True)
-        self.block_fns = tuple(torch.compile(f, **kwargs) for f in (attn_in, attn_out_mlp))
+        self.compiled = (torch.compile(attn_in, **kwargs), torch.compile(block_out, **kwargs))
         return self
 
     @property
@@ -321,7 +309,8 @@ class VisionEncoder(nn.Module):
         """Host-side plan for ``grid_thw`` (a ``[n, 3]`` tensor or a list of triples); CPU tensors."""
         if isinstance(grid_thw, torch.Tensor):
             grid_thw = grid_thw.tolist()
-        return plan_vision(grid_thw, self.merge, self.config.num_position_embeddings, num_tokens, num_segments)
+        return plan_vision(grid_thw, self.merge, self.config.num_position_embeddings, num_tokens, num_segments,
+                           self.pad_segment_tokens)
 
     def inv_freq(self, device: torch.device) -> torch.Tensor:
         """Rotary inverse frequencies ``[head_dim / 4]``, float32, cached per device (never cast)."""
@@ -331,30 +320,41 @@ class VisionEncoder(nn.Module):
             self._inv_freq[device] = (1.0 / (self.rope_theta**exps)).to(device)
         return self._inv_freq[device]
 
-    def run(self, pixel_values: torch.Tensor, plan: VisionPlan) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def run(self, pixel_values: torch.Tensor, plan: VisionPlan,
+            attn_backend: str | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Device forward over a plan whose tensors are on this module's device.
 
         Args:
             pixel_values: ``[T, C*Tp*P*P]`` flattened patches (T == plan.num_tokens).
+            attn_backend: this call's attention backend (default: the encoder's).
 
         Returns:
             embeds ``[T/4, out_hidden]`` and one ``[T/4, out_hidden]`` tensor per DeepStack index.
         """
+        backend = attn_backend or self.attn_backend
         x = self.patch_embed(pixel_values)  # [T, hidden]
         # Bilinear taps of the learned table, summed in float32.
         pos = (self.pos_embed.weight[plan.pos_index].float() * plan.pos_weight[..., None]).sum(1)
         x = x + pos.to(x.dtype)
         freqs = (plan.rope_pos[:, :, None] * self.inv_freq(x.device)).flatten(1)  # [T, head_dim/2]
         cos, sin = freqs.cos(), freqs.sin()
-        fns = self.block_fns
-        if fns[0] is attn_in and use_triton(self.rotary_backend, x):
-            fns = (attn_in_fused_rotary, fns[1])
+        if self.compiled is not None:
+            pre, post = self.compiled
+            rotary = rotary_qkv_torch
+        else:
+            pre, post = attn_in, block_out
+            rotary = rotary_qkv_triton if use_triton(self.rotary_backend, x) else rotary_qkv_torch
+        norms = [Norm.of(b.norm1) for b in self.blocks[1:]] + [Norm.of(self.merger.ln_q)]
+        h = Norm.of(self.blocks[0].norm1)(x)
         deepstack = []
-        for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, plan, self.attn_backend, fns)
+        for i, (block, next_norm) in enumerate(zip(self.blocks, norms)):
+            w = block.weights()
+            q, k, v = pre(w, h, cos, sin, self.num_heads, rotary)
+            o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+            x, h = post(w, x, o, next_norm, self.act)
             if i in self.deepstack_visual_indexes:
                 deepstack.append(self.merger_list[self.deepstack_visual_indexes.index(i)](x))
-        return self.merger(x), deepstack
+        return self.merger.project(h), deepstack
 
     def forward(self, pixel_values: torch.Tensor, grid_thw) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """HF-shaped call: ``pixel_values [N, C*Tp*P*P]``, ``grid_thw [n, 3]`` -> (embeds, deepstack)."""

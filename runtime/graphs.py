@@ -1,44 +1,72 @@
-"""CUDA-graph capture of one bucket's forward over static buffer views.
+"""Static plan buffers and CUDA-graph capture.
 
-A bucket's graph reads its inputs and plan from views (the first rows) of buffers allocated once at
-the largest bucket and shared by every graph; buckets are captured largest first into one memory
-pool, so the pool holds roughly the largest bucket's activations.
+A plan's tensors (int64 taps, float32 weights, int32 ``cu_seqlens``, ...) live in one byte buffer at
+aligned offsets, a ``PlanLayout``. The host packs a plan into one (pinned) byte tensor of the same
+layout, so staging a plan is one asynchronous copy; the device-side typed views of that layout are
+what a bucket's graph reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .grid import Bucket
+_ALIGN = 64  # bytes; every field starts at a multiple (any dtype's alignment, a cache line)
 
 
-@dataclass
-class BucketGraph:
-    """One bucket: its captured graph (None when running eagerly) and the views it reads and writes.
+@dataclass(frozen=True)
+class PlanLayout:
+    """Where each tensor of a plan lives in one byte buffer.
 
     Attributes:
-        bucket: the (size, batch) capacity.
-        inputs: the encoder input view (``[size, ...]`` rows of the static input buffer).
-        plan: the encoder plan whose tensors are views of the static plan buffers.
-        num_segments: length of the plan's ``cu_seqlens`` minus one (fixed per bucket).
-        outputs: the graph's output tensors (valid after each replay until the next one).
-        capture_s: seconds spent capturing.
-        eager: an eager bucket (above the grid's ``graphs_up_to``): no graph, no views; its packed
-            requests run eagerly, unpadded.
+        fields: ``(name, offset, dtype, shape)`` per tensor of the plan's ``TENSORS``.
+        nbytes: bytes the layout spans.
     """
 
-    bucket: Bucket
-    inputs: torch.Tensor
-    plan: object
-    num_segments: int
-    graph: torch.cuda.CUDAGraph | None = None
-    outputs: tuple[torch.Tensor, ...] = ()
-    capture_s: float = 0.0
-    stats: dict = field(default_factory=lambda: {"hits": 0, "units": 0, "real_units": 0, "time_ms": 0.0})
-    eager: bool = False
+    fields: tuple[tuple[str, int, torch.dtype, tuple[int, ...]], ...]
+    nbytes: int
+
+    @classmethod
+    def of(cls, plan) -> PlanLayout:
+        fields, offset = [], 0
+        for name in plan.TENSORS:
+            t = getattr(plan, name)
+            fields.append((name, offset, t.dtype, tuple(t.shape)))
+            offset += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
+        return cls(tuple(fields), offset)
+
+    def views(self, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Typed views of the fields in a uint8 ``buffer`` of at least ``nbytes``."""
+        out = {}
+        for name, offset, dtype, shape in self.fields:
+            n = dtype.itemsize * (torch.Size(shape).numel())
+            out[name] = buffer[offset : offset + n].view(dtype).view(shape)
+        return out
+
+    def pack(self, plan, pin: bool) -> torch.Tensor:
+        """The plan's tensors in one uint8 host tensor of this layout (pinned if ``pin``)."""
+        host = torch.empty(self.nbytes, dtype=torch.uint8, pin_memory=pin)
+        for name, view in self.views(host).items():
+            view.copy_(getattr(plan, name))
+        return host
+
+
+def with_tensors(plan, tensors: dict[str, torch.Tensor]):
+    """``plan`` with its tensors replaced (host metadata such as ``seqlens`` kept)."""
+    return dataclasses.replace(plan, **tensors)
+
+
+def upload(plan, device: torch.device):
+    """A plan moved to ``device`` with one copy: packed into a pinned buffer on CUDA (asynchronous)."""
+    if device.type != "cuda":
+        return plan.to(device)
+    layout = PlanLayout.of(plan)
+    dev = torch.empty(layout.nbytes, dtype=torch.uint8, device=device)
+    dev.copy_(layout.pack(plan, pin=True), non_blocking=True)
+    return with_tensors(plan, layout.views(dev))
 
 
 def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int = 2):
@@ -58,3 +86,6 @@ def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int =
     with torch.cuda.graph(graph, pool=pool):
         outputs = fn()
     return graph, outputs
+
+
+__all__ = ["PlanLayout", "capture", "upload", "with_tensors"]

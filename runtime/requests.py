@@ -1,7 +1,10 @@
 """Request and output types of the runtime, and their validation.
 
-Validation happens for every request of a call before any work, so one bad request fails the call
-with a ``ValueError`` that names its index and field, and touches no buffer.
+Validation of a request's structure (types, shapes, sizes: host metadata only) happens for every
+request of a call before any work, so one bad request fails the call with a ``ValueError`` that names
+its index and field, and touches no buffer. Finiteness of the inputs is checked before any work on
+the CPU; on CUDA the runtime checks every output row on the device instead (no host sync), and a
+request whose output is not finite fails on its own, naming its non-finite input field if any.
 """
 
 from __future__ import annotations
@@ -61,36 +64,14 @@ def _check_float(t, index: int, kind: str, field: str, ndim: int) -> None:
         _fail(index, kind, field, f"must have {ndim} dimensions, got shape {tuple(t.shape)}")
 
 
-class FiniteChecks:
-    """Collects "all values finite" checks of many tensors and resolves them with one host sync per
-    device (a per-request ``bool(...)`` would stall the GPU once per request)."""
-
-    def __init__(self):
-        self._pending: list[tuple[int, str, str, torch.Tensor]] = []
-
-    def add(self, t: torch.Tensor, index: int, kind: str, field: str) -> None:
-        if t.numel():
-            self._pending.append((index, kind, field, torch.isfinite(t).all()))
-
-    def resolve(self) -> None:
-        """Raises for the first (lowest index) request holding NaN or infinite values."""
-        by_device: dict[torch.device, list[int]] = {}
-        for k, (*_, flag) in enumerate(self._pending):
-            by_device.setdefault(flag.device, []).append(k)
-        bad = []
-        for ks in by_device.values():
-            ok = torch.stack([self._pending[k][3] for k in ks]).cpu()
-            bad += [self._pending[k] for k, good in zip(ks, ok.tolist()) if not good]
-        self._pending.clear()
-        if bad:
-            index, kind, field, _ = min(bad, key=lambda b: b[0])
-            _fail(index, kind, field, "holds NaN or infinite values")
+class NonFiniteOutput(RuntimeError):
+    """A request whose inputs are finite but whose encoder output is not (e.g. float16 overflow)."""
 
 
-def _check_finite(t: torch.Tensor, index: int, kind: str, field: str, checks: FiniteChecks | None) -> None:
-    if checks is not None:
-        checks.add(t, index, kind, field)
-    elif t.numel() and not bool(torch.isfinite(t).all()):
+def check_finite(t: torch.Tensor, index: int, kind: str, field: str) -> None:
+    """Raises ``ValueError`` naming the request and field if ``t`` holds NaN or infinite values
+    (reads ``t``: on a CUDA tensor this waits for the work that produces it)."""
+    if t.numel() and not bool(torch.isfinite(t).all()):
         _fail(index, kind, field, "holds NaN or infinite values")
 
 
@@ -102,9 +83,10 @@ def _int_tensor(t, index: int, kind: str, field: str) -> torch.Tensor:
     return t
 
 
-def validate_vision(req, index: int, in_features: int, merge: int, checks: FiniteChecks | None = None) -> list[tuple[int, int, int]]:
-    """Checks a ``VisionRequest``; returns its grid as host triples. With ``checks``, the finiteness
-    check is deferred to ``checks.resolve()``."""
+def validate_vision(req, index: int, in_features: int, merge: int,
+                    finite: bool = True) -> list[tuple[int, int, int]]:
+    """Checks a ``VisionRequest``; returns its grid as host triples. ``finite``: also check that the
+    pixel values are finite (the runtime does so on the CPU; on CUDA it checks outputs instead)."""
     kind = "VisionRequest"
     if not isinstance(req, VisionRequest):
         _fail(index, kind, "type", f"expected VisionRequest, got {type(req).__name__}")
@@ -124,12 +106,13 @@ def validate_vision(req, index: int, in_features: int, merge: int, checks: Finit
     need = sum(t * h * w for t, h, w in triples)
     if rows != need:
         _fail(index, kind, "pixel_values", f"has {rows} rows but grid_thw needs sum(t*h*w) = {need}")
-    _check_finite(req.pixel_values, index, kind, "pixel_values", checks)
+    if finite:
+        check_finite(req.pixel_values, index, kind, "pixel_values")
     return triples
 
 
-def validate_audio(req, index: int, num_mel_bins: int, checks: FiniteChecks | None = None) -> list[int]:
-    """Checks an ``AudioRequest``; returns its lengths as host ints (``checks``: as for vision)."""
+def validate_audio(req, index: int, num_mel_bins: int, finite: bool = True) -> list[int]:
+    """Checks an ``AudioRequest``; returns its lengths as host ints (``finite``: as for vision)."""
     kind = "AudioRequest"
     if not isinstance(req, AudioRequest):
         _fail(index, kind, "type", f"expected AudioRequest, got {type(req).__name__}")
@@ -145,5 +128,6 @@ def validate_audio(req, index: int, num_mel_bins: int, checks: FiniteChecks | No
         _fail(index, kind, "input_features", f"must be [num_mel_bins={num_mel_bins}, T], got {tuple(req.input_features.shape)}")
     if sum(lengths) != T:
         _fail(index, kind, "feature_lens", f"add up to {sum(lengths)} but input_features has T = {T} frames")
-    _check_finite(req.input_features, index, kind, "input_features", checks)
+    if finite:
+        check_finite(req.input_features, index, kind, "input_features")
     return lengths

@@ -2,9 +2,9 @@
 
 Callers on any thread ``submit`` a request and get a ``concurrent.futures.Future``. One worker thread
 waits up to ``max_wait_ms`` after the first pending request to let others arrive, then encodes what
-is pending in one ``runtime.encode`` call (so requests of many users share replays) and resolves the
-futures. Requests are validated at ``submit``: a bad one raises there and never reaches a batch. If
-a batch still fails, each of its requests is retried alone, so only the culprits' futures fail.
+is pending in one ``runtime.launch`` call (so requests of many users share replays) and resolves the
+futures. Requests are validated once, at ``submit``: a bad one raises there and never reaches a
+batch. The runtime fails only the requests at fault (it retries a failed pack's members alone).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class EncoderService:
         self.runtime = runtime
         self.max_wait_s = max_wait_ms / 1e3
         self.max_batch = max_batch
-        self._pending: list[tuple[object, Future]] = []
+        self._pending: list[tuple[object, list, Future]] = []
         self._cv = threading.Condition()
         self._closed = False
         self.batches = 0
@@ -42,16 +42,16 @@ class EncoderService:
 
     def submit(self, request) -> Future:
         """Queues one request; raises ``ValueError`` if it is malformed, ``ServiceClosed`` after close."""
-        self.runtime.validate([request])
+        shape = self.runtime.validate([request])[0]
         future: Future = Future()
         with self._cv:
             if self._closed:
                 raise ServiceClosed("EncoderService is closed; create a new one to submit requests")
-            self._pending.append((request, future))
+            self._pending.append((request, shape, future))
             self._cv.notify()
         return future
 
-    def _take(self) -> list[tuple[object, Future]] | None:
+    def _take(self) -> list[tuple[object, list, Future]] | None:
         with self._cv:
             while not self._pending and not self._closed:
                 self._cv.wait()
@@ -68,29 +68,26 @@ class EncoderService:
 
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
-            live = [(r, f) for r, f in batch if f.set_running_or_notify_cancel()]
+            live = [(r, s, f) for r, s, f in batch if f.set_running_or_notify_cancel()]
             if not live:
                 continue
             self.batches += 1
             try:
-                outs = self.runtime.encode([r for r, _ in live])
-            except Exception:
-                # Find the culprits: run each request alone; only those that fail again fail.
-                for r, f in live:
-                    try:
-                        f.set_result(self.runtime.encode([r])[0])
-                    except Exception as e:  # noqa: BLE001 - delivered to the caller's future
-                        f.set_exception(e)
-                continue
-            for (_, f), o in zip(live, outs):
-                f.set_result(o)
+                results = self.runtime.launch([r for r, _, _ in live], [s for _, s, _ in live]).results()
+            except Exception as e:  # noqa: BLE001 - delivered to every future of the batch
+                results = [e] * len(live)
+            for (_, _, f), o in zip(live, results):
+                if isinstance(o, BaseException):
+                    f.set_exception(o)
+                else:
+                    f.set_result(o)
 
     def close(self, cancel_pending: bool = False) -> None:
         """Stops taking requests. Pending ones finish (or, with ``cancel_pending``, are cancelled)."""
         with self._cv:
             self._closed = True
             if cancel_pending:
-                for _, f in self._pending:
+                for _, _, f in self._pending:
                     f.cancel()
                 self._pending.clear()
             self._cv.notify_all()

@@ -205,8 +205,8 @@ def test_every_bucket_replays_to_the_eager_result(runtime, monkeypatch):
 
     monkeypatch.setattr(graphs, "capture", no_capture)
     monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin", no_capture)
-    buckets = [bg for lane in rt.lanes() for bg in lane.buckets.values()]
-    assert all((bg.graph is None) == bg.eager for bg in buckets) and any(bg.graph is not None for bg in buckets)
+    buckets = [br for lane in rt.lanes() for br in lane.buckets.values()]
+    assert all((br.graph is None) == (not br.stats.graph) for br in buckets) and any(br.graph for br in buckets)
     checks = verify_buckets(rt, mixes=2)
     for c in checks:
         print(f"verify {c.modality} {c.bucket.size}x{c.bucket.batch}: {c.requests} requests, max rel err {c.max_rel_err:.2e}, min cos {c.min_cosine:.6f}")
@@ -236,7 +236,7 @@ def test_encode_mixed_uses_graphs_and_reports_pool_memory(runtime):
     s = rt.stats()
     assert s["replays"] >= 2 and s["fallbacks"] == 0
     assert rt.captures == captures
-    print(f"mixed 24: {s['replays']} replays, padding {s['padding_ratio']:.3f}")
+    print(f"mixed 24: {s['replays']} replays, padding {s['padded_share']:.3f}")
 
 
 @torch.inference_mode()
@@ -297,7 +297,7 @@ def test_gpu_soak_10000_requests_through_the_service(runtime):
     s = rt.stats()
     growth = mem["end"] - mem.get("warm", mem["end"])
     line = (f"soak: {total} requests in {elapsed:.1f} s ({total / elapsed:.0f} req/s), {s['replays']} replays, "
-            f"{s['fallbacks']} fallbacks, padding {s['padding_ratio']:.3f}; GPU memory allocated after warm-up "
+            f"{s['fallbacks']} fallbacks, padding {s['padded_share']:.3f}; GPU memory allocated after warm-up "
             f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; captures {rt.captures - captures}")
     FIGURES.append(line)
     print(line)

@@ -106,22 +106,15 @@ def test_fault_in_a_replay_fails_only_that_replays_requests(encoders, runtime, m
     its future only, every other request gets its own correct result, and the runtime recovers."""
     vis, aud = encoders
     lane = runtime.audio
-    real_run = lane._run
+    real_replay = lane._replay
     POISON = 333
 
-    def faulty_run(inputs, plan):
-        if POISON in getattr(lane, "_current_lens", ()):
+    def faulty_replay(br, reqs, shapes):
+        if any(POISON in s for s in shapes):
             raise RuntimeError("injected fault")
-        return real_run(inputs, plan)
+        return real_replay(br, reqs, shapes)
 
-    real_stage = lane._stage
-
-    def stage(bg, reqs, shapes):
-        lane._current_lens = [T for s in shapes for T in s]
-        return real_stage(bg, reqs, shapes)
-
-    monkeypatch.setattr(lane, "_run", faulty_run)
-    monkeypatch.setattr(lane, "_stage", stage)
+    monkeypatch.setattr(lane, "_replay", faulty_replay)
     rng = random.Random()
     reqs = random_mix(vis.config, aud.config, 20, rng)
     poison = audio_request([POISON], aud.config)
@@ -139,7 +132,7 @@ def test_fault_in_a_replay_fails_only_that_replays_requests(encoders, runtime, m
         gate.set()
     good = [r for i, r in enumerate(reqs) if i != 7]
     check_against_direct(encoders, good, results)
-    monkeypatch.setattr(lane, "_run", real_run)
+    monkeypatch.setattr(lane, "_replay", real_replay)
     check_against_direct(encoders, [poison], runtime.encode([poison]))  # recovered, buffers consistent
 
 
@@ -149,10 +142,10 @@ def test_out_of_memory_in_eager_fallback_splits_or_fails_clearly(encoders, runti
     real_eager = lane._eager
     limit = 200  # pretend anything above 200 patches does not fit in memory
 
-    def eager(req, shape):
-        if sum(t * h * w for t, h, w in shape) > limit:
+    def eager(reqs, shapes):
+        if sum(t * h * w for s in shapes for t, h, w in s) > limit:
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_eager(req, shape)
+        return real_eager(reqs, shapes)
 
     monkeypatch.setattr(lane, "_eager", eager)
     two_items = vision_request([[1, 12, 12], [1, 10, 12]], vis.config)  # 264 > 256 patches: eager; split fits
@@ -167,13 +160,13 @@ def test_out_of_memory_in_eager_fallback_splits_or_fails_clearly(encoders, runti
 def test_close_finishes_or_cancels_pending_and_submit_after_close_raises(encoders, runtime, monkeypatch):
     vis, aud = encoders
     release = threading.Event()
-    real_encode = runtime.encode
+    real_launch = runtime.launch
 
-    def slow_encode(reqs):
+    def slow_launch(reqs, shapes=None):
         release.wait(10)
-        return real_encode(reqs)
+        return real_launch(reqs, shapes)
 
-    monkeypatch.setattr(runtime, "encode", slow_encode)
+    monkeypatch.setattr(runtime, "launch", slow_launch)
     # Pending requests finish on close().
     svc = EncoderService(runtime, max_wait_ms=0)
     futures = [svc.submit(vision_request([[1, 2, 4]], vis.config)) for _ in range(5)]

@@ -89,9 +89,9 @@ def test_mixed_packed_batch_matches_encoders_alone(encoders, runtime):
     assert s["fallbacks"] == 3 and s["vision"]["fallbacks"] == 2 and s["audio"]["fallbacks"] == 1
     assert s["replays"] >= 2
     assert s["requests"] == len(reqs)
-    assert 0.0 <= s["padding_ratio"] < 1.0
-    hits = sum(b["hits"] for m in ("vision", "audio") for b in s[m]["buckets"].values())
-    assert hits == s["replays"]
+    assert 0.0 <= s["padded_share"] < 1.0
+    runs = sum(b["runs"] for m in ("vision", "audio") for b in s[m]["buckets"].values())
+    assert runs == s["replays"] + s["eager_runs"]
 
 
 @torch.no_grad()
@@ -135,7 +135,7 @@ def test_stats_reset_and_empty(runtime, encoders):
     runtime.reset_stats()
     s = runtime.stats()
     assert s["replays"] == 0 and s["fallbacks"] == 0
-    assert all(b["hits"] == 0 for b in s["vision"]["buckets"].values())
+    assert all(b["runs"] == 0 for b in s["vision"]["buckets"].values())
 
 
 def test_modality_left_out_of_grid_runs_eagerly(encoders):
@@ -201,8 +201,8 @@ def test_verify_buckets_catches_a_broken_bucket(runtime, monkeypatch):
     from omnienc.runtime.verify import verify_buckets
 
     lane = runtime.vision
-    real_split = lane._split
-    monkeypatch.setattr(lane, "_split", lambda outputs, shapes: real_split(tuple(o.roll(1, 0) for o in outputs), shapes))
+    real_replay = lane._replay
+    monkeypatch.setattr(lane, "_replay", lambda *a: tuple(o.roll(1, 0) for o in real_replay(*a)))
     checks = verify_buckets(runtime, mixes=1, max_rel_err=TOL)
     assert any(not c.ok for c in checks if c.modality == "vision")
     assert all(c.ok for c in checks if c.modality == "audio")
@@ -239,9 +239,9 @@ def test_replay_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
         assert got[m]["fallbacks"] == sim[m].eager
         for s in sim[m].buckets:
             b = got[m]["buckets"][f"{s.bucket.size}x{s.bucket.batch}"]
-            assert b["hits"] == s.hits and b["eager"] == (not s.graph)
+            assert b["runs"] == s.hits and b["graph"] == s.graph
             assert b["padded_share"] == pytest.approx(s.padded_share)
-    assert got["replays"] + got["fallbacks"] == sim.replays
+    assert got["replays"] + got["eager_runs"] + got["fallbacks"] == sim.replays
 
 
 @torch.no_grad()
@@ -252,12 +252,12 @@ def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
     rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID)
     rt.capture(progress=False)
     lane = rt.vision
-    assert all(bg.eager and bg.inputs is None for b, bg in lane.buckets.items() if b.size > 64)
-    assert lane.pixels.shape[0] == 64  # static buffers sized by the graph buckets only
+    assert all(not br.stats.graph and br.inputs is None for b, br in lane.buckets.items() if b.size > 64)
+    assert lane.inputs.shape[0] == 64  # static buffers sized by the graph buckets only
     reqs = [vision_request([[1, 8, 8]], vis.config), vision_request([[2, 4, 6]], vis.config)]  # 64 + 48 patches
     check_against_direct(encoders, reqs, rt.encode(reqs))
     s = rt.stats()["vision"]["buckets"]["256x4"]
-    assert s["hits"] == 1 and s["eager"] and s["padded_share"] == 0.0 and not s["captured"]
+    assert s["runs"] == 1 and not s["graph"] and s["padded_share"] == 0.0 and not s["captured"]
     from omnienc.runtime.verify import verify_buckets
 
     checks = verify_buckets(rt, mixes=1, max_rel_err=TOL, min_cosine=1 - 1e-9)
@@ -266,12 +266,40 @@ def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
     calls = []
     real = type(lane)._eager
 
-    def flaky(self, req, shape):
-        calls.append(len(shape))
-        if len(shape) > 1:  # the merged call of both requests (two items)
+    def flaky(self, reqs, shapes):
+        items = [g for s in shapes for g in s]
+        calls.append(len(items))
+        if len(items) > 1:  # the merged call of both requests (two items)
             raise torch.OutOfMemoryError("injected")
-        return real(self, req, shape)
+        return real(self, reqs, shapes)
 
     monkeypatch.setattr(type(lane), "_eager", flaky)
     check_against_direct(encoders, reqs, rt.encode(reqs))
     assert calls == [2, 1, 1]
+
+
+def test_ab_variants_are_real_parameters(encoders):
+    """Every `omnienc ab` variant builds from constructor and grid parameters (no patches), and the
+    encoder views it makes share the weights and give the same results on the CPU."""
+    import dataclasses
+
+    from omnienc.tools.ab import VARIANTS
+
+    vis, aud = encoders
+    req = vision_request([[1, 4, 6]], vis.config)
+    ref = vis(req.pixel_values, req.grid_thw)[0]
+    for name, v in VARIANTS.items():
+        if v.compiled:
+            continue  # compile_blocks has its own test (test_encoders)
+        v_vis, v_aud = vis.with_options(**v.vision), aud.with_options(**v.audio)
+        assert v_vis.patch_embed is vis.patch_embed and v_aud.layers is aud.layers, name
+        if v.direct:
+            assert rel_err(v_vis(req.pixel_values, req.grid_thw)[0], ref) <= TOL, name
+            continue
+        grid = GRID
+        if v.every_bucket:
+            grid = dataclasses.replace(EAGER_GRID, vision=dataclasses.replace(EAGER_GRID.vision, graphs_up_to=None))
+        rt = EncoderRuntime(vision=v_vis, audio=v_aud, grid=grid, **v.runtime)
+        assert rel_err(rt.encode([req])[0].embeds, ref) <= TOL, name
+    with pytest.raises(ValueError, match="unknown VisionEncoder option"):
+        vis.with_options(fused=True)

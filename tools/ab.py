@@ -1,24 +1,11 @@
-"""``omnienc ab``: A/B of the runtime's optimizations against the eager baseline, same run, same card.
+"""``omnienc ab``: A/B of the runtime's optimizations against what they replace, same run, same card.
 
-Variants (each on the same random real-size weights, same inputs already on the GPU):
-    native_eager          the encoders called directly, one call per workload (no buckets, no graphs)
-    sdpa_eager            native_eager with per-segment SDPA attention (HF's strategy) instead of varlen
-    bucket_eager          the runtime's bucket path without CUDA graphs (same plans and buffers)
-    graphs                the runtime with CUDA graphs and every default (what ships)
-    graphs_unbatched      graphs, but each request of a workload encoded in its own call (no packing)
-    graphs_torch_rotary   graphs with the vision rotary in plain PyTorch instead of the Triton kernel
-    graphs_unfused_qkv    graphs with the audio q/k/v projections as three GEMMs instead of one
-    graphs_conv_frontend  graphs with the audio front-end as three cuDNN convolutions in NCHW
-    graphs_compiled       graphs over ``compile_blocks()`` (torch.compile of the per-block math)
-    graphs_pad1024        graphs with vision padding cut into 1024-token attention segments instead
-                          of 256 (fewer segment slots per bucket, more attention work on padding)
-    graphs_every_bucket   graphs for every bucket of the grid, its ``graphs_up_to`` ignored (the
-                          default grid otherwise runs vision packs above 3000 patches eagerly)
-    graphs_compiled_audio graphs with only the audio encoder's block math compiled
-    graphs_maxseq1024     DIAGNOSTIC, not a valid setting: vision graphs captured with FlashAttention's
-                          max_seqlen capped at 1024 instead of the bucket size; measures what the
-                          bucket-wide bound costs; skipped (nan) where a frame exceeds 1024 patches
-Timing: CUDA events, median over repeats after warm-up.
+Every variant is built from real constructor and grid parameters (``with_options`` views of the same
+encoders, ``EncoderRuntime`` arguments, grid fields), on the same random real-size weights and the
+same inputs already on the GPU. Timing: CUDA events, median over repeats after warm-up.
+
+Variants retired after their A/B (results in docs/BENCHMARKS.md): stacked vs three audio q/k/v GEMMs,
+GEMM vs cuDNN first audio convolution, compiled audio blocks alone, the max_seqlen diagnostic.
 """
 
 from __future__ import annotations
@@ -27,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import time
+from dataclasses import dataclass, field
 
 WORKLOADS = {
     "image448": ("vision", [[[1, 28, 28]]]),
@@ -37,15 +25,57 @@ WORKLOADS = {
     "audio30s": ("audio", [[3000]]),
     "audios8x10s": ("audio", [[1000]] * 8),
 }
-VARIANTS = ("native_eager", "sdpa_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_torch_rotary",
-            "graphs_unfused_qkv", "graphs_conv_frontend", "graphs_compiled", "graphs_pad1024", "graphs_every_bucket",
-            "graphs_compiled_audio", "graphs_maxseq1024")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one column is built.
+
+    Attributes:
+        what: one line for ``--help``.
+        direct: call the encoders directly, one call per workload (no runtime).
+        unbatched: one ``encode`` per request instead of one per workload.
+        vision, audio: ``with_options`` of each encoder (e.g. ``attn_backend``, ``rotary_backend``).
+        runtime: ``EncoderRuntime`` keyword arguments (e.g. ``use_cuda_graphs``, ``attention``).
+        every_bucket: capture every bucket (the grid's ``graphs_up_to`` removed).
+        compiled: ``compile_blocks()`` on both encoders.
+    """
+
+    what: str
+    direct: bool = False
+    unbatched: bool = False
+    vision: dict = field(default_factory=dict)
+    audio: dict = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)
+    every_bucket: bool = False
+    compiled: bool = False
+
+
+VARIANTS = {
+    "native_eager": Variant("the encoders called directly, one call per workload (no buckets, no graphs)", direct=True),
+    "sdpa_eager": Variant("native_eager with per-segment SDPA attention (HF's strategy) instead of varlen",
+                          direct=True, vision={"attn_backend": "sdpa"}, audio={"attn_backend": "sdpa"}),
+    "bucket_eager": Variant("the runtime's bucket path without CUDA graphs (same plans and buffers)",
+                            runtime={"use_cuda_graphs": False}),
+    "graphs": Variant("the runtime with CUDA graphs and every default (what ships)"),
+    "graphs_unbatched": Variant("graphs, each request of a workload encoded in its own call (no packing)",
+                                unbatched=True),
+    "graphs_torch_rotary": Variant("graphs with the vision rotary in PyTorch instead of the Triton kernel",
+                                   vision={"rotary_backend": "torch"}),
+    "graphs_pad1024": Variant("graphs with vision padding in 1024-token attention segments instead of 256",
+                              vision={"pad_segment_tokens": 1024}),
+    "graphs_every_bucket": Variant("graphs for every bucket of the grid, its graphs_up_to ignored", every_bucket=True),
+    "graphs_compiled": Variant("graphs over compile_blocks() (torch.compile of the per-block math)", compiled=True),
+}
+DEFAULT_VARIANTS = ("native_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_every_bucket")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("ab", help="A/B the runtime's optimizations (GPU)", description=__doc__,
+    lines = [__doc__, "Variants:"] + [f"  {k:22s}{v.what}" for k, v in VARIANTS.items()]
+    p = subparsers.add_parser("ab", help="A/B the runtime's optimizations (GPU)", description="\n".join(lines),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list (default: all, as above)")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma list (default: {','.join(DEFAULT_VARIANTS)}; 'all' for every one)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list (default: all): {','.join(WORKLOADS)}")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per cell (default 50)")
     p.add_argument("--grid", help="bucket grid YAML (default: packaged)")
@@ -83,38 +113,23 @@ def make_requests(vis, aud, workload, device):
     return [AudioRequest(torch.randn(aud.config.num_mel_bins, sum(f), device=device), torch.tensor(f)) for f in items]
 
 
-def unfused_attn_in(x, ln_w, ln_b, qkv_w, qkv_b, num_heads: int, eps: float):
-    """The audio attention input with q, k and v as three GEMMs (the A/B's "before")."""
-    import torch.nn.functional as F
-
-    L = x.shape[0]
-    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
-    return tuple(F.linear(h, w, b).view(L, num_heads, -1) for w, b in zip(qkv_w.chunk(3), qkv_b.chunk(3)))
-
-
-def conv_front_end(aud):
-    """The audio front-end as three cuDNN convolutions on NCHW input (the A/B's "before")."""
+def direct_fn(vis, aud, reqs):
+    """One eager call of the encoder on the workload's requests concatenated."""
     import torch
-    import torch.nn.functional as F
 
-    def front_end(chunks, conv_valid):
-        x = chunks[:, None].to(aud.dtype)
-        for i, conv in enumerate((aud.conv2d1, aud.conv2d2, aud.conv2d3)):
-            x = conv(x)
-            keep = torch.arange(x.shape[-1], device=x.device) < conv_valid[:, i : i + 1]
-            x = F.gelu(x) * keep[:, None, None, :].to(x.dtype)
-        C, ch, f, t = x.shape
-        return x.permute(0, 3, 1, 2).reshape(C, t, ch * f)
+    from ..runtime import VisionRequest
 
-    return front_end
+    if isinstance(reqs[0], VisionRequest):
+        px, grid = torch.cat([r.pixel_values for r in reqs]), torch.cat([r.grid_thw for r in reqs])
+        return lambda: vis(px, grid)
+    feats, lens = torch.cat([r.input_features for r in reqs], 1), torch.cat([r.feature_lens for r in reqs])
+    return lambda: aud(feats, lens)
 
 
 def run(args) -> int:
     import torch
 
-    from ..encoders.audio import attn_in as a_in, attn_out_mlp as a_out
-    from ..encoders.vision import attn_in as v_in, attn_out_mlp as v_out
-    from ..runtime import EncoderRuntime, VisionRequest
+    from ..runtime import EncoderRuntime
     from .capture import load_grid
     from .models import build_encoders
 
@@ -122,97 +137,55 @@ def run(args) -> int:
         raise SystemExit("omnienc ab: needs a CUDA device")
     device = torch.device("cuda")
     grid = load_grid(args.grid)
-    variants = args.variants.split(",")
+    variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"omnienc ab: unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     workloads = args.workloads.split(",")
-    vis, aud = build_encoders(None, device, "bfloat16", "real")
-    reqs = {w: make_requests(vis, aud, w, device) for w in workloads}
-    default_front_end = aud.front_end
-
-    def direct(w):
-        rs = reqs[w]
-        if isinstance(rs[0], VisionRequest):
-            px = torch.cat([r.pixel_values for r in rs])
-            return lambda: vis(px, torch.cat([r.grid_thw for r in rs]))
-        feats = torch.cat([r.input_features for r in rs], 1)
-        lens = torch.cat([r.feature_lens for r in rs])
-        return lambda: aud(feats, lens)
-
+    base_vis, base_aud = build_encoders(None, device, "bfloat16", "real")
+    reqs = {w: make_requests(base_vis, base_aud, w, device) for w in workloads}
     results: dict[str, dict[str, float]] = {w: {} for w in workloads}
     extra: dict[str, float] = {}
     with torch.inference_mode():
-        for variant in variants:
-            vis.block_fns, aud.block_fns = (v_in, v_out), (a_in, a_out)
-            vis.attn_backend = aud.attn_backend = "varlen"
-            vis.rotary_backend = "auto"
-            aud.front_end = default_front_end
-            if variant == "sdpa_eager":
-                vis.attn_backend = aud.attn_backend = "sdpa"
-            elif variant == "graphs_compiled_audio":
-                t0 = time.perf_counter()
-                aud.compile_blocks()
-                extra["compile_audio_setup_s"] = time.perf_counter() - t0
-            elif variant == "graphs_torch_rotary":
-                vis.rotary_backend = "torch"
-            elif variant == "graphs_unfused_qkv":
-                aud.block_fns = (unfused_attn_in, a_out)
-            elif variant == "graphs_conv_frontend":
-                aud.front_end = conv_front_end(aud)
-            elif variant == "graphs_compiled":
+        for name in variants:
+            v = VARIANTS[name]
+            vis, aud = base_vis.with_options(**v.vision), base_aud.with_options(**v.audio)
+            if v.compiled:
                 t0 = time.perf_counter()
                 vis.compile_blocks()
                 aud.compile_blocks()
-                extra["compile_setup_s"] = time.perf_counter() - t0
-            if variant in ("native_eager", "sdpa_eager"):
+                extra[f"{name}_compile_s"] = time.perf_counter() - t0
+            if v.direct:
                 for w in workloads:
-                    results[w][variant] = median_ms(direct(w), args.repeats)
+                    results[w][name] = median_ms(direct_fn(vis, aud, reqs[w]), args.repeats)
                 continue
-            from ..encoders import vision as vision_mod
-            from ..runtime import runtime as runtime_mod
-
-            pad = 1024 if variant == "graphs_pad1024" else 256
-            vision_mod.PAD_SEGMENT_TOKENS = runtime_mod.PAD_SEGMENT_TOKENS = pad
             variant_grid = grid
-            if variant == "graphs_every_bucket":
+            if v.every_bucket:
                 variant_grid = dataclasses.replace(grid, **{
                     m: dataclasses.replace(getattr(grid, m), graphs_up_to=None)
                     for m in ("vision", "audio") if getattr(grid, m) is not None
                 })
-            rt = EncoderRuntime(vision=vis, audio=aud, grid=variant_grid, device=device,
-                                use_cuda_graphs=variant != "bucket_eager")
-            if variant == "graphs_maxseq1024":
-                for bg in rt.vision.buckets.values():
-                    bg.plan.max_seqlen = min(bg.plan.max_seqlen, 1024)
+            rt = EncoderRuntime(vision=vis, audio=aud, grid=variant_grid, device=device, **v.runtime)
             info = rt.capture(progress=False)
-            extra[f"{variant}_capture_s"] = info["capture_s"]
-            extra[f"{variant}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
+            extra[f"{name}_capture_s"] = info["capture_s"]
+            extra[f"{name}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
             for w in workloads:
-                modality, items = WORKLOADS[w]
-                if variant == "graphs_maxseq1024" and modality == "vision" and any(
-                    h * w_ > 1024 for g in items for _, h, w_ in g
-                ):
-                    continue  # a frame longer than the cap: the diagnostic would compute a wrong result
-                if variant == "graphs_unbatched":
-                    fn = lambda: [rt.encode([r]) for r in reqs[w]]  # noqa: E731
-                else:
-                    fn = lambda: rt.encode(reqs[w])  # noqa: E731
-                results[w][variant] = median_ms(fn, args.repeats)
-            vision_mod.PAD_SEGMENT_TOKENS = runtime_mod.PAD_SEGMENT_TOKENS = 256
+                rs = reqs[w]
+                fn = (lambda: [rt.encode([r]) for r in rs]) if v.unbatched else (lambda: rt.encode(rs))
+                results[w][name] = median_ms(fn, args.repeats)
             del rt
             torch.cuda.empty_cache()
-    aud.front_end = default_front_end
     card = torch.cuda.get_device_name(device)
     print(f"A/B on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; median ms over {args.repeats} repeats")
     print("| workload | " + " | ".join(variants) + " |")
     print("|---|" + "---:|" * len(variants))
     for w in workloads:
         print(f"| {w} | " + " | ".join(f"{results[w].get(v, float('nan')):.3f}" for v in variants) + " |")
-    for k, v in extra.items():
-        print(f"{k}: {v:.2f}")
+    for k, val in extra.items():
+        print(f"{k}: {val:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"card": card, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                       "results": results, "extra": extra}, f, indent=2)
+                       "variants": {k: VARIANTS[k].what for k in variants}, "results": results, "extra": extra},
+                      f, indent=2)
     return 0

@@ -538,9 +538,9 @@ def _runtime_summary(stats: dict) -> dict:
     for modality in ("vision", "audio"):
         s = stats.get(modality)
         if s:
-            out[modality] = {"replays": s["replays"], "fallbacks": s["fallbacks"],
-                             "padding_ratio": round(s["padding_ratio"], 4),
-                             "buckets": [k for k, b in s["buckets"].items() if b["hits"]]}
+            out[modality] = {"replays": s["replays"], "eager_runs": s["eager_runs"], "fallbacks": s["fallbacks"],
+                             "padded_share": round(s["padded_share"], 4),
+                             "buckets": [k for k, b in s["buckets"].items() if b["runs"]]}
     return out
 
 
@@ -571,8 +571,9 @@ def _replays(e: dict) -> str:
     if not s:
         return "-"
     replays = sum(v["replays"] for v in s.values())
-    eager = sum(v["fallbacks"] for v in s.values())
-    return f"{replays}" + (f" +{eager} eager" if eager else "")
+    eager = sum(v.get("eager_runs", 0) for v in s.values())
+    fallbacks = sum(v["fallbacks"] for v in s.values())
+    return f"{replays}" + (f" +{eager} eager runs" if eager else "") + (f" +{fallbacks} fallbacks" if fallbacks else "")
 
 
 def format_markdown(report: dict) -> str:

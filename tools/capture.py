@@ -56,7 +56,7 @@ def run(args) -> int:
         "device": device, "dtype": dtype,
         "weights": args.checkpoint or f"random ({sizes} sizes)",
         "build_s": built_s, **info,
-        "buckets": {m: {k: (None if v["eager"] else v["capture_s"]) for k, v in stats[m]["buckets"].items()}
+        "buckets": {m: {k: (v["capture_s"] if v["graph"] else None) for k, v in stats[m]["buckets"].items()}
                     for m in ("vision", "audio") if m in stats},
     }
     ok = True

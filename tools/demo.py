@@ -76,7 +76,11 @@ def run(args) -> int:
     vis, aud = build_encoders(None, device, dtype, sizes)
     rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device)
     info = rt.capture()
-    print(f"captured {info['graphs']} bucket graphs in {info['capture_s']:.2f} s, graph pool {info['graph_memory_bytes'] / 2**20:.0f} MiB")
+    if rt.use_cuda_graphs:
+        print(f"captured {info['graphs']} CUDA graphs in {info['capture_s']:.2f} s, graph pool "
+              f"{info['graph_memory_bytes'] / 2**20:.0f} MiB")
+    else:
+        print(f"no CUDA graphs on {device.type}: {grid.num_graphs} graph buckets warmed up eagerly in {info['capture_s']:.2f} s")
 
     labelled = synthetic_requests(vis, aud)
     reqs = [r for _, r in labelled]
@@ -99,11 +103,12 @@ def run(args) -> int:
                                   else aud(r.input_features, r.feature_lens) for r in dev_reqs], device, repeats)
     print(f"\nall {len(reqs)} requests: runtime {ms_runtime:.2f} ms per call vs native eager one call per request "
           f"{ms_eager:.2f} ms (median of {repeats}; inputs already on {device.type})")
-    print(f"per call: {stats['replays'] // repeats} replays, {stats['fallbacks'] // repeats} eager fallbacks, "
-          f"padding {stats['padding_ratio']:.1%}")
-    print(f"\n{'bucket':>20s} {'hits':>6s} {'padded':>8s} {'replay ms':>10s}")
+    print(f"per call: {stats['replays'] // repeats} graph replays, {stats['eager_runs'] // repeats} eager-bucket runs, "
+          f"{stats['fallbacks'] // repeats} fallbacks (fit no bucket), padding {stats['padded_share']:.1%}")
+    print(f"\n{'bucket':>20s} {'runs':>6s} {'padded':>8s} {'ms each':>10s}")
     for m in ("vision", "audio"):
         for name, b in stats[m]["buckets"].items():
-            if b["hits"]:
-                print(f"{m + ' ' + name:>20s} {b['hits']:6d} {b['padded_share']:8.1%} {b['replay_ms_mean']:10.3f}")
+            if b["runs"]:
+                print(f"{m + ' ' + name:>20s} {b['runs']:6d} {b['padded_share']:8.1%} {b['ms_mean']:10.3f}"
+                      + ("" if b["graph"] else "  (eager bucket)"))
     return 0

@@ -239,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
              "buckets run eagerly)")
     print(f"  device {device}, {dtype_name}; preprocess {t_pre - t_start:.2f}s, load {t_load - t_pre:.2f}s, "
           f"{setup}, encode {t_encode - t_capture:.2f}s")
-    print(f"  runtime: {_plural(stats['requests'], 'request')}, {_plural(stats['replays'], 'bucket replay')}, "
-          f"{_plural(stats['fallbacks'], 'eager fallback')}, padding {stats['padding_ratio']:.1%}")
+    print(f"  runtime: {_plural(stats['requests'], 'request')}, {_plural(stats['replays'], 'graph replay')}, "
+          f"{_plural(stats['eager_runs'], 'eager-bucket run')}, "
+          f"{_plural(stats['fallbacks'], 'fallback')}, padding {stats['padded_share']:.1%}")
     return 0

@@ -1,0 +1,88 @@
+"""The pre-norm transformer block both encoders share, as two pure functions around attention.
+
+Per block, with ``h`` the block's normalized input (its LN1 of ``x``, computed by the step before)::
+
+    qkv = h @ Wqkv^T + b_qkv             block_qkv        -> q, k, v (vision rotates q and k)
+    o   = attention(q, k, v)             the caller       (packed varlen; the capture/compile boundary)
+    x   = x + o @ Wout^T + b_out         block_out
+    h   = LN2(x)
+    x   = x + fc2(act(fc1(h)))
+    h   = next_norm(x)                   the next block's LN1, or the encoder's final norm
+
+Carrying ``(x, h)`` across blocks puts every residual add right before a LayerNorm, so the two can be
+one fused pass. The weights travel as one ``BlockWeights`` (a NamedTuple of the block's tensors), so
+``torch.compile`` traces each function once for all blocks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+# Activations by config name, written out so torch.compile sees plain functions.
+ACTIVATIONS = {
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "silu": F.silu,
+}
+
+
+def activation(name: str):
+    return ACTIVATIONS.get(name) or ACT2FN[name]
+
+
+class Norm(NamedTuple):
+    """A LayerNorm's tensors and epsilon."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    eps: float
+
+    @classmethod
+    def of(cls, ln: nn.LayerNorm) -> Norm:
+        return cls(ln.weight, ln.bias, ln.eps)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+class BlockWeights(NamedTuple):
+    """One block's tensors (``[out, in]`` Linear weights), gathered from its modules."""
+
+    qkv_w: torch.Tensor  # [3 * hidden, hidden]
+    qkv_b: torch.Tensor
+    out_w: torch.Tensor  # [hidden, hidden]
+    out_b: torch.Tensor
+    norm2: Norm
+    fc1_w: torch.Tensor  # [ffn, hidden]
+    fc1_b: torch.Tensor
+    fc2_w: torch.Tensor  # [hidden, ffn]
+    fc2_b: torch.Tensor
+
+
+def block_qkv(w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
+    """``h [T, hidden]`` -> the stacked projection ``[T, 3 * hidden]`` (q, k, v in that order)."""
+    return F.linear(h, w.qkv_w, w.qkv_b)
+
+
+def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm, act: str,
+              clamp: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention output ``o [T, H, D]`` back into the residual ``x [T, hidden]``, then the MLP.
+
+    ``clamp``: bound the residual after the MLP (the audio encoder in float16, as its reference does).
+    Returns the new residual and ``next_norm`` of it.
+    """
+    x = x + F.linear(o.flatten(1), w.out_w, w.out_b)
+    h = w.norm2(x)
+    x = x + F.linear(activation(act)(F.linear(h, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b)
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x, next_norm(x)
+
+
+__all__ = ["ACTIVATIONS", "BlockWeights", "Norm", "activation", "block_out", "block_qkv"]

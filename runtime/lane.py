@@ -1,0 +1,358 @@
+"""One lane per modality: static buffers, the buckets' graphs, packing, runs and statistics.
+
+A lane runs a modality's requests in three ways (the words of ``runtime.stats``):
+
+    replay       a pack on a graph bucket: its plan is padded to the bucket, staged into static
+                 buffers with one copy, and the bucket's CUDA graph replays (or, with graphs off, the
+                 same forward runs eagerly on the same buffers);
+    eager run    a pack on an eager bucket (above ``graphs_up_to``): one eager call, unpadded;
+    fallback     a request that fits no bucket: one eager call on it alone.
+
+Every run also computes, on the device, whether each output row is finite; a ``Check`` reads that
+flag vector once the run has finished, so nothing waits for the GPU while work is enqueued.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import torch
+
+from ..encoders.attention import resolve_backend
+from . import graphs
+from .graphs import PlanLayout, upload, with_tensors
+from .grid import Bucket, ModalityGrid
+from .packing import BucketSet, pack
+from .stats import BucketStats, ModalityStats, new_modality_stats
+
+
+@dataclass
+class Check:
+    """Where one request's output-row finiteness flags are: ``flags[start:stop]`` (host tensor, valid
+    once its run has finished)."""
+
+    flags: torch.Tensor
+    start: int
+    stop: int
+
+    def ok(self) -> bool:
+        return bool(self.flags[self.start : self.stop].all())
+
+
+@dataclass
+class BucketRun:
+    """One bucket of a lane.
+
+    Attributes:
+        bucket: its (size, batch).
+        stats: its statistics (``stats.graph`` False for an eager bucket).
+        layout: a graph bucket's plan layout in the lane's plan buffer; None for an eager bucket.
+        inputs: a graph bucket's view of the static input buffer.
+        plan: a graph bucket's plan over the static views (what its graph reads).
+        graph: the captured graph, if any; ``outputs`` are its output tensors (then the row flags).
+        attention: the attention backend its runs use.
+        attention_ms: replay time per candidate backend when chosen by measurement.
+        capture_s: seconds spent capturing (and choosing) its graph.
+    """
+
+    bucket: Bucket
+    stats: BucketStats
+    layout: PlanLayout | None = None
+    inputs: torch.Tensor | None = None
+    plan: object = None
+    graph: torch.cuda.CUDAGraph | None = None
+    outputs: tuple[torch.Tensor, ...] = ()
+    attention: str | None = None
+    attention_ms: dict[str, float] = field(default_factory=dict)
+    capture_s: float = 0.0
+
+
+def row_flags(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``[rows]`` bool: every value of the row finite in every output tensor."""
+    ok = torch.isfinite(outputs[0]).all(-1)
+    for o in outputs[1:]:
+        ok &= torch.isfinite(o).all(-1)
+    return ok
+
+
+class Lane:
+    """Runs one modality's requests over its buckets.
+
+    Args:
+        spec: the modality: a ``VisionModality`` or ``AudioModality`` (its ``encoder`` is on ``device``).
+        grid: the modality's buckets; None runs every request as a fallback.
+        device: the runtime's device.
+        use_graphs: capture CUDA graphs for graph buckets (CUDA only).
+        attention: the attention backend of every run, or ``"auto"``: the encoder's default.
+    """
+
+    PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
+    TIMINGS_PENDING = 4096  # unresolved CUDA timings kept; past that the oldest is waited for
+
+    def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
+                 attention: str = "auto"):
+        self.spec = spec
+        self.modality = spec.name
+        self.encoder = spec.encoder
+        self.device = device
+        self.use_graphs = use_graphs
+        self.attention = attention
+        buckets = grid.buckets if grid is not None else ()
+        self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
+        self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
+        self.bucket_set = BucketSet(buckets)
+        self.inputs = self.plan_buffer = None
+        graph_buckets = [b for b, br in self.buckets.items() if br.stats.graph]
+        if graph_buckets:
+            self._allocate(graph_buckets)
+        self._plans: OrderedDict = OrderedDict()
+        self._timings: deque = deque()
+        self.captured = False
+        self.capture_s = 0.0
+        self.graph_memory_bytes = 0
+
+    # -- static buffers -------------------------------------------------------------------------
+    def _allocate(self, graph_buckets: list[Bucket]) -> None:
+        """Static input rows and one plan byte buffer, sized for the largest graph bucket; each graph
+        bucket's views into them."""
+        m = self.spec
+        layouts = {b: PlanLayout.of(m.plan([], b)) for b in graph_buckets}
+        rows = max(m.bucket_rows(b) for b in graph_buckets)
+        plan_bytes = max(layout.nbytes for layout in layouts.values())
+        self.inputs = m.input_buffer(rows, self.device)
+        self.plan_buffer = torch.zeros(plan_bytes, dtype=torch.uint8, device=self.device)
+        for b, layout in layouts.items():
+            br = self.buckets[b]
+            br.layout = layout
+            br.inputs = self.inputs[: m.bucket_rows(b)]
+            br.plan = with_tensors(m.plan([], b), layout.views(self.plan_buffer))
+
+    def _host_plan(self, br: BucketRun, shapes: list) -> tuple[object, torch.Tensor]:
+        """(host plan, its bytes in the bucket's layout) from a small LRU cache keyed by bucket and
+        shapes: traffic repeats shapes, and cached bytes are pinned, so staging is asynchronous."""
+        key = (br.bucket, tuple(x for s in shapes for x in s))  # the items, however grouped
+        hit = self._plans.get(key)
+        if hit is not None:
+            self._plans.move_to_end(key)
+            return hit
+        plan = self.spec.plan(shapes, br.bucket)
+        hit = plan, br.layout.pack(plan, pin=self.device.type == "cuda")
+        self._plans[key] = hit
+        while len(self._plans) > self.PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
+        return hit
+
+    # -- capture --------------------------------------------------------------------------------
+    def backend(self) -> str:
+        """The attention backend of this lane's runs."""
+        enc = self.encoder
+        name = enc.attn_backend if self.attention == "auto" else self.attention
+        return resolve_backend(name, self.device, enc.dtype, enc.head_dim)
+
+    def _forward(self, br: BucketRun, plan, backend: str) -> tuple[torch.Tensor, ...]:
+        outputs = self.spec.run(br.inputs, plan, backend)
+        return (*outputs, row_flags(outputs))
+
+    def capture(self, progress=None, pool=None):
+        """Captures every graph bucket, largest first, into ``pool`` (a new one if None) on CUDA;
+        runs each once otherwise. Returns the pool, so lanes share one (their replays never overlap:
+        they run under the runtime's lock, and outputs are copied out right after)."""
+        t0 = time.perf_counter()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            # Graph memory = what the private pool keeps reserved: measured with the allocator's
+            # cache emptied before and after (warm-up activations go back to the cache).
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_reserved(self.device)
+        backend = self.backend()
+        for bucket in sorted(self.buckets, reverse=True):
+            br = self.buckets[bucket]
+            if not br.stats.graph:
+                continue
+            t1 = time.perf_counter()
+            plan, packed = self._host_plan(br, [])
+            self.plan_buffer[: br.layout.nbytes].copy_(packed, non_blocking=True)
+            br.attention = backend
+            with torch.inference_mode():
+                if cuda and self.use_graphs:
+                    br.graph, br.outputs = graphs.capture(lambda: self._forward(br, br.plan, backend), pool)
+                    pool = pool or br.graph.pool()
+                    torch.cuda.synchronize(self.device)
+                else:
+                    self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), backend)
+            br.capture_s = time.perf_counter() - t1
+            if progress is not None:
+                progress(self.modality, bucket, br.capture_s)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
+        self.capture_s = time.perf_counter() - t0
+        self.captured = True
+        return pool
+
+    # -- runs -----------------------------------------------------------------------------------
+    def run(self, requests: list, shapes: list, ids: list[int]) -> list[tuple[object, Check | None]]:
+        """Packs and runs validated requests (``ids``: their indices in the caller's call, for
+        errors). Returns per request ``(output, check)`` or ``(exception, None)``, in order; nothing
+        here waits for the GPU."""
+        self._drain_timings()
+        self.stats.requests += len(requests)
+        results: list = [None] * len(requests)
+        for rep in pack([self.spec.demand(s) for s in shapes], self.bucket_set):
+            idx = list(rep.members)
+            try:
+                outs = self.run_pack(rep.bucket, [requests[i] for i in idx], [shapes[i] for i in idx],
+                                     [ids[i] for i in idx])
+            except Exception as e:  # noqa: BLE001 - a fault in one pack: find its culprits alone
+                if len(idx) == 1:
+                    outs = [(e, None)]
+                else:
+                    outs = [self._alone(requests[i], shapes[i], ids[i]) for i in idx]
+            for i, o in zip(idx, outs):
+                results[i] = o
+        return results
+
+    def _alone(self, request, shape, index: int) -> tuple[object, Check | None]:
+        rep = pack([self.spec.demand(shape)], self.bucket_set)[0]
+        try:
+            return self.run_pack(rep.bucket, [request], [shape], [index])[0]
+        except Exception as e:  # noqa: BLE001 - delivered per request
+            return e, None
+
+    def run_pack(self, bucket: Bucket | None, requests: list, shapes: list,
+                 ids: list[int]) -> list[tuple[object, Check]]:
+        """Runs one pack on ``bucket`` (None: a fallback of one request); returns ``(output, check)``
+        per request. Counts the run in the statistics."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            t0 = time.perf_counter()
+        if bucket is None:
+            outputs = self._fallback(requests[0], shapes[0], ids[0])
+        elif self.buckets[bucket].stats.graph:
+            outputs = self._replay(self.buckets[bucket], requests, shapes)
+        else:
+            outputs = self._eager_pack(requests, shapes, ids)
+        *tensors, flags = outputs
+        if cuda:
+            host = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True)
+            host.copy_(flags, non_blocking=True)
+            flags = host
+            end.record()
+        units = sum(self.spec.demand(s).size for s in shapes)
+        stat = None if bucket is None else self.buckets[bucket].stats
+        if stat is None:
+            self.stats.add_fallback(units)
+        else:
+            stat.add(units)
+        if cuda:
+            self._timings.append((stat, start, end))
+            while len(self._timings) > self.TIMINGS_PENDING:
+                self._resolve(*self._timings.popleft())
+        else:
+            self._add_ms(stat, (time.perf_counter() - t0) * 1e3)
+        results, row = [], 0
+        for s in shapes:
+            n = self.spec.out_rows(s)
+            results.append((self.spec.output(tuple(t[row : row + n] for t in tensors)),
+                            Check(flags, row, row + n)))
+            row += n
+        return results
+
+    def _replay(self, br: BucketRun, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
+        """Stages the pack into the bucket's static views (one plan copy, one input copy per request)
+        and replays its graph; returns copies of the used output rows and their flags."""
+        plan, packed = self._host_plan(br, shapes)
+        self.plan_buffer[: br.layout.nbytes].copy_(packed, non_blocking=True)
+        self.spec.fill(requests, shapes, br.inputs)
+        if br.graph is not None:
+            br.graph.replay()
+            outputs = br.outputs
+        else:
+            outputs = self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
+        used = sum(self.spec.out_rows(s) for s in shapes)
+        return tuple(o[:used].clone() for o in outputs)
+
+    def _eager(self, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
+        """One eager call on exactly these requests (no padding); outputs and their row flags."""
+        m = self.spec
+        inputs = m.input_buffer(sum(m.rows(s) for s in shapes), self.device, zero=False)
+        m.fill(requests, shapes, inputs)
+        plan = upload(m.plan(shapes), self.device)
+        outputs = m.run(inputs, plan, self.backend())
+        return (*outputs, row_flags(outputs))
+
+    def _fallback(self, request, shape, index: int) -> tuple[torch.Tensor, ...]:
+        """A request that fits no bucket. On out-of-memory, a request of several items runs item by
+        item; a single item that still does not fit fails with an error naming the request."""
+        try:
+            return self._eager([request], [shape])
+        except torch.OutOfMemoryError:
+            pass
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(shape) > 1:
+            try:
+                parts = [self._eager([r], [s]) for r, s in self.spec.items(request, shape)]
+                return tuple(torch.cat(ts) for ts in zip(*parts))
+            except torch.OutOfMemoryError:
+                pass
+        raise RuntimeError(
+            f"request {index} ({type(request).__name__}): out of device memory in the eager fallback "
+            f"(shape {shape}); it fits no bucket and is too large to run alone -- split it or add a larger bucket"
+        )
+
+    def _eager_pack(self, requests: list, shapes: list, ids: list[int]) -> tuple[torch.Tensor, ...]:
+        """An eager bucket's pack as one call. On out-of-memory, request by request (each through the
+        fallback's own splitting)."""
+        if len(requests) > 1:
+            try:
+                return self._eager(requests, shapes)
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        parts = [self._fallback(r, s, i) for r, s, i in zip(requests, shapes, ids)]
+        return tuple(torch.cat(ts) for ts in zip(*parts))
+
+    # -- statistics -----------------------------------------------------------------------------
+    def _add_ms(self, stat: BucketStats | None, ms: float) -> None:
+        if stat is None:
+            self.stats.fallback_ms += ms
+        else:
+            stat.ms += ms
+
+    def _resolve(self, stat, start, end) -> None:
+        end.synchronize()
+        self._add_ms(stat, start.elapsed_time(end))
+
+    def _drain_timings(self, wait: bool = False) -> None:
+        """Adds finished runs' GPU times to the statistics (all of them, waiting, if ``wait``)."""
+        while self._timings and (wait or self._timings[0][2].query()):
+            self._resolve(*self._timings.popleft())
+
+    def stats_dict(self) -> dict:
+        """The modality's statistics (``stats.ModalityStats.to_dict``) plus what capture did."""
+        self._drain_timings(wait=True)
+        d = self.stats.to_dict()
+        for b, br in self.buckets.items():
+            d["buckets"][f"{b.size}x{b.batch}"].update(
+                captured=br.graph is not None, attention=br.attention, attention_ms=dict(br.attention_ms),
+                capture_s=br.capture_s)
+        d.update(graphs=sum(br.graph is not None for br in self.buckets.values()), capture_s=self.capture_s,
+                 graph_memory_bytes=self.graph_memory_bytes)
+        return d
+
+    def reset_stats(self) -> None:
+        self._drain_timings(wait=True)
+        self.stats = new_modality_stats(self.modality, list(self.buckets), lambda b: self.buckets[b].stats.graph)
+        for s in self.stats.buckets:
+            self.buckets[s.bucket].stats = s
+
+
+__all__ = ["BucketRun", "Check", "Lane", "row_flags"]

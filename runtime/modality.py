@@ -1,0 +1,163 @@
+"""What the generic lane needs to know of a modality: the small interface ``Lane`` runs over.
+
+A modality turns requests into encoder inputs and plans, runs the encoder, and cuts its outputs per
+request. Shapes are the host-side forms ``validate`` returns: a list of ``(t, h, w)`` per vision
+request, a list of frame counts per audio request. Input *rows* are what the static input buffer
+holds per unit: patches (vision) or 100-frame chunks (audio).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..encoders.audio import AudioEncoder, audio_output_length, chunk_features
+from ..encoders.vision import VisionEncoder
+from .grid import AUDIO_CHUNK_FRAMES, Bucket
+from .packing import Demand, audio_demand, vision_demand
+from .requests import AudioOutput, AudioRequest, VisionOutput, VisionRequest
+
+
+class VisionModality:
+    """Images and videos: rows are patches; outputs are embeds plus the DeepStack tensors."""
+
+    name = "vision"
+    request_type = VisionRequest
+    input_field = "pixel_values"
+
+    def __init__(self, encoder: VisionEncoder):
+        self.encoder = encoder
+
+    def demand(self, shape) -> Demand:
+        return vision_demand(shape)
+
+    def segments(self, bucket: Bucket) -> int:
+        """Attention segments of a bucket: one per frame, then the padding's segments."""
+        return bucket.batch + math.ceil(bucket.size / self.encoder.pad_segment_tokens)
+
+    def plan(self, shapes: list, bucket: Bucket | None = None):
+        """The host plan of requests with ``shapes`` (padded to ``bucket`` when given)."""
+        grids = [g for s in shapes for g in s]
+        if bucket is None:
+            return self.encoder.plan(grids)
+        plan = self.encoder.plan(grids, num_tokens=bucket.size, num_segments=self.segments(bucket))
+        plan.max_seqlen = bucket.size  # a fixed bound per bucket, whatever the mix
+        return plan
+
+    def rows(self, shape) -> int:
+        return sum(t * h * w for t, h, w in shape)
+
+    def bucket_rows(self, bucket: Bucket) -> int:
+        return bucket.size
+
+    def input_buffer(self, rows: int, device: torch.device, zero: bool = True) -> torch.Tensor:
+        enc = self.encoder
+        return (torch.zeros if zero else torch.empty)(rows, enc.in_features, dtype=enc.dtype, device=device)
+
+    def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
+        """Copies the requests' inputs into the first rows of ``out``; returns the rows written."""
+        row = 0
+        for r in requests:
+            n = r.pixel_values.shape[0]
+            out[row : row + n].copy_(r.pixel_values, non_blocking=True)
+            row += n
+        return row
+
+    def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]:
+        embeds, deepstack = self.encoder.run(inputs, plan, backend)
+        return (embeds, *deepstack)
+
+    def out_rows(self, shape) -> int:
+        return self.rows(shape) // 4
+
+    def output(self, tensors: tuple[torch.Tensor, ...]) -> VisionOutput:
+        return VisionOutput(tensors[0], list(tensors[1:]))
+
+    def items(self, request: VisionRequest, shape) -> list[tuple[VisionRequest, list]]:
+        """The request cut into one request per image/video (what an out-of-memory retry runs)."""
+        out, start = [], 0
+        for j, (t, h, w) in enumerate(shape):
+            n = t * h * w
+            out.append((VisionRequest(request.pixel_values[start : start + n], request.grid_thw[j : j + 1]),
+                        [shape[j]]))
+            start += n
+        return out
+
+    def tokens(self, shapes: list) -> int:
+        """Attention tokens of an unpadded run of ``shapes`` (for the eager attention choice)."""
+        return sum(self.rows(s) for s in shapes)
+
+
+class AudioModality:
+    """Audio clips: rows are 100-frame chunks; the output is one embeds tensor."""
+
+    name = "audio"
+    request_type = AudioRequest
+    input_field = "input_features"
+
+    def __init__(self, encoder: AudioEncoder):
+        if encoder.chunk_frames != AUDIO_CHUNK_FRAMES:
+            raise ValueError(f"the bucket grid assumes {AUDIO_CHUNK_FRAMES}-frame chunks; "
+                             f"this encoder uses {encoder.chunk_frames}")
+        self.encoder = encoder
+        enc = encoder
+        self.window = enc.tokens_per_chunk * max(enc.n_window_infer // enc.chunk_frames, 1)
+
+    def demand(self, shape) -> Demand:
+        return audio_demand(shape)
+
+    def segments(self, bucket: Bucket) -> int:
+        """Attention windows of a bucket: the real audios' and the padding's, bounded."""
+        tokens = bucket.size // AUDIO_CHUNK_FRAMES * self.encoder.tokens_per_chunk
+        return bucket.batch + 2 * math.ceil(tokens / self.window) + 1
+
+    def plan(self, shapes: list, bucket: Bucket | None = None):
+        lens = [T for s in shapes for T in s]
+        if bucket is None:
+            return self.encoder.plan(lens)
+        plan = self.encoder.plan(lens, num_chunks=self.bucket_rows(bucket), num_segments=self.segments(bucket))
+        plan.max_seqlen = self.window  # a fixed bound per bucket, whatever the mix
+        return plan
+
+    def rows(self, shape) -> int:
+        return sum(math.ceil(T / AUDIO_CHUNK_FRAMES) for T in shape)
+
+    def bucket_rows(self, bucket: Bucket) -> int:
+        return bucket.size // AUDIO_CHUNK_FRAMES
+
+    def input_buffer(self, rows: int, device: torch.device, zero: bool = True) -> torch.Tensor:
+        enc = self.encoder
+        shape = (rows, enc.config.num_mel_bins, enc.chunk_frames)
+        return (torch.zeros if zero else torch.empty)(shape, dtype=enc.dtype, device=device)
+
+    def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
+        row = 0
+        for r, shape in zip(requests, shapes):
+            chunks = chunk_features(r.input_features, shape, self.encoder.n_window)  # [C, mel, F]
+            out[row : row + chunks.shape[0]].copy_(chunks, non_blocking=True)
+            row += chunks.shape[0]
+        return row
+
+    def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]:
+        return (self.encoder.run(inputs, plan, backend),)
+
+    def out_rows(self, shape) -> int:
+        return sum(audio_output_length(T, self.encoder.n_window) for T in shape)
+
+    def output(self, tensors: tuple[torch.Tensor, ...]) -> AudioOutput:
+        return AudioOutput(tensors[0])
+
+    def items(self, request: AudioRequest, shape) -> list[tuple[AudioRequest, list]]:
+        out, start = [], 0
+        for j, T in enumerate(shape):
+            out.append((AudioRequest(request.input_features[:, start : start + T], request.feature_lens[j : j + 1]),
+                        [T]))
+            start += T
+        return out
+
+    def tokens(self, shapes: list) -> int:
+        return sum(self.out_rows(s) for s in shapes)
+
+
+__all__ = ["AudioModality", "VisionModality"]
