@@ -15,6 +15,8 @@ _LAZY = {
     "EncoderRuntime": ".runtime",
     "EncoderService": ".service",
     "ServiceClosed": ".service",
+    "ServiceBusy": ".service",
+    "Batch": ".runtime",
     "VisionRequest": ".requests",
     "AudioRequest": ".requests",
     "VisionOutput": ".requests",
@@ -30,7 +32,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "AudioOutput", "AudioRequest", "Bucket", "BucketGrid", "BucketSet", "Demand", "EncoderRuntime",
-    "EncoderService", "GridError", "ModalityGrid", "Replay", "ServiceClosed", "SimReport", "TraceError",
+    "EncoderService", "GridError", "ServiceBusy", "Batch", "ModalityGrid", "Replay", "ServiceClosed", "SimReport", "TraceError",
     "TraceRecord", "TraceRecorder", "VisionOutput", "VisionRequest", "audio_demand",
     "estimate_activation_bytes", "pack", "read_trace", "simulate", "vision_demand", "write_trace",
 ]

@@ -1,100 +1,418 @@
-"""EncoderService: a thread-safe front door with futures over one EncoderRuntime.
+"""EncoderService: a thread-safe, bounded front door with futures over one or several runtimes.
 
-Callers on any thread ``submit`` a request and get a ``concurrent.futures.Future``. One worker thread
-waits up to ``max_wait_ms`` after the first pending request to let others arrive, then encodes what
-is pending in one ``runtime.launch`` call (so requests of many users share replays) and resolves the
-futures. Requests are validated once, at ``submit``: a bad one raises there and never reaches a
-batch. The runtime fails only the requests at fault (it retries a failed pack's members alone).
+Callers on any thread ``submit`` a request and get a ``concurrent.futures.Future`` (or ``await
+encode_async``). Requests are validated once, at ``submit``; at most ``max_pending`` are outstanding
+(queued or running): past that, ``submit`` waits up to its timeout and raises ``ServiceBusy``.
+
+Threads:
+    batcher      waits ``max_wait_ms`` after the first pending request (or until ``max_batch`` are
+                 pending), packs them with the runtime's own packing, and sends each pack to the
+                 device predicted to finish it first: the predicted time still queued on each device
+                 plus the pack's own (``cost``).
+    launcher     one per device: ``runtime.launch`` (host work, enqueue; no waiting for the GPU), so it
+                 prepares batch n+1 while the GPU runs batch n.
+    completer    one per device: waits for each launched batch and resolves its futures.
+Whatever escapes a thread fails every outstanding future with ``ServiceClosed`` (the cause chained)
+and closes the service. A device whose launch or wait fails (not a request's own error) is marked
+unhealthy; its work goes once to the others, later work avoids it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
+import torch
+
+from .packing import pack
 from .runtime import EncoderRuntime
 
 
 class ServiceClosed(RuntimeError):
-    """The service was closed; it takes no more requests."""
+    """The service was closed (or its worker died); it takes no more requests."""
+
+
+class ServiceBusy(RuntimeError):
+    """``max_pending`` requests are outstanding and none finished within ``submit``'s timeout."""
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"EncoderService: {name}={value!r} must be an integer >= 1")
+    return value
+
+
+class _Job:
+    """Requests sent to one device together."""
+
+    __slots__ = ("requests", "shapes", "futures", "predicted_ms", "tries")
+
+    def __init__(self, requests, shapes, futures, predicted_ms: float, tries: int = 0):
+        self.requests, self.shapes, self.futures = requests, shapes, futures
+        self.predicted_ms, self.tries = predicted_ms, tries
+
+
+class _Device:
+    """One runtime, its threads' queues and its figures."""
+
+    def __init__(self, index: int, runtime: EncoderRuntime):
+        self.index, self.runtime = index, runtime
+        self.launch_q: queue.SimpleQueue = queue.SimpleQueue()
+        self.done_q: queue.SimpleQueue = queue.SimpleQueue()
+        self.queued_ms = 0.0  # predicted time of work sent and not finished
+        self.jobs = 0  # jobs sent and not finished
+        self.healthy = True
+        self.error: str | None = None
+        self.batches = self.requests = 0
+        self.busy_s = self.last_done = 0.0
+        self.threads: list[threading.Thread] = []
+
+    def stats(self) -> dict:
+        return {"device": str(self.runtime.device), "healthy": self.healthy, "error": self.error,
+                "batches": self.batches, "requests": self.requests, "queued_ms": self.queued_ms,
+                "busy_s": self.busy_s}
+
+
+def default_cost(modality: str, replay, graph: bool) -> float:
+    """A stand-in predicted time (ms) of a pack when no cost model is given: proportional to its
+    work, with a fixed part per run (vision patches weigh ~4x audio frames)."""
+    units = replay.bucket.size if (replay.bucket is not None and graph) else replay.size
+    return 0.5 + units * (2.5e-3 if modality == "vision" else 6e-4)
 
 
 class EncoderService:
-    """Batches concurrent requests into runtime calls.
+    """Batches concurrent requests into runtime launches on one or several devices.
 
     Args:
-        runtime: the runtime (captured or not).
-        max_wait_ms: how long the worker waits after the first pending request before running.
-        max_batch: at most this many requests per ``encode`` call.
+        runtimes: one ``EncoderRuntime`` or a list (one per device, each captured on its own device;
+            same grid and encoders).
+        max_wait_ms: how long a batch waits for more requests after its first one (finite, >= 0).
+        max_batch: at most this many requests per batch (an integer >= 1).
+        max_pending: at most this many requests outstanding, queued or running (an integer >= 1).
+        output_device: where results are delivered (default: the device that encoded them); the copy
+            is enqueued on the producing device's stream, without waiting.
+        cost: ``cost(modality, replay, graph) -> ms``, the predicted GPU time of a pack (default: a
+            work-proportional stand-in; pass ``CostModel.run_ms`` of a calibrated model).
     """
 
-    def __init__(self, runtime: EncoderRuntime, max_wait_ms: float = 2.0, max_batch: int = 64):
-        self.runtime = runtime
+    def __init__(self, runtimes: EncoderRuntime | Sequence[EncoderRuntime], max_wait_ms: float = 2.0,
+                 max_batch: int = 64, max_pending: int = 1024, output_device=None,
+                 cost: Callable | None = None):
+        rts = [runtimes] if isinstance(runtimes, EncoderRuntime) or not isinstance(runtimes, Sequence) else list(runtimes)
+        if not rts:
+            raise ValueError("EncoderService: needs at least one runtime")
+        if len({id(rt) for rt in rts}) != len(rts) or len({str(rt.device) for rt in rts}) != len(rts):
+            raise ValueError("EncoderService: give each runtime once, each on its own device")
+        for rt in rts[1:]:
+            if rt.grid != rts[0].grid or [lane.modality for lane in rt.lanes()] != [lane.modality for lane in rts[0].lanes()]:
+                raise ValueError("EncoderService: every runtime needs the same grid and the same encoders")
+        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) \
+                or not math.isfinite(max_wait_ms) or max_wait_ms < 0:
+            raise ValueError(f"EncoderService: max_wait_ms={max_wait_ms!r} must be a finite number >= 0")
         self.max_wait_s = max_wait_ms / 1e3
-        self.max_batch = max_batch
-        self._pending: list[tuple[object, list, Future]] = []
-        self._cv = threading.Condition()
+        self.max_batch = _positive_int("max_batch", max_batch)
+        self.max_pending = _positive_int("max_pending", max_pending)
+        self.output_device = torch.device(output_device) if output_device is not None else None
+        self.cost = cost or default_cost
+        self.runtime = rts[0]  # validates requests; one grid for all
+        self._devices = [_Device(i, rt) for i, rt in enumerate(rts)]
+        self._pending: list[tuple[object, list, Future, float]] = []  # request, shape, future, arrival
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)  # pending requests and device room changed
+        self._room = threading.Condition(self._lock)  # an outstanding request finished
+        self._outstanding = 0
         self._closed = False
+        self._death: BaseException | None = None
+        self._inflight: set[Future] = set()
         self.batches = 0
-        self._worker = threading.Thread(target=self._loop, name="omnienc-service", daemon=True)
-        self._worker.start()
+        self.busy_rejections = 0
+        self._threads = [threading.Thread(target=self._guard, args=(self._batch_loop,), name="omnienc-batcher",
+                                          daemon=True)]
+        for dev in self._devices:
+            dev.threads = [
+                threading.Thread(target=self._guard, args=(self._launch_loop, dev), name=f"omnienc-launch-{dev.index}",
+                                 daemon=True),
+                threading.Thread(target=self._guard, args=(self._complete_loop, dev),
+                                 name=f"omnienc-complete-{dev.index}", daemon=True),
+            ]
+            self._threads += dev.threads
+        for t in self._threads:
+            t.start()
 
-    def submit(self, request) -> Future:
-        """Queues one request; raises ``ValueError`` if it is malformed, ``ServiceClosed`` after close."""
+    # -- front door -----------------------------------------------------------------------------
+    def submit(self, request, timeout: float | None = None) -> Future:
+        """Queues one request.
+
+        Raises ``ValueError`` if it is malformed (before queuing), ``ServiceBusy`` if ``max_pending``
+        requests stay outstanding for ``timeout`` seconds (None: wait for room; 0: do not wait),
+        ``ServiceClosed`` after ``close`` or a worker's death.
+        """
         shape = self.runtime.validate([request])[0]
         future: Future = Future()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         with self._cv:
-            if self._closed:
-                raise ServiceClosed("EncoderService is closed; create a new one to submit requests")
-            self._pending.append((request, shape, future))
-            self._cv.notify()
+            while True:
+                self._raise_if_closed()
+                if self._outstanding < self.max_pending:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self.busy_rejections += 1
+                    raise ServiceBusy(f"EncoderService: {self._outstanding} requests outstanding "
+                                      f"(max_pending={self.max_pending}); retry later or shed load")
+                self._room.wait(left)
+            self._outstanding += 1
+            self._inflight.add(future)
+            self._pending.append((request, shape, future, time.monotonic()))
+            self._cv.notify_all()
+        future.add_done_callback(self._finished)
         return future
 
-    def _take(self) -> list[tuple[object, list, Future]] | None:
+    async def encode_async(self, request, timeout: float | None = None):
+        """Awaits one request's result without blocking the event loop. Cancelling the awaiting task
+        cancels the request if it has not started. ``timeout`` bounds only the wait for room."""
+        try:
+            future = self.submit(request, timeout=0)
+        except ServiceBusy:
+            if timeout == 0:
+                raise
+            loop = asyncio.get_running_loop()
+            future = await loop.run_in_executor(None, lambda: self.submit(request, timeout=timeout))
+        return await asyncio.wrap_future(future)
+
+    def _raise_if_closed(self) -> None:
+        if self._death is not None:
+            raise ServiceClosed("EncoderService stopped: a worker thread died") from self._death
+        if self._closed:
+            raise ServiceClosed("EncoderService is closed; create a new one to submit requests")
+
+    def _finished(self, future: Future) -> None:
         with self._cv:
-            while not self._pending and not self._closed:
+            self._inflight.discard(future)
+            self._outstanding -= 1
+            self._room.notify()
+
+    # -- batcher --------------------------------------------------------------------------------
+    JOBS_PER_DEVICE = 2  # one running on the GPU, one prepared behind it; the rest waits to batch up
+
+    def _take(self) -> list | None:
+        """The next batch: when a device has room, up to ``max_batch`` pending requests, once
+        ``max_wait_ms`` passed since the oldest of them arrived (or at once when full)."""
+        with self._cv:
+            while not self._closed and (not self._pending or not self._room_on_a_device()):
                 self._cv.wait()
             if not self._pending:
                 return None  # closed and drained
-            deadline = time.monotonic() + self.max_wait_s
+            deadline = self._pending[0][3] + self.max_wait_s
             while len(self._pending) < self.max_batch and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cv.wait(left)
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
             return batch
 
-    def _loop(self) -> None:
-        while (batch := self._take()) is not None:
-            live = [(r, s, f) for r, s, f in batch if f.set_running_or_notify_cancel()]
-            if not live:
-                continue
-            self.batches += 1
-            try:
-                results = self.runtime.launch([r for r, _, _ in live], [s for _, s, _ in live]).results()
-            except Exception as e:  # noqa: BLE001 - delivered to every future of the batch
-                results = [e] * len(live)
-            for (_, _, f), o in zip(live, results):
-                if isinstance(o, BaseException):
-                    f.set_exception(o)
-                else:
-                    f.set_result(o)
+    def _room_on_a_device(self) -> bool:
+        return any(d.jobs < self.JOBS_PER_DEVICE for d in self._devices if d.healthy) or \
+            not any(d.healthy for d in self._devices)
 
-    def close(self, cancel_pending: bool = False) -> None:
-        """Stops taking requests. Pending ones finish (or, with ``cancel_pending``, are cancelled)."""
+    def _batch_loop(self) -> None:
+        while (batch := self._take()) is not None:
+            live = [(r, s, f) for r, s, f, _ in batch if not f.cancelled()]
+            if live:
+                self.batches += 1
+                self._dispatch(live)
+        for dev in self._devices:
+            dev.launch_q.put(None)
+
+    def _dispatch(self, live: list, exclude: _Device | None = None, tries: int = 0) -> None:
+        """Packs ``live`` per modality and sends each pack to the healthy device predicted to finish
+        it first; requests of the packs a device gets go to it as one job."""
+        healthy = [d for d in self._devices if d.healthy and d is not exclude]
+        devices = [d for d in healthy if d.jobs < self.JOBS_PER_DEVICE] or healthy or \
+            [d for d in self._devices if d is not exclude] or self._devices
+        jobs: dict[int, list] = {}
+        with self._lock:
+            for lane in self.runtime.lanes():
+                idx = [i for i, (r, _, _) in enumerate(live) if isinstance(r, lane.spec.request_type)]
+                if not idx:
+                    continue
+                for rep in pack([lane.spec.demand(live[i][1]) for i in idx], lane.bucket_set):
+                    graph = rep.bucket is not None and lane.buckets[rep.bucket].stats.graph
+                    ms = self.cost(lane.modality, rep, graph)
+                    dev = min(devices, key=lambda d: d.queued_ms + ms)
+                    dev.queued_ms += ms
+                    jobs.setdefault(dev.index, [[], 0.0])
+                    jobs[dev.index][0] += [live[idx[m]] for m in rep.members]
+                    jobs[dev.index][1] += ms
+            for index in jobs:
+                self._devices[index].jobs += 1
+        for index, (items, ms) in jobs.items():
+            self._devices[index].launch_q.put(
+                _Job([r for r, _, _ in items], [s for _, s, _ in items], [f for _, _, f in items], ms, tries))
+
+    # -- per device -----------------------------------------------------------------------------
+    def _launch_loop(self, dev: _Device) -> None:
+        rt = dev.runtime
+        cuda = rt.device.type == "cuda"
+        while (job := dev.launch_q.get()) is not None:
+            if job.tries == 0:  # a request cancelled before its launch never runs
+                keep = [k for k, f in enumerate(job.futures) if f.set_running_or_notify_cancel()]
+                if len(keep) < len(job.futures):
+                    job.requests, job.shapes, job.futures = ([x[k] for k in keep] for x in
+                                                             (job.requests, job.shapes, job.futures))
+                if not keep:
+                    self._job_done(dev, job)
+                    continue
+            try:
+                with torch.cuda.device(rt.device) if cuda else _nothing():
+                    t0 = time.perf_counter()
+                    batch = rt.launch(job.requests, job.shapes)
+                    moved = self._to_output_device(batch)
+                    event = None
+                    if moved is not None and cuda:
+                        event = torch.cuda.Event()
+                        event.record()
+            except Exception as e:  # noqa: BLE001 - not a request's own error: the device failed
+                self._device_failed(dev, job, e)
+                continue
+            dev.done_q.put((job, batch, moved, event, t0))
+        dev.done_q.put(None)
+
+    def _to_output_device(self, batch) -> list | None:
+        """Copies of the outputs on ``output_device`` (enqueued on the producing stream), if needed."""
+        target = self.output_device
+        if target is None:
+            return None
+        out = []
+        for o in batch.outputs:
+            if o is None:
+                out.append(None)
+                continue
+            fields = {k: (v.to(target, non_blocking=True) if isinstance(v, torch.Tensor)
+                          else [t.to(target, non_blocking=True) for t in v]) for k, v in vars(o).items()}
+            out.append(type(o)(**fields))
+        return out
+
+    def _complete_loop(self, dev: _Device) -> None:
+        while (item := dev.done_q.get()) is not None:
+            job, batch, moved, event, t0 = item
+            try:
+                results = batch.results()
+                if event is not None:
+                    event.synchronize()
+            except Exception as e:  # noqa: BLE001 - waiting failed: the device, not a request
+                self._device_failed(dev, job, e)
+                continue
+            now = time.perf_counter()
+            dev.busy_s += now - max(t0, dev.last_done)  # the union of the jobs' spans
+            dev.last_done = now
+            dev.batches += 1
+            dev.requests += len(job.requests)
+            self._job_done(dev, job)
+            for k, (f, res) in enumerate(zip(job.futures, results)):
+                if isinstance(res, BaseException):
+                    _resolve(f, error=res)
+                else:
+                    _resolve(f, moved[k] if moved is not None else res)
+
+    def _job_done(self, dev: _Device, job: _Job) -> None:
+        with self._cv:
+            dev.queued_ms = max(dev.queued_ms - job.predicted_ms, 0.0)
+            dev.jobs -= 1
+            self._cv.notify_all()
+
+    def _device_failed(self, dev: _Device, job: _Job, error: Exception) -> None:
+        """Marks ``dev`` unhealthy and sends its job once to the other devices (or fails it)."""
+        self._job_done(dev, job)
+        with self._cv:
+            others = [d for d in self._devices if d is not dev and d.healthy]
+            if others:
+                dev.healthy = False
+                dev.error = f"{type(error).__name__}: {error}"
+        if others and job.tries == 0:
+            self._dispatch(list(zip(job.requests, job.shapes, job.futures)), exclude=dev, tries=1)
+            return
+        for f in job.futures:
+            _resolve(f, error=error)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _guard(self, loop, *args) -> None:
+        """Runs a thread's loop; whatever escapes it fails every outstanding future and closes."""
+        try:
+            loop(*args)
+        except BaseException as e:  # noqa: BLE001 - the service must not die silently
+            self._die(e)
+
+    def _die(self, error: BaseException) -> None:
+        with self._cv:
+            if self._death is None:
+                self._death = error
+            self._closed = True
+            futures = list(self._inflight)
+            self._pending.clear()
+            self._cv.notify_all()
+        for f in futures:
+            closed = ServiceClosed(f"EncoderService stopped: a worker thread died ({type(error).__name__}: {error})")
+            closed.__cause__ = error
+            _resolve(f, error=closed)
+        for dev in self._devices:
+            dev.launch_q.put(None)
+            dev.done_q.put(None)
+
+    def close(self, cancel_pending: bool = False, timeout: float | None = None) -> bool:
+        """Stops taking requests. Queued ones finish (or, with ``cancel_pending``, are cancelled).
+        Returns True once every thread has finished, False if ``timeout`` seconds passed first
+        (e.g. an encode is stuck; its futures stay pending until it returns)."""
         with self._cv:
             self._closed = True
             if cancel_pending:
-                for _, _, f in self._pending:
+                for _, _, f, _ in self._pending:
                     f.cancel()
                 self._pending.clear()
             self._cv.notify_all()
-        self._worker.join()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        return not any(t.is_alive() for t in self._threads)
+
+    def stats(self) -> dict:
+        """Service figures (per device: health, batches, requests, busy time); no GPU waits."""
+        with self._cv:
+            return {"batches": self.batches, "outstanding": self._outstanding, "queued": len(self._pending),
+                    "busy_rejections": self.busy_rejections, "closed": self._closed,
+                    "devices": [d.stats() for d in self._devices]}
 
     def __enter__(self) -> EncoderService:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _resolve(future: Future, value=None, error: BaseException | None = None) -> None:
+    """Sets a future's result or exception unless it is already resolved (cancelled, or failed by a
+    closing service meanwhile)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+    except Exception:  # noqa: BLE001 - InvalidStateError: resolved elsewhere first
+        pass
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+__all__ = ["EncoderService", "ServiceBusy", "ServiceClosed", "default_cost"]
