@@ -364,12 +364,18 @@ class AudioEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir, dtype=torch.bfloat16, device="cpu", attn_backend="auto") -> AudioEncoder:
-        """Builds from ``thinker_config.audio_config`` and loads ``thinker.audio_tower.*`` weights."""
+        """Builds from ``thinker_config.audio_config`` and loads ``thinker.audio_tower.*`` weights.
+
+        Raises:
+            CheckpointError: a malformed ``config.json`` or index, or a config without a field that
+                changes the computation (``weights.REQUIRED_CONFIG_FIELDS``); names the file and field.
+            WeightLoadError: missing, unexpected, non-float, mis-shaped or non-finite weights.
+        """
         from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeAudioEncoderConfig
 
-        from .weights import load_hf_weights, read_thinker_subconfig
+        from .weights import load_hf_weights, read_encoder_config
 
-        config = Qwen3OmniMoeAudioEncoderConfig(**read_thinker_subconfig(checkpoint_dir, "audio_config"))
+        config = read_encoder_config(checkpoint_dir, "audio_config", Qwen3OmniMoeAudioEncoderConfig)
         with torch.device(device):
             model = cls(config, attn_backend=attn_backend).to(dtype)
         load_hf_weights(model, checkpoint_dir, prefix="thinker.audio_tower.")

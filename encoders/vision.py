@@ -363,12 +363,18 @@ class VisionEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir, dtype=torch.bfloat16, device="cpu", attn_backend="auto") -> VisionEncoder:
-        """Builds from ``thinker_config.vision_config`` and loads ``thinker.visual.*`` weights."""
+        """Builds from ``thinker_config.vision_config`` and loads ``thinker.visual.*`` weights.
+
+        Raises:
+            CheckpointError: a malformed ``config.json`` or index, or a config without a field that
+                changes the computation (``weights.REQUIRED_CONFIG_FIELDS``); names the file and field.
+            WeightLoadError: missing, unexpected, non-float, mis-shaped or non-finite weights.
+        """
         from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeVisionEncoderConfig
 
-        from .weights import load_hf_weights, read_thinker_subconfig
+        from .weights import load_hf_weights, read_encoder_config
 
-        config = Qwen3OmniMoeVisionEncoderConfig(**read_thinker_subconfig(checkpoint_dir, "vision_config"))
+        config = read_encoder_config(checkpoint_dir, "vision_config", Qwen3OmniMoeVisionEncoderConfig)
         with torch.device(device):
             model = cls(config, attn_backend=attn_backend).to(dtype)
         load_hf_weights(model, checkpoint_dir, prefix="thinker.visual.")

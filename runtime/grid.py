@@ -12,6 +12,12 @@ A grid lives on disk as YAML and in code as validated frozen dataclasses::
 
 Buckets are the cross product of the two lists, or an explicit list
 ``buckets: [{patches: 1024, batch: 1}, ...]`` (``frames`` for audio) instead of the lists.
+A segment takes at least 4 patches (a frame) or 100 frames (an audio), so a bucket's batch is at
+most size / 4 (vision) or size / 100 (audio): an explicit bucket beyond that is an error; in the
+cross product each batch is capped at what the size holds (it packs the same), and a batch that
+even the largest size cannot hold is an error. Sizes are at most ``MAX_SIZE`` (262,144 patches,
+204,800 frames): a request larger than every bucket runs eagerly, it needs no bucket.
+Duplicate YAML keys and files that are not UTF-8 are errors naming the file (and the line).
 An optional ``graphs_up_to: N`` per modality captures graphs only for buckets of size <= N; larger
 buckets still pack requests but run them eagerly, unpadded (where the GPU is busy enough that
 launch overhead hides and padding only costs).
@@ -34,11 +40,17 @@ AUDIO_CHUNK_FRAMES = 100  # the audio encoder cuts every audio into chunks of 10
 PATCHES_PER_TOKEN = 4  # the vision merger turns 2x2 patches into one output token
 DTYPES = ("bfloat16", "float16", "float32")
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-# modality -> (YAML key of the size axis, unit the size must be a multiple of, what one unit is)
+# modality -> (YAML key of the size axis, unit the size must be a multiple of, what one unit is).
+# The unit is also the least one segment takes (a vision frame has even h and w: >= 4 patches; an
+# audio takes >= one 100-frame chunk), so a bucket holds at most size / unit segments.
 _AXES = {
     "vision": ("patches", PATCHES_PER_TOKEN, "4 patches merge into one output token"),
     "audio": ("frames", AUDIO_CHUNK_FRAMES, "audio is encoded in chunks of 100 mel frames"),
 }
+# Largest bucket size: 16x the default grid's largest bucket. A bucket's static buffers and graph
+# memory grow with its size (at these bounds about 9.4 GB (vision) and 13.4 GB (audio) of bf16
+# activations by ``estimate_activation_bytes``); a larger request needs no bucket: it runs eagerly.
+MAX_SIZE = {"vision": 262_144, "audio": 204_800}
 
 
 class GridError(ValueError):
@@ -62,22 +74,35 @@ class Bucket:
         return size <= self.size and batch <= self.batch
 
 
-def _int(where: str, value: Any) -> int:
-    """Returns ``value`` as an int, rejecting bools, floats and strings."""
+def check_int(where: str, value: Any, minimum: int | None = None, error: type[ValueError] = GridError) -> int:
+    """Returns ``value`` as an int (ints, numpy ints, integer 0-d tensors), refusing bools, floats
+    and strings, and with ``minimum`` smaller values; raises ``error`` naming ``where``.
+
+    The one integer check of the grid (``GridError``) and of packing (``ValueError``).
+    """
     if isinstance(value, bool):
-        raise GridError(f"{where}: {value!r} is a boolean; write a positive integer")
+        raise error(f"{where}: {value!r} is a boolean; write a positive integer")
     try:
-        return operator.index(value)
+        v = operator.index(value)
     except TypeError:
-        raise GridError(f"{where}: {value!r} is not an integer; write a positive integer") from None
+        raise error(f"{where}: {value!r} is not an integer; write a positive integer") from None
+    if minimum is not None and v < minimum:
+        raise error(f"{where}: {v} must be >= {minimum}")
+    return v
 
 
 def _check_size(modality: str, where: str, size: Any) -> int:
     """Validates one bucket size of ``modality`` (type, one item at least, unit multiple)."""
     key, unit, why = _AXES[modality]
-    size = _int(where, size)
+    size = check_int(where, size)
     if size < unit:
         raise GridError(f"{where}: {size} {key} cannot hold one item; use at least {unit}")
+    if size > MAX_SIZE[modality]:
+        raise GridError(
+            f"{where}: {size} {key} is above the largest bucket size, {MAX_SIZE[modality]} (its buffers and "
+            f"graph memory grow with the size); use at most {MAX_SIZE[modality]}: larger requests need no "
+            "bucket, they run eagerly"
+        )
     if size % unit:
         lo, hi = size // unit * unit, (size // unit + 1) * unit
         raise GridError(f"{where}: {size} is not a multiple of {unit} ({why}); use {lo} or {hi}")
@@ -86,10 +111,22 @@ def _check_size(modality: str, where: str, size: Any) -> int:
 
 def _check_batch(where: str, batch: Any) -> int:
     """Validates one bucket batch (a positive integer)."""
-    batch = _int(where, batch)
+    batch = check_int(where, batch)
     if batch < 1:
         raise GridError(f"{where}: batch {batch} cannot hold one item; use at least 1")
     return batch
+
+
+def _check_fits(modality: str, where: str, bucket: Bucket, size_note: str = "") -> None:
+    """Refuses a bucket whose batch its size cannot hold (each segment takes at least one unit)."""
+    key, unit, _ = _AXES[modality]
+    most = bucket.size // unit
+    if bucket.batch > most:
+        segment = "a frame has even height and width" if modality == "vision" else "an audio takes whole chunks"
+        raise GridError(
+            f"{where}: batch {bucket.batch} cannot fit in {bucket.size} {key}{size_note}: each segment takes at "
+            f"least {unit} {key} ({segment}); use batch <= {most} or {key} >= {bucket.batch * unit}"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +158,10 @@ class ModalityGrid:
         for b in self.buckets:
             if not isinstance(b, Bucket):
                 raise GridError(f"{self.modality}: {b!r} is not a Bucket; pass Bucket(size, batch)")
-            _check_size(self.modality, f"{self.modality} bucket {b}", b.size)
-            _check_batch(f"{self.modality} bucket {b}", b.batch)
+            where = f"{self.modality} bucket {{{key}: {b.size}, batch: {b.batch}}}"
+            _check_size(self.modality, where, b.size)
+            _check_batch(where, b.batch)
+            _check_fits(self.modality, where, b)
         buckets = tuple(sorted(self.buckets))
         for a, b in zip(buckets, buckets[1:]):
             if a == b:
@@ -132,7 +171,7 @@ class ModalityGrid:
                 )
         object.__setattr__(self, "buckets", buckets)
         if self.graphs_up_to is not None:
-            object.__setattr__(self, "graphs_up_to", _int(f"{self.modality}.graphs_up_to", self.graphs_up_to))
+            object.__setattr__(self, "graphs_up_to", check_int(f"{self.modality}.graphs_up_to", self.graphs_up_to))
             if self.graphs_up_to <= 0:
                 raise GridError(
                     f"{self.modality}.graphs_up_to: {self.graphs_up_to} must be a positive size; "
@@ -190,7 +229,12 @@ class ModalityGrid:
             )
         sizes = _unique_list(modality, key, d[key], lambda w, v: _check_size(modality, w, v))
         batches = _unique_list(modality, "batch", d["batch"], _check_batch)
-        return cls(modality, tuple(Bucket(s, b) for s in sizes for b in batches), up_to)
+        unit, largest = _AXES[modality][1], max(sizes)
+        for i, b in enumerate(batches):
+            _check_fits(modality, f"{modality}.batch[{i}]", Bucket(largest, b), " (the largest size listed)")
+        # Each size with each batch, the batch capped at what the size holds (same packing decisions).
+        buckets = {Bucket(s, min(b, s // unit)) for s in sizes for b in batches}
+        return cls(modality, tuple(buckets), up_to)
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping: the two lists when the buckets are their cross product, else ``buckets``."""
@@ -233,15 +277,39 @@ def _explicit_buckets(modality: str, items: Any) -> list[Bucket]:
                 f"{where}[{i}]: expected {{{key}: <int>, batch: <int>}}, got {item!r}; "
                 f"give exactly the keys '{key}' and 'batch'"
             )
-        out.append(
-            Bucket(
-                _check_size(modality, f"{where}[{i}].{key}", item[key]),
-                _check_batch(f"{where}[{i}].batch", item["batch"]),
-            )
+        bucket = Bucket(
+            _check_size(modality, f"{where}[{i}].{key}", item[key]),
+            _check_batch(f"{where}[{i}].batch", item["batch"]),
         )
+        _check_fits(modality, f"{where}[{i}]", bucket)
+        out.append(bucket)
     if not out:
         raise GridError(f"{where}: empty list; give at least one bucket, or leave '{modality}' out")
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is a ``GridError`` (the
+    plain loader keeps the last value silently). Merge keys (``<<``) may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                mark = key_node.start_mark
+                try:
+                    if key in first:
+                        raise GridError(
+                            f"line {mark.line + 1}, column {mark.column + 1}: key {key!r} is given twice "
+                            f"(first at line {first[key]}); remove one"
+                        )
+                    first[key] = mark.line + 1
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+        return super().construct_mapping(node, deep)
 
 
 @dataclass(frozen=True)
@@ -315,6 +383,11 @@ class BucketGrid:
                 f"grid file {str(path)!r} not found; pass an existing YAML file "
                 "(e.g. omnienc/configs/qwen3_omni.yaml)"
             ) from None
+        except UnicodeDecodeError as e:
+            raise GridError(
+                f"grid file {str(path)!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                "save it as UTF-8"
+            ) from None
         except OSError as e:
             raise GridError(f"cannot read grid file {str(path)!r}: {e}") from None
         return cls._from_text(text, str(path))
@@ -322,11 +395,13 @@ class BucketGrid:
     @classmethod
     def _from_text(cls, text: str, source: str) -> BucketGrid:
         try:
-            d = yaml.safe_load(text)
+            d = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as e:
             mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None) or e
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise GridError(f"{source}: invalid YAML{where}: {problem}; fix the syntax") from None
+        except GridError as e:  # a duplicate key
+            raise GridError(f"{source}: {e}") from None
         try:
             return cls.from_dict(d)
         except GridError as e:

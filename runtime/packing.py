@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import bisect
 import math
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, Bucket
+from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, Bucket, check_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +31,6 @@ class Demand:
             raise ValueError(f"demand {self} must have size >= 1 and batch >= 1")
 
 
-def _positive_int(where: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: {value!r} is a boolean; expected a positive integer")
-    try:
-        v = operator.index(value)  # ints, numpy ints and integer 0-d tensors
-    except TypeError:
-        raise ValueError(f"{where}: {value!r} is not an integer") from None
-    if v < 1:
-        raise ValueError(f"{where}: {v} must be >= 1")
-    return v
-
-
 def vision_demand(grid_thw: Iterable[Sequence[int]]) -> Demand:
     """Demand of a vision request.
 
@@ -61,7 +48,7 @@ def vision_demand(grid_thw: Iterable[Sequence[int]]) -> Demand:
         thw = tuple(item)
         if len(thw) != 3:
             raise ValueError(f"grid_thw[{i}]: expected (t, h, w), got {thw!r}")
-        t, h, w = (_positive_int(f"grid_thw[{i}].{n}", v) for n, v in zip("thw", thw))
+        t, h, w = (check_int(f"grid_thw[{i}].{n}", v, 1, ValueError) for n, v in zip("thw", thw))
         if h % 2 or w % 2:
             raise ValueError(f"grid_thw[{i}]: h={h}, w={w} must be even (2x2 patch merge)")
         size, batch = size + t * h * w, batch + t
@@ -82,7 +69,7 @@ def audio_demand(frames: Iterable[int]) -> Demand:
     Raises:
         ValueError: No audios, or a count that is not a positive integer.
     """
-    counts = [_positive_int(f"frames[{i}]", t) for i, t in enumerate(frames)]
+    counts = [check_int(f"frames[{i}]", t, 1, ValueError) for i, t in enumerate(frames)]
     if not counts:
         raise ValueError("frames is empty; an audio request needs at least one frame count")
     chunks = sum(math.ceil(t / AUDIO_CHUNK_FRAMES) for t in counts)

@@ -55,11 +55,26 @@ def _fail(index: int, kind: str, field: str, problem: str):
     raise ValueError(f"request {index} ({kind}): field '{field}' {problem}")
 
 
+# Input tensors: these dtypes are cast to the encoder's when copied into its buffers (float8 is
+# refused: no processor emits it and torch cannot check it for NaN), on these devices (``meta``
+# tensors hold no data).
+INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INPUT_DEVICES = ("cpu", "cuda")
+
+
+def _check_device(t: torch.Tensor, index: int, kind: str, field: str) -> None:
+    if t.device.type not in INPUT_DEVICES:
+        _fail(index, kind, field, f"is on device '{t.device}'; pass a CPU or CUDA tensor")
+
+
 def _check_float(t, index: int, kind: str, field: str, ndim: int) -> None:
     if not isinstance(t, torch.Tensor):
         _fail(index, kind, field, f"must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
         _fail(index, kind, field, f"must be a floating-point tensor, got {t.dtype}")
+    if t.dtype not in INPUT_DTYPES:
+        _fail(index, kind, field, f"has dtype {t.dtype}; use float16, bfloat16, float32 or float64 (cast it first)")
+    _check_device(t, index, kind, field)
     if t.dim() != ndim:
         _fail(index, kind, field, f"must have {ndim} dimensions, got shape {tuple(t.shape)}")
 
@@ -80,6 +95,7 @@ def _int_tensor(t, index: int, kind: str, field: str) -> torch.Tensor:
         _fail(index, kind, field, f"must be an integer torch.Tensor, got {type(t).__name__}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         _fail(index, kind, field, f"must be an integer tensor, got {t.dtype}")
+    _check_device(t, index, kind, field)
     return t
 
 

@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from omnienc.tools import bench
+from omnienc.tools import bench, workloads
 from omnienc.tools.floor import audio_chunks_tokens, audio_gemms, gemm_flops, time_gemms, vision_gemms
+from omnienc.tools.models import encoder_configs
 
 TINY_GRID = """\
 dtype: bfloat16
@@ -94,11 +95,11 @@ def test_bad_names_are_refused(capsys):
 
 
 def test_workloads_are_fixed():
-    w = bench.all_workloads()
-    assert tuple(w) == bench.WORKLOADS
+    w = workloads.all_workloads()
+    assert tuple(w) == workloads.WORKLOADS
     mixed = w["mixed32"]
     assert len(mixed.requests) == 32
-    assert mixed.requests == bench.mixed_requests()  # same seed, same mix
+    assert mixed.requests == workloads.mixed_requests()  # same seed, same mix
     assert set(mixed.modalities) == {"vision", "audio"}
     assert w["video16x448"].summary()["vision_patches"] == 6272
     assert w["audio30s"].summary()["audio_tokens"] == 390
@@ -108,7 +109,7 @@ def test_workloads_are_fixed():
 
 
 def test_floor_flops_image448_real_config():
-    vcfg, _ = bench.encoder_configs(tiny=False)
+    vcfg, _ = encoder_configs(tiny=False)
     n = 28 * 28  # 448x448 px -> 784 patches
     h, mlp, out = vcfg.hidden_size, vcfg.intermediate_size, vcfg.out_hidden_size
     pixels = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
@@ -128,7 +129,7 @@ def test_floor_flops_image448_real_config():
 
 
 def test_floor_flops_audio10s_real_config():
-    _, acfg = bench.encoder_configs(tiny=False)
+    _, acfg = encoder_configs(tiny=False)
     chunks, tokens = audio_chunks_tokens([1000])
     assert (chunks, tokens) == (10, 130)
     d, ffn = acfg.d_model, acfg.encoder_ffn_dim
@@ -141,13 +142,13 @@ def test_floor_flops_audio10s_real_config():
 
 
 def test_floor_rejects_partial_merge_window():
-    vcfg, _ = bench.encoder_configs(tiny=False)
+    vcfg, _ = encoder_configs(tiny=False)
     with pytest.raises(ValueError, match="multiple of 4"):
         vision_gemms(vcfg, 785)
 
 
 def test_floor_times_on_cpu():
-    vcfg, _ = bench.encoder_configs(tiny=True)
+    vcfg, _ = encoder_configs(tiny=True)
     t = time_gemms(vision_gemms(vcfg, 64), "cpu", repeats=3, warmup=1)
     assert t.repeats == 3 and t.median_ms > 0 and math.isfinite(t.median_ms)
 
@@ -205,3 +206,15 @@ def test_attn_bench_layouts_reference_and_table(capsys):
     with pytest.raises(SystemExit):
         attn_bench.main(["--kernels", "fa2_varlen,bogus"])
     assert "unknown kernels ['bogus']" in capsys.readouterr().err
+
+
+def test_bench_configs_are_the_shared_ones():
+    """bench builds its encoders from tools/models.py: the released sizes, and the tests' tiny configs."""
+    from conftest import tiny_audio_config, tiny_vision_config
+
+    from omnienc.tools.models import real_configs
+
+    for tiny, expected in ((True, (tiny_vision_config(), tiny_audio_config())), (False, real_configs())):
+        got = encoder_configs(tiny=tiny)
+        assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
+        assert all(c._attn_implementation == "sdpa" for c in got)

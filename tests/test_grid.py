@@ -1,11 +1,15 @@
-"""Bucket grid: validation messages, YAML round trips, the packaged default, memory estimates."""
+"""Bucket grid: validation messages, bounds, duplicate keys, YAML round trips, the packaged default,
+memory estimates."""
+
+import random
 
 import pytest
 
 from omnienc.runtime.grid import (
-    AUDIO_CHUNK_FRAMES, PATCHES_PER_TOKEN, Bucket, BucketGrid, GridError, ModalityGrid,
+    AUDIO_CHUNK_FRAMES, MAX_SIZE, PATCHES_PER_TOKEN, Bucket, BucketGrid, GridError, ModalityGrid, check_int,
     estimate_activation_bytes, estimate_flops,
 )
+from omnienc.runtime.packing import audio_demand, pack, vision_demand
 
 V = {"patches": [1024, 4096], "batch": [1, 4]}
 A = {"frames": [800, 3200], "batch": [1, 8]}
@@ -52,6 +56,18 @@ INVALID = {
         {"audio": {"buckets": [{"frames": 150, "batch": 1}]}},
         ["audio.buckets[0].frames", "use 100 or 200"]),
     "top level not a mapping": ([1, 2], ["expected a mapping"]),
+    "explicit batch beyond its size": (
+        {"audio": {"buckets": [{"frames": 200, "batch": 3}]}},
+        ["audio.buckets[0]", "cannot fit in 200 frames", "at least 100 frames", "use batch <= 2 or frames >= 300"]),
+    "listed batch beyond every size": (
+        {"vision": {"patches": [8, 16], "batch": [1, 5]}},
+        ["vision.batch[1]", "cannot fit in 16 patches (the largest size listed)", "use batch <= 4 or patches >= 20"]),
+    "absurd batch": ({"vision": {"patches": [1024], "batch": [10**9]}}, ["cannot fit in 1024 patches"]),
+    "absurd patches": (
+        {"vision": {"patches": [10**9], "batch": [1]}},
+        ["vision.patches[0]", "above the largest bucket size, 262144", "use at most 262144", "run eagerly"]),
+    "frames above the bound": (
+        {"audio": {"buckets": [{"frames": 204_900, "batch": 1}]}}, ["audio.buckets[0].frames", "at most 204800"]),
 }
 
 
@@ -179,3 +195,86 @@ def test_graphs_up_to_validation(value, fragment):
     with pytest.raises(GridError, match="graphs_up_to") as e:
         BucketGrid.from_dict({"vision": {"patches": [256], "batch": [1], "graphs_up_to": value}})
     assert fragment in str(e.value)
+
+
+def test_sizes_up_to_the_bound_are_accepted():
+    g = BucketGrid.from_dict({"vision": {"buckets": [{"patches": MAX_SIZE["vision"], "batch": 16}]},
+                              "audio": {"frames": [MAX_SIZE["audio"]], "batch": [MAX_SIZE["audio"] // 100]}})
+    assert g.vision.max_size == MAX_SIZE["vision"] and g.audio.max_batch == MAX_SIZE["audio"] // 100
+
+
+def test_a_bucket_built_in_code_is_bounded_too():
+    with pytest.raises(GridError, match=r"audio bucket \{frames: 100, batch: 2\}: batch 2 cannot fit"):
+        ModalityGrid("audio", (Bucket(100, 2),))
+    with pytest.raises(GridError, match="above the largest bucket size"):
+        ModalityGrid("vision", (Bucket(MAX_SIZE["vision"] + 4, 1),))
+
+
+@pytest.mark.parametrize("modality", ["vision", "audio"])
+def test_cross_product_caps_each_batch_at_what_its_size_holds_and_packs_the_same(modality):
+    """Capping changes no packing decision: no mix of requests fits a size with more segments than
+    size / unit, so the capped grid and the raw cross product pack every request stream alike."""
+    rng = random.Random()
+    unit = PATCHES_PER_TOKEN if modality == "vision" else AUDIO_CHUNK_FRAMES
+    key = "patches" if modality == "vision" else "frames"
+    sizes = sorted(rng.sample(range(1, 40), 4))
+    sizes = [s * unit for s in sizes]
+    batches = sorted(rng.sample(range(1, sizes[-1] // unit + 1), min(3, sizes[-1] // unit)))
+    grid = ModalityGrid.from_dict(modality, {key: sizes, "batch": batches})
+    assert set(grid.buckets) == {Bucket(s, min(b, s // unit)) for s in sizes for b in batches}
+    raw = [Bucket(s, b) for s in sizes for b in batches]
+    for _ in range(20):
+        if modality == "vision":
+            demands = [vision_demand([(rng.randint(1, 3), 2 * rng.randint(1, 4), 2 * rng.randint(1, 4))])
+                       for _ in range(rng.randint(1, 12))]
+        else:
+            demands = [audio_demand([rng.randint(1, 900) for _ in range(rng.randint(1, 3))])
+                       for _ in range(rng.randint(1, 12))]
+        capped, uncapped = pack(demands, grid.buckets), pack(demands, raw)
+        assert [(r.members, r.bucket and r.bucket.size) for r in capped] == \
+               [(r.members, r.bucket and r.bucket.size) for r in uncapped]
+    assert BucketGrid.from_dict(BucketGrid(**{modality: grid}).to_dict()).modality(modality) == grid
+
+
+DUPLICATES = {
+    "top level": ("dtype: bfloat16\nvision: {patches: [8], batch: [1]}\ndtype: float16\n", "'dtype'", 3, 1),
+    "in a modality": ("vision:\n  patches: [8]\n  batch: [1]\n  patches: [16]\n", "'patches'", 4, 2),
+    "flow mapping": ("audio: {frames: [100], batch: [1], frames: [200]}\n", "'frames'", 1, 1),
+    "explicit bucket": ("audio:\n  buckets:\n  - {frames: 100, batch: 1, batch: 1}\n", "'batch'", 3, 3),
+}
+
+
+@pytest.mark.parametrize("text, key, line, first", DUPLICATES.values(), ids=DUPLICATES.keys())
+def test_duplicate_yaml_keys_are_refused_naming_file_key_and_line(tmp_path, text, key, line, first):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(GridError, match=rf"dup\.yaml: line {line}, column \d+: key {key} is given twice "
+                                        rf"\(first at line {first}\); remove one"):
+        BucketGrid.from_yaml(path)
+
+
+def test_a_merge_key_may_be_overridden(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("vision:\n  <<: {patches: [8], batch: [1]}\n  batch: [2]\n")
+    assert BucketGrid.from_yaml(path).vision.buckets == (Bucket(8, 2),)
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# grille par défaut\nvision: {patches: [8], batch: [1]}\n".encode("latin-1"))
+    with pytest.raises(GridError, match=r"latin1\.yaml'?: not UTF-8 text \(byte 0xe9 at offset \d+\); save it as UTF-8"):
+        BucketGrid.from_yaml(path)
+
+
+@pytest.mark.parametrize("error", [GridError, ValueError])
+def test_check_int_is_the_one_integer_check(error):
+    import numpy as np
+    import torch
+
+    n = random.randint(1, 10**6)
+    assert check_int("x", n) == check_int("x", np.int64(n)) == check_int("x", torch.tensor(n)) == n
+    for value, why in ((True, "is a boolean; write a positive integer"), (2.0, "is not an integer"),
+                       ("3", "is not an integer"), (0, "0 must be >= 1")):
+        with pytest.raises(error, match=why) as e:
+            check_int("where", value, 1, error)
+        assert type(e.value) is error and str(e.value).startswith("where: ")

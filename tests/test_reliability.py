@@ -41,6 +41,10 @@ def bad_vision_cases(cfg):
         "inf": (VisionRequest(inf, torch.tensor([[1, 4, 4]])), "pixel_values", "infinite"),
         "int pixels": (VisionRequest(torch.randint(0, 9, (16, d)), torch.tensor([[1, 4, 4]])), "pixel_values", "floating"),
         "empty grid": (VisionRequest(px(0), torch.zeros(0, 3, dtype=torch.long)), "grid_thw", "n >= 1"),
+        "meta pixels": (VisionRequest(torch.empty(16, d, device="meta"), torch.tensor([[1, 4, 4]])), "pixel_values", "device 'meta'"),
+        "meta grid": (VisionRequest(px(16), torch.tensor([[1, 4, 4]], device="meta")), "grid_thw", "device 'meta'"),
+        "float8 pixels": (VisionRequest(px(16).to(torch.float8_e4m3fn), torch.tensor([[1, 4, 4]])), "pixel_values", "dtype torch.float8_e4m3fn"),
+        "complex pixels": (VisionRequest(px(16).to(torch.complex64), torch.tensor([[1, 4, 4]])), "pixel_values", "floating"),
     }
 
 
@@ -57,6 +61,9 @@ def bad_audio_cases(cfg):
         "sum != T": (AudioRequest(torch.randn(m, 50), torch.tensor([20, 20])), "feature_lens", "add up to 40"),
         "nan": (AudioRequest(nan, torch.tensor([50])), "input_features", "NaN"),
         "int features": (AudioRequest(torch.ones(m, 50, dtype=torch.int32), torch.tensor([50])), "input_features", "floating"),
+        "meta features": (AudioRequest(torch.empty(m, 50, device="meta"), torch.tensor([50])), "input_features", "device 'meta'"),
+        "meta lens": (AudioRequest(torch.randn(m, 50), torch.tensor([50], device="meta")), "feature_lens", "device 'meta'"),
+        "float8 features": (AudioRequest(torch.randn(m, 50).to(torch.float8_e5m2), torch.tensor([50])), "input_features", "float8_e5m2"),
     }
 
 
@@ -78,6 +85,16 @@ def test_every_bad_request_is_named_and_nothing_runs(encoders, runtime):
     # Still usable and correct.
     reqs = [good_v, good_a]
     check_against_direct(encoders, reqs, runtime.encode(reqs))
+
+
+def test_every_accepted_input_dtype_encodes_as_the_encoders_do(encoders, runtime):
+    """float16/bfloat16/float64 inputs are cast on the copy into the buffers, as the eager encoders cast."""
+    vis, aud = encoders
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        reqs = [vision_request([[1, 4, 6]], vis.config), audio_request([random.randint(1, 300)], aud.config)]
+        reqs[0].pixel_values = reqs[0].pixel_values.to(dtype)
+        reqs[1].input_features = reqs[1].input_features.to(dtype)
+        check_against_direct(encoders, reqs, runtime.encode(reqs))
 
 
 def test_unknown_request_type_and_missing_encoder(encoders):

@@ -1,15 +1,21 @@
-"""Checkpoint loading: a synthetic sharded checkpoint, and every strictness / corruption error."""
+"""Checkpoint loading: a synthetic sharded checkpoint, and every strictness / corruption error (config
+fields that change the computation, malformed files, weight dtypes and non-finite values)."""
 
 from __future__ import annotations
 
 import json
+import random
+import re
 
 import pytest
 import torch
-from conftest import hf_and_native_audio, hf_and_native_vision, random_pixels, rel_err
+from conftest import (
+    hf_and_native_audio, hf_and_native_vision, random_pixels, rel_err, tiny_audio_config, tiny_vision_config,
+)
 from safetensors.torch import save_file
 
 from omnienc.encoders import AudioEncoder, CheckpointError, VisionEncoder, WeightLoadError, load_hf_weights
+from omnienc.encoders.weights import REQUIRED_CONFIG_FIELDS
 
 
 def write_checkpoint(root, hf_vision, hf_audio, split_audio=True):
@@ -166,3 +172,157 @@ def test_audio_state_dict_speaks_hf_names_over_the_stacked_qkv():
     assert torch.equal(fresh.layers[0].self_attn.qkv.weight, attn.qkv.weight)
     feats = torch.randn(native.config.num_mel_bins, 250)
     assert rel_err(fresh(feats, [250]), native(feats, [250])) == 0
+
+
+# --- config fields, malformed files, weight dtypes and values --------------------------------------
+
+REQUIRED = [(name, key) for name, fields in REQUIRED_CONFIG_FIELDS.items() for key in fields]
+
+
+def write_config(root, vision_cfg=None, audio_cfg=None):
+    """A checkpoint folder holding only config.json (config errors come before any weight is read)."""
+    root.mkdir(parents=True, exist_ok=True)
+    thinker = {}
+    if vision_cfg is not None:
+        thinker["vision_config"] = vision_cfg
+    if audio_cfg is not None:
+        thinker["audio_config"] = audio_cfg
+    (root / "config.json").write_text(json.dumps({"model_type": "qwen3_omni_moe", "thinker_config": thinker}))
+    return root
+
+
+def encoder_for(name):
+    return VisionEncoder if name == "vision_config" else AudioEncoder
+
+
+@pytest.mark.parametrize("name, key", REQUIRED, ids=[f"{n}.{k}" for n, k in REQUIRED])
+def test_a_missing_computation_field_fails_naming_file_and_field(tmp_path, name, key):
+    """transformers would fill the field with its class default and load silently (the bug)."""
+    cfg = (tiny_vision_config() if name == "vision_config" else tiny_audio_config()).to_dict()
+    del cfg[key]
+    root = write_config(tmp_path, **{name.split("_")[0] + "_cfg": cfg})
+    with pytest.raises(CheckpointError, match=rf"config\.json: thinker_config\.{name} lacks '{key}'.*copy them"):
+        encoder_for(name).from_pretrained(root, dtype=torch.float32)
+
+
+BAD_FIELDS = {
+    "deepstack beyond depth": ("vision_config", "deepstack_visual_indexes", lambda c: [0, c["depth"]], "block indexes"),
+    "deepstack repeated": ("vision_config", "deepstack_visual_indexes", lambda c: [1, 1], "distinct"),
+    "deepstack not a list": ("vision_config", "deepstack_visual_indexes", lambda c: 8, "block indexes"),
+    "depth null": ("vision_config", "depth", lambda c: None, "positive integer"),
+    "heads zero": ("vision_config", "num_heads", lambda c: 0, "positive integer"),
+    "patch a bool": ("vision_config", "patch_size", lambda c: True, "positive integer"),
+    "unknown activation": ("vision_config", "hidden_act", lambda c: "gelu_fancy", "activation name"),
+    "n_window a string": ("audio_config", "n_window", lambda c: "50", "positive integer"),
+    "n_window_infer float": ("audio_config", "n_window_infer", lambda c: 800.0, "positive integer"),
+    "mel bins negative": ("audio_config", "num_mel_bins", lambda c: -128, "positive integer"),
+}
+
+
+@pytest.mark.parametrize("name, key, value, why", BAD_FIELDS.values(), ids=BAD_FIELDS.keys())
+def test_a_field_of_the_wrong_kind_fails_naming_it(tmp_path, name, key, value, why):
+    cfg = (tiny_vision_config() if name == "vision_config" else tiny_audio_config()).to_dict()
+    cfg[key] = value(cfg)
+    root = write_config(tmp_path, **{name.split("_")[0] + "_cfg": cfg})
+    with pytest.raises(CheckpointError, match=rf"config\.json: thinker_config\.{name}\.{key}: .*{why}"):
+        encoder_for(name).from_pretrained(root, dtype=torch.float32)
+
+
+def test_a_field_the_config_class_refuses_names_the_file(tmp_path):
+    cfg = tiny_vision_config().to_dict() | {"initializer_range": "small"}
+    root = write_config(tmp_path, vision_cfg=cfg)
+    with pytest.raises(CheckpointError, match=r"config\.json: thinker_config\.vision_config is not a valid"):
+        VisionEncoder.from_pretrained(root)
+
+
+MALFORMED_CONFIGS = {
+    "a JSON list": (b"[1, 2]", "expected a JSON object, got a list"),
+    "not UTF-8": (b'{"thinker_config": "\xff\xfe"}', "not UTF-8"),
+    "invalid JSON": (b'{"thinker_config": ', "not valid JSON"),
+    "thinker_config a list": (b'{"thinker_config": []}', "no 'thinker_config' object"),
+    "vision_config a string": (b'{"thinker_config": {"vision_config": "x"}}', "no 'vision_config' object"),
+}
+
+
+@pytest.mark.parametrize("data, why", MALFORMED_CONFIGS.values(), ids=MALFORMED_CONFIGS.keys())
+def test_malformed_config_is_a_checkpoint_error_naming_the_file(tmp_path, data, why):
+    (tmp_path / "config.json").write_bytes(data)
+    with pytest.raises(CheckpointError, match=f"config.json: .*{why}"):
+        VisionEncoder.from_pretrained(tmp_path)
+
+
+def test_config_json_that_is_a_folder(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(CheckpointError, match="config.json: cannot read config.json"):
+        AudioEncoder.from_pretrained(tmp_path)
+
+
+MALFORMED_INDEXES = {
+    "weight_map a list": ({"weight_map": ["a", "b"]}, "needs a 'weight_map' object .*got list"),
+    "no weight_map": ({"metadata": {}}, "needs a 'weight_map' object .*got none"),
+    "index a list": ([1, 2], "needs a 'weight_map' object"),
+    "shard a number": ({"weight_map": {"thinker.visual.pos_embed.weight": 3}}, r"weight_map\['thinker.visual.pos_embed.weight'\] is 3"),
+    "shard outside the folder": ({"weight_map": {"x": "../model.safetensors"}}, "expected the name of a shard file"),
+}
+
+
+@pytest.mark.parametrize("index, why", MALFORMED_INDEXES.values(), ids=MALFORMED_INDEXES.keys())
+def test_malformed_index_is_a_checkpoint_error_naming_the_file(checkpoint, tmp_path, index, why):
+    _, hf_v, hf_a = checkpoint
+    root = write_config(tmp_path, hf_v.config.to_dict(), hf_a.config.to_dict())
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=f"model.safetensors.index.json: malformed index: .*{why}"):
+        VisionEncoder.from_pretrained(root, dtype=torch.float32)
+
+
+def test_index_not_utf8(checkpoint, tmp_path):
+    _, hf_v, hf_a = checkpoint
+    root = write_config(tmp_path, hf_v.config.to_dict(), hf_a.config.to_dict())
+    (root / "model.safetensors.index.json").write_bytes(b'{"weight_map": {"\xff": "a"}}')
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json: not UTF-8"):
+        AudioEncoder.from_pretrained(root, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.complex64, torch.float8_e4m3fn])
+def test_weights_of_the_wrong_dtype_are_named(dtype):
+    hf_a, native = hf_and_native_audio()
+    sd = dict(hf_a.state_dict())
+    key = random.choice(sorted(sd))
+    sd[key] = sd[key].to(dtype)
+    before = {k: v.clone() for k, v in native.state_dict().items()}
+    with pytest.raises(WeightLoadError, match=rf"wrong dtype: {re.escape(key)} is {dtype} in <dict>, expected a floating-point"):
+        load_hf_weights(native, sd)
+    assert all(torch.equal(v, before[k]) for k, v in native.state_dict().items())  # nothing copied
+
+
+def test_a_non_tensor_value_is_named():
+    hf_v, native = hf_and_native_vision()
+    sd = dict(hf_v.state_dict()) | {"blocks.1.norm2.bias": [0.0] * 48}
+    with pytest.raises(WeightLoadError, match=r"wrong dtype: blocks\.1\.norm2\.bias is list"):
+        load_hf_weights(native, sd)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_named_with_their_shard(checkpoint, tmp_path, value):
+    _, hf_v, hf_a = checkpoint
+    hf_v2 = type(hf_v)(hf_v.config)
+    hf_v2.load_state_dict(hf_v.state_dict())
+    key = random.choice(sorted(hf_v2.state_dict()))
+    with torch.no_grad():
+        t = hf_v2.state_dict()[key].view(-1)
+        t[random.randrange(t.numel())] = value
+    root = write_checkpoint(tmp_path / "nan", hf_v2, hf_a)
+    with pytest.raises(WeightLoadError, match=rf"NaN or infinite.*\n  thinker\.visual\.{re.escape(key)} \(in .*model-00001-of-00003"):
+        VisionEncoder.from_pretrained(root, dtype=torch.float32)
+    AudioEncoder.from_pretrained(root, dtype=torch.float32)  # the other encoder is clean
+
+
+def test_finite_weights_that_overflow_the_cast_are_named():
+    hf_a, native = hf_and_native_audio()
+    native = native.to(torch.float16)
+    sd = dict(hf_a.state_dict())
+    key = random.choice(sorted(k for k in sd if k.endswith("weight")))
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[0] = 1e6  # finite in float32, beyond float16's 65504
+    with pytest.raises(WeightLoadError, match=rf"{re.escape(key)} \(in <dict>\) \(finite in the file; they overflow torch.float16\)"):
+        load_hf_weights(native, sd)

@@ -12,8 +12,9 @@ Inputs are ``torch.randn`` tensors made once per workload, already on the device
 mel features); grids and lengths are on the device for HF (as the Thinker passes them) and on the host
 for omnienc (its planning is host-side). Host-to-device copies of inputs are therefore not timed.
 
-The function API: ``run_bench(...) -> dict`` (the JSON report), ``format_markdown(report)``,
-``write_outputs(report, out_dir)``; the CLI: ``register(subparsers)`` and ``run(args)``.
+The function API: ``run_bench(...) -> dict`` (the JSON report); the CLI: ``register(subparsers)`` and
+``run(args)``. The workloads are in ``workloads.py``, the models in ``models.py``, the timing loop and
+the GEMM floor in ``floor.py``, the markdown, plot and files in ``report.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -43,208 +42,11 @@ from omnienc.tools.floor import (
     vision_gemms,
     vision_patches,
 )
+from omnienc.tools.models import Models, build_models, encoder_configs
+from omnienc.tools.report import format_markdown, write_outputs
+from omnienc.tools.workloads import WORKLOADS, Inputs, Workload, all_workloads, make_inputs
 
 COLUMNS = ("hf_per_request", "hf_batched", "native_eager", "runtime", "floor")
-WORKLOADS = ("image224", "image448", "image720p", "images8x448", "video16x448", "audio10s", "audio30s",
-             "audios8x10s", "mixed32")
-MIXED_SEED = 0  # tracegen seed of the mixed32 workload (fixed: the mix is the same in every run)
-
-
-# --- workloads ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Requests submitted together: ``("vision", ((t, h, w), ...))`` or ``("audio", (frames, ...))``."""
-
-    name: str
-    description: str
-    requests: tuple[tuple[str, tuple], ...]
-
-    def items(self, modality: str) -> list:
-        """All items of one modality: (t, h, w) grids or frame counts, in request order."""
-        return [x for kind, items in self.requests if kind == modality for x in items]
-
-    @property
-    def modalities(self) -> list[str]:
-        return [m for m in ("vision", "audio") if self.items(m)]
-
-    def summary(self, n_window: int = 50) -> dict:
-        frames = self.items("audio")
-        chunks, tokens = audio_chunks_tokens(frames, n_window)
-        return {
-            "requests": len(self.requests),
-            "vision_requests": sum(k == "vision" for k, _ in self.requests),
-            "audio_requests": sum(k == "audio" for k, _ in self.requests),
-            "vision_patches": vision_patches(self.items("vision")),
-            "vision_frames": sum(t for t, _, _ in self.items("vision")),
-            "audio_clips": len(frames),
-            "audio_frames": sum(frames),
-            "audio_chunks": chunks,
-            "audio_tokens": tokens,
-        }
-
-
-def mixed_requests(n: int = 32, seed: int = MIXED_SEED) -> tuple[tuple[str, tuple], ...]:
-    """The first ``n`` requests of ``omnienc tracegen --rate 20 --seed <seed>`` (chat images, short
-    videos, speech clips)."""
-    from omnienc.tools.tracegen import generate_trace
-
-    seconds = 10.0
-    while True:
-        records = generate_trace(seconds=seconds, rate=20.0, seed=seed)
-        if len(records) >= n:
-            break
-        seconds *= 2
-    return tuple(
-        ("vision", tuple(r.grid_thw)) if r.modality == "vision" else ("audio", tuple(r.frames)) for r in records[:n]
-    )
-
-
-def all_workloads() -> dict[str, Workload]:
-    """The benchmark's workloads, by name (sizes in patches of 16 px and mel frames of 10 ms)."""
-    img = lambda h, w: ("vision", ((1, h, w),))  # noqa: E731
-    aud = lambda frames: ("audio", (frames,))  # noqa: E731
-    mixed = mixed_requests()
-    kinds = [k for k, _ in mixed]
-    return {
-        w.name: w
-        for w in (
-            Workload("image224", "1 image 224x224 px, grid [1,14,14]", (img(14, 14),)),
-            Workload("image448", "1 image 448x448 px, grid [1,28,28]", (img(28, 28),)),
-            Workload("image720p", "1 image 1280x736 px, grid [1,46,80]", (img(46, 80),)),
-            Workload("images8x448", "8 requests of 1 image 448x448 px, submitted together", (img(28, 28),) * 8),
-            Workload("video16x448", "1 video, 16 frames 448x448 px, grid [8,28,28]", (("vision", ((8, 28, 28),)),)),
-            Workload("audio10s", "1 audio clip of 10 s (1000 mel frames)", (aud(1000),)),
-            Workload("audio30s", "1 audio clip of 30 s (3000 mel frames)", (aud(3000),)),
-            Workload("audios8x10s", "8 requests of one 10 s clip, submitted together", (aud(1000),) * 8),
-            Workload(
-                "mixed32",
-                f"32 concurrent requests from `omnienc tracegen --rate 20 --seed {MIXED_SEED}` "
-                f"({kinds.count('vision')} vision: images and videos; {kinds.count('audio')} audio: speech)",
-                mixed,
-            ),
-        )
-    }
-
-
-# --- models and inputs ----------------------------------------------------------------------------
-
-
-def encoder_configs(tiny: bool):
-    """(vision, audio) transformers configs: the released checkpoint's sizes, or tiny ones for CPU tests."""
-    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import (
-        Qwen3OmniMoeAudioEncoderConfig,
-        Qwen3OmniMoeVisionEncoderConfig,
-    )
-
-    if tiny:
-        vcfg = Qwen3OmniMoeVisionEncoderConfig(
-            depth=4, hidden_size=48, intermediate_size=80, num_heads=4, patch_size=4, temporal_patch_size=2,
-            in_channels=3, spatial_merge_size=2, out_hidden_size=40, num_position_embeddings=64,
-            deepstack_visual_indexes=[0, 2, 3],
-        )
-        acfg = Qwen3OmniMoeAudioEncoderConfig(
-            num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
-            output_dim=24, n_window=50, n_window_infer=200, downsample_hidden_size=8, max_source_positions=1500,
-        )
-    else:  # class defaults are the checkpoint's, except the Thinker-facing width (3584 -> 2048)
-        vcfg = Qwen3OmniMoeVisionEncoderConfig(out_hidden_size=2048)
-        acfg = Qwen3OmniMoeAudioEncoderConfig(output_dim=2048)
-    vcfg._attn_implementation = "sdpa"
-    acfg._attn_implementation = "sdpa"
-    return vcfg, acfg
-
-
-@dataclass
-class Models:
-    vision_cfg: object
-    audio_cfg: object
-    hf_vision: torch.nn.Module | None = None
-    hf_audio: torch.nn.Module | None = None
-    vision: torch.nn.Module | None = None
-    audio: torch.nn.Module | None = None
-
-
-def _build_hf(cls, cfg, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """An HF encoder built directly in ``dtype`` on ``device`` (as ``from_pretrained(dtype=...)`` does:
-    parameters in ``dtype``, fp32 buffers such as rotary frequencies stay fp32)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            return cls(cfg).eval()
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def build_models(vcfg, acfg, modalities: Sequence[str], device: torch.device, dtype: torch.dtype) -> Models:
-    """HF encoders with their random init, and omnienc encoders loaded with the same weights."""
-    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
-        Qwen3OmniMoeAudioEncoder,
-        Qwen3OmniMoeVisionEncoder,
-    )
-
-    from omnienc.encoders import AudioEncoder, VisionEncoder, load_hf_weights
-
-    m = Models(vcfg, acfg)
-    with torch.no_grad():
-        if "vision" in modalities:
-            m.hf_vision = _build_hf(Qwen3OmniMoeVisionEncoder, vcfg, device, dtype)
-            with torch.device(device):
-                m.vision = VisionEncoder(vcfg).to(dtype).eval()
-            load_hf_weights(m.vision, m.hf_vision.state_dict())
-        if "audio" in modalities:
-            m.hf_audio = _build_hf(Qwen3OmniMoeAudioEncoder, acfg, device, dtype)
-            with torch.device(device):
-                m.audio = AudioEncoder(acfg).to(dtype).eval()
-            load_hf_weights(m.audio, m.hf_audio.state_dict())
-    return m
-
-
-@dataclass
-class Inputs:
-    """One workload's inputs, made once.
-
-    Attributes:
-        requests: runtime requests (tensors on the device, grids/lengths on the host).
-        hf_calls: one ``(modality, input, grid_thw or feature_lens on the device)`` per request.
-        vision: all vision requests concatenated: (pixel_values, grid_thw host, grid_thw device), or None.
-        audio: all audio requests concatenated: (input_features, feature_lens host, device), or None.
-    """
-
-    requests: list
-    hf_calls: list
-    vision: tuple | None
-    audio: tuple | None
-
-
-def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtype) -> Inputs:
-    from omnienc.runtime import AudioRequest, VisionRequest
-
-    in_features = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
-    requests, calls = [], []
-    for kind, items in w.requests:
-        if kind == "vision":
-            grid = torch.tensor(items, dtype=torch.int64)
-            px = torch.randn(vision_patches(items), in_features, device=device, dtype=dtype)
-            requests.append(VisionRequest(px, grid))
-            calls.append(("vision", px, grid.to(device)))
-        else:
-            lens = torch.tensor(items, dtype=torch.int64)
-            feats = torch.randn(acfg.num_mel_bins, sum(items), device=device, dtype=dtype)
-            requests.append(AudioRequest(feats, lens))
-            calls.append(("audio", feats, lens.to(device)))
-    vision = audio = None
-    vis = [r for r in requests if isinstance(r, VisionRequest)]
-    aud = [r for r in requests if isinstance(r, AudioRequest)]
-    if vis:
-        grid = torch.cat([r.grid_thw for r in vis])
-        vision = (torch.cat([r.pixel_values for r in vis]), grid, grid.to(device))
-    if aud:
-        lens = torch.cat([r.feature_lens for r in aud])
-        audio = (torch.cat([r.input_features for r in aud], dim=1), lens, lens.to(device))
-    return Inputs(requests, calls, vision, audio)
 
 
 # --- the columns: each returns a callable doing the workload once ---------------------------------
@@ -544,149 +346,6 @@ def _runtime_summary(stats: dict) -> dict:
     return out
 
 
-# --- output ---------------------------------------------------------------------------------------
-
-
-def _ms(r: dict | None) -> str:
-    if not r:
-        return "-"
-    if "error" in r:
-        return "error"
-    m, lo, hi = r["median_ms"], r["p10_ms"], r["p90_ms"]
-    digits = 2 if m < 10 else 1 if m < 1000 else 0
-    return f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
-
-
-def _input(e: dict) -> str:
-    parts = []
-    if e["vision_patches"]:
-        parts.append(f"{e['vision_patches']} patches")
-    if e["audio_frames"]:
-        parts.append(f"{e['audio_frames']} frames ({e['audio_tokens']} tok)")
-    return f"{e['requests']} req: " + ", ".join(parts)
-
-
-def _replays(e: dict) -> str:
-    s = e.get("runtime_stats")
-    if not s:
-        return "-"
-    replays = sum(v["replays"] for v in s.values())
-    eager = sum(v.get("eager_runs", 0) for v in s.values())
-    fallbacks = sum(v["fallbacks"] for v in s.values())
-    return f"{replays}" + (f" +{eager} eager runs" if eager else "") + (f" +{fallbacks} fallbacks" if fallbacks else "")
-
-
-def format_markdown(report: dict) -> str:
-    """The report as markdown: context lines, the table, notes."""
-    meta, cols = report["meta"], report["columns"]
-    lines = ["# omnienc bench", ""]
-    lines.append(f"- card: **{meta['card']}** ({meta['device']}); torch {meta['torch']}, "
-                 f"transformers {meta['transformers']}; {meta['date']}")
-    lines.append(f"- command: `{meta['command']}`")
-    params = ", ".join(f"{k} {v:.1f} M params" for k, v in meta.get("params_m", {}).items())
-    lines.append(f"- model: {meta['model']} ({params}), {meta['dtype']}, {meta['weights']}")
-    par = meta.get("parity_rel_err", {})
-    if par and "error" not in par:
-        lines.append("- omnienc vs HF output, rel. L2 error on one request: "
-                     + ", ".join(f"{k} {v:.2e}" for k, v in par.items()))
-    cap = report.get("capture")
-    if cap and "error" not in cap:
-        lines.append(f"- runtime grid: {meta['grid']} ({cap['graphs']} graphs, lanes: {', '.join(cap['lanes'])}); "
-                     f"capture {cap['capture_s']:.1f} s, graph memory {cap['graph_memory_bytes'] / 2**30:.2f} GiB")
-    elif cap:
-        lines.append(f"- runtime grid: {meta['grid']}: capture failed ({cap['error']})")
-    budget = f"; slow cells fewer so a cell takes ~{meta['cell_budget_s']:g} s, at least 5" if meta["cell_budget_s"] else ""
-    lines.append(f"- timing: ms per workload, median (p10-p90) over up to {meta['repeats']} calls after "
-                 f"{meta['warmup']} warm-up{budget}")
-    lines.append("")
-    ratio_cols = []
-    if "runtime" in cols and "hf_per_request" in cols:
-        ratio_cols.append(("speedup_vs_hf_per_request", "runtime speed-up vs hf_per_request", "x"))
-    if "runtime" in cols and "floor" in cols:
-        ratio_cols.append(("runtime_over_floor", "runtime / floor", "x"))
-    header = ["workload", "input"] + cols + [label for _, label, _ in ratio_cols]
-    if "runtime" in cols:
-        header.append("runtime replays")
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for name, e in report["workloads"].items():
-        row = [name, _input(e)] + [_ms(e["results"].get(c)) for c in cols]
-        for key, _, unit in ratio_cols:
-            v = e.get("ratios", {}).get(key)
-            row.append(f"{v:.1f}{unit}" if v is not None else "-")
-        if "runtime" in cols:
-            row.append(_replays(e))
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Notes:"]
-    lines.append("- Inputs are random (`torch.randn`), made once per workload and already on the device; "
-                 "host-to-device copies of pixel values / mel features are not timed. HF gets `grid_thw` / "
-                 "`feature_lens` on the device (as the Thinker passes them); omnienc gets them on the host.")
-    lines.append("- hf_per_request: one HF call per request; hf_batched and native_eager: one call per modality "
-                 "with all requests concatenated (HF's batched audio output differs slightly from per-request: "
-                 "it pads every chunk to the call's longest); runtime: `EncoderRuntime.encode(all requests)` "
-                 "after capture, validation, packing, planning, copies into the graph buffers and output "
-                 "slicing included.")
-    lines.append("- floor: every Linear of the encoders at the workload's token counts (vision: patch embed, "
-                 "qkv/proj/fc1/fc2 per block, 4 mergers at N/4 rows; audio: conv_out at 13 rows per chunk, "
-                 "qkv (stacked)/out/fc1/fc2 per layer, proj1/proj2), bf16 random operands, one CUDA graph (on the CPU: "
-                 "eager). Attention, norms, activations and the audio convolutions are not in it.")
-    lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
-                 "of one run on one card compare.")
-    if report["errors"]:
-        lines += ["", "Errors:"] + [f"- {err}" for err in report["errors"]]
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path) -> bool:
-    """Bar chart of median ms per workload per column (log scale); False if matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names, cols = list(report["workloads"]), report["columns"]
-    width = 0.8 / max(len(cols), 1)
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 5))
-    for i, c in enumerate(cols):
-        xs, ys = [], []
-        for j, n in enumerate(names):
-            r = report["workloads"][n]["results"].get(c, {})
-            if r.get("median_ms", 0) > 0:
-                xs.append(j + (i - (len(cols) - 1) / 2) * width)
-                ys.append(r["median_ms"])
-        ax.bar(xs, ys, width, label=c)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("ms per workload (median)")
-    meta = report["meta"]
-    ax.set_title(f"omnienc bench: {meta['card']}, torch {meta['torch']}, {meta['date'][:10]}", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Writes ``bench.md``, ``bench.json`` and (with matplotlib) ``bench.png``; returns their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "bench.md", "json": out / "bench.json"}
-    paths["md"].write_text(format_markdown(report), encoding="utf-8")
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    try:
-        if plot(report, out / "bench.png"):
-            paths["png"] = out / "bench.png"
-        else:
-            print("omnienc bench: matplotlib is not installed; skipped bench.png", file=sys.stderr)
-    except Exception as e:  # a plot must not lose the measurements
-        print(f"omnienc bench: could not plot ({type(e).__name__}: {e}); skipped bench.png", file=sys.stderr)
-    return paths
-
-
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -748,19 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-__all__ = [
-    "COLUMNS",
-    "WORKLOADS",
-    "Workload",
-    "all_workloads",
-    "encoder_configs",
-    "format_markdown",
-    "make_inputs",
-    "register",
-    "run",
-    "run_bench",
-    "write_outputs",
-]
+__all__ = ["COLUMNS", "register", "resolve_device", "run", "run_bench"]
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Building encoders for the tools: from a checkpoint, or with random weights at real or reduced sizes."""
+"""Building encoders for the tools: from a checkpoint, or with random weights at real, reduced or tiny
+sizes; and HF + omnienc pairs with the same weights (``bench``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 
-from ..encoders import AudioEncoder, VisionEncoder
+from ..encoders import AudioEncoder, VisionEncoder, load_hf_weights
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -38,6 +42,26 @@ def reduced_configs():
     return vision, audio
 
 
+def tiny_configs():
+    """A 4-block ViT (hidden 48, 4 heads, patch 4, 8x8 position table, DeepStack at 0, 2, 3) and a
+    2-layer AuT (d_model 32, 4 heads, 16 mel bins, windows of 2 chunks): for CPU tests."""
+    from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import (
+        Qwen3OmniMoeAudioEncoderConfig,
+        Qwen3OmniMoeVisionEncoderConfig,
+    )
+
+    vision = Qwen3OmniMoeVisionEncoderConfig(
+        depth=4, hidden_size=48, intermediate_size=80, num_heads=4, patch_size=4, temporal_patch_size=2,
+        in_channels=3, spatial_merge_size=2, out_hidden_size=40, num_position_embeddings=64,
+        deepstack_visual_indexes=[0, 2, 3],
+    )
+    audio = Qwen3OmniMoeAudioEncoderConfig(
+        num_mel_bins=16, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64, d_model=32,
+        output_dim=24, n_window=50, n_window_infer=200, downsample_hidden_size=8, max_source_positions=1500,
+    )
+    return vision, audio
+
+
 def build_encoders(checkpoint=None, device="cpu", dtype="bfloat16", sizes="real", attn_backend="auto"):
     """Returns ``(vision, audio)`` encoders in eval mode on ``device``.
 
@@ -60,3 +84,61 @@ def build_encoders(checkpoint=None, device="cpu", dtype="bfloat16", sizes="real"
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- HF and omnienc encoders with the same weights ------------------------------------------------
+
+
+def encoder_configs(tiny: bool):
+    """(vision, audio) configs for an HF + omnienc pair: ``real_configs()`` or, for CPU tests,
+    ``tiny_configs()``; HF's attention set to SDPA."""
+    vcfg, acfg = tiny_configs() if tiny else real_configs()
+    vcfg._attn_implementation = "sdpa"
+    acfg._attn_implementation = "sdpa"
+    return vcfg, acfg
+
+
+@dataclass
+class Models:
+    """HF encoders and omnienc encoders holding the same weights (None: modality not built or freed)."""
+
+    vision_cfg: object
+    audio_cfg: object
+    hf_vision: torch.nn.Module | None = None
+    hf_audio: torch.nn.Module | None = None
+    vision: torch.nn.Module | None = None
+    audio: torch.nn.Module | None = None
+
+
+def _build_hf(cls, cfg, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """An HF encoder built directly in ``dtype`` on ``device`` (as ``from_pretrained(dtype=...)`` does:
+    parameters in ``dtype``, fp32 buffers such as rotary frequencies stay fp32)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            return cls(cfg).eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_models(vcfg, acfg, modalities: Sequence[str], device: torch.device, dtype: torch.dtype) -> Models:
+    """HF encoders with their random init, and omnienc encoders loaded with the same weights."""
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
+        Qwen3OmniMoeAudioEncoder,
+        Qwen3OmniMoeVisionEncoder,
+    )
+
+    m = Models(vcfg, acfg)
+    with torch.no_grad():
+        if "vision" in modalities:
+            m.hf_vision = _build_hf(Qwen3OmniMoeVisionEncoder, vcfg, device, dtype)
+            with torch.device(device):
+                m.vision = VisionEncoder(vcfg).to(dtype).eval()
+            load_hf_weights(m.vision, m.hf_vision.state_dict())
+        if "audio" in modalities:
+            m.hf_audio = _build_hf(Qwen3OmniMoeAudioEncoder, acfg, device, dtype)
+            with torch.device(device):
+                m.audio = AudioEncoder(acfg).to(dtype).eval()
+            load_hf_weights(m.audio, m.hf_audio.state_dict())
+    return m

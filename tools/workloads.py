@@ -1,0 +1,138 @@
+"""The workloads of ``omnienc bench``: fixed request mixes by name, and their inputs.
+
+A workload is requests submitted together (sizes in patches of 16 px and mel frames of 10 ms);
+``make_inputs`` makes its tensors once: runtime requests (tensors on the device, grids and lengths on
+the host), one HF call per request, and each modality's requests concatenated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from omnienc.tools.floor import audio_chunks_tokens, vision_patches
+
+WORKLOADS = ("image224", "image448", "image720p", "images8x448", "video16x448", "audio10s", "audio30s",
+             "audios8x10s", "mixed32")
+MIXED_SEED = 0  # tracegen seed of the mixed32 workload (fixed: the mix is the same in every run)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Requests submitted together: ``("vision", ((t, h, w), ...))`` or ``("audio", (frames, ...))``."""
+
+    name: str
+    description: str
+    requests: tuple[tuple[str, tuple], ...]
+
+    def items(self, modality: str) -> list:
+        """All items of one modality: (t, h, w) grids or frame counts, in request order."""
+        return [x for kind, items in self.requests if kind == modality for x in items]
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in ("vision", "audio") if self.items(m)]
+
+    def summary(self, n_window: int = 50) -> dict:
+        frames = self.items("audio")
+        chunks, tokens = audio_chunks_tokens(frames, n_window)
+        return {
+            "requests": len(self.requests),
+            "vision_requests": sum(k == "vision" for k, _ in self.requests),
+            "audio_requests": sum(k == "audio" for k, _ in self.requests),
+            "vision_patches": vision_patches(self.items("vision")),
+            "vision_frames": sum(t for t, _, _ in self.items("vision")),
+            "audio_clips": len(frames),
+            "audio_frames": sum(frames),
+            "audio_chunks": chunks,
+            "audio_tokens": tokens,
+        }
+
+def mixed_requests(n: int = 32, seed: int = MIXED_SEED) -> tuple[tuple[str, tuple], ...]:
+    """The first ``n`` requests of ``omnienc tracegen --rate 20 --seed <seed>`` (chat images, short
+    videos, speech clips)."""
+    from omnienc.tools.tracegen import generate_trace
+
+    seconds = 10.0
+    while True:
+        records = generate_trace(seconds=seconds, rate=20.0, seed=seed)
+        if len(records) >= n:
+            break
+        seconds *= 2
+    return tuple(
+        ("vision", tuple(r.grid_thw)) if r.modality == "vision" else ("audio", tuple(r.frames)) for r in records[:n]
+    )
+
+def all_workloads() -> dict[str, Workload]:
+    """The benchmark's workloads, by name (sizes in patches of 16 px and mel frames of 10 ms)."""
+    img = lambda h, w: ("vision", ((1, h, w),))  # noqa: E731
+    aud = lambda frames: ("audio", (frames,))  # noqa: E731
+    mixed = mixed_requests()
+    kinds = [k for k, _ in mixed]
+    return {
+        w.name: w
+        for w in (
+            Workload("image224", "1 image 224x224 px, grid [1,14,14]", (img(14, 14),)),
+            Workload("image448", "1 image 448x448 px, grid [1,28,28]", (img(28, 28),)),
+            Workload("image720p", "1 image 1280x736 px, grid [1,46,80]", (img(46, 80),)),
+            Workload("images8x448", "8 requests of 1 image 448x448 px, submitted together", (img(28, 28),) * 8),
+            Workload("video16x448", "1 video, 16 frames 448x448 px, grid [8,28,28]", (("vision", ((8, 28, 28),)),)),
+            Workload("audio10s", "1 audio clip of 10 s (1000 mel frames)", (aud(1000),)),
+            Workload("audio30s", "1 audio clip of 30 s (3000 mel frames)", (aud(3000),)),
+            Workload("audios8x10s", "8 requests of one 10 s clip, submitted together", (aud(1000),) * 8),
+            Workload(
+                "mixed32",
+                f"32 concurrent requests from `omnienc tracegen --rate 20 --seed {MIXED_SEED}` "
+                f"({kinds.count('vision')} vision: images and videos; {kinds.count('audio')} audio: speech)",
+                mixed,
+            ),
+        )
+    }
+
+@dataclass
+class Inputs:
+    """One workload's inputs, made once.
+
+    Attributes:
+        requests: runtime requests (tensors on the device, grids/lengths on the host).
+        hf_calls: one ``(modality, input, grid_thw or feature_lens on the device)`` per request.
+        vision: all vision requests concatenated: (pixel_values, grid_thw host, grid_thw device), or None.
+        audio: all audio requests concatenated: (input_features, feature_lens host, device), or None.
+    """
+
+    requests: list
+    hf_calls: list
+    vision: tuple | None
+    audio: tuple | None
+
+
+def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtype) -> Inputs:
+    from omnienc.runtime import AudioRequest, VisionRequest
+
+    in_features = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
+    requests, calls = [], []
+    for kind, items in w.requests:
+        if kind == "vision":
+            grid = torch.tensor(items, dtype=torch.int64)
+            px = torch.randn(vision_patches(items), in_features, device=device, dtype=dtype)
+            requests.append(VisionRequest(px, grid))
+            calls.append(("vision", px, grid.to(device)))
+        else:
+            lens = torch.tensor(items, dtype=torch.int64)
+            feats = torch.randn(acfg.num_mel_bins, sum(items), device=device, dtype=dtype)
+            requests.append(AudioRequest(feats, lens))
+            calls.append(("audio", feats, lens.to(device)))
+    vision = audio = None
+    vis = [r for r in requests if isinstance(r, VisionRequest)]
+    aud = [r for r in requests if isinstance(r, AudioRequest)]
+    if vis:
+        grid = torch.cat([r.grid_thw for r in vis])
+        vision = (torch.cat([r.pixel_values for r in vis]), grid, grid.to(device))
+    if aud:
+        lens = torch.cat([r.feature_lens for r in aud])
+        audio = (torch.cat([r.input_features for r in aud], dim=1), lens, lens.to(device))
+    return Inputs(requests, calls, vision, audio)
+
+
+__all__ = ["MIXED_SEED", "WORKLOADS", "Inputs", "Workload", "all_workloads", "make_inputs", "mixed_requests"]
