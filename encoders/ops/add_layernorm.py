@@ -90,6 +90,12 @@ def _launch_config(n: int) -> tuple[int, int, int]:
     return block_m, block_n, 8 if block_m * block_n >= 4096 else 4
 
 
+@functools.lru_cache(maxsize=16)
+def _held(value: float, dtype: torch.dtype) -> float:
+    """``value`` as ``dtype`` holds it (``Tensor.clamp`` rounds its bounds to the tensor's dtype)."""
+    return float(torch.tensor(value, dtype=dtype))
+
+
 def add_layernorm_triton(x, y, bias, weight, ln_bias, eps: float, clamp: float | None = None):
     """Same contract as ``add_layernorm_torch``, one kernel. ``x``, ``y``: ``[..., N]`` of one
     float dtype, rows of unit stride; ``bias`` (or None), ``weight``, ``ln_bias``: ``[N]``.
@@ -110,7 +116,7 @@ def add_layernorm_triton(x, y, bias, weight, ln_bias, eps: float, clamp: float |
     h = torch.empty_like(x_new)
     if rows and n:
         block_m, block_n, warps = _launch_config(n)
-        c = 0.0 if clamp is None else float(torch.tensor(clamp, dtype=x.dtype))  # the bound as the dtype holds it
+        c = 0.0 if clamp is None else _held(float(clamp), x.dtype)
         _kernel()[(triton.cdiv(rows, block_m),)](
             x2, y2, x2 if bias is None else bias, weight, ln_bias, x_new, h, rows, n,
             x2.stride(0), y2.stride(0), x_new.stride(0), h.stride(0), float(eps), c,
