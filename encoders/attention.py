@@ -10,23 +10,68 @@ Backends:
                 held on the host (``seqlens``). Any device; the CPU reference. Not capturable.
     ``varlen``: ``torch.nn.attention.varlen.varlen_attn`` (FlashAttention varlen) on CUDA, driven by
                 ``cu_seqlens`` on the device and a static ``max_seqlen``. Capturable in a CUDA graph.
+    ``cudnn``:  cuDNN's fused attention on the packed layout, ``torch.ops.cudnn.sdpa_fwd`` from the
+                optional ``nvidia-cudnn-frontend`` package (``pip install omnienc[cudnn]``), driven
+                by ``cu_seqlens`` on the device and a static ``max_seqlen``. Capturable; a replay
+                takes new ``cu_seqlens`` of the same length and bound. Never chosen by ``auto``:
+                which of ``varlen`` and ``cudnn`` is faster depends on the layout (cuDNN wins on
+                large and multi-segment vision packs, loses on small ones and on audio), so a
+                caller measures (``available_backends``, ``fastest_backend``).
     ``auto``:   ``varlen`` for half-precision CUDA tensors whose head_dim is a multiple of 8 (what
                 FlashAttention takes), ``sdpa`` otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import math
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "sdpa", "varlen")
+BACKENDS = ("auto", "sdpa", "varlen", "cudnn")
+CAPTURABLE = ("varlen", "cudnn")  # preference order: the first wins a tie in ``fastest_backend``
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def varlen_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
     """Whether FlashAttention varlen can run these tensors."""
-    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and head_dim % 8 == 0
+    return device.type == "cuda" and dtype in _HALF and head_dim % 8 == 0
+
+
+@functools.lru_cache(maxsize=1)
+def _cudnn_sdpa():
+    """``torch.ops.cudnn.sdpa_fwd`` once ``nvidia-cudnn-frontend`` registered it, else None."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import cudnn.sdpa.fwd.torch_op  # noqa: F401  (registers torch.ops.cudnn.sdpa_fwd)
+
+        return torch.ops.cudnn.sdpa_fwd
+    except Exception:  # noqa: BLE001 - missing package, or one that cannot load its libraries
+        return None
+
+
+def cudnn_available() -> bool:
+    """Whether the ``cudnn`` backend can run here: CUDA, and ``nvidia-cudnn-frontend`` imports."""
+    return _cudnn_sdpa() is not None
+
+
+def cudnn_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether the ``cudnn`` backend can run these tensors (fp16/bf16 on CUDA, head_dim a multiple
+    of 8 up to 128: the encoders' 72 and 64 measured)."""
+    return (device.type == "cuda" and dtype in _HALF and head_dim % 8 == 0 and head_dim <= 128
+            and cudnn_available())
+
+
+def available_backends(device: torch.device, dtype: torch.dtype, head_dim: int) -> list[str]:
+    """The capturable backends that can run these tensors, in preference order (``varlen``
+    first: the default; ``cudnn`` where its package is installed). Empty on the CPU and for float32."""
+    ok = {"varlen": varlen_supported, "cudnn": cudnn_supported}
+    return [b for b in CAPTURABLE if ok[b](torch.device(device), dtype, head_dim)]
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
@@ -37,6 +82,14 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, head
         return "varlen" if varlen_supported(device, dtype, head_dim) else "sdpa"
     if backend == "varlen" and device.type != "cuda":
         raise ValueError("attention backend 'varlen' needs CUDA tensors; use 'sdpa' on the CPU")
+    if backend == "cudnn" and not cudnn_supported(device, dtype, head_dim):
+        if not cudnn_available():
+            why = ("no CUDA device" if not torch.cuda.is_available() else
+                   "nvidia-cudnn-frontend is not importable (pip install 'omnienc[cudnn]')")
+        else:
+            why = (f"it takes fp16/bf16 CUDA tensors with head_dim a multiple of 8 up to 128, "
+                   f"got {device.type} {dtype} {head_dim}")
+        raise ValueError(f"attention backend 'cudnn' is unavailable: {why}; use 'varlen' or 'auto'")
     return backend
 
 
@@ -54,7 +107,7 @@ def varlen_attention(
     Args:
         q, k, v: ``[T, H, D]``, same dtype.
         cu_seqlens: ``[S + 1]`` int32 segment boundaries on q's device; ``cu_seqlens[-1] == T``.
-        max_seqlen: an upper bound on the longest segment (used by ``varlen``).
+        max_seqlen: an upper bound on the longest segment (used by ``varlen`` and ``cudnn``).
         seqlens: the S segment lengths on the host (used by ``sdpa``); may include zeros.
         backend: one of ``BACKENDS``.
 
@@ -66,6 +119,11 @@ def varlen_attention(
         from torch.nn.attention.varlen import varlen_attn
 
         return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
+    if backend == "cudnn":
+        bound = max(int(max_seqlen), 1)  # the op refuses a bound of 0
+        out, _ = _cudnn_sdpa()(q, k, v, 1.0 / math.sqrt(q.shape[-1]), cu_seqlens_q=cu_seqlens, cu_seqlens_kv=cu_seqlens,
+                               max_seqlen_q=bound, max_seqlen_kv=bound, return_lse=False)
+        return out
     if seqlens is None:
         raise ValueError("the 'sdpa' attention backend needs the segment lengths on the host (seqlens)")
     out = torch.empty_like(q)
@@ -82,3 +140,57 @@ def varlen_attention(
     if start != q.shape[0]:
         raise ValueError(f"segment lengths add up to {start}, but there are {q.shape[0]} tokens")
     return out
+
+
+def _cuda_event_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median milliseconds of one ``fn()`` on the current stream: CUDA events around each call,
+    after ``warmup`` calls; one host sync at the end."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events)
+
+
+def fastest_backend(
+    run: Callable[[str], Callable[[], object]],
+    backends: Sequence[str],
+    repeats: int = 20,
+    *,
+    timer: Callable[[Callable[[], object], int], float] | None = None,
+) -> tuple[str, dict[str, float]]:
+    """Times each candidate backend and returns the fastest with every timing.
+
+    Args:
+        run: ``run(backend)`` prepares the work with that backend (e.g. captures a bucket's graph)
+            and returns a callable that does it once (e.g. replays the graph).
+        backends: the candidates in preference order (``available_backends``): a tie goes to the
+            earlier one.
+        repeats: timed calls per candidate (after warm-up calls); the median counts.
+        timer: ``timer(fn, repeats) -> ms``; default: CUDA events around each call on the current
+            stream (``_cuda_event_ms``). Tests pass a fake.
+
+    Returns:
+        ``(best, {backend: ms})``. A candidate whose ``run`` or timing raises gets ``inf`` and a
+        warning saying why; if every candidate fails, RuntimeError.
+    """
+    if not backends:
+        raise ValueError("fastest_backend needs at least one candidate backend")
+    timer = timer or _cuda_event_ms
+    times: dict[str, float] = {}
+    for name in backends:
+        try:
+            times[name] = float(timer(run(name), repeats))
+        except Exception as e:  # noqa: BLE001 - a backend that fails here is not a candidate
+            warnings.warn(f"attention backend {name!r} failed while being timed and is not used: "
+                          f"{type(e).__name__}: {e}", RuntimeWarning, stacklevel=2)
+            times[name] = math.inf
+    best = min(backends, key=lambda name: times[name])  # min keeps the first of equals
+    if math.isinf(times[best]):
+        raise RuntimeError(f"every candidate attention backend failed: {list(backends)}")
+    return best, times

@@ -5,6 +5,8 @@ Both encoders spend their attention in many short, independent segments packed o
 each candidate kernel on exactly those layouts, captured in a CUDA graph the way the runtime uses it:
 
     fa2_varlen      ``torch.nn.attention.varlen.varlen_attn`` (FlashAttention-2 varlen): what the runtime uses
+    cudnn           ``torch.ops.cudnn.sdpa_fwd`` on the packed layout with ``cu_seqlens`` (the ``cudnn``
+                    attention backend; only if ``nvidia-cudnn-frontend`` imports)
     cudnn_ragged    ``aten._cudnn_attention_forward`` with ``cu_seqlens`` (cuDNN's ragged layout)
     cudnn_batched   SDPA pinned to cuDNN on ``[B, H, S, D]``: only when every segment has one length
     flash_batched   SDPA pinned to FlashAttention on ``[B, H, S, D]``: same condition
@@ -80,6 +82,12 @@ def _kernel(name: str, case: Case, cu: torch.Tensor, max_len: int):
 
     if name == "fa2_varlen":
         return lambda q, k, v: varlen_attn(q, k, v, cu, cu, max_len, max_len)
+    if name == "cudnn":
+        from omnienc.encoders.attention import cudnn_available, varlen_attention
+
+        if not cudnn_available():
+            return "nvidia-cudnn-frontend not importable"
+        return lambda q, k, v: varlen_attention(q, k, v, cu, max_len, None, "cudnn")
     if name == "cudnn_ragged":
         return lambda q, k, v: torch.ops.aten._cudnn_attention_forward(
             q, k, v, None, cu, cu, max_len, max_len, False
@@ -209,7 +217,7 @@ def run_kernel(case: Case, name: str, fn, data, inner: int, repeats: int, captur
     return res
 
 
-KERNELS = ("fa2_varlen", "cudnn_batched", "flash_batched", "flashinfer", "cudnn_ragged")
+KERNELS = ("fa2_varlen", "cudnn", "cudnn_batched", "flash_batched", "flashinfer", "cudnn_ragged")
 
 
 def run_all(inner: int, repeats: int, device: torch.device, kernels=KERNELS) -> list[dict]:

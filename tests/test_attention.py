@@ -1,0 +1,112 @@
+"""Attention backends on the CPU: which backends are offered where, the ``cudnn`` backend's refusals
+without its package or a GPU, and ``fastest_backend``'s choice under fake timers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from omnienc.encoders.attention import (
+    BACKENDS,
+    CAPTURABLE,
+    available_backends,
+    cudnn_available,
+    fastest_backend,
+    resolve_backend,
+    varlen_attention,
+)
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_available_backends_are_capturable_and_ordered():
+    assert "cudnn" in BACKENDS and set(CAPTURABLE) <= set(BACKENDS)
+    assert available_backends(CPU, torch.bfloat16, 72) == []
+    assert available_backends(CUDA, torch.float32, 72) == []  # float32 runs eagerly (sdpa)
+    assert available_backends(CUDA, torch.bfloat16, 12) == []  # FlashAttention needs multiples of 8
+    expect = ["varlen", "cudnn"] if cudnn_available() else ["varlen"]
+    assert available_backends(CUDA, torch.bfloat16, 72) == expect
+    assert available_backends("cuda", torch.float16, 64) == expect
+
+
+def test_resolve_backend_keeps_its_meaning_and_refuses_cudnn_where_unavailable():
+    assert resolve_backend("auto", CPU, torch.float32, 72) == "sdpa"
+    assert resolve_backend("auto", CUDA, torch.bfloat16, 72) == "varlen"  # never cudnn: chosen by measurement
+    assert resolve_backend("sdpa", CUDA, torch.bfloat16, 72) == "sdpa"
+    with pytest.raises(ValueError, match="'cudnn' is unavailable"):
+        resolve_backend("cudnn", CPU, torch.bfloat16, 72)
+    with pytest.raises(ValueError, match="'cudnn' is unavailable"):
+        resolve_backend("cudnn", CUDA, torch.float32, 72)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        resolve_backend("cuDNN", CPU, torch.float32, 72)
+    q = torch.randn(5, 2, 8)
+    with pytest.raises(ValueError, match="cudnn"):
+        varlen_attention(q, q, q, torch.tensor([0, 5], dtype=torch.int32), 5, [5], "cudnn")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cudnn_refusal_says_why():
+    assert not cudnn_available()
+    with pytest.raises(ValueError, match="no CUDA device"):
+        resolve_backend("cudnn", CUDA, torch.bfloat16, 72)
+
+
+def fake(times: dict[str, float]):
+    """run(name) -> a callable naming its backend; timer -> that backend's time."""
+    calls = []
+
+    def run(name):
+        calls.append(name)
+        return lambda: name
+
+    def timer(fn, repeats):
+        assert repeats == 7
+        return times[fn()]
+
+    return run, timer, calls
+
+
+def test_fastest_backend_picks_the_fastest_and_reports_all():
+    run, timer, calls = fake({"varlen": 0.30, "cudnn": 0.21})
+    best, times = fastest_backend(run, ["varlen", "cudnn"], repeats=7, timer=timer)
+    assert best == "cudnn" and times == {"varlen": 0.30, "cudnn": 0.21} and calls == ["varlen", "cudnn"]
+    run, timer, _ = fake({"varlen": 0.02, "cudnn": 0.05})
+    assert fastest_backend(run, ["varlen", "cudnn"], repeats=7, timer=timer)[0] == "varlen"
+
+
+def test_fastest_backend_ties_go_to_the_preferred_and_one_candidate_is_timed_too():
+    run, timer, _ = fake({"varlen": 0.1, "cudnn": 0.1})
+    assert fastest_backend(run, ["varlen", "cudnn"], repeats=7, timer=timer)[0] == "varlen"
+    assert fastest_backend(run, ["cudnn", "varlen"], repeats=7, timer=timer)[0] == "cudnn"
+    assert fastest_backend(run, ["varlen"], repeats=7, timer=timer) == ("varlen", {"varlen": 0.1})
+
+
+def test_fastest_backend_skips_a_failing_candidate_with_a_warning():
+    run, timer, _ = fake({"varlen": 0.3})
+
+    def flaky(name):
+        if name == "cudnn":
+            raise RuntimeError("capture failed")
+        return run(name)
+
+    with pytest.warns(RuntimeWarning, match="'cudnn' failed .*capture failed"):
+        best, times = fastest_backend(flaky, ["cudnn", "varlen"], repeats=7, timer=timer)
+    assert best == "varlen" and times["cudnn"] == math.inf and times["varlen"] == 0.3
+
+    def broken(name):
+        raise RuntimeError("no")
+
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="every candidate"):
+        fastest_backend(broken, ["varlen", "cudnn"], repeats=7, timer=timer)
+    with pytest.raises(ValueError, match="at least one"):
+        fastest_backend(run, [], timer=timer)
+
+
+def test_attn_bench_cudnn_column_says_why_it_is_absent():
+    from omnienc.tools import attn_bench
+
+    assert "cudnn" in attn_bench.KERNELS and attn_bench.KERNELS[-1] == "cudnn_ragged"
+    fn = attn_bench._kernel("cudnn", attn_bench.Case("e", 2, 8, (4, 4)), torch.tensor([0, 4, 8]), 4)
+    assert callable(fn) if cudnn_available() else fn == "nvidia-cudnn-frontend not importable"

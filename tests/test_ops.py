@@ -1,0 +1,306 @@
+"""The fused ops (``encoders/ops``) on the CPU.
+
+References: in float32 each is exactly the unfused code it replaces (the encoders' own block
+functions are recomposed from the ops and compared bit for bit). Triton kernels: run in Triton's
+interpreter on CPU tensors (skipped when triton does not import) against their references over
+dtypes, odd row counts and widths: the residual sum is bit-identical, everything else within one
+rounding of the dtype, and the error against float64 at most 1.5x the unfused sequence's.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from fused_blocks import block_params, exact_block_out, fused_block_out, unfused_block_out
+
+from omnienc.encoders.ops import (
+    add_layernorm,
+    add_layernorm_torch,
+    add_layernorm_triton,
+    bias_gelu,
+    bias_gelu_torch,
+    bias_gelu_triton,
+    linear_gelu,
+)
+from omnienc.encoders.ops._triton import interpreting
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # fp16 sums, exp tails
+
+ULP = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
+FP16_BOUND = torch.finfo(torch.float16).max - 1000  # the audio encoder's clamp
+
+
+@pytest.fixture
+def interpreter(monkeypatch):
+    """Triton's CPU interpreter (``TRITON_INTERPRET=1`` from before triton's import: conftest.py sets
+    it where there is no CUDA; with CUDA the kernels are tested compiled, in test_gpu_ops.py),
+    rounding float32 -> bfloat16 to nearest even as CUDA does (the interpreter itself truncates that
+    conversion; every other conversion it does as the GPU)."""
+    pytest.importorskip("triton")
+    import triton.language.standard
+    from triton.runtime import interpreter as interp
+
+    if not isinstance(triton.language.standard.sum, interp.InterpretedFunction):
+        pytest.skip("Triton is not in interpreter mode (TRITON_INTERPRET=1 before its import; "
+                    "with CUDA present test_gpu_ops.py tests the kernels)")
+
+    if not hasattr(interp.InterpreterBuilder, "cast_impl"):
+        pytest.skip("this triton's interpreter has no cast_impl to round bfloat16 with")
+    import triton.language as tl
+
+    truncating = interp.InterpreterBuilder.cast_impl
+
+    def cast_impl(self, src, dst_type):
+        if src.dtype.scalar == tl.float32 and dst_type.scalar == tl.bfloat16:
+            rounded = torch.from_numpy(np.ascontiguousarray(src.data)).to(torch.bfloat16)
+            return interp.TensorHandle(rounded.view(torch.int16).numpy().view(np.uint16), dst_type.scalar)
+        return truncating(self, src, dst_type)
+
+    monkeypatch.setattr(interp.InterpreterBuilder, "cast_impl", cast_impl)
+
+
+def rel_err64(a: torch.Tensor, exact: torch.Tensor) -> float:
+    return ((a.double() - exact).norm() / exact.norm()).item()
+
+
+def assert_within_rounding(a: torch.Tensor, ref: torch.Tensor, ulps: float = 1.0, atol: float = 1e-6) -> None:
+    """|a - ref| <= ulps units in the last place of the dtype at ref's magnitude, plus ``atol`` for
+    results near 0 (outputs are O(1); float32 rounding of cancelling terms is ~1e-7 there)."""
+    tol = ulps * ULP[ref.dtype] * ref.float().abs() + atol
+    bad = (a.float() - ref.float()).abs() > tol
+    assert not bad.any(), f"{int(bad.sum())} values off by more than {ulps} ulp: {a[bad][:4]} vs {ref[bad][:4]}"
+
+
+def big(*shape, scale: float, dtype=torch.float32) -> torch.Tensor:
+    """Random values of std ``scale``, finite in fp16 (sums of two may overflow it)."""
+    return (torch.randn(*shape) * scale).clamp(-6e4, 6e4).to(dtype)
+
+
+def ln_inputs(rows: int, n: int, dtype, scale: float = 1.0):
+    x, y = big(rows, n, scale=scale, dtype=dtype), big(rows, n, scale=scale, dtype=dtype)
+    bias = torch.randn(n, dtype=dtype) * 0.3
+    w = torch.randn(n, dtype=dtype) * 0.3 + 1
+    b = torch.randn(n, dtype=dtype) * 0.3
+    return x, y, bias, w, b
+
+
+# ---- references: exactly the code they replace ------------------------------------------------------
+
+
+def test_add_layernorm_reference_is_the_unfused_code():
+    x, y, bias, w, b = ln_inputs(7, 48, torch.float32)
+    x_new, h = add_layernorm_torch(x, y, None, w, b, 1e-6)
+    assert torch.equal(x_new, x + y) and torch.equal(h, F.layer_norm(x + y, (48,), w, b, 1e-6))
+    x_new, h = add_layernorm_torch(x, y, bias, w, b, 1e-5)
+    assert torch.equal(x_new, x + (y + bias)) and torch.equal(h, F.layer_norm(x + (y + bias), (48,), w, b, 1e-5))
+    xh, yh = big(7, 48, scale=3e4, dtype=torch.float16), big(7, 48, scale=3e4, dtype=torch.float16)
+    # sums overflow fp16: the clamp catches them
+    x_new, h = add_layernorm_torch(xh, yh, None, w.half(), b.half(), 1e-5, clamp=FP16_BOUND)
+    unfused = (xh + yh).clamp(-FP16_BOUND, FP16_BOUND)
+    assert torch.isinf(xh + yh).any() and torch.equal(x_new, unfused)
+    assert torch.equal(h, F.layer_norm(unfused, (48,), w.half(), b.half(), 1e-5))
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_ops_recompose_the_block_exactly_in_float32(approximate):
+    """The block's second half from the ops (what the encoders' blocks become) is the unfused code
+    bit for bit in float32 on the CPU: vision (tanh-GELU) and audio (exact GELU)."""
+    T, H, D, mlp = 13, 4, 12, 80
+    x, o = torch.randn(T, H * D), torch.randn(T, H, D)
+    p = block_params(H * D, mlp, torch.float32)
+    next_norm = (torch.randn(H * D) * 0.3 + 1, torch.randn(H * D) * 0.3, 1e-5)
+    want = unfused_block_out(x, o, p, next_norm, approximate)
+    got = fused_block_out(x, o, p, next_norm, approximate)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_ops_recompose_the_audio_fp16_clamp_exactly():
+    """fp16: the audio clamp after the fc2 residual, with sums big enough to overflow and be clamped."""
+    L, d, ffn = 11, 32, 64
+    x, o = big(L, d, scale=3e4, dtype=torch.float16), torch.randn(L, 4, 8).half()
+    out_w, out_b, norm2, fc1_w, fc1_b, fc2_w, fc2_b = block_params(d, ffn, torch.float16)
+    p = (out_w, out_b, norm2, fc1_w, fc1_b, fc2_w * 3e4, fc2_b)
+    post = (torch.randn(d).half() * 0.3 + 1, torch.randn(d).half() * 0.3, 1e-5)
+    want = unfused_block_out(x, o, p, post, "none", clamp=FP16_BOUND)
+    got = fused_block_out(x, o, p, post, "none", clamp=FP16_BOUND)
+    assert (want[0].abs() == 64512).any()  # clamped (the bound as fp16 holds it)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+def test_linear_gelu_reference_is_the_unfused_code():
+    x, w, b = torch.randn(5, 3, 16), torch.randn(24, 16), torch.randn(24)
+    for approximate in ("tanh", "none"):
+        assert torch.equal(linear_gelu(x, w, b, approximate), F.gelu(F.linear(x, w, b), approximate=approximate))
+    y = torch.randn(7, 24)
+    assert torch.equal(bias_gelu_torch(y, b, "tanh"), F.gelu(y + b, approximate="tanh"))
+    assert torch.equal(bias_gelu(y, None), F.gelu(y))
+
+
+def test_linear_gelu_epilogue_is_refused_where_it_would_mean_another_gelu():
+    """On CUDA torch._addmm_activation's GELU is the tanh approximation, on the CPU exact GELU: the
+    epilogue serves tanh on CUDA only. Its call (transposes, leading dims) is checked here against
+    the CPU's exact GELU, which is what the same call computes on the CPU."""
+    lg = importlib.import_module("omnienc.encoders.ops.linear_gelu")
+    x, w, b = torch.randn(2, 5, 16), torch.randn(24, 16), torch.randn(24)
+    with pytest.raises(ValueError, match="tanh"):
+        linear_gelu(x, w, b, "none", impl="epilogue")
+    with pytest.raises(ValueError, match="CUDA"):
+        linear_gelu(x, w, b, "tanh", impl="epilogue")
+    with pytest.raises(ValueError, match="impl"):
+        linear_gelu(x, w, b, "tanh", impl="cublas")
+    with pytest.raises(ValueError, match="approximate"):
+        linear_gelu(x, w, b, "erf")
+    torch.testing.assert_close(lg._addmm_gelu(x, w, b), F.gelu(F.linear(x, w, b)))
+
+
+def test_impl_choice_on_the_cpu():
+    x, y, bias, w, b = ln_inputs(3, 16, torch.float32)
+    out = add_layernorm(x, y, bias, w, b, 1e-6)  # auto on CPU tensors: the reference, triton or not
+    ref = add_layernorm_torch(x, y, bias, w, b, 1e-6)
+    assert all(torch.equal(o, r) for o, r in zip(out, ref))
+    with pytest.raises(ValueError, match="unknown impl"):
+        add_layernorm(x, y, bias, w, b, 1e-6, impl="cuda")
+    if not interpreting():
+        with pytest.raises(ValueError, match="CUDA tensors"):
+            add_layernorm(x, y, bias, w, b, 1e-6, impl="triton")
+        with pytest.raises(ValueError, match="CUDA tensors"):
+            bias_gelu(y, b, impl="triton")
+
+
+# ---- Triton kernels in the interpreter ----------------------------------------------------------------
+
+LN_CASES = [  # (rows, width, dtype, bias, clamp)
+    (1, 48, torch.bfloat16, True, False),
+    (7, 1152, torch.bfloat16, True, False),
+    (130, 32, torch.bfloat16, False, False),
+    (785, 48, torch.bfloat16, True, False),
+    (7, 1280, torch.float32, True, False),
+    (130, 48, torch.float32, False, False),
+    (7, 32, torch.float16, True, True),
+    (130, 48, torch.float16, False, False),
+]
+
+
+@pytest.mark.parametrize("rows,n,dtype,with_bias,clamp", LN_CASES)
+def test_add_layernorm_triton_matches_reference(interpreter, rows, n, dtype, with_bias, clamp):
+    torch.manual_seed(rows * n)
+    x, y, bias, w, b = ln_inputs(rows, n, dtype, scale=3e4 if clamp else 1.0)
+    bias = bias if with_bias else None
+    c = FP16_BOUND if clamp else None
+    x_new, h = add_layernorm_triton(x, y, bias, w, b, 1e-6, c)
+    ref_x, ref_h = add_layernorm_torch(x, y, bias, w, b, 1e-6, c)
+    assert x_new.dtype == dtype and x_new.shape == x.shape and h.shape == x.shape
+    assert torch.equal(x_new, ref_x)  # the residual stream bit for bit (clamped and all)
+    if clamp:
+        assert (ref_x.abs() == 64512).any()
+    if dtype == torch.float32:
+        torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-5)
+    else:
+        assert_within_rounding(h, ref_h)
+    if dtype != torch.float32:  # error against float64 on the same inputs: no worse than unfused
+        s = x.double() + (y.double() + (bias.double() if with_bias else 0))
+        if clamp:
+            s = s.clamp(-c, c)
+        exact = F.layer_norm(s, (n,), w.double(), b.double(), 1e-6)
+        assert rel_err64(h, exact) <= 1.5 * rel_err64(ref_h, exact) + 1e-12
+
+
+def test_add_layernorm_triton_takes_strided_rows_and_leading_dims(interpreter):
+    big = torch.randn(2, 5, 80, dtype=torch.bfloat16)
+    x = big[..., :48]  # rows of stride 80
+    y = torch.randn(2, 5, 48, dtype=torch.bfloat16)
+    _, _, bias, w, b = ln_inputs(1, 48, torch.bfloat16)
+    out = add_layernorm(x, y, bias, w, b, 1e-5, impl="triton")
+    ref = add_layernorm_torch(x, y, bias, w, b, 1e-5)
+    assert out[0].shape == (2, 5, 48) and torch.equal(out[0], ref[0])
+    assert_within_rounding(out[1], ref[1])
+    empty = torch.empty(0, 48, dtype=torch.bfloat16)
+    assert add_layernorm_triton(empty, empty, None, w, b, 1e-5)[1].shape == (0, 48)
+
+
+GELU_CASES = [  # (rows, width, dtype, approximate)
+    (1, 80, torch.bfloat16, "tanh"),
+    (7, 1100, torch.bfloat16, "none"),  # two column blocks
+    (130, 48, torch.bfloat16, "tanh"),
+    (785, 32, torch.bfloat16, "none"),
+    (7, 200, torch.float16, "tanh"),
+    (130, 80, torch.float16, "none"),
+    (7, 1100, torch.float32, "tanh"),
+    (130, 48, torch.float32, "none"),
+]
+
+
+@pytest.mark.parametrize("rows,n,dtype,approximate", GELU_CASES)
+def test_bias_gelu_triton_matches_reference(interpreter, rows, n, dtype, approximate):
+    torch.manual_seed(rows + n)
+    y = (torch.randn(rows, n) * 3).to(dtype)  # through GELU's curved part and both tails
+    b = torch.randn(n, dtype=dtype)
+    out = bias_gelu_triton(y, b, approximate)
+    ref = bias_gelu_torch(y, b, approximate)
+    assert out.dtype == dtype and out.shape == y.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    else:
+        assert_within_rounding(out, ref)
+    if dtype != torch.float32:
+        exact = F.gelu(y.double() + b.double(), approximate=approximate)
+        assert rel_err64(out, exact) <= 1.5 * rel_err64(ref, exact) + 1e-12
+    assert torch.equal(bias_gelu_triton(y, None, approximate), bias_gelu_triton(y, torch.zeros_like(b), approximate))
+
+
+def test_linear_gelu_triton_matches_reference(interpreter):
+    x, w, b = torch.randn(3, 7, 48), torch.randn(80, 48) * 48**-0.5, torch.randn(80)
+    for approximate in ("tanh", "none"):
+        for dtype in (torch.float32, torch.bfloat16):
+            xd, wd, bd = x.to(dtype), w.to(dtype), b.to(dtype)
+            got = linear_gelu(xd, wd, bd, approximate, impl="triton")
+            ref = linear_gelu(xd, wd, bd, approximate, impl="torch")
+            exact = F.gelu(F.linear(xd.double(), wd.double(), bd.double()), approximate=approximate)
+            assert got.shape == (3, 7, 80)
+            assert rel_err64(got, exact) <= 1.5 * rel_err64(ref, exact) + 1e-6
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_fused_block_bf16_in_the_interpreter(interpreter, approximate):
+    """The whole fused block (both add_layernorm kernels, the bias+GELU kernel) in bf16: error
+    against float64 at most 1.5x the unfused block's, for the residual and the normalized output."""
+    T, H, D, mlp = 37, 4, 12, 80
+    x, o = torch.randn(T, H * D).bfloat16(), torch.randn(T, H, D).bfloat16()
+    p = block_params(H * D, mlp, torch.bfloat16)
+    next_norm = ((torch.randn(H * D) * 0.3 + 1).bfloat16(), (torch.randn(H * D) * 0.3).bfloat16(), 1e-6)
+    exact = exact_block_out(x, o, p, next_norm, approximate)
+    unfused = unfused_block_out(x, o, p, next_norm, approximate)
+    fused = fused_block_out(x, o, p, next_norm, approximate, impl="triton", gelu_impl="triton")
+    for f, u, e in zip(fused, unfused, exact):
+        assert rel_err64(f, e) <= 1.5 * rel_err64(u, e)
+
+
+# ---- the benchmark's wiring -------------------------------------------------------------------------
+
+
+def test_kernel_bench_groups_compare_like_with_like():
+    """Every checked variant of every group computes its group's reference (here with the ops'
+    PyTorch paths on a tiny shape; within a few bf16 roundings, as a bias folded after the GEMM
+    rounds twice: a missing or doubled term would be off by ~0.3), and the table renders."""
+    from omnienc.tools import kernel_bench as kb
+
+    for approximate in ("tanh", "none"):
+        shape = kb.Shape("tiny", 7, 48, 80, approximate, 1e-6)
+        for group, args, variants in kb._groups(shape, torch.device("cpu"), impl="torch"):
+            ref = variants[0].fn(*args)
+            for v in variants:
+                if v.check and "epilogue" not in v.name:
+                    assert kb._max_err(v.fn(*args), ref) < 0.05, (group, v.name)
+            assert any(v.bytes for v in variants) or all(v.flops for v in variants)
+    rows = [{"shape": "s", "group": "g", "variant": "a", "us": 2.0, "gbs": 2400.0, "peak_share": 0.5,
+             "max_abs_err": 0.0},
+            {"shape": "s", "group": "g", "variant": "b", "error": "boom", "max_abs_err": None},
+            {"shape": "s", "group": "g", "variant": "c", "us": 10.0, "tflops": 300.0, "max_abs_err": 0.0039}]
+    lines = kb.markdown(rows).splitlines()
+    assert lines[2] == "| s | g | a | 2.0 | 2400 (50%) |  | 0 |"
+    assert lines[3] == "| s | g | b | error: boom |  |  |  |"
+    assert lines[4] == "| s | g | c | 10.0 |  | 300 | 0.0039 |"
