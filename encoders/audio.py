@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import varlen_attention
-from .block import BlockWeights, Norm, activation, block_out, block_qkv
+from .block import UNFUSED, BlockWeights, Fusion, Norm, activation, block_out, block_qkv
 
 
 def conv_len(n: int) -> int:
@@ -240,12 +240,15 @@ class AudioEncoder(nn.Module):
     Args:
         config: transformers' ``Qwen3OmniMoeAudioEncoderConfig``.
         attn_backend: see ``encoders.attention``.
+        fusion: how each layer fuses residual adds, LayerNorms and GELU (``block.Fusion``);
+            ``block.UNFUSED`` runs the separate passes of the reference.
     """
 
-    def __init__(self, config, attn_backend: str = "auto"):
+    def __init__(self, config, attn_backend: str = "auto", fusion: Fusion = Fusion()):
         super().__init__()
         self.config = config
         self.attn_backend = attn_backend
+        self.fusion = Fusion(*fusion)
         c = config
         self.n_window = c.n_window
         self.n_window_infer = c.n_window_infer
@@ -269,9 +272,12 @@ class AudioEncoder(nn.Module):
         self._pos: dict[torch.device, torch.Tensor] = {}
         self.compiled = None  # (attn_in, block_out) compiled by compile_blocks
 
+    OPTIONS = ("attn_backend", "fusion")
+
     def with_options(self, **options) -> AudioEncoder:
-        """A view of this encoder with another default ``attn_backend``, sharing its weights."""
-        unknown = set(options) - {"attn_backend"}
+        """A view of this encoder with other constructor options (``OPTIONS``), sharing its weights;
+        for A/B runs."""
+        unknown = set(options) - set(self.OPTIONS)
         if unknown:
             raise ValueError(f"unknown AudioEncoder option(s) {sorted(unknown)}")
         other = copy.copy(self)
@@ -344,6 +350,7 @@ class AudioEncoder(nn.Module):
         x = x + self.positions(x.device).to(x.dtype)
         x = x.flatten(0, 1).index_select(0, plan.token_index)  # [L, d_model]
         pre, post = self.compiled or (attn_in, block_out)
+        fusion = UNFUSED if self.compiled else self.fusion.resolve(x, self.config.activation_function)
         # fp16 is clamped finite after each layer, as in the reference.
         clamp = torch.finfo(x.dtype).max - 1000 if x.dtype == torch.float16 else None
         norms = [Norm.of(layer.self_attn_layer_norm) for layer in self.layers[1:]] + [Norm.of(self.ln_post)]
@@ -353,7 +360,7 @@ class AudioEncoder(nn.Module):
             w = layer.weights()
             q, k, v = pre(w, h, heads)
             o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
-            x, h = post(w, x, o, next_norm, self.config.activation_function, clamp)
+            x, h = post(w, x, o, next_norm, self.config.activation_function, clamp, fusion)
         return self.proj2(self.act(self.proj1(h)))
 
     def forward(self, input_features: torch.Tensor, feature_lens) -> torch.Tensor:

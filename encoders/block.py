@@ -9,9 +9,10 @@ Per block, with ``h`` the block's normalized input (its LN1 of ``x``, computed b
     x   = x + fc2(act(fc1(h)))
     h   = next_norm(x)                   the next block's LN1, or the encoder's final norm
 
-Carrying ``(x, h)`` across blocks puts every residual add right before a LayerNorm, so the two can be
-one fused pass. The weights travel as one ``BlockWeights`` (a NamedTuple of the block's tensors), so
-``torch.compile`` traces each function once for all blocks.
+Carrying ``(x, h)`` across blocks puts every residual add right before a LayerNorm, so the two are
+one fused pass (``ops.add_layernorm``), and fc1 + GELU can be one GEMM with a GELU epilogue
+(``ops.linear_gelu``). The weights travel as one ``BlockWeights`` (a NamedTuple of the block's
+tensors), so ``torch.compile`` traces each function once for all blocks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
+
+from .ops import add_layernorm, linear_gelu
 
 # Activations by config name, written out so torch.compile sees plain functions.
 ACTIVATIONS = {
@@ -70,13 +73,41 @@ def block_qkv(w: BlockWeights, h: torch.Tensor) -> torch.Tensor:
     return F.linear(h, w.qkv_w, w.qkv_b)
 
 
+# GELU flavours the fused ops take, by config name.
+_APPROXIMATE = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+class Fusion(NamedTuple):
+    """How ``block_out`` runs: ``norm`` for residual add + LayerNorm (``ops.add_layernorm``'s impl:
+    ``auto``, ``triton`` or ``torch`` = the unfused reference) and ``gelu`` for fc1 + GELU
+    (``ops.linear_gelu``'s impl: ``torch``, ``epilogue`` or ``triton``; ``auto`` = the cuBLASLt
+    epilogue for tanh-GELU on CUDA, else torch)."""
+
+    norm: str = "auto"
+    gelu: str = "auto"
+
+    def resolve(self, x: torch.Tensor, act: str) -> Fusion:
+        gelu = self.gelu
+        if gelu == "auto":
+            gelu = "epilogue" if x.is_cuda and _APPROXIMATE.get(act) == "tanh" else "torch"
+        return Fusion(self.norm, gelu)
+
+
+UNFUSED = Fusion("torch", "torch")
+
+
 def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm, act: str,
-              clamp: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              clamp: float | None = None, fusion: Fusion = UNFUSED) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention output ``o [T, H, D]`` back into the residual ``x [T, hidden]``, then the MLP.
 
     ``clamp``: bound the residual after the MLP (the audio encoder in float16, as its reference does).
+    ``fusion``: a resolved ``Fusion`` (``UNFUSED``: separate passes, the reference).
     Returns the new residual and ``next_norm`` of it.
     """
+    if fusion != UNFUSED and act in _APPROXIMATE:
+        x, h = add_layernorm(x, F.linear(o.flatten(1), w.out_w, w.out_b), None, *w.norm2, impl=fusion.norm)
+        m = linear_gelu(h, w.fc1_w, w.fc1_b, _APPROXIMATE[act], impl=fusion.gelu)
+        return add_layernorm(x, F.linear(m, w.fc2_w, w.fc2_b), None, *next_norm, clamp=clamp, impl=fusion.norm)
     x = x + F.linear(o.flatten(1), w.out_w, w.out_b)
     h = w.norm2(x)
     x = x + F.linear(activation(act)(F.linear(h, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b)
@@ -85,4 +116,4 @@ def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm
     return x, next_norm(x)
 
 
-__all__ = ["ACTIVATIONS", "BlockWeights", "Norm", "activation", "block_out", "block_qkv"]
+__all__ = ["ACTIVATIONS", "UNFUSED", "BlockWeights", "Fusion", "Norm", "activation", "block_out", "block_qkv"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import varlen_attention
-from .block import BlockWeights, Norm, block_out, block_qkv
+from .block import UNFUSED, BlockWeights, Fusion, Norm, block_out, block_qkv
 from .rotary import rotary_qkv_torch, rotary_qkv_triton, use_triton
 
 # Default: padding tokens are split into attention segments of at most this many tokens, so a mostly
@@ -246,15 +246,20 @@ class VisionEncoder(nn.Module):
         rotary_backend: ``auto`` (Triton on CUDA when importable), ``triton`` or ``torch``.
         pad_segment_tokens: padding tokens of a padded plan are cut into attention segments of at
             most this many tokens (a mostly empty bucket then costs little attention work).
+        fusion: how each block fuses residual adds, LayerNorms and GELU (``block.Fusion``);
+            ``block.UNFUSED`` runs the separate passes of the reference.
     """
 
+    OPTIONS = ("attn_backend", "rotary_backend", "pad_segment_tokens", "fusion")
+
     def __init__(self, config, attn_backend: str = "auto", rotary_backend: str = "auto",
-                 pad_segment_tokens: int = PAD_SEGMENT_TOKENS):
+                 pad_segment_tokens: int = PAD_SEGMENT_TOKENS, fusion: Fusion = Fusion()):
         super().__init__()
         self.config = config
         self.attn_backend = attn_backend
         self.rotary_backend = rotary_backend
         self.pad_segment_tokens = pad_segment_tokens
+        self.fusion = Fusion(*fusion)
         c = config
         self.merge = c.spatial_merge_size
         self.unit = c.spatial_merge_size**2
@@ -278,9 +283,9 @@ class VisionEncoder(nn.Module):
         self.compiled = None  # (attn_in, block_out) compiled by compile_blocks
 
     def with_options(self, **options) -> VisionEncoder:
-        """A view of this encoder with other options (``attn_backend``, ``rotary_backend``,
-        ``pad_segment_tokens``), sharing its weights; for A/B runs."""
-        unknown = set(options) - {"attn_backend", "rotary_backend", "pad_segment_tokens"}
+        """A view of this encoder with other constructor options (``OPTIONS``), sharing its weights;
+        for A/B runs."""
+        unknown = set(options) - set(self.OPTIONS)
         if unknown:
             raise ValueError(f"unknown VisionEncoder option(s) {sorted(unknown)}")
         other = copy.copy(self)
@@ -338,11 +343,11 @@ class VisionEncoder(nn.Module):
         x = x + pos.to(x.dtype)
         freqs = (plan.rope_pos[:, :, None] * self.inv_freq(x.device)).flatten(1)  # [T, head_dim/2]
         cos, sin = freqs.cos(), freqs.sin()
-        if self.compiled is not None:
-            pre, post = self.compiled
+        if self.compiled is not None:  # compiled: inductor fuses the reference ops itself
+            (pre, post), fusion = self.compiled, UNFUSED
             rotary = rotary_qkv_torch
         else:
-            pre, post = attn_in, block_out
+            pre, post, fusion = attn_in, block_out, self.fusion.resolve(x, self.act)
             rotary = rotary_qkv_triton if use_triton(self.rotary_backend, x) else rotary_qkv_torch
         norms = [Norm.of(b.norm1) for b in self.blocks[1:]] + [Norm.of(self.merger.ln_q)]
         h = Norm.of(self.blocks[0].norm1)(x)
@@ -351,7 +356,7 @@ class VisionEncoder(nn.Module):
             w = block.weights()
             q, k, v = pre(w, h, cos, sin, self.num_heads, rotary)
             o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
-            x, h = post(w, x, o, next_norm, self.act)
+            x, h = post(w, x, o, next_norm, self.act, None, fusion)
             if i in self.deepstack_visual_indexes:
                 deepstack.append(self.merger_list[self.deepstack_visual_indexes.index(i)](x))
         return self.merger.project(h), deepstack

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..encoders.attention import resolve_backend
+from ..encoders.attention import available_backends, fastest_backend, resolve_backend
 from . import graphs
 from .graphs import PlanLayout, upload, with_tensors
 from .grid import Bucket, ModalityGrid
@@ -146,19 +146,43 @@ class Lane:
 
     # -- capture --------------------------------------------------------------------------------
     def backend(self) -> str:
-        """The attention backend of this lane's runs."""
+        """The attention backend asked for (the lane's ``attention``, else the encoder's), resolved."""
         enc = self.encoder
         name = enc.attn_backend if self.attention == "auto" else self.attention
         return resolve_backend(name, self.device, enc.dtype, enc.head_dim)
+
+    def candidates(self) -> list[str]:
+        """Backends a graph bucket chooses from by measurement: every capturable one when nothing
+        was asked for (``auto``), else the one asked for."""
+        enc = self.encoder
+        if self.attention == "auto" and enc.attn_backend == "auto":
+            return available_backends(self.device, enc.dtype, enc.head_dim) or [self.backend()]
+        return [self.backend()]
+
+    def eager_backend(self, units: int) -> str:
+        """The backend of an eager run of ``units``: what the largest graph bucket of at most that
+        size measured fastest (the smallest graph bucket's choice below them all)."""
+        chosen = sorted((b.size, br.attention) for b, br in self.buckets.items() if br.attention)
+        if not chosen:
+            return self.backend()
+        below = [a for size, a in chosen if size <= units]
+        return below[-1] if below else chosen[0][1]
 
     def _forward(self, br: BucketRun, plan, backend: str) -> tuple[torch.Tensor, ...]:
         outputs = self.spec.run(br.inputs, plan, backend)
         return (*outputs, row_flags(outputs))
 
+    def _stage(self, br: BucketRun, shapes: list):
+        plan, packed = self._host_plan(br, shapes)
+        self.plan_buffer[: br.layout.nbytes].copy_(packed, non_blocking=True)
+        return plan
+
     def capture(self, progress=None, pool=None):
         """Captures every graph bucket, largest first, into ``pool`` (a new one if None) on CUDA;
-        runs each once otherwise. Returns the pool, so lanes share one (their replays never overlap:
-        they run under the runtime's lock, and outputs are copied out right after)."""
+        runs each once otherwise. Where several attention backends can run, each is captured and
+        timed on a typical fill of the bucket and the fastest kept. Returns the pool, so lanes share
+        one (their replays never overlap: they run under the runtime's lock, and outputs are copied
+        out right after)."""
         t0 = time.perf_counter()
         cuda = self.device.type == "cuda"
         if cuda:
@@ -167,22 +191,19 @@ class Lane:
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
             before = torch.cuda.memory_reserved(self.device)
-        backend = self.backend()
+        candidates = self.candidates()
         for bucket in sorted(self.buckets, reverse=True):
             br = self.buckets[bucket]
             if not br.stats.graph:
                 continue
             t1 = time.perf_counter()
-            plan, packed = self._host_plan(br, [])
-            self.plan_buffer[: br.layout.nbytes].copy_(packed, non_blocking=True)
-            br.attention = backend
             with torch.inference_mode():
                 if cuda and self.use_graphs:
-                    br.graph, br.outputs = graphs.capture(lambda: self._forward(br, br.plan, backend), pool)
-                    pool = pool or br.graph.pool()
-                    torch.cuda.synchronize(self.device)
+                    pool = self._capture_bucket(br, candidates, pool)
                 else:
-                    self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), backend)
+                    br.attention = candidates[0]
+                    plan = self._stage(br, [])
+                    self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
             br.capture_s = time.perf_counter() - t1
             if progress is not None:
                 progress(self.modality, bucket, br.capture_s)
@@ -192,6 +213,31 @@ class Lane:
             self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
         self.capture_s = time.perf_counter() - t0
         self.captured = True
+        return pool
+
+    def _capture_bucket(self, br: BucketRun, candidates: list[str], pool):
+        """Captures ``br``'s graph with each candidate backend, keeps the fastest replay."""
+        self._stage(br, [])
+        captured = {}
+
+        def run(backend: str):
+            nonlocal pool
+            captured[backend] = graphs.capture(lambda: self._forward(br, br.plan, backend), pool)
+            pool = pool or captured[backend][0].pool()
+            return captured[backend][0].replay
+
+        if len(candidates) == 1:
+            run(candidates[0])
+            best = candidates[0]
+        else:
+            typical = self.spec.typical_shapes(br.bucket)
+            self.spec.fill([self.spec.typical_request(s) for s in typical], typical, br.inputs)
+            self._stage(br, typical)
+            best, br.attention_ms = fastest_backend(run, candidates)
+        br.graph, br.outputs = captured.pop(best)
+        br.attention = best
+        captured.clear()  # the other backends' graphs: their pool memory is reused
+        torch.cuda.synchronize(self.device)
         return pool
 
     # -- runs -----------------------------------------------------------------------------------
@@ -268,8 +314,7 @@ class Lane:
     def _replay(self, br: BucketRun, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
         """Stages the pack into the bucket's static views (one plan copy, one input copy per request)
         and replays its graph; returns copies of the used output rows and their flags."""
-        plan, packed = self._host_plan(br, shapes)
-        self.plan_buffer[: br.layout.nbytes].copy_(packed, non_blocking=True)
+        plan = self._stage(br, shapes)
         self.spec.fill(requests, shapes, br.inputs)
         if br.graph is not None:
             br.graph.replay()
@@ -285,7 +330,7 @@ class Lane:
         inputs = m.input_buffer(sum(m.rows(s) for s in shapes), self.device, zero=False)
         m.fill(requests, shapes, inputs)
         plan = upload(m.plan(shapes), self.device)
-        outputs = m.run(inputs, plan, self.backend())
+        outputs = m.run(inputs, plan, self.eager_backend(sum(m.demand(s).size for s in shapes)))
         return (*outputs, row_flags(outputs))
 
     def _fallback(self, request, shape, index: int) -> tuple[torch.Tensor, ...]:

@@ -84,9 +84,16 @@ class VisionModality:
             start += n
         return out
 
-    def tokens(self, shapes: list) -> int:
-        """Attention tokens of an unpadded run of ``shapes`` (for the eager attention choice)."""
-        return sum(self.rows(s) for s in shapes)
+    def typical_shapes(self, bucket: Bucket) -> list:
+        """A typical full pack of ``bucket`` (for timing): ``batch`` equal frames filling it."""
+        n = min(bucket.batch, bucket.size // 4)
+        per = bucket.size // n // 4 * 4
+        return [[(1, 2, per // 2)]] * n
+
+    def typical_request(self, shape) -> VisionRequest:
+        enc = self.encoder
+        return VisionRequest(torch.randn(self.rows(shape), enc.in_features, device=enc.device, dtype=enc.dtype),
+                             torch.tensor(shape))
 
 
 class AudioModality:
@@ -156,8 +163,15 @@ class AudioModality:
             start += T
         return out
 
-    def tokens(self, shapes: list) -> int:
-        return sum(self.out_rows(s) for s in shapes)
+    def typical_shapes(self, bucket: Bucket) -> list:
+        """A typical full pack of ``bucket`` (for timing): ``batch`` equal clips filling it."""
+        n = min(bucket.batch, bucket.size // AUDIO_CHUNK_FRAMES)
+        return [[bucket.size // n // AUDIO_CHUNK_FRAMES * AUDIO_CHUNK_FRAMES]] * n
+
+    def typical_request(self, shape) -> AudioRequest:
+        enc = self.encoder
+        return AudioRequest(torch.randn(enc.config.num_mel_bins, sum(shape), device=enc.device, dtype=enc.dtype),
+                            torch.tensor(shape))
 
 
 __all__ = ["AudioModality", "VisionModality"]

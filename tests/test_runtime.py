@@ -303,3 +303,53 @@ def test_ab_variants_are_real_parameters(encoders):
         assert rel_err(rt.encode([req])[0].embeds, ref) <= TOL, name
     with pytest.raises(ValueError, match="unknown VisionEncoder option"):
         vis.with_options(fused=True)
+
+
+def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
+    """Capture times every candidate backend on a typical fill of each graph bucket and keeps the
+    fastest; stats show the choice and the timings; eager runs use the choice of the largest graph
+    bucket at or below their size. (CPU stand-ins for the CUDA graph and the CUDA-event timer.)"""
+    from omnienc.encoders import attention
+    from omnienc.runtime import graphs, lane as lane_mod
+
+    class FakeGraph:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            return self.fn()
+
+        def pool(self):
+            return "pool"
+
+    def fake_capture(fn, pool=None, warmup=2):
+        outputs = fn()
+        return FakeGraph(fn), outputs
+
+    def fake_fastest(run, backends, repeats=20):
+        ms = iter([{"auto": 2.0, "sdpa": 1.0}[b] for b in backends])  # the timer sees them in order
+
+        def timer(fn, repeats):
+            fn()
+            return next(ms)
+        return attention.fastest_backend(run, backends, repeats, timer=timer)
+
+    monkeypatch.setattr(graphs, "capture", fake_capture)
+    monkeypatch.setattr(lane_mod, "fastest_backend", fake_fastest)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    lane = rt.vision
+    monkeypatch.setattr(lane, "candidates", lambda: ["auto", "sdpa"])
+    pool = None
+    for b, br in lane.buckets.items():
+        pool = lane._capture_bucket(br, ["auto", "sdpa"], pool)
+        assert br.attention == "sdpa" and br.attention_ms == {"auto": 2.0, "sdpa": 1.0}
+        assert isinstance(br.graph, FakeGraph)
+    s = rt.stats()["vision"]["buckets"]
+    assert all(v["attention"] == "sdpa" and v["attention_ms"]["sdpa"] == 1.0 for v in s.values())
+    assert lane.eager_backend(10**6) == "sdpa" and lane.eager_backend(1) == "sdpa"
+    for br in lane.buckets.values():  # the CPU runs the bucket code eagerly, with the chosen backend
+        br.graph = None
+    req = vision_request([[1, 6, 8]], vis.config)
+    check_against_direct(encoders, [req], rt.encode([req]))

@@ -58,6 +58,9 @@ def run(args) -> int:
         "build_s": built_s, **info,
         "buckets": {m: {k: (v["capture_s"] if v["graph"] else None) for k, v in stats[m]["buckets"].items()}
                     for m in ("vision", "audio") if m in stats},
+        "attention": {m: {k: {"backend": v["attention"], "ms": v["attention_ms"]}
+                          for k, v in stats[m]["buckets"].items() if v["graph"]}
+                      for m in ("vision", "audio") if m in stats},
     }
     ok = True
     if args.verify:
@@ -77,7 +80,10 @@ def run(args) -> int:
         print(f"captured {info['graphs']} graphs in {info['capture_s']:.2f} s; graph pool {info['graph_memory_bytes'] / 2**20:.0f} MiB")
         for m, buckets in report["buckets"].items():
             for name, s in buckets.items():
-                print(f"  {m:6s} {name:>12s}  " + ("   eager (above graphs_up_to)" if s is None else f"{s * 1e3:8.1f} ms"))
+                att = report["attention"][m].get(name)
+                times = ", ".join(f"{b} {t:.3f} ms" for b, t in (att or {}).get("ms", {}).items())
+                print(f"  {m:6s} {name:>12s}  " + ("   eager bucket (above graphs_up_to)" if s is None else
+                      f"{s * 1e3:8.1f} ms  attention {att['backend']}" + (f" ({times})" if times else "")))
         for c in report.get("verify", []):
             print(f"  verify {c['modality']:6s} {c['bucket']:>12s}  {c['requests']:3d} requests  max rel err "
                   f"{c['max_rel_err']:.2e}  min cos {c['min_cosine']:.6f}  {'ok' if c['ok'] else 'MISMATCH'}")
