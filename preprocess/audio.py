@@ -233,8 +233,9 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
 
     Raises:
         ValueError: naming the waveform index and field (type, dtype, shape, sampling_rate, length,
-            samples) before any work. Samples are checked for NaN and infinity: on the host for host
-            waveforms, with one device sync for all waveforms that live on an accelerator.
+            samples) before any work. Samples are checked for NaN and infinity (one summing pass):
+            on the host for host waveforms, with one device sync for all waveforms that live on an
+            accelerator.
     """
     cfg = config or PreprocessConfig()
     if isinstance(waveforms, (torch.Tensor, np.ndarray)):
@@ -253,17 +254,20 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
             _fail(i, "length", f"is {x.shape[-1]} samples at {rate} Hz ({n16} at {cfg.sampling_rate} Hz); "
                   f"an audio needs at least {cfg.n_fft} samples at {cfg.sampling_rate} Hz "
                   f"({1000 * cfg.n_fft / cfg.sampling_rate:g} ms)")
-    # NaN / infinity: a float64 sum is finite exactly when every sample is (float32 inputs cannot
-    # overflow it), and costs one pass; device sums resolve together.
-    sums = [x.sum(dtype=torch.float64) for x in xs]
+    # NaN / infinity: one summing pass per waveform (a sum is finite when every sample is, unless
+    # the samples are absurdly large); host sums are read at once, device sums with one sync for all.
+    sums = [x.sum() for x in xs]
     host = [i for i, x in enumerate(xs) if x.device.type == "cpu"]
     dev = [i for i, x in enumerate(xs) if x.device.type != "cpu"]
     finite = {i: bool(torch.isfinite(sums[i])) for i in host}
     if dev:
-        finite |= dict(zip(dev, torch.isfinite(torch.stack([sums[i].to(sums[dev[0]].device) for i in dev])).tolist()))
+        flags = torch.isfinite(torch.stack([sums[i].to(sums[dev[0]].device) for i in dev])).tolist()
+        finite |= dict(zip(dev, flags))
     for i in range(len(xs)):
         if not finite[i]:
-            _fail(i, "samples", "holds NaN or infinite values")
+            if not bool(torch.isfinite(xs[i]).all()):
+                _fail(i, "samples", "holds NaN or infinite values")
+            _fail(i, "samples", "holds values so large that their sum overflows; expected samples in [-1, 1]")
 
     device = _resolve_device(device, xs)
     waves = []

@@ -15,6 +15,7 @@ the same audio resampled by ``scipy.signal.resample_poly``. The parity tests run
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -396,3 +397,25 @@ def test_no_host_sync_on_cuda():
     assert_pixels_close(img.pixel_values, cpu[0].pixel_values)
     assert_pixels_close(vid.pixel_values, cpu[1].pixel_values)
     assert (aud.input_features.cpu() - cpu[2].input_features).abs().max().item() <= MEL_MAX_ABS
+
+
+# --- the benchmark script, smoke-tested on the CPU -------------------------------------------------
+
+
+def test_bench_preprocess_smoke(tmp_path):
+    from omnienc.tools import bench_preprocess as bp
+
+    report = bp.run_preprocess_bench("cpu", repeats=1, warmup=0, tiny=True)
+    assert list(report["workloads"]) == list(bp.WORKLOADS) and list(report["e2e"]) == list(bp.E2E)
+    for row in report["workloads"].values():
+        assert row["ours_cpu"]["median_ms"] > 0 and row["hf_cpu"]["median_ms"] > 0
+        assert row["ours_gpu"] is None and row["ours_gpu_resident"] is None  # no CUDA here
+    for row in report["e2e"].values():
+        assert row["ratio"] == row["raw_to_embeds"]["median_ms"] / row["encode_ready"]["median_ms"]
+    table = bp.format_markdown(report)
+    assert all(f"| {name} |" in table for name in bp.WORKLOADS)
+    out = tmp_path / "r.json"
+    assert bp.main(["--device", "cpu", "--tiny", "--repeats", "1", "--warmup", "0", "--no-e2e", "--no-hf",
+                    "--workloads", "image720p,audio30s44k", "--out", str(out)]) == 0
+    assert list(json.loads(out.read_text())["workloads"]) == ["image720p", "audio30s44k"]
+    assert bp.main(["--device", "cpu", "--workloads", "nope"]) == 2
