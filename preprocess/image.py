@@ -326,9 +326,11 @@ def preprocess_video(frames, config: PreprocessConfig | None = None, *, fps: flo
         if frames.dtype not in (torch.uint8, np.uint8):
             raise ValueError(f"frames: field 'dtype' must be uint8 (pixel values 0-255), got {frames.dtype}")
         if frames.ndim != 4 or frames.shape[3] != 3:
-            raise ValueError(f"frames: field 'shape' must be [T, H, W, 3] (RGB, channels last), got {tuple(frames.shape)}")
+            raise ValueError("frames: field 'shape' must be [T, H, W, 3] (RGB, channels last), "
+                             f"got {tuple(frames.shape)}")
         if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
-            raise ValueError(f"frames: field 'shape' is {tuple(frames.shape)}: a video needs frames of at least one pixel")
+            raise ValueError(f"frames: field 'shape' is {tuple(frames.shape)}: "
+                             "a video needs frames of at least one pixel")
         size = (int(frames.shape[1]), int(frames.shape[2]))
         count = int(frames.shape[0])
     else:
@@ -351,8 +353,9 @@ def preprocess_video(frames, config: PreprocessConfig | None = None, *, fps: flo
     padded = keep + keep[-1:] * (-len(keep) % Tp)  # an odd count repeats the last frame
     if isinstance(frames, (torch.Tensor, np.ndarray)):
         src = _from_numpy(frames) if isinstance(frames, np.ndarray) else frames
-        x = src[torch.tensor(padded, device=src.device)] if padded != list(range(count)) else src
-        x = x.to(device, non_blocking=True)
+        if padded != list(range(count)):  # select before the copy: only kept frames travel
+            src = src.index_select(0, torch.tensor(padded).to(src.device, non_blocking=True))
+        x = src.to(device, non_blocking=True)
     else:
         x = torch.stack([_image_tensor(frames[i]).to(device, non_blocking=True) for i in padded])
     if (th, tw) != size:

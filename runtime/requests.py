@@ -35,7 +35,8 @@ class VisionRequest:
         return cls(out.pixel_values, torch.tensor(out.grid_thw, dtype=torch.int64))
 
     @classmethod
-    def from_video(cls, frames, *, fps=None, min_pixels=None, max_pixels=None, device=None, config=None) -> VisionRequest:
+    def from_video(cls, frames, *, fps=None, min_pixels=None, max_pixels=None, device=None,
+                   config=None) -> VisionRequest:
         """One request holding one video (uint8 ``[T, H, W, 3]`` or a list of frames), sampled at
         ``fps`` and grouped in temporal pairs as Qwen3-Omni does. See
         ``omnienc.preprocess.preprocess_video``."""

@@ -171,9 +171,9 @@ def _load_encoders(args, device: torch.device, dtype: torch.dtype):
 def _preprocess_config(args, device: torch.device) -> PreprocessConfig:
     """Sizes from the checkpoint's configs (or the random encoders' configs), the pixel budgets and
     frame sampling from the command line."""
-    overrides = dict(min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-                     video_min_pixels=args.video_min_pixels, video_max_pixels=args.video_max_pixels,
-                     video_fps=args.video_fps, max_frames=args.max_frames)
+    overrides = {"min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
+                 "video_min_pixels": args.video_min_pixels, "video_max_pixels": args.video_max_pixels,
+                 "video_fps": args.video_fps, "max_frames": args.max_frames}
     if args.random_weights:
         from .models import real_configs, reduced_configs
 
