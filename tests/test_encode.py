@@ -378,6 +378,30 @@ def test_only_the_needed_encoder_is_loaded(setup, tmp_path, capsys):
     assert set(tensors) == {"audio.0.embeds"} and "vision.out_hidden_size" not in meta
 
 
+@torch.no_grad()
+def test_encode_with_random_weights_needs_no_checkpoint(setup, tmp_path, capsys):
+    """``--random-weights``: reduced sizes on a CPU, the packaged grid, shapes from the reduced configs."""
+    from omnienc.tools.models import reduced_configs
+
+    _, _, files = setup
+    out = tmp_path / "r.safetensors"
+    assert run_encode(["--random-weights", "--image", str(files["png"]), "--audio", str(files["wav"]),
+                       "--device", "cpu", "--dtype", "float32", "--no-progress", "-o", str(out)]) == 0
+    assert "random weights at the reduced model sizes" in capsys.readouterr().out
+    tensors, meta = read_output(out)
+    vcfg, acfg = reduced_configs()
+    t, h, w = json.loads(meta["image.0.grid_thw"])
+    assert (t, h, w) == (1, 4, 6)  # 37x53 pixels -> 64x96 with patch 16 and the 3136-pixel floor
+    assert tensors["image.0.embeds"].shape == (t * h * w // 4, vcfg.out_hidden_size)
+    T = int(meta["audio.0.frames"])
+    assert tensors["audio.0.embeds"].shape == (audio_output_length(T), acfg.output_dim)
+    assert meta["checkpoint"] == "random-weights:reduced"
+    assert json.loads(meta["preprocess"])["num_mel_bins"] == acfg.num_mel_bins
+    with pytest.raises(SystemExit):  # --checkpoint and --random-weights exclude each other
+        run_encode(["--random-weights", "--checkpoint", str(tmp_path), "--image", str(files["png"]), "-o", str(out)])
+    capsys.readouterr()
+
+
 # --- errors: status 2, a message, no traceback ----------------------------------------------------
 
 
