@@ -247,9 +247,11 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
         raise ValueError(f"sampling_rate: {len(rates)} rates for {len(waveforms)} waveforms")
     xs = [_waveform(x, i) for i, x in enumerate(waveforms)]
     for i, (x, rate) in enumerate(zip(xs, rates)):
-        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate < 1:
-            _fail(i, "sampling_rate", f"must be a positive integer (Hz), got {rate!r}")
-        n16 = resampled_length(x.shape[-1], int(rate), cfg.sampling_rate)
+        integral = isinstance(rate, (int, np.integer)) or (isinstance(rate, float) and rate.is_integer())
+        if isinstance(rate, bool) or not integral or rate < 1:
+            _fail(i, "sampling_rate", f"must be a positive whole number of Hz, got {rate!r}")
+        rates[i] = rate = int(rate)
+        n16 = resampled_length(x.shape[-1], rate, cfg.sampling_rate)
         if n16 < cfg.n_fft:
             _fail(i, "length", f"is {x.shape[-1]} samples at {rate} Hz ({n16} at {cfg.sampling_rate} Hz); "
                   f"an audio needs at least {cfg.n_fft} samples at {cfg.sampling_rate} Hz "
@@ -274,6 +276,6 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
     for x, rate in zip(xs, rates):
         x = x.to(device, torch.float32, non_blocking=True)
         x = x.mean(0) if x.dim() == 2 else x
-        waves.append(resample(x, int(rate), cfg.sampling_rate))
+        waves.append(resample(x, rate, cfg.sampling_rate))
     feats = log_mel(waves, cfg)
-    return AudioInputs(feats, [w.shape[0] // cfg.hop_length for w in waves], [int(r) for r in rates])
+    return AudioInputs(feats, [w.shape[0] // cfg.hop_length for w in waves], rates)

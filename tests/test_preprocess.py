@@ -128,6 +128,23 @@ def test_images_match_transformers(device):
     assert_pixels_close(ours.pixel_values, ref["pixel_values"])
 
 
+def test_images_match_transformers_torchvision_processor():
+    """Where torchvision is installed: the same bounds against transformers' torchvision-backed
+    ``Qwen2VLImageProcessor`` (a second bicubic implementation)."""
+    pytest.importorskip("torchvision")
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    cfg = PreprocessConfig()
+    ims = [photo(n) for n in ("chelsea.png", "camera.png", "logo.png", "coffee.png")]
+    hf = Qwen2VLImageProcessor(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels},
+                               patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
+                               merge_size=cfg.merge_size, image_mean=list(cfg.image_mean), image_std=list(cfg.image_std))
+    ref = hf(images=ims, return_tensors="pt")
+    ours = preprocess_images(ims, cfg)
+    assert ours.grid_thw == [tuple(g) for g in ref["image_grid_thw"].tolist()]
+    assert_pixels_close(ours.pixel_values, ref["pixel_values"].float())
+
+
 def hf_video(frames, cfg: PreprocessConfig) -> tuple[torch.Tensor, list[int]]:
     """The reference: each frame through transformers' image processor with the video budget, an odd
     count padded with the last frame, frames paired on the temporal axis (HF's video layout)."""
@@ -304,6 +321,7 @@ def bad_cases():
         ("audio", lambda: AudioRequest.from_waveforms([wave[:399]]), r"waveform 0: field 'length'"),
         ("audio", lambda: AudioRequest.from_waveforms([wave[:1000]], 44100), r"waveform 0: field 'length'"),
         ("audio", lambda: AudioRequest.from_waveforms([wave], 0), r"waveform 0: field 'sampling_rate'"),
+        ("audio", lambda: AudioRequest.from_waveforms([wave], 16000.5), r"waveform 0: field 'sampling_rate'"),
         ("audio", lambda: AudioRequest.from_waveforms([wave, np.zeros((16000, 2), np.float32)]),
          r"waveform 1: field 'shape'.*transpose"),
         ("audio", lambda: AudioRequest.from_waveforms([np.zeros((2, 2, 800), np.float32)]),
