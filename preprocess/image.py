@@ -262,7 +262,10 @@ def preprocess_images(images, config: PreprocessConfig | None = None, *, min_pix
         # Runs of consecutive images of one size share every kernel (their output rows are adjacent).
         runs = [[idx[0]]]
         for i in idx[1:]:
-            (runs[-1].append(i) if i == runs[-1][-1] + 1 else runs.append([i]))
+            if i == runs[-1][-1] + 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
         for run in runs:
             x = [_image_tensor(images[i]).to(device, non_blocking=True) for i in run]
             x = x[0][None] if len(x) == 1 else torch.stack(x)  # [n, H, W, 3] uint8
