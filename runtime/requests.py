@@ -27,6 +27,27 @@ class VisionRequest:
     pixel_values: torch.Tensor
     grid_thw: torch.Tensor
 
+    @classmethod
+    def from_images(cls, images, *, min_pixels=None, max_pixels=None, device=None, config=None) -> VisionRequest:
+        """One request holding ``images`` (PIL images in any mode, or uint8 ``[H, W, 3]`` tensors),
+        preprocessed as Qwen3-Omni's image processor on ``device``; grid rows in order. ``config``: a
+        ``PreprocessConfig`` (default Qwen3-Omni's). See ``omnienc.preprocess.preprocess_images``."""
+        from omnienc.preprocess import preprocess_images
+
+        out = preprocess_images(images, config, min_pixels=min_pixels, max_pixels=max_pixels, device=device)
+        return cls(out.pixel_values, torch.tensor(out.grid_thw, dtype=torch.int64))
+
+    @classmethod
+    def from_video(cls, frames, *, fps=None, min_pixels=None, max_pixels=None, device=None,
+                   config=None) -> VisionRequest:
+        """One request holding one video (uint8 ``[T, H, W, 3]`` or a list of frames), sampled at
+        ``fps`` and grouped in temporal pairs as Qwen3-Omni does. See
+        ``omnienc.preprocess.preprocess_video``."""
+        from omnienc.preprocess import preprocess_video
+
+        out = preprocess_video(frames, config, fps=fps, min_pixels=min_pixels, max_pixels=max_pixels, device=device)
+        return cls(out.pixel_values, torch.tensor(out.grid_thw, dtype=torch.int64))
+
 
 @dataclass
 class AudioRequest:
@@ -34,6 +55,16 @@ class AudioRequest:
 
     input_features: torch.Tensor
     feature_lens: torch.Tensor
+
+    @classmethod
+    def from_waveforms(cls, waveforms, sampling_rate=16000, *, device=None, config=None) -> AudioRequest:
+        """One request holding ``waveforms`` (float ``[samples]`` or ``[channels, samples]``, at
+        ``sampling_rate``), turned into Whisper log-mel features as Qwen3-Omni's processor does, on
+        ``device``. See ``omnienc.preprocess.preprocess_waveforms``."""
+        from omnienc.preprocess import preprocess_waveforms
+
+        out = preprocess_waveforms(waveforms, sampling_rate, config, device=device)
+        return cls(out.input_features, torch.tensor(out.feature_lens, dtype=torch.int64))
 
 
 @dataclass

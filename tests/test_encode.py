@@ -1,10 +1,11 @@
-"""``omnienc encode`` and its preprocessing, on the CPU with a tiny synthetic checkpoint.
+"""``omnienc encode`` and its file preprocessing, on the CPU with a tiny synthetic checkpoint.
 
 Inputs (a PNG, an animated GIF, a folder of frames, WAV files) are generated at test time. Checks:
-the preprocessed inputs equal what transformers' processors give directly (and an independent
-reference of the video patch layout); the written embeddings equal the native encoders called
-directly on those inputs; shapes follow the grids and frame counts; metadata; and every error path
-exits with status 2 and a message, no traceback.
+the transformers backend of ``Preprocessor`` equals what transformers' processors give directly (and
+an independent reference of the video patch layout); the written embeddings equal the native
+encoders called directly on the inputs ``encode`` preprocesses (the torch backend, whose parity with
+transformers is tests/test_preprocess.py's subject); shapes follow the grids and frame counts;
+metadata; and every error path exits with status 2 and a message, no traceback.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from safetensors.torch import save_file
 
 from omnienc.encoders import AudioEncoder, VisionEncoder, audio_output_length
 from omnienc.tools import encode
-from omnienc.tools.preprocess import (
+from omnienc.preprocess import (
     InputError,
     PreprocessConfig,
     Preprocessor,
+    read_audio,
     read_video_frames,
-    read_wav,
     resample,
+    resampled_length,
     sample_frame_indices,
 )
 
@@ -163,7 +165,7 @@ def test_image_inputs_equal_transformers_processor(setup):
     hf = Qwen2VLImageProcessorPil(size={"shortest_edge": 3136, "longest_edge": 1280 * 64}, patch_size=4,
                                   temporal_patch_size=2, merge_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     for key in ("png", "png2"):
-        ours = Preprocessor(cfg).image(files[key])
+        ours = Preprocessor(cfg, backend="transformers").image(files[key])
         with Image.open(files[key]) as im:
             ref = hf(images=[im], return_tensors="pt")
             h, w = smart_resize_ref(im.height, im.width, 8, 3136, 1280 * 64)
@@ -197,7 +199,7 @@ def video_reference(frames, cfg: PreprocessConfig) -> tuple[torch.Tensor, tuple[
 def test_video_inputs_follow_the_video_patch_layout(setup, source):
     _, ckpt, files = setup
     cfg = PreprocessConfig.from_checkpoint(ckpt)
-    ours = Preprocessor(cfg).video(files[source])
+    ours = Preprocessor(cfg, backend="transformers").video(files[source])
     frames, indices, _ = read_video_frames(files[source], cfg.video_fps, cfg.max_frames)
     n = 5 if source == "gif" else 4
     assert indices == list(range(n)) and ours.meta["frames"] == n
@@ -251,17 +253,19 @@ def test_audio_features_equal_whisper_extractor(setup):
 
     _, ckpt, files = setup
     cfg = PreprocessConfig.from_checkpoint(ckpt)
-    ours = Preprocessor(cfg).audio(files["wav"])
-    x, rate, channels = read_wav(files["wav"])
-    assert (rate, channels) == (22050, 2)
-    x16 = resample(x, rate, 16000)
-    assert len(x16) == round(len(x) * 16000 / 22050)
+    ours = Preprocessor(cfg, backend="transformers").audio(files["wav"])
+    x, rate, channels = read_audio(files["wav"])
+    assert (rate, channels) == (22050, 2) and x.shape[0] == 2
+    x16 = resample(torch.from_numpy(x).mean(0), rate, 16000).numpy()
+    assert len(x16) == resampled_length(x.shape[1], 22050, 16000) == math.ceil(x.shape[1] * 16000 / 22050)
     fe = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, n_fft=400)
     ref = fe([x16], sampling_rate=16000, padding=True, truncation=False, return_attention_mask=True,
              return_tensors="pt")
     assert ref["attention_mask"].all()
     assert torch.equal(ours.input_features, ref["input_features"][0])
     assert ours.input_features.shape == (16, len(x16) // 160)
+    torch_backend = Preprocessor(cfg).audio(files["wav"]).input_features
+    assert max_err(torch_backend, ours.input_features) <= 2e-3
 
 
 @pytest.mark.parametrize("width", [1, 3, 4])
@@ -269,14 +273,15 @@ def test_wav_sample_widths(tmp_path, width):
     x = tone(0.2, 16000) * 0.9
     write_wav(tmp_path / "16.wav", x, 16000, 2)
     write_wav(tmp_path / "w.wav", x, 16000, width)
-    a, _, _ = read_wav(tmp_path / "16.wav")
-    b, _, _ = read_wav(tmp_path / "w.wav")
+    a, _, _ = read_audio(tmp_path / "16.wav")
+    b, _, _ = read_audio(tmp_path / "w.wav")
+    assert a.shape == b.shape == (1, len(x))
     assert np.abs(a - b).max() <= (1 / 100 if width == 1 else 1e-4)
 
 
 def test_resample_keeps_a_tone():
     for rate in (44100, 22050, 8000):
-        x = resample(tone(1.0, rate, noise=0.0), rate, 16000)
+        x = resample(torch.from_numpy(tone(1.0, rate, noise=0.0)).float(), rate, 16000).numpy()
         ref = tone(1.0, 16000, noise=0.0)
         inner = slice(800, -800)  # the ends of a non-periodic signal ring a little
         assert len(x) == 16000 and np.abs(x[inner] - ref[inner]).max() < 1e-2
@@ -373,6 +378,30 @@ def test_only_the_needed_encoder_is_loaded(setup, tmp_path, capsys):
     assert set(tensors) == {"audio.0.embeds"} and "vision.out_hidden_size" not in meta
 
 
+@torch.no_grad()
+def test_encode_with_random_weights_needs_no_checkpoint(setup, tmp_path, capsys):
+    """``--random-weights``: reduced sizes on a CPU, the packaged grid, shapes from the reduced configs."""
+    from omnienc.tools.models import reduced_configs
+
+    _, _, files = setup
+    out = tmp_path / "r.safetensors"
+    assert run_encode(["--random-weights", "--image", str(files["png"]), "--audio", str(files["wav"]),
+                       "--device", "cpu", "--dtype", "float32", "--no-progress", "-o", str(out)]) == 0
+    assert "random weights at the reduced model sizes" in capsys.readouterr().out
+    tensors, meta = read_output(out)
+    vcfg, acfg = reduced_configs()
+    t, h, w = json.loads(meta["image.0.grid_thw"])
+    assert (t, h, w) == (1, 4, 6)  # 37x53 pixels -> 64x96 with patch 16 and the 3136-pixel floor
+    assert tensors["image.0.embeds"].shape == (t * h * w // 4, vcfg.out_hidden_size)
+    T = int(meta["audio.0.frames"])
+    assert tensors["audio.0.embeds"].shape == (audio_output_length(T), acfg.output_dim)
+    assert meta["checkpoint"] == "random-weights:reduced"
+    assert json.loads(meta["preprocess"])["num_mel_bins"] == acfg.num_mel_bins
+    with pytest.raises(SystemExit):  # --checkpoint and --random-weights exclude each other
+        run_encode(["--random-weights", "--checkpoint", str(tmp_path), "--image", str(files["png"]), "-o", str(out)])
+    capsys.readouterr()
+
+
 # --- errors: status 2, a message, no traceback ----------------------------------------------------
 
 
@@ -391,7 +420,7 @@ def error_cases(root, ckpt, files):
         (base + ["--audio", str(root / "missing.wav")], "missing.wav: no such file"),
         (base + ["--image", str(text)], "not an image format"),
         (base + ["--video", str(text)], "notes.txt"),
-        (base + ["--audio", str(text)], "not a PCM WAV file"),
+        (base + ["--audio", str(text)], "not an audio file soundfile can read"),
         (base + ["--audio", str(short)], "too short"),
         (base + ["--video", str(root)], "must hold image frames"),
         (base, "nothing to encode"),
@@ -417,18 +446,30 @@ def test_errors_exit_2_with_a_message(setup, capsys):
     assert not (root / "errors" / "err.safetensors").exists()
 
 
-def test_float_wav_and_corrupt_checkpoint_exit_2(setup, tmp_path, capsys):
+@torch.no_grad()
+def test_float_wav_encodes_and_corrupt_checkpoint_exits_2(setup, tmp_path, capsys):
+    """A 32-bit float WAV (format 3, which the stdlib ``wave`` module refuses) is read by soundfile
+    and encodes like the same samples given to ``AudioRequest.from_waveforms``."""
+    from omnienc.runtime import AudioRequest
+
     _, ckpt, files = setup
-    f32 = tmp_path / "float.wav"  # WAVE_FORMAT_IEEE_FLOAT (3): the wave module refuses it
-    data = np.zeros(1600, "<f4").tobytes()
+    f32 = tmp_path / "float.wav"
+    samples = (tone(0.3, 16000, seed=5) * 0.5).astype("<f4")
+    data = samples.tobytes()
     header = (b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
               + (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + (16000).to_bytes(4, "little")
               + (64000).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
               + b"data" + len(data).to_bytes(4, "little"))
     f32.write_bytes(header + data)
     out = str(tmp_path / "o.safetensors")
-    assert run_encode(["--checkpoint", str(ckpt), "--audio", str(f32), "-o", out]) == 2
-    assert "16-bit PCM" in capsys.readouterr().err
+    assert run_encode(["--checkpoint", str(ckpt), "--audio", str(f32), "--device", "cpu", "--dtype", "float32",
+                       "-o", out]) == 0
+    capsys.readouterr()
+    tensors, meta = read_output(out)
+    req = AudioRequest.from_waveforms([samples], 16000, config=PreprocessConfig.from_checkpoint(ckpt))
+    ref = AudioEncoder.from_pretrained(ckpt, dtype=torch.float32)(req.input_features, req.feature_lens.tolist())
+    assert max_err(tensors["audio.0.embeds"], ref) <= TOL
+    assert meta["audio.0.frames"] == str(len(samples) // 160)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((ckpt / "config.json").read_text())

@@ -1,13 +1,15 @@
 """``omnienc encode``: preprocess files, encode them through the bucketed runtime, write safetensors.
 
-    omnienc encode --checkpoint DIR [--image F]... [--video F]... [--audio F]... \\
+    omnienc encode (--checkpoint DIR | --random-weights) [--image F]... [--video F]... [--audio F]... \\
         [--grid G.yaml] [--device cuda|cpu] [--dtype bfloat16|float16|float32] -o OUT.safetensors
 
-Every input is preprocessed first (``tools/preprocess.py``: transformers' Qwen2-VL image processor
-and Whisper feature extractor, configured from the checkpoint), so a bad file fails before any
-weights load. Then the encoders a modality needs are loaded, the runtime is built on the grid (the
-packaged one by default; its dtype unless ``--dtype``) and its CUDA graphs captured, and all items
-are encoded in one call, one request per item. Graphs need FlashAttention varlen (CUDA, bf16/fp16,
+Every input is decoded (Pillow, PyAV, soundfile) and preprocessed first, on ``--device``, by
+``omnienc.preprocess`` (Qwen3-Omni's image, video and audio preprocessing in torch, configured from
+the checkpoint; parity with transformers' processors is tested), so a bad file fails before any
+weights load. Then the encoders a modality needs are loaded (``--random-weights``: random weights
+at the real sizes on a GPU, reduced sizes on a CPU, no checkpoint needed), the runtime is built on
+the grid (the packaged one by default; its dtype unless ``--dtype``) and its CUDA graphs captured,
+and all items are encoded in one call, one request per item. Graphs need FlashAttention varlen (CUDA, bf16/fp16,
 head sizes multiples of 8); otherwise -- on the CPU, or float32 on CUDA (attention then runs with
 SDPA) -- the same buckets run eagerly and nothing is captured.
 
@@ -17,7 +19,8 @@ Output, for the k-th item of each kind (k counts from 0 in command-line order):
 Metadata (strings; lists and numbers as JSON): ``{kind}.{k}.source``, ``.grid_thw``, ``.tokens``,
 ``.size`` and ``.resized`` ([height, width] in pixels); for videos ``.frames`` (before the odd-count
 padding) and ``.frame_indices``; for audio ``.frames`` (mel frames), ``.seconds``, ``.sample_rate``,
-``.channels``. Also ``format``, ``checkpoint``, ``dtype``, ``vision.out_hidden_size``,
+``.channels``. Also ``format``, ``checkpoint`` (or ``random-weights:real|reduced``), ``dtype``,
+``vision.out_hidden_size``,
 ``vision.deepstack_layers``, ``audio.output_dim``, the item counts and ``preprocess`` (the
 preprocessing settings).
 
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .preprocess import InputError, PreprocessConfig, PreprocessConfigError, Preprocessor
+from omnienc.preprocess import InputError, PreprocessConfig, PreprocessConfigError, Preprocessor
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 FORMAT = "omnienc.encode/1"
@@ -50,18 +53,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "encode", help="encode images, videos and audio files into a safetensors file",
         description="Preprocess files as Qwen3-Omni does, run them through the bucketed encoder runtime "
         "and write each item's embeddings (and DeepStack features) to a safetensors file.")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="Qwen3-Omni checkpoint folder (config.json and safetensors shards)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="DIR",
+                     help="Qwen3-Omni checkpoint folder (config.json and safetensors shards)")
+    src.add_argument("--random-weights", action="store_true",
+                     help="no checkpoint: random weights, real sizes on a GPU and reduced sizes on a CPU "
+                     "(embeddings are meaningless; for trying the pipeline)")
     p.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeatable)")
     p.add_argument("--video", action="append", default=[], metavar="PATH",
                    help="a video: animated GIF/APNG/WebP, a folder of frames, or mp4 etc. with PyAV (repeatable)")
-    p.add_argument("--audio", action="append", default=[], metavar="FILE", help="a PCM WAV file (repeatable)")
+    p.add_argument("--audio", action="append", default=[], metavar="FILE",
+                   help="an audio file: WAV (PCM, float, extensible), FLAC, OGG, ... (repeatable)")
     p.add_argument("--grid", default=None, metavar="YAML", help="bucket grid (default: the packaged grid)")
-    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--device", default=None,
+                   help="cuda, cuda:N or cpu, for preprocessing and encoding (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                    help="weights and activations (default: the grid's dtype)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="where to write the embeddings")
-    g = p.add_argument_group("preprocessing (defaults: Qwen3-Omni's, sizes from the checkpoint)")
+    g = p.add_argument_group("preprocessing (defaults: Qwen3-Omni's, sizes from the encoders' configs)")
     g.add_argument("--min-pixels", type=int, default=None, help="image pixel floor after resizing (default 3136)")
     g.add_argument("--max-pixels", type=int, default=None,
                    help="image pixel cap after resizing (default 1280 output tokens: 1310720 for patch 16)")
@@ -104,9 +113,8 @@ def _device(name: str | None) -> torch.device:
 def _check_paths(args) -> None:
     if not (args.image or args.video or args.audio):
         raise UsageError("nothing to encode; pass at least one --image, --video or --audio")
-    ckpt = Path(args.checkpoint)
-    if not ckpt.is_dir():
-        raise UsageError(f"--checkpoint {ckpt}: no such folder")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_dir():
+        raise UsageError(f"--checkpoint {args.checkpoint}: no such folder")
     out = Path(args.output)
     if out.is_dir():
         raise UsageError(f"-o {out}: is a folder; name a .safetensors file")
@@ -125,25 +133,54 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _sizes(device: torch.device) -> str:
+    """Model sizes of ``--random-weights``: the real ones on a GPU, reduced ones on a CPU."""
+    return "real" if device.type == "cuda" else "reduced"
+
+
 def _load_encoders(args, device: torch.device, dtype: torch.dtype):
-    """The encoders this run needs, with an attention backend that works on ``device``.
+    """The encoders this run needs (from the checkpoint, or random at ``_sizes(device)``).
 
     Returns:
-        (vision or None, audio or None, why CUDA graphs are off or None).
+        (vision or None, audio or None).
     """
     from omnienc.encoders import AudioEncoder, CheckpointError, VisionEncoder, WeightLoadError
 
+    want_vision, want_audio = bool(args.image or args.video), bool(args.audio)
+    if args.random_weights:
+        from .models import real_configs, reduced_configs
+
+        vcfg, acfg = real_configs() if _sizes(device) == "real" else reduced_configs()
+        with torch.device(device):
+            vision = VisionEncoder(vcfg).to(dtype).eval() if want_vision else None
+            audio = AudioEncoder(acfg).to(dtype).eval() if want_audio else None
+        return vision, audio
     vision = audio = None
     try:
-        if args.image or args.video:
+        if want_vision:
             vision = VisionEncoder.from_pretrained(args.checkpoint, dtype=dtype, device=device)
-        if args.audio:
+        if want_audio:
             audio = AudioEncoder.from_pretrained(args.checkpoint, dtype=dtype, device=device)
     except (CheckpointError, WeightLoadError):
         raise
     except (ValueError, TypeError, ZeroDivisionError) as e:  # a config the encoders refuse
         raise CheckpointError(f"{args.checkpoint}: the encoder config is not usable ({e})") from None
     return vision, audio
+
+
+def _preprocess_config(args, device: torch.device) -> PreprocessConfig:
+    """Sizes from the checkpoint's configs (or the random encoders' configs), the pixel budgets and
+    frame sampling from the command line."""
+    overrides = {"min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
+                 "video_min_pixels": args.video_min_pixels, "video_max_pixels": args.video_max_pixels,
+                 "video_fps": args.video_fps, "max_frames": args.max_frames}
+    if args.random_weights:
+        from .models import real_configs, reduced_configs
+
+        vcfg, acfg = real_configs() if _sizes(device) == "real" else reduced_configs()
+        return PreprocessConfig.from_configs(vcfg, acfg, **overrides)
+    return PreprocessConfig.from_checkpoint(args.checkpoint, vision=bool(args.image or args.video),
+                                            audio=bool(args.audio), **overrides)
 
 
 def _collect(items, outputs, vision, audio) -> tuple[dict, dict, dict, dict]:
@@ -191,14 +228,12 @@ def run(args: argparse.Namespace) -> int:
         device = _device(args.device)
         grid = BucketGrid.default() if args.grid is None else BucketGrid.from_yaml(args.grid)
         dtype_name = args.dtype or grid.dtype
-        cfg = PreprocessConfig.from_checkpoint(
-            args.checkpoint, vision=bool(args.image or args.video), audio=bool(args.audio),
-            min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-            video_min_pixels=args.video_min_pixels, video_max_pixels=args.video_max_pixels,
-            video_fps=args.video_fps, max_frames=args.max_frames)
-        pre = Preprocessor(cfg)
+        cfg = _preprocess_config(args, device)
+        pre = Preprocessor(cfg, device=device)
         items = ([("image", pre.image(p)) for p in args.image] + [("video", pre.video(p)) for p in args.video]
                  + [("audio", pre.audio(p)) for p in args.audio])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t_pre = time.perf_counter()
         vision, audio = _load_encoders(args, device, DTYPES[dtype_name])
         t_load = time.perf_counter()
@@ -223,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
         return _error(f"the runtime refused a preprocessed input: {e}")
     tensors, meta, counts, tokens = _collect(items, outputs, vision, audio)
     t_encode = time.perf_counter()
-    meta |= {"format": FORMAT, "checkpoint": str(args.checkpoint), "dtype": dtype_name,
+    source = f"random-weights:{_sizes(device)}" if args.random_weights else str(args.checkpoint)
+    meta |= {"format": FORMAT, "checkpoint": source, "dtype": dtype_name,
              "preprocess": json.dumps(cfg.to_dict())}
     try:
         save_file(tensors, str(args.output), metadata=meta)
@@ -237,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
              else f"runtime {t_capture - t_load:.2f}s (no CUDA graphs: "
              f"{'FlashAttention varlen needs bfloat16 or float16, got ' + dtype_name if device.type == 'cuda' else 'not on CUDA'}; "
              "buckets run eagerly)")
+    if args.random_weights:
+        print(f"  random weights at the {_sizes(device)} model sizes: the embeddings only show the pipeline works")
     print(f"  device {device}, {dtype_name}; preprocess {t_pre - t_start:.2f}s, load {t_load - t_pre:.2f}s, "
           f"{setup}, encode {t_encode - t_capture:.2f}s")
     print(f"  runtime: {_plural(stats['requests'], 'request')}, {_plural(stats['replays'], 'graph replay')}, "

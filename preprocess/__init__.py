@@ -1,0 +1,72 @@
+"""Preprocessing of raw media into the encoders' inputs, in torch, on any device.
+
+Images, video frames and waveforms become ``pixel_values``/``grid_thw`` and
+``input_features``/``feature_lens`` equal (within a bicubic filter's last bit) to what
+transformers' processors make for Qwen3-Omni, with the same code on the CPU and the GPU, batched,
+and with no host sync beyond what the sizes need (they come from image dimensions and sample
+counts). ``omnienc.runtime``'s ``VisionRequest.from_images`` / ``from_video`` and
+``AudioRequest.from_waveforms`` are built on ``preprocess_images``, ``preprocess_video`` and
+``preprocess_waveforms``.
+
+Modules: ``config`` (``PreprocessConfig``), ``image`` (images and videos), ``audio`` (resampling and
+log-mel), ``decode`` (files: Pillow, PyAV, soundfile), ``files`` (``Preprocessor``: files to inputs,
+with the torch backend or transformers' processors as the CPU reference).
+"""
+
+from .audio import AudioInputs, log_mel, mel_filter_bank, preprocess_waveforms, resample, resampled_length
+from .config import InputError, PreprocessConfig, PreprocessConfigError
+from .decode import FrameSampler, load_image, read_audio, read_video_frames, sample_frame_indices, spread
+from .files import (
+    BACKENDS,
+    AudioInput,
+    Preprocessor,
+    VisualInput,
+    image_processor_class,
+    make_feature_extractor,
+    make_image_processor,
+    patchify_frames,
+    whisper_features,
+)
+from .image import (
+    VisionInputs,
+    pil_to_rgb,
+    preprocess_images,
+    preprocess_video,
+    resize_bicubic,
+    sample_video_indices,
+    smart_resize,
+)
+
+__all__ = [
+    "AudioInput",
+    "AudioInputs",
+    "BACKENDS",
+    "FrameSampler",
+    "InputError",
+    "PreprocessConfig",
+    "PreprocessConfigError",
+    "Preprocessor",
+    "VisionInputs",
+    "VisualInput",
+    "image_processor_class",
+    "load_image",
+    "log_mel",
+    "make_feature_extractor",
+    "make_image_processor",
+    "mel_filter_bank",
+    "patchify_frames",
+    "pil_to_rgb",
+    "preprocess_images",
+    "preprocess_video",
+    "preprocess_waveforms",
+    "read_audio",
+    "read_video_frames",
+    "resample",
+    "resampled_length",
+    "resize_bicubic",
+    "sample_frame_indices",
+    "sample_video_indices",
+    "smart_resize",
+    "spread",
+    "whisper_features",
+]

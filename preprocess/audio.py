@@ -1,0 +1,281 @@
+"""Waveforms to the audio encoder's inputs, in torch, on any device.
+
+The features equal what ``WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=16000,
+hop_length=160, n_fft=400)`` gives when ``Qwen3OmniMoeProcessor`` calls it on one audio
+(``padding=True``, ``truncation=False``, ``return_attention_mask=True``, valid frames kept):
+
+1. mono float32 at 16 kHz (channels averaged; other rates resampled by ``resample``);
+2. centered STFT: reflect-pad 200 samples each side, 400-sample periodic Hann windows every 160
+   samples, power spectrum; ``n // 160`` frames are kept (the STFT's last frame is dropped);
+3. Slaney mel filter bank (0-8000 Hz, Slaney-normalized) -> ``log10(max(x, 1e-10))``;
+4. per audio: ``max(x, x.max() - 8)``, then ``(x + 4) / 4``.
+
+Several audios run as one batch (frames padded with zeros, whose log-mel is the floor -10 and so
+never the maximum); each audio is padded and normalized as if it were alone, so its features do not
+depend on what it is batched with. Output ``[num_mel_bins, sum T]``, audios in order.
+
+Resampling is polyphase with a Kaiser-windowed sinc (the filter ``scipy.signal.resample_poly``
+designs by default: cutoff at the lower Nyquist rate, 10 zero crossings each side of the output
+rate's sinc, beta 5), zero-padded at the ends, ``ceil(n * target / rate)`` samples out; it is one
+matrix product per audio.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import PreprocessConfig
+from .image import _from_numpy, _resolve_device
+
+RESAMPLE_ZEROS = 10  # zero crossings of the output-rate sinc on each side of a tap
+RESAMPLE_BETA = 5.0  # Kaiser window shape
+MAX_POLYPHASE = 1 << 22  # largest polyphase matrix (elements); rarer rates use a close fraction
+
+
+@dataclass
+class AudioInputs:
+    """Encoder inputs of a batch of audios.
+
+    Attributes:
+        input_features: ``[num_mel_bins, sum T]`` float32 on the requested device, audios in order.
+        feature_lens: ``T`` of each audio (``samples at 16 kHz // 160``), host ints.
+        sample_rates: each audio's rate before resampling.
+    """
+
+    input_features: torch.Tensor
+    feature_lens: list[int]
+    sample_rates: list[int]
+
+
+def _fail(index: int, field: str, problem: str):
+    raise ValueError(f"waveform {index}: field '{field}' {problem}")
+
+
+# --- mel filter bank --------------------------------------------------------------------------------
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    return np.where(f < 1000.0, 3.0 * f / 200.0, 15.0 + np.log(np.maximum(f, 1e-12) / 1000.0) * 27.0 / np.log(6.4))
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m < 15.0, 200.0 * m / 3.0, 1000.0 * np.exp((m - 15.0) * np.log(6.4) / 27.0))
+
+
+def mel_filter_bank(num_mel_bins: int, n_fft: int = 400, sampling_rate: int = 16000,
+                    f_min: float = 0.0, f_max: float = 8000.0) -> np.ndarray:
+    """Triangular filters on the Slaney mel scale, Slaney-normalized (each filter's area ~ constant).
+
+    Returns:
+        float64 ``[n_fft // 2 + 1, num_mel_bins]``: filter k rises from edge k to edge k+1 and falls
+        to edge k+2, the ``num_mel_bins + 2`` edges evenly spaced in mels from ``f_min`` to ``f_max``,
+        and is scaled by ``2 / (edge[k+2] - edge[k])`` (Hz).
+    """
+    bins = np.linspace(0.0, sampling_rate // 2, n_fft // 2 + 1)  # FFT bin frequencies, Hz
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), num_mel_bins + 2))
+    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+    rise = (bins[:, None] - lower) / (center - lower)
+    fall = (upper - bins[:, None]) / (upper - center)
+    return np.maximum(0.0, np.minimum(rise, fall)) * (2.0 / (upper - lower))
+
+
+@lru_cache(maxsize=16)
+def _mel_constants(num_mel_bins: int, n_fft: int, sampling_rate: int, device: torch.device):
+    """(filters ``[n_fft//2+1, mel]``, periodic Hann window ``[n_fft]``), float32 on ``device``."""
+    filters = torch.from_numpy(mel_filter_bank(num_mel_bins, n_fft, sampling_rate).astype(np.float32))
+    return filters.to(device), torch.hann_window(n_fft, periodic=True, dtype=torch.float32).to(device)
+
+
+# --- resampling -------------------------------------------------------------------------------------
+
+
+def _ratio(rate: int, target: int) -> tuple[int, int]:
+    """``(up, down)``: ``target / rate`` in lowest terms, or the closest fraction whose polyphase
+    matrix stays under ``MAX_POLYPHASE`` elements (rates like 44101 Hz; the time scale then errs by
+    less than 1e-7)."""
+    exact = Fraction(target, rate)
+    for limit in (None, 4096, 1024, 256, 64):
+        r = exact if limit is None else exact.limit_denominator(limit)
+        up, down = r.numerator, r.denominator
+        half = math.ceil(RESAMPLE_ZEROS * max(up, down) / up)
+        if up * (down + 2 * half + 1) <= MAX_POLYPHASE:
+            return up, down
+    return up, down
+
+
+def resampled_length(n: int, rate: int, target: int) -> int:
+    """Samples out of ``resample``: ``ceil(n * target / rate)`` (as ``resample_poly``)."""
+    return -(-n * target // rate)
+
+
+@lru_cache(maxsize=16)
+def _polyphase(up: int, down: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """The polyphase matrix ``W [up, L]`` float32 on ``device`` and the left zero padding.
+
+    Output ``m = q * up + r`` sits at input position ``m * down / up``; its taps are the input samples
+    ``q * down - pad + j`` for ``j < L``, weighted by ``W[r, j]``: a Kaiser-windowed sinc of the input
+    offset, cut off at the lower Nyquist rate, each row summing to 1 (unit gain at DC).
+    """
+    width = RESAMPLE_ZEROS * max(up, down) / up  # half-width of the filter in input samples
+    pad = math.ceil(width)
+    L = down + 2 * pad + 1
+    r = np.arange(up)[:, None]
+    t = np.arange(L)[None, :] - pad - r * down / up  # input offset of each tap, in input samples
+    u = np.clip(t / width, -1.0, 1.0)
+    taps = np.sinc(t * up / max(up, down)) * np.i0(RESAMPLE_BETA * np.sqrt(1.0 - u * u)) / np.i0(RESAMPLE_BETA)
+    taps[np.abs(t) > width] = 0.0
+    taps /= taps.sum(axis=1, keepdims=True)
+    return torch.from_numpy(taps.astype(np.float32)).to(device), pad
+
+
+def resample(x: torch.Tensor, rate: int, target: int = 16000) -> torch.Tensor:
+    """Band-limited resampling of a 1-D float32 signal from ``rate`` to ``target`` Hz on its device.
+
+    Returns:
+        ``[ceil(len(x) * target / rate)]`` float32: one matrix product of overlapping input windows
+        ``[Q, L]`` (a strided view of the zero-padded signal, step ``down``) with ``W^T [L, up]``.
+    """
+    n = x.shape[0]
+    if rate == target:
+        return x
+    up, down = _ratio(rate, target)
+    W, pad = _polyphase(up, down, x.device)
+    m = resampled_length(n, rate, target)
+    q = -(-m // up)
+    L = W.shape[1]
+    right = max(0, (q - 1) * down + L - pad - n)
+    xp = F.pad(x[None], (pad, right))[0]
+    windows = xp.unfold(0, L, down)[:q]  # [Q, L]
+    return (windows @ W.T).reshape(-1)[:m]
+
+
+# --- log-mel ----------------------------------------------------------------------------------------
+
+
+def log_mel(waves: Sequence[torch.Tensor], config: PreprocessConfig | None = None) -> torch.Tensor:
+    """Whisper log-mel features of 16 kHz mono audios, batched.
+
+    Args:
+        waves: 1-D float32 tensors on one device, each at least ``n_fft`` samples long.
+
+    Returns:
+        ``[num_mel_bins, sum(len // hop)]`` float32, audios in order (see the module docstring).
+    """
+    cfg = config or PreprocessConfig()
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    filters, window = _mel_constants(cfg.num_mel_bins, n_fft, cfg.sampling_rate, waves[0].device)
+    lens = [w.shape[0] // hop for w in waves]
+    # Each audio reflect-padded on its own, then cut into its own frames: [T_b, n_fft] views.
+    frames = [F.pad(w[None], (n_fft // 2, n_fft // 2), mode="reflect")[0].unfold(0, n_fft, hop)[:T]
+              for w, T in zip(waves, lens)]
+    batch = frames[0][None] if len(frames) == 1 else torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+    spec = torch.fft.rfft(batch * window, n=n_fft)  # [B, T, n_fft // 2 + 1]
+    power = torch.view_as_real(spec).square().sum(-1)
+    logmel = (power @ filters).clamp_(min=1e-10).log10_()  # [B, T, mel]
+    floor = logmel.amax(dim=(1, 2), keepdim=True) - 8.0
+    logmel = torch.maximum(logmel, floor).add_(4.0).div_(4.0)
+    if len(frames) == 1:
+        return logmel[0].T.contiguous()
+    return torch.cat([logmel[b, :T] for b, T in enumerate(lens)]).T.contiguous()
+
+
+# --- waveforms to features --------------------------------------------------------------------------
+
+
+def _waveform(x, index: int) -> torch.Tensor:
+    """Validates one waveform (no sample is read); returns it as a float tensor, 1-D or 2-D."""
+    if isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            _fail(index, "dtype", f"must be floating point (samples in [-1, 1]), got {x.dtype}; "
+                  "divide integer PCM by its full scale (e.g. 32768 for int16)")
+        x = _from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        _fail(index, "type", f"must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+    if not x.is_floating_point():
+        _fail(index, "dtype", f"must be floating point (samples in [-1, 1]), got {x.dtype}; "
+              "divide integer PCM by its full scale (e.g. 32768 for int16)")
+    if x.dim() not in (1, 2):
+        _fail(index, "shape", f"must be [samples] or [channels, samples], got {tuple(x.shape)}")
+    if x.dim() == 2 and x.shape[0] > x.shape[1]:
+        _fail(index, "shape", f"is {tuple(x.shape)}: more channels than samples; pass [channels, samples] "
+              "(soundfile returns [samples, channels]: transpose it)")
+    if x.shape[-1] == 0 or (x.dim() == 2 and x.shape[0] == 0):
+        _fail(index, "shape", f"is {tuple(x.shape)}: the waveform has no samples")
+    return x
+
+
+def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
+                         config: PreprocessConfig | None = None, *, device=None) -> AudioInputs:
+    """Waveforms to ``input_features`` and ``feature_lens``, as Qwen3-Omni's processor.
+
+    Args:
+        waveforms: a list of float tensors or arrays, each ``[samples]`` (mono) or ``[channels,
+            samples]`` (averaged to mono); tensors may already live on the device. A single waveform
+            is taken as a list of one.
+        sampling_rate: their rate in Hz (one for all, or one per waveform); others than 16000 are
+            resampled on the device.
+        device: where the work runs and the features live (default: the input tensors'
+            accelerator, else the CPU).
+
+    Returns:
+        ``AudioInputs`` with ``input_features [num_mel_bins, sum T]`` and ``T = samples_16k // 160``.
+
+    Raises:
+        ValueError: naming the waveform index and field (type, dtype, shape, sampling_rate, length,
+            samples) before any work. Samples are checked for NaN and infinity (one summing pass):
+            on the host for host waveforms, with one device sync for all waveforms that live on an
+            accelerator.
+    """
+    cfg = config or PreprocessConfig()
+    if isinstance(waveforms, (torch.Tensor, np.ndarray)):
+        waveforms = [waveforms]
+    if not isinstance(waveforms, Sequence) or len(waveforms) == 0:
+        raise ValueError("waveforms: expected a non-empty list of waveforms")
+    rates = list(sampling_rate) if isinstance(sampling_rate, Sequence) else [sampling_rate] * len(waveforms)
+    if len(rates) != len(waveforms):
+        raise ValueError(f"sampling_rate: {len(rates)} rates for {len(waveforms)} waveforms")
+    xs = [_waveform(x, i) for i, x in enumerate(waveforms)]
+    for i, (x, rate) in enumerate(zip(xs, rates)):
+        integral = isinstance(rate, (int, np.integer)) or (isinstance(rate, float) and rate.is_integer())
+        if isinstance(rate, bool) or not integral or rate < 1:
+            _fail(i, "sampling_rate", f"must be a positive whole number of Hz, got {rate!r}")
+        rates[i] = rate = int(rate)
+        n16 = resampled_length(x.shape[-1], rate, cfg.sampling_rate)
+        if n16 < cfg.n_fft:
+            _fail(i, "length", f"is {x.shape[-1]} samples at {rate} Hz ({n16} at {cfg.sampling_rate} Hz); "
+                  f"an audio needs at least {cfg.n_fft} samples at {cfg.sampling_rate} Hz "
+                  f"({1000 * cfg.n_fft / cfg.sampling_rate:g} ms)")
+    # NaN / infinity: one summing pass per waveform (a sum is finite when every sample is, unless
+    # the samples are absurdly large); host sums are read at once, device sums with one sync for all.
+    sums = [x.sum() for x in xs]
+    host = [i for i, x in enumerate(xs) if x.device.type == "cpu"]
+    dev = [i for i, x in enumerate(xs) if x.device.type != "cpu"]
+    finite = {i: bool(torch.isfinite(sums[i])) for i in host}
+    if dev:
+        flags = torch.isfinite(torch.stack([sums[i].to(sums[dev[0]].device) for i in dev])).tolist()
+        finite |= dict(zip(dev, flags))
+    for i in range(len(xs)):
+        if not finite[i]:
+            if not bool(torch.isfinite(xs[i]).all()):
+                _fail(i, "samples", "holds NaN or infinite values")
+            _fail(i, "samples", "holds values so large that their sum overflows; expected samples in [-1, 1]")
+
+    device = _resolve_device(device, xs)
+    waves = []
+    for x, rate in zip(xs, rates):
+        x = x.to(device, torch.float32, non_blocking=True)
+        x = x.mean(0) if x.dim() == 2 else x
+        waves.append(resample(x, rate, cfg.sampling_rate))
+    feats = log_mel(waves, cfg)
+    return AudioInputs(feats, [w.shape[0] // cfg.hop_length for w in waves], rates)
