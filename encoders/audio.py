@@ -280,6 +280,8 @@ class AudioEncoder(nn.Module):
         unknown = set(options) - set(self.OPTIONS)
         if unknown:
             raise ValueError(f"unknown AudioEncoder option(s) {sorted(unknown)}")
+        if "fusion" in options:
+            options["fusion"] = Fusion(*options["fusion"])
         other = copy.copy(self)
         other.__dict__.update(options)
         return other

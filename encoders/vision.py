@@ -288,6 +288,8 @@ class VisionEncoder(nn.Module):
         unknown = set(options) - set(self.OPTIONS)
         if unknown:
             raise ValueError(f"unknown VisionEncoder option(s) {sorted(unknown)}")
+        if "fusion" in options:
+            options["fusion"] = Fusion(*options["fusion"])
         other = copy.copy(self)
         other.__dict__.update(options)
         return other

@@ -299,6 +299,10 @@ def test_ab_variants_are_real_parameters(encoders):
         grid = GRID
         if v.every_bucket:
             grid = dataclasses.replace(EAGER_GRID, vision=dataclasses.replace(EAGER_GRID.vision, graphs_up_to=None))
+        if v.runtime.get("attention") in ("varlen", "cudnn"):  # CUDA kernels: refused clearly here
+            with pytest.raises(ValueError, match="needs CUDA|unavailable"):
+                EncoderRuntime(vision=v_vis, audio=v_aud, grid=grid, **v.runtime)
+            continue
         rt = EncoderRuntime(vision=v_vis, audio=v_aud, grid=grid, **v.runtime)
         assert rel_err(rt.encode([req])[0].embeds, ref) <= TOL, name
     with pytest.raises(ValueError, match="unknown VisionEncoder option"):

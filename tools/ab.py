@@ -66,8 +66,18 @@ VARIANTS = {
                               vision={"pad_segment_tokens": 1024}),
     "graphs_every_bucket": Variant("graphs for every bucket of the grid, its graphs_up_to ignored", every_bucket=True),
     "graphs_compiled": Variant("graphs over compile_blocks() (torch.compile of the per-block math)", compiled=True),
+    "graphs_unfused": Variant("graphs with residual add, LayerNorm and GELU as separate passes (no fused ops)",
+                              vision={"fusion": ("torch", "torch")}, audio={"fusion": ("torch", "torch")}),
+    "graphs_gelu_torch": Variant("graphs with fused add+LayerNorm but the vision GELU as its own pass (no epilogue)",
+                                 vision={"fusion": ("auto", "torch")}),
+    "graphs_gelu_triton": Variant("graphs with fc1 unbiased and bias+GELU as one Triton pass (both encoders)",
+                                  vision={"fusion": ("auto", "triton")}, audio={"fusion": ("auto", "triton")}),
+    "graphs_fa2": Variant("graphs with FlashAttention-2 varlen everywhere (no per-bucket choice of cuDNN)",
+                          runtime={"attention": "varlen"}),
+    "graphs_cudnn": Variant("graphs with cuDNN attention everywhere", runtime={"attention": "cudnn"}),
 }
-DEFAULT_VARIANTS = ("native_eager", "bucket_eager", "graphs", "graphs_unbatched", "graphs_every_bucket")
+DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_unfused", "graphs_gelu_torch", "graphs_gelu_triton",
+                    "graphs_fa2", "graphs_every_bucket")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
