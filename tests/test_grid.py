@@ -2,10 +2,8 @@
 
 import pytest
 
-from omnienc.runtime.grid import (
-    AUDIO_CHUNK_FRAMES, PATCHES_PER_TOKEN, Bucket, BucketGrid, GridError, ModalityGrid,
-    estimate_activation_bytes, estimate_flops,
-)
+from omnienc.runtime.costs import estimate_activation_bytes, estimate_flops
+from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, PATCHES_PER_TOKEN, Bucket, BucketGrid, GridError, ModalityGrid
 
 V = {"patches": [1024, 4096], "batch": [1, 4]}
 A = {"frames": [800, 3200], "batch": [1, 8]}
