@@ -86,8 +86,8 @@ class Probe:
         return float(statistics.median(self.samples))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "batch": self.batch, "ms": round(self.ms, 4),
-                "samples": [round(float(s), 4) for s in self.samples]}
+        return {"size": self.size, "batch": self.batch, "ms": round(self.ms, 4),  # ms: for readers; the samples count
+                "samples": [float(s) for s in self.samples]}
 
 
 def _positive_int(where: str, value: Any) -> int:

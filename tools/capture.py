@@ -26,7 +26,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="instead of the grid: time replays of a probe grid and eager runs, and write the "
                    "cost model that `omnienc replay` and `tune` use (--costs) to -o FILE")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="with --calibrate: the cost model YAML to write")
-    p.add_argument("--repeats", type=int, default=7, help="with --calibrate: timed replays per probe (default 7)")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="with --calibrate: timed replays per probe (default 7; eager runs: half as many)")
+    p.add_argument("--warmup", type=int, default=2, help="with --calibrate: untimed runs before each probe (default 2)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
     return p
@@ -52,8 +54,9 @@ def calibrate(args) -> int:
     if not args.output:
         print("omnienc capture: error: --calibrate needs -o FILE (the cost model to write)", file=sys.stderr)
         return 2
-    if args.repeats < 1:
-        print(f"omnienc capture: error: --repeats {args.repeats} must be >= 1", file=sys.stderr)
+    if args.repeats < 1 or args.warmup < 0:
+        print(f"omnienc capture: error: --repeats {args.repeats} must be >= 1 and --warmup {args.warmup} >= 0",
+              file=sys.stderr)
         return 2
     device = args.device or default_device()
     sizes = args.sizes or ("real" if device.startswith("cuda") else "reduced")
@@ -63,12 +66,14 @@ def calibrate(args) -> int:
     t0 = time.perf_counter()
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     command = shlex.join(["omnienc", "capture", "--calibrate", "-o", args.output, "--device", device,
-                          "--dtype", dtype, "--sizes", sizes, "--repeats", str(args.repeats)]
+                          "--dtype", dtype, "--sizes", sizes, "--repeats", str(args.repeats),
+                          "--warmup", str(args.warmup)]
                          + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
     print(f"device {device}, {dtype}, weights: {args.checkpoint or f'random ({sizes} sizes)'}; "
           f"built in {time.perf_counter() - t0:.1f} s")
-    model = calibrate(vis, aud, PROBES[sizes], repeats=args.repeats, eager_repeats=max(1, (args.repeats + 1) // 2),
-                      command=command, progress=None if args.json else print)
+    model = calibrate(vis, aud, PROBES[sizes], repeats=args.repeats, warmup=args.warmup,
+                      eager_repeats=max(1, (args.repeats + 1) // 2), command=command,
+                      progress=None if args.json else print)
     header = "\n".join([
         f"Cost model measured by `{command}`",
         f"on {model.meta['card']}, torch {model.meta['torch']}, {model.meta['date']}; {sizes} model sizes.",
