@@ -139,6 +139,32 @@ def _audio_inputs(enc, lens, device) -> tuple[torch.Tensor, list[int]]:
     return torch.randn(enc.config.num_mel_bins, sum(lens), dtype=enc.dtype, device=device), list(lens)
 
 
+def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int,
+                   say: Callable[[str], None]) -> dict[tuple[str, str], list[Probe]]:
+    """Times every replay probe bucket of ``rt`` (captured on the probe grid), filled with ``batch``
+    equal segments, one request each (as many users' requests packed together)."""
+    points: dict[tuple[str, str], list[Probe]] = {}
+    for lane in rt.lanes():
+        m, enc = lane.modality, lane.encoder
+        device = enc.device
+        sizes, batches = probes[m, "replay"]
+        points[m, "replay"] = []
+        for s in sizes:
+            for b in batches:
+                if m == "vision":
+                    reqs = [VisionRequest(_vision_inputs(enc, [it], device)[0], torch.tensor([it]))
+                            for it in vision_items(s, b, merge)]
+                else:
+                    reqs = [AudioRequest(_audio_inputs(enc, [T], device)[0], torch.tensor([T]))
+                            for T in audio_items(s, b)]
+                shapes = rt.validate(reqs)
+                bucket = Bucket(s, b)
+                p = Probe(s, b, _samples(lambda: run_pack(lane, bucket, reqs, shapes), timer, warmup, repeats))
+                points[m, "replay"].append(p)
+                say(f"{m:6s} replay {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
+    return points
+
+
 def _card(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -188,25 +214,8 @@ def calibrate(
     say(f"captured the probe grid ({sum(len(lane.buckets) for lane in rt.lanes())} buckets) in "
         f"{time.perf_counter() - t0:.1f} s")
     graphs = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)  # the runtime's rule
-    points: dict[tuple[str, str], list[Probe]] = {}
-    for lane in rt.lanes():
-        m, enc = lane.modality, lane.encoder
-        sizes, batches = probes[m, "replay"]
-        points[m, "replay"] = []
-        for s in sizes:
-            for b in batches:
-                if m == "vision":  # one request per segment, as many users' images packed together
-                    reqs = [VisionRequest(_vision_inputs(enc, [it], device)[0], torch.tensor([it]))
-                            for it in vision_items(s, b, merge)]
-                else:
-                    reqs = [AudioRequest(_audio_inputs(enc, [T], device)[0], torch.tensor([T]))
-                            for T in audio_items(s, b)]
-                shapes = rt.validate(reqs)
-                bucket = Bucket(s, b)
-                p = Probe(s, b, _samples(lambda: run_pack(lane, bucket, reqs, shapes), timer, warmup, repeats))
-                points[m, "replay"].append(p)
-                say(f"{m:6s} replay {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
-    del rt, lane  # free the graph pool before the eager runs
+    points = _replay_points(rt, probes, merge, timer, warmup, repeats, say)
+    del rt  # free the graph pool before the eager runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
     for m, enc in (("vision", vision), ("audio", audio)):

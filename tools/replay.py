@@ -77,9 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "replay", help="simulate a request trace against a bucket grid (predicted GPU time)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Batch and pack a trace's requests into the grid's buckets the way the service "
-        "and the runtime do, and report per bucket: replays or eager runs, units, padding and "
-        "predicted GPU time; per modality: fallbacks and totals.")
+        description="Batch and pack a trace's requests into the grid's buckets the way the service and\n"
+        "the runtime do, and report per bucket: replays or eager runs, units, padding and predicted\n"
+        "GPU time; per modality: fallbacks and totals.")
     add_trace_args(p)
     p.add_argument("--grid", default=None, help="YAML bucket grid (default: packaged grid)")
     p.add_argument("--busy", action="store_true",

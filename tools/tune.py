@@ -21,10 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "tune", help="choose the bucket grid with the least predicted GPU time on a trace",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Choose the buckets of both modalities, and which of them are graphs "
-        "(graphs_up_to), that minimise the predicted GPU time of a trace (replays + eager runs + "
-        "fallbacks, from a measured cost model), with at most --max-graphs graph buckets. The base "
-        "grid is scored the same way; if the search cannot beat it, the base is written unchanged.")
+        description="Choose the buckets of both modalities, and which of them are graphs (graphs_up_to),\n"
+        "that minimise the predicted GPU time of a trace (replays + eager runs + fallbacks, from a\n"
+        "measured cost model), with at most --max-graphs graph buckets. The base grid is scored the\n"
+        "same way; if the search cannot beat it, the base is written unchanged.")
     add_trace_args(p)
     p.add_argument("--max-graphs", type=int, default=24,
                    help="most graph buckets (captured CUDA graphs) in total; eager buckets are free (default 24)")
