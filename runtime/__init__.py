@@ -1,8 +1,8 @@
 """The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service.
 
 The pure planning modules (grid, packing, batching, costs, trace, simulate, tune) import without
-torch; the runtime, service, request types and calibration load on first use, so ``omnienc replay``
-and ``tune`` start instantly.
+torch; the runtime, service and request types load on first use (calibration: ``runtime.calibrate``),
+so ``omnienc replay`` and ``tune`` start instantly.
 """
 
 from importlib import import_module
@@ -24,7 +24,6 @@ _LAZY = {
     "AudioRequest": ".requests",
     "VisionOutput": ".requests",
     "AudioOutput": ".requests",
-    "calibrate": ".calibrate",
 }
 
 
@@ -38,6 +37,6 @@ __all__ = [
     "AudioOutput", "AudioRequest", "BatchPolicy", "Bucket", "BucketGrid", "BucketSet", "BucketStats",
     "CostError", "CostModel", "Demand", "EncoderRuntime", "EncoderService", "GridError", "ModalityGrid",
     "ModalityStats", "Replay", "ServiceClosed", "SimReport", "TraceError", "TraceRecord", "TraceRecorder",
-    "TuneResult", "VisionOutput", "VisionRequest", "audio_demand", "calibrate", "estimate_activation_bytes",
+    "TuneResult", "VisionOutput", "VisionRequest", "audio_demand", "estimate_activation_bytes",
     "estimate_flops", "group_arrivals", "pack", "read_trace", "simulate", "vision_demand", "write_trace",
 ]

@@ -291,22 +291,5 @@ def simulate(
     return SimReport(batching, tuple(tallies[m].stats for m in MODALITIES), costs.describe(), busy)
 
 
-def request_paths(records: Sequence[TraceRecord], grid: BucketGrid, batching: Batching | None = None) -> list[str]:
-    """How each request of the trace runs: ``"graph"`` (in a replay), ``"eager"`` (in an eager
-    bucket's run) or ``"fallback"``; one entry per record, in trace order."""
-    batching = BatchPolicy() if batching is None else batching
-    paths = [""] * len(records)
-    sets = {m: (BucketSet(g.buckets), g.is_graph) if (g := grid.modality(m)) else (BucketSet(()), None)
-            for m in MODALITIES}
-    for group in group_records(records, batching):
-        for m, (prepared, is_graph) in sets.items():
-            ids = [i for i in group if records[i].modality == m]
-            for r in pack([records[i].demand for i in ids], prepared):
-                path = "fallback" if r.bucket is None else "graph" if is_graph(r.bucket) else "eager"
-                for k in r.members:
-                    paths[ids[k]] = path
-    return paths
-
-
-__all__ = ["Batching", "SimReport", "batches", "describe_batching", "group_records", "request_paths",
-           "simulate", "simulate_modality"]
+__all__ = ["Batching", "SimReport", "batches", "describe_batching", "group_records", "simulate",
+           "simulate_modality"]

@@ -10,6 +10,7 @@ import random
 import pytest
 
 import omnienc.runtime.tune as tuner
+from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.costs import CostModel, Probe, estimate_activation_bytes, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.simulate import batches, simulate, simulate_modality
@@ -92,6 +93,25 @@ def test_simulate_predicts_time_from_the_cost_model():
     assert (e.graph, e.runs, e.units, e.padded_units) == (False, 1, 1040, 0)
     assert e.ms == pytest.approx(costs.eager_ms("vision", 1040, 1040**2 / (256**2 + 784**2)))
     assert (eager.replays, eager.eager_runs, eager.fallbacks) == (1, 1, 1)
+
+
+def test_simulate_with_a_busy_worker(tmp_path, capsys):
+    """With --busy, what arrives while the worker runs a batch (its predicted time) waits and goes
+    together: arrivals at 0, 2.5 and 6 ms with a 2 ms wait are three batches when the worker is free
+    at once, two when each run keeps it busy 10 ms."""
+    recs = [aud(0.0, 300), aud(0.0025, 300), aud(0.006, 300)]
+    grid = BucketGrid(audio=ModalityGrid("audio", (B(1000, 4),)))
+    costs = CostModel.from_probes({(m, k): [Probe(s, 1, (10.0,)) for s in (100, 10**5)]
+                                   for m in ("vision", "audio") for k in ("replay", "eager")})
+    free, busy = (simulate(recs, grid, BatchPolicy(2, 64), costs, busy=b)["audio"] for b in (False, True))
+    assert (free.replays, free.ms) == (3, 30.0) and (busy.replays, busy.ms) == (2, 20.0)
+    assert busy.bucket(B(1000, 4)).units == 900
+    with pytest.raises(ValueError, match="BatchPolicy"):
+        simulate(recs, grid, 10.0, costs, busy=True)
+    path = tmp_path / "t.jsonl"
+    write_trace(path, recs)
+    assert _cli("replay", "--trace", path, "--busy") == 0 and "worker busy" in capsys.readouterr().out
+    assert _cli("replay", "--trace", path, "--busy", "--step-ms", 10) == 2
 
 
 def test_simulate_each_request_alone():
