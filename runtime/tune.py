@@ -14,7 +14,8 @@ grid is a set of graph buckets plus, optionally, one eager bucket above them.
    optimal-breakpoints dynamic program over the sorted distinct demand sizes (a bucket per chosen
    size covers the sizes down to the previous chosen one, its batch the largest among them; larger
    demands run eagerly), with each demand's cost read from the model (its replay in the bucket, or
-   its eager run). Exact for requests alone and a model whose replay cost does not fall with size.
+   its eager run). Exact for requests alone and a model whose replay cost does not fall with size
+   (up to ``MAX_CANDIDATES`` distinct sizes; beyond, sizes are drawn from count quantiles).
 2. Batching packs requests together, so the program is also run on whole batches and then,
    repeatedly, on the packs of the best grid so far.
 3. Each set of graph buckets is tried without an eager bucket and with one above it that holds the
@@ -22,8 +23,8 @@ grid is a set of graph buckets plus, optionally, one eager bucket above them.
 4. The base grid's own buckets are candidates too: as they are, and with ``graphs_up_to`` at each of
    its sizes.
 
-Every candidate is scored by the simulator; per graph count the best is kept (a tie keeps fewer
-graphs, then no eager bucket). The graph budget is split between the modalities by trying every
+Every candidate is scored by the simulator; per graph count the best is kept (a tie keeps the
+earlier candidate: the base's, then fewer graphs, then no eager bucket). The graph budget is split between the modalities by trying every
 split. Finally the base grid is scored the same way and returned instead when the search did not
 beat it within the constraints: the result is never worse than an admissible base.
 """
@@ -283,9 +284,9 @@ class TuneResult:
     Attributes:
         grid: The grid to use: the search's best, or the base when the search did not beat it.
         ms: Its predicted GPU ms on the trace.
-        searched: The search's best grid and its predicted ms (may equal ``grid``).
-        base: The base grid (None when none was given), its predicted ms, and whether it is within
-            the constraints (graph count and memory).
+        searched, searched_ms: The search's best grid and its predicted ms (may equal ``grid``).
+        base, base_ms: The base grid (None when none was given) and its predicted ms.
+        base_admissible: Whether the base is within the constraints (graph count and memory).
         from_base: True when ``grid`` is the base.
         per_modality: ``{modality: Choice}`` of ``searched``.
     """
