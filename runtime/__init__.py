@@ -1,15 +1,20 @@
 """The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service.
 
-The pure planning modules (grid, packing, trace, simulate) import without torch; the runtime,
-service and request types load on first use, so ``omnienc replay`` / ``tune`` start instantly.
+The pure planning modules (grid, packing, batching, costs, trace, simulate, tune) import without
+torch; the runtime, service and request types load on first use (calibration: ``runtime.calibrate``),
+so ``omnienc replay`` and ``tune`` start instantly.
 """
 
 from importlib import import_module
 
-from .grid import Bucket, BucketGrid, GridError, ModalityGrid, estimate_activation_bytes
+from .batching import BatchPolicy, group_arrivals
+from .costs import CostError, CostModel, estimate_activation_bytes, estimate_flops
+from .grid import Bucket, BucketGrid, GridError, ModalityGrid
 from .packing import BucketSet, Demand, Replay, audio_demand, pack, vision_demand
 from .simulate import SimReport, simulate
+from .stats import BucketStats, ModalityStats
 from .trace import TraceError, TraceRecord, TraceRecorder, read_trace, write_trace
+from .tune import TuneResult
 
 _LAZY = {
     "EncoderRuntime": ".runtime",
@@ -31,8 +36,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AudioOutput", "AudioRequest", "Bucket", "BucketGrid", "BucketSet", "Demand", "EncoderRuntime",
-    "EncoderService", "GridError", "ServiceBusy", "Batch", "ModalityGrid", "Replay", "ServiceClosed", "SimReport", "TraceError",
-    "TraceRecord", "TraceRecorder", "VisionOutput", "VisionRequest", "audio_demand",
-    "estimate_activation_bytes", "pack", "read_trace", "simulate", "vision_demand", "write_trace",
+    "AudioOutput", "AudioRequest", "Batch", "BatchPolicy", "Bucket", "BucketGrid", "BucketSet", "BucketStats",
+    "CostError", "CostModel", "Demand", "EncoderRuntime", "EncoderService", "GridError", "ModalityGrid",
+    "ModalityStats", "Replay", "ServiceBusy", "ServiceClosed", "SimReport", "TraceError", "TraceRecord", "TraceRecorder",
+    "TuneResult", "VisionOutput", "VisionRequest", "audio_demand", "estimate_activation_bytes",
+    "estimate_flops", "group_arrivals", "pack", "read_trace", "simulate", "vision_demand", "write_trace",
 ]

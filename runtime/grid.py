@@ -27,7 +27,6 @@ Every validation error is a :class:`GridError` that says what is wrong and how t
 from __future__ import annotations
 
 import importlib.resources
-import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ import yaml
 AUDIO_CHUNK_FRAMES = 100  # the audio encoder cuts every audio into chunks of 100 mel frames
 PATCHES_PER_TOKEN = 4  # the vision merger turns 2x2 patches into one output token
 DTYPES = ("bfloat16", "float16", "float32")
-_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # modality -> (YAML key of the size axis, unit the size must be a multiple of, what one unit is).
 # The unit is also the least one segment takes (a vision frame has even h and w: >= 4 patches; an
 # audio takes >= one 100-frame chunk), so a bucket holds at most size / unit segments.
@@ -422,81 +420,3 @@ class BucketGrid:
         res = importlib.resources.files("omnienc.configs").joinpath("qwen3_omni.yaml")
         return cls._from_text(res.read_text(encoding="utf-8"), "omnienc/configs/qwen3_omni.yaml")
 
-
-# --- Approximate cost model of the real Qwen3-Omni encoders (estimates, not measurements) ---
-# Vision: 27 blocks, hidden 1152, MLP 4304, 16 heads x 72; patch embedding of 3x2x16x16 = 1536
-# pixel values; a 2x2 merger (4 x 1152 = 4608 -> 4608 -> 2048) for the output and for each of
-# the 3 deepstack taps.
-_V_HIDDEN, _V_MLP, _V_LAYERS, _V_PIXELS, _V_MERGE, _V_OUT, _V_TAPS = 1152, 4304, 27, 1536, 4608, 2048, 3
-# Audio: per 100-frame chunk of 128 mel bins, three stride-2 3x3 convs with 480 channels
-# (64x50 -> 32x25 -> 16x13), then 13 tokens through 32 layers of d_model 1280, FFN 5120.
-_A_MEL, _A_CH, _A_TOKENS, _A_MODEL, _A_FFN, _A_LAYERS, _A_OUT = 128, 480, 13, 1280, 5120, 32, 2048
-_A_CONV = (64 * 50, 32 * 25, 16 * 13)  # spatial positions after each conv, per chunk
-
-
-def estimate_activation_bytes(modality: str, bucket: Bucket, dtype: str = "bfloat16") -> int:
-    """Estimates the peak activation memory of one captured graph (its share of the graph pool).
-
-    An approximate per-unit model of the real encoders in inference mode (no autograd), assuming
-    memory-efficient varlen attention (no materialised score matrix) and that a layer's
-    temporaries are freed before the next layer runs; weights are not included.
-
-    * Vision, per patch: input pixels (1536) + residual (1152) + the larger layer phase, attention
-      (norm, qkv, rotated q/k, output, projection: 8 x 1152) or MLP (norm + 2 x 4304 + out),
-      + merger temporaries (2 x 4608 / 4) + the output and 3 deepstack features (4 x 2048 / 4).
-      About 17.9k values, 35 KiB in bf16, so 16384 patches take about 0.6 GB.
-    * Audio, per 100-frame chunk: the mel input (128 x 100) + the first conv's output and its
-      GELU (2 x 480 x 64 x 50), which dominate, + 13 tokens of the transformer layer peak.
-      About 3.3M values per chunk, 64 KiB per frame in bf16, so 12800 frames take about 0.84 GB.
-    * Both: 16 bytes per segment (batch) for int32 index buffers.
-
-    Args:
-        modality: ``"vision"`` or ``"audio"``.
-        bucket: The bucket (size in patches or frames, batch in segments).
-        dtype: Activation dtype, one of ``DTYPES``.
-
-    Returns:
-        Estimated bytes.
-    """
-    if dtype not in _DTYPE_BYTES:
-        raise GridError(f"dtype: unknown dtype {dtype!r}; use one of {list(DTYPES)}")
-    if modality == "vision":
-        layer = max(8 * _V_HIDDEN, 2 * _V_HIDDEN + 2 * _V_MLP)
-        merge = (2 * _V_MERGE + (_V_TAPS + 1) * _V_OUT) / PATCHES_PER_TOKEN
-        values = bucket.size * (_V_PIXELS + _V_HIDDEN + layer + merge)
-    elif modality == "audio":
-        chunks = math.ceil(bucket.size / AUDIO_CHUNK_FRAMES)
-        conv = max(2 * _A_CH * _A_CONV[0], _A_CH * (_A_CONV[0] + _A_CONV[1]))
-        layer = _A_MODEL + max(8 * _A_MODEL, 2 * _A_MODEL + 2 * _A_FFN)
-        values = chunks * (_A_MEL * AUDIO_CHUNK_FRAMES + conv + _A_TOKENS * layer)
-    else:
-        raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
-    return int(values * _DTYPE_BYTES[dtype] + 16 * bucket.batch)
-
-
-def estimate_flops(modality: str, size: float) -> float:
-    """Estimates the forward FLOPs of ``size`` units (patches or frames); used to weigh modalities.
-
-    Counts the matmuls and convolutions of the real encoders (2 FLOPs per multiply-add), not the
-    attention scores (they depend on segment lengths). About 0.9 GFLOP per vision patch and
-    0.2 GFLOP per audio frame (21 GFLOP per 100-frame chunk), an estimate.
-
-    Args:
-        modality: ``"vision"`` or ``"audio"``.
-        size: Units: patches (vision) or frames (audio).
-
-    Returns:
-        Estimated FLOPs.
-    """
-    if modality == "vision":
-        layer = 4 * _V_HIDDEN**2 + 2 * _V_HIDDEN * _V_MLP
-        merger = (_V_TAPS + 1) * (_V_MERGE**2 + _V_MERGE * _V_OUT) / PATCHES_PER_TOKEN
-        per_unit = 2 * (_V_PIXELS * _V_HIDDEN + _V_LAYERS * layer + merger)
-    elif modality == "audio":
-        conv = 9 * _A_CH * (_A_CONV[0] + _A_CH * (_A_CONV[1] + _A_CONV[2]))
-        layer = 4 * _A_MODEL**2 + 2 * _A_MODEL * _A_FFN
-        tokens = _A_TOKENS * (_A_CH * 16 * _A_MODEL + _A_LAYERS * layer + _A_MODEL * _A_OUT)
-        per_unit = 2 * (conv + tokens) / AUDIO_CHUNK_FRAMES
-    else:
-        raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
-    return per_unit * size

@@ -1,272 +1,295 @@
-"""Replays a request trace against a bucket grid on the host: hits, padding and fallbacks.
+"""Replays a request trace against a bucket grid on the host: what the runtime would run, and its
+predicted GPU time.
 
-Requests are grouped the way the runtime batches them: all records whose ``ts`` falls in the
-same window of ``step_ms`` milliseconds are packed together (per modality) with ``pack``.
+1. Requests are batched as ``EncoderService`` batches them (``batching.group_arrivals`` with a
+   ``BatchPolicy``: wait up to ``max_wait_ms`` after the first pending request, at most ``max_batch``
+   requests), or, for comparison with older results, in fixed windows of ``step_ms``.
+2. Each batch's requests of one modality are packed with ``packing.pack``, as the runtime packs one
+   ``encode`` call.
+3. Each pack is a *replay* (a graph bucket, padded), an *eager run* (an eager bucket above
+   ``graphs_up_to``, unpadded) or a *fallback* (fits no bucket); its GPU time comes from a
+   ``CostModel`` (default: the packaged calibration), with vision attention priced by the pack's
+   ``attention_segments`` (how its members cut the run into segments).
+
+The report is one ``stats.ModalityStats`` per modality: the schema the runtime measures.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omnienc.runtime.grid import Bucket, BucketGrid, estimate_flops
+from omnienc.runtime.batching import BatchPolicy, group_arrivals, group_windows
+from omnienc.runtime.costs import CostModel, attention_segments, estimate_flops
+from omnienc.runtime.grid import Bucket, BucketGrid
 from omnienc.runtime.packing import BucketSet, Demand, Replay, pack
+from omnienc.runtime.stats import UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
-_UNITS = {"vision": "patches", "audio": "frames"}
+Batching = BatchPolicy | float  # a policy (the service's rule), or a fixed window in ms (legacy)
 
 
-@dataclass(frozen=True, slots=True)
-class BucketStats:
-    """What one bucket did over a trace.
+def describe_batching(batching: Batching) -> str:
+    """One line naming the batching rule."""
+    if isinstance(batching, BatchPolicy):
+        return batching.describe()
+    return "each request alone" if batching == 0 else f"fixed {batching:g} ms windows (--step-ms)"
 
-    Attributes:
-        bucket: The bucket.
-        hits: Replays that used it.
-        used: Real units over those replays (<= ``hits * bucket.size``).
-        graph: False for an eager bucket (above the grid's ``graphs_up_to``): it runs its packed
-            requests unpadded, so it computes ``used`` units and pads nothing.
+
+def group_records(
+    records: Sequence[TraceRecord], batching: Batching, busy_ms: Callable[[list[int]], float] | None = None
+) -> list[list[int]]:
+    """Batches of record indices (both modalities together, as one ``encode`` call each).
+
+    Args:
+        records: The trace.
+        batching: A ``BatchPolicy``, or a window length in ms (0: each request alone).
+        busy_ms: Only with a policy: how long the worker is busy with a batch (``group_arrivals``).
+
+    Returns:
+        Batches in the order they run; indices in arrival order.
     """
-
-    bucket: Bucket
-    hits: int
-    used: int
-    graph: bool = True
-
-    @property
-    def units(self) -> int:
-        """Units computed over its replays (padding included for a graph bucket)."""
-        return self.hits * self.bucket.size if self.graph else self.used
-
-    @property
-    def padded_share(self) -> float:
-        """Padded units / bucket units over its replays; 0.0 without hits."""
-        cap = self.units
-        return 1.0 - self.used / cap if cap else 0.0
+    times = [r.ts for r in records]
+    if isinstance(batching, BatchPolicy):
+        return group_arrivals(times, batching, busy_ms)
+    if busy_ms is not None:
+        raise ValueError("a busy worker needs the service's rule (a BatchPolicy), not fixed windows")
+    return group_windows(times, batching)
 
 
-@dataclass(frozen=True)
-class ModalityReport:
-    """Totals of one modality; units are patches (vision) or frames (audio).
+def batches(records: Iterable[TraceRecord], modality: str, batching: Batching = BatchPolicy()) -> list[list[Demand]]:
+    """The demands of ``modality`` that the runtime sees together, batch by batch (batches without
+    requests of ``modality`` are left out)."""
+    records = list(records)
+    groups = ([records[i].demand for i in g if records[i].modality == modality]
+              for g in group_records(records, batching))
+    return [g for g in groups if g]
 
-    Attributes:
+
+class _Tally:
+    """Packs one modality's batches and adds their runs to a ``ModalityStats`` with predicted ms."""
+
+    def __init__(self, modality: str, buckets: Iterable[Bucket], is_graph: Callable[[Bucket], bool] | None,
+                 costs: CostModel) -> None:
+        self.modality, self.costs = modality, costs
+        self.buckets = BucketSet(buckets)
+        self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
+        self._by_bucket = {b.bucket: b for b in self.stats.buckets}
+        self._ms: dict[tuple, float] = {}
+
+    def _run_ms(self, r: Replay, graph: bool, demands: Sequence[Demand]) -> float:
+        segs = r.batch
+        if self.modality == "vision" and (len(r.members) > 1 or graph):  # else: one member, its own segments
+            size = r.bucket.size if graph else r.size
+            segs = attention_segments("vision", size, (demands[i] for i in r.members))
+        key = (r.bucket if graph else None, r.size if not graph else 0, segs)
+        ms = self._ms.get(key)
+        if ms is None:
+            ms = self._ms[key] = self.costs.run_ms(self.modality, r, graph, segs)
+        return ms
+
+    def add(self, demands: Sequence[Demand]) -> tuple[float, list[Replay]]:
+        """Packs one batch; returns its predicted ms and its packs."""
+        self.stats.requests += len(demands)
+        if not demands:
+            return 0.0, []
+        total = 0.0
+        replays = pack(demands, self.buckets)
+        for r in replays:
+            if r.bucket is None:
+                ms = self._run_ms(r, False, demands)
+                self.stats.add_fallback(r.size, ms)
+            else:
+                b = self._by_bucket[r.bucket]
+                ms = self._run_ms(r, b.graph, demands)
+                b.add(r.size, ms)
+            total += ms
+        return total, replays
+
+
+def simulate_modality(
+    groups: Iterable[Sequence[Demand]], modality: str, buckets: Iterable[Bucket],
+    is_graph: Callable[[Bucket], bool] | None = None, costs: CostModel | None = None,
+) -> tuple[ModalityStats, list[Replay]]:
+    """Packs each batch of one modality and tallies its runs with predicted ms.
+
+    Args:
+        groups: The batches' demands (``batches``).
         modality: ``"vision"`` or ``"audio"``.
-        requests: Requests of this modality in the trace.
-        buckets: Stats of every bucket of the grid, ascending (zero hits included).
-        eager: Requests that fit no bucket and ran eagerly (one eager run each).
-        eager_units: Their units.
+        buckets: The modality's buckets (none: every request is a fallback).
+        is_graph: The grid's ``ModalityGrid.is_graph``; buckets where it is False are eager buckets.
+            None: every bucket is a graph bucket.
+        costs: The cost model; None is the packaged default.
+
+    Returns:
+        The stats, and every pack in order (batch after batch; members index into their batch).
     """
-
-    modality: str
-    requests: int
-    buckets: tuple[BucketStats, ...]
-    eager: int
-    eager_units: int
-
-    @property
-    def replays(self) -> int:
-        """Graph replays plus eager runs."""
-        return sum(b.hits for b in self.buckets) + self.eager
-
-    @property
-    def graph_units(self) -> int:
-        """Bucket units over all replays (real + padding)."""
-        return sum(b.units for b in self.buckets)
-
-    @property
-    def padded_units(self) -> int:
-        """Padding units over all replays."""
-        return self.graph_units - sum(b.used for b in self.buckets)
-
-    @property
-    def padded_share(self) -> float:
-        """Padded units / bucket units over all replays; 0.0 without replays."""
-        return self.padded_units / self.graph_units if self.graph_units else 0.0
-
-    @property
-    def eager_share(self) -> float:
-        """Share of requests that ran eagerly; 0.0 without requests."""
-        return self.eager / self.requests if self.requests else 0.0
-
-    @property
-    def work(self) -> int:
-        """Units computed: bucket sizes of all replays plus the sizes of eager runs."""
-        return self.graph_units + self.eager_units
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary."""
-        return {
-            "unit": _UNITS[self.modality],
-            "requests": self.requests,
-            "replays": self.replays,
-            "eager": self.eager,
-            "eager_share": self.eager_share,
-            "eager_units": self.eager_units,
-            "padded_units": self.padded_units,
-            "padded_share": self.padded_share,
-            "work": self.work,
-            "buckets": [
-                {"size": s.bucket.size, "batch": s.bucket.batch, "hits": s.hits,
-                 "used": s.used, "padded_share": s.padded_share, "graph": s.graph}
-                for s in self.buckets
-            ],
-        }
+    tally = _Tally(modality, buckets, is_graph, costs or CostModel.load())
+    replays: list[Replay] = []
+    for group in groups:
+        replays += tally.add(group)[1]
+    return tally.stats, replays
 
 
 @dataclass(frozen=True)
 class SimReport:
-    """Result of ``simulate``: one report per modality plus totals over both.
+    """Result of ``simulate``: one ``ModalityStats`` per modality (vision, audio) plus totals.
 
     Attributes:
-        step_ms: The batching window used.
-        modalities: Reports of vision and audio, in that order.
+        batching: The batching used (a ``BatchPolicy``, or a window in ms).
+        modalities: Stats of vision and audio, in that order; ``ms`` is predicted GPU time.
+        costs: The cost model's description (``CostModel.describe``).
+        busy: Whether the worker was modelled busy for each batch's predicted time.
     """
 
-    step_ms: float
-    modalities: tuple[ModalityReport, ...]
+    batching: Batching
+    modalities: tuple[ModalityStats, ...]
+    costs: str = ""
+    busy: bool = False
 
-    def __getitem__(self, modality: str) -> ModalityReport:
-        """The report of ``modality`` (``"vision"`` or ``"audio"``)."""
+    def __getitem__(self, modality: str) -> ModalityStats:
+        """The stats of ``modality`` (``"vision"`` or ``"audio"``)."""
         return next(m for m in self.modalities if m.modality == modality)
 
     @property
     def requests(self) -> int:
-        """Requests of both modalities."""
         return sum(m.requests for m in self.modalities)
 
     @property
     def replays(self) -> int:
-        """Graph replays plus eager runs of both modalities."""
+        """Runs of graph buckets, both modalities."""
         return sum(m.replays for m in self.modalities)
 
     @property
-    def eager(self) -> int:
-        """Requests that ran eagerly, both modalities."""
-        return sum(m.eager for m in self.modalities)
+    def eager_runs(self) -> int:
+        """Runs of eager buckets, both modalities."""
+        return sum(m.eager_runs for m in self.modalities)
 
     @property
-    def eager_share(self) -> float:
-        """Share of all requests that ran eagerly; 0.0 without requests."""
-        return self.eager / self.requests if self.requests else 0.0
+    def fallbacks(self) -> int:
+        """Requests that fit no bucket, both modalities."""
+        return sum(m.fallbacks for m in self.modalities)
+
+    @property
+    def runs(self) -> int:
+        """Replays, eager runs and fallbacks of both modalities."""
+        return sum(m.runs for m in self.modalities)
+
+    @property
+    def fallback_share(self) -> float:
+        """Share of all requests that were fallbacks; 0.0 without requests."""
+        return self.fallbacks / self.requests if self.requests else 0.0
+
+    @property
+    def ms(self) -> float:
+        """Predicted GPU time of the whole trace, ms."""
+        return sum(m.ms for m in self.modalities)
 
     @property
     def work_tflop(self) -> float:
-        """Total work across modalities as estimated TFLOPs (``estimate_flops``)."""
+        """Units computed (padding included) as estimated TFLOPs (``estimate_flops``)."""
         return sum(estimate_flops(m.modality, m.work) for m in self.modalities) / 1e12
 
     @property
     def padded_share(self) -> float:
-        """Padded share of graph work across modalities, weighted by estimated FLOPs."""
-        cap = sum(estimate_flops(m.modality, m.graph_units) for m in self.modalities)
+        """Padded share of bucket work across modalities, weighted by estimated FLOPs."""
+        total = sum(estimate_flops(m.modality, m.units + m.padded_units) for m in self.modalities)
         pad = sum(estimate_flops(m.modality, m.padded_units) for m in self.modalities)
-        return pad / cap if cap else 0.0
+        return pad / total if total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able report."""
+        """JSON-able report (per modality: ``ModalityStats.to_dict``)."""
         return {
-            "step_ms": self.step_ms,
+            "batching": describe_batching(self.batching), "busy": self.busy, "costs": self.costs,
             "modalities": {m.modality: m.to_dict() for m in self.modalities},
             "total": {
-                "requests": self.requests,
-                "replays": self.replays,
-                "eager": self.eager,
-                "eager_share": self.eager_share,
-                "padded_share": self.padded_share,
-                "work_tflop": self.work_tflop,
+                "requests": self.requests, "replays": self.replays, "eager_runs": self.eager_runs,
+                "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
+                "padded_share": self.padded_share, "work_tflop": self.work_tflop, "ms": self.ms,
             },
         }
 
-    def format_table(self) -> str:
-        """A plain-text table: one row per bucket, a total row per modality, an overall row."""
-        rows = [("modality", "bucket", "hits", "used", "padded")]
-        for m in self.modalities:
-            for s in m.buckets:
-                rows.append((m.modality, f"{s.bucket.size}x{s.bucket.batch}" + ("" if s.graph else " (eager)"), str(s.hits),
-                             str(s.used), f"{s.padded_share:.1%}"))
-            rows.append((m.modality, "eager", str(m.eager), str(m.eager_units), "-"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
-                           enumerate(zip(r, widths))) for r in rows]
-        lines.append("")
+    def summary_lines(self) -> list[str]:
+        """One line per modality and a total line."""
+        lines = []
         for m in self.modalities:
             lines.append(
-                f"{m.modality}: {m.requests} requests, {m.replays} replays, {m.eager} eager "
-                f"({m.eager_share:.1%}), padded {m.padded_share:.1%}, work {m.work} "
-                f"{_UNITS[m.modality]}"
-            )
+                f"{m.modality}: {m.requests} requests; {m.replays} replays ({m.graph_buckets} graph buckets), "
+                f"{m.eager_runs} eager runs ({m.eager_buckets} eager buckets), {m.fallbacks} fallbacks "
+                f"({m.fallback_share:.1%} of requests); padded {m.padded_share:.1%}; predicted {m.ms:.1f} ms GPU "
+                f"(replays {m.replay_ms:.1f}, eager runs {m.eager_run_ms:.1f}, fallbacks {m.fallback_ms:.1f})")
         lines.append(
-            f"total: {self.requests} requests, {self.replays} replays, {self.eager} eager "
-            f"({self.eager_share:.1%}), padded {self.padded_share:.1%} (FLOP-weighted), "
-            f"work {self.work_tflop:.1f} TFLOP (step {self.step_ms:g} ms)"
-        )
+            f"total: {self.requests} requests; {self.replays} replays, {self.eager_runs} eager runs, "
+            f"{self.fallbacks} fallbacks ({self.fallback_share:.1%}); padded {self.padded_share:.1%} "
+            f"(FLOP-weighted); work {self.work_tflop:.1f} TFLOP; predicted {self.ms:.1f} ms GPU")
+        return lines
+
+    def format_table(self) -> str:
+        """A plain-text table (one row per bucket and one for fallbacks, per modality), then the
+        summary lines, the batching and the cost model."""
+        rows = [("modality", "bucket", "kind", "runs", "units", "padded", "pred. ms", "ms/run")]
+        for m in self.modalities:
+            for s in m.buckets:
+                rows.append((m.modality, f"{s.bucket.size}x{s.bucket.batch}", "graph" if s.graph else "eager",
+                             str(s.runs), str(s.units), f"{s.padded_share:.1%}" if s.graph else "-",
+                             f"{s.ms:.1f}", f"{s.ms_mean:.2f}"))
+            rows.append((m.modality, "fallback", "-", str(m.fallbacks), str(m.fallback_units), "-",
+                         f"{m.fallback_ms:.1f}", f"{m.fallback_ms / m.fallbacks:.2f}" if m.fallbacks else "0.00"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                 for r in rows]
+        lines += ["", *self.summary_lines()]
+        units = ", ".join(f"{m}: {u}" for m, u in UNITS.items())
+        lines.append(f"batching: {describe_batching(self.batching)}{'; worker busy for each batch' if self.busy else ''}")
+        lines.append(f"costs: {self.costs}; units {units}; replay = graph bucket run (padded), eager run = "
+                     "eager bucket run (unpadded), fallback = fits no bucket")
         return "\n".join(lines)
 
 
-def batches(records: Iterable[TraceRecord], modality: str, step_ms: float) -> list[list[Demand]]:
-    """Groups the demands of ``modality`` that the runtime would see together.
-
-    Args:
-        records: The trace, in any order.
-        modality: ``"vision"`` or ``"audio"``.
-        step_ms: Window length; records with equal ``floor(ts * 1000 / step_ms)`` form one group
-            (a 1e-9 tolerance absorbs float error at window edges). 0 makes each request a group.
-
-    Returns:
-        Groups in window order; within a group, requests in (ts, trace position) order.
-    """
-    if not (step_ms >= 0 and math.isfinite(step_ms)):
-        raise ValueError(f"step_ms={step_ms!r} must be a finite number >= 0")
-    rows = sorted((r.ts, i, r) for i, r in enumerate(records) if r.modality == modality)
-    if step_ms == 0:
-        return [[r.demand] for _, _, r in rows]
-    groups: dict[int, list[Demand]] = defaultdict(list)
-    for ts, _, r in rows:
-        groups[math.floor(ts * 1000.0 / step_ms + 1e-9)].append(r.demand)
-    return [groups[k] for k in sorted(groups)]
-
-
-def simulate_modality(
-    groups: Iterable[list[Demand]], modality: str, buckets: tuple[Bucket, ...],
-    is_graph: Callable[[Bucket], bool] | None = None,
-) -> tuple[ModalityReport, list[Replay]]:
-    """Packs each group with ``pack`` and tallies the replays (also returned, group after group).
-    Buckets for which ``is_graph`` (the grid's ``ModalityGrid.is_graph``) is False are eager
-    buckets (no padding); without it every bucket is a graph."""
-    prepared = BucketSet(buckets)
-    hits = {b: [0, 0] for b in prepared.buckets}
-    eager = eager_units = requests = 0
-    replays: list[Replay] = []
-    for group in groups:
-        requests += len(group)
-        for r in pack(group, prepared):
-            replays.append(r)
-            if r.bucket is None:
-                eager, eager_units = eager + 1, eager_units + r.size
-            else:
-                hits[r.bucket][0] += 1
-                hits[r.bucket][1] += r.size
-    stats = tuple(BucketStats(b, *hits[b], is_graph is None or is_graph(b)) for b in prepared.buckets)
-    return ModalityReport(modality, requests, stats, eager, eager_units), replays
-
-
-def simulate(records: Iterable[TraceRecord], grid: BucketGrid, step_ms: float = 10.0) -> SimReport:
-    """Simulates which buckets a trace hits.
+def simulate(
+    records: Iterable[TraceRecord], grid: BucketGrid, batching: Batching | None = None,
+    costs: CostModel | None = None, *, step_ms: float | None = None, busy: bool = False,
+) -> SimReport:
+    """Simulates what the runtime runs for a trace, and predicts its GPU time.
 
     Args:
         records: The trace.
-        grid: The bucket grid; a modality without buckets runs every request eagerly.
-        step_ms: Batching window in milliseconds; 0 packs each request alone.
+        grid: The bucket grid; a modality without buckets runs every request as a fallback.
+        batching: A ``BatchPolicy`` (default ``BatchPolicy()``: the service's defaults), or a window
+            in ms.
+        costs: The cost model; None is the packaged default.
+        step_ms: Fixed windows of this many ms instead of a policy (0: each request alone); give
+            ``batching`` or ``step_ms``, not both.
+        busy: Model the worker busy for each batch's predicted time (arrivals meanwhile wait); needs
+            a policy.
 
     Returns:
-        Per-bucket hits and padding, eager fallbacks and work, per modality and in total.
+        Per-modality stats (runs, padding, fallbacks, predicted ms per bucket) and totals.
     """
+    if step_ms is not None:
+        if batching is not None:
+            raise ValueError("give batching or step_ms, not both")
+        batching = step_ms
+    batching = BatchPolicy() if batching is None else batching
+    costs = costs or CostModel.load()
     records = list(records)
-    reports = []
+    tallies = {}
     for m in MODALITIES:
         g = grid.modality(m)
-        reports.append(simulate_modality(batches(records, m, step_ms), m, g.buckets if g else (),
-                                         g.is_graph if g else None)[0])
-    return SimReport(step_ms, tuple(reports))
+        tallies[m] = _Tally(m, g.buckets if g else (), g.is_graph if g else None, costs)
+
+    def run(group: list[int]) -> float:
+        return sum(tallies[m].add([records[i].demand for i in group if records[i].modality == m])[0]
+                   for m in MODALITIES)
+
+    if busy:
+        group_records(records, batching, run)  # tallies while grouping: each batch's time delays the next
+    else:
+        for group in group_records(records, batching):
+            run(group)
+    return SimReport(batching, tuple(tallies[m].stats for m in MODALITIES), costs.describe(), busy)
+
+
+__all__ = ["Batching", "SimReport", "batches", "describe_batching", "group_records", "simulate",
+           "simulate_modality"]

@@ -112,6 +112,31 @@ class ModalityStats:
         return sum(b.runs for b in self.buckets if not b.graph)
 
     @property
+    def graph_buckets(self) -> int:
+        """How many of its buckets are graph buckets (captured as CUDA graphs where graphs are on)."""
+        return sum(b.graph for b in self.buckets)
+
+    @property
+    def eager_buckets(self) -> int:
+        """How many of its buckets are eager buckets (above ``graphs_up_to``)."""
+        return sum(not b.graph for b in self.buckets)
+
+    @property
+    def replay_ms(self) -> float:
+        """GPU time of the replays (graph buckets)."""
+        return sum(b.ms for b in self.buckets if b.graph)
+
+    @property
+    def eager_run_ms(self) -> float:
+        """GPU time of the eager runs (eager buckets), fallbacks not included."""
+        return sum(b.ms for b in self.buckets if not b.graph)
+
+    @property
+    def eager_run_units(self) -> int:
+        """Real units run in eager buckets."""
+        return sum(b.units for b in self.buckets if not b.graph)
+
+    @property
     def runs(self) -> int:
         """Replays, eager runs and fallbacks: every forward this modality ran."""
         return self.replays + self.eager_runs + self.fallbacks
@@ -149,9 +174,11 @@ class ModalityStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "unit": UNITS[self.modality], "requests": self.requests, "replays": self.replays,
-            "eager_runs": self.eager_runs, "fallbacks": self.fallbacks, "fallback_share": self.fallback_share,
+            "eager_runs": self.eager_runs, "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
             "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
-            "fallback_units": self.fallback_units, "work": self.work, "ms": self.ms, "fallback_ms": self.fallback_ms,
+            "fallback_units": self.fallback_units, "work": self.work, "ms": self.ms, "replay_ms": self.replay_ms,
+            "eager_run_ms": self.eager_run_ms, "fallback_ms": self.fallback_ms,
+            "graph_buckets": self.graph_buckets, "eager_buckets": self.eager_buckets,
             "buckets": {f"{b.bucket.size}x{b.bucket.batch}": b.to_dict() for b in self.buckets},
         }
 

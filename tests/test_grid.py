@@ -5,9 +5,9 @@ import random
 
 import pytest
 
+from omnienc.runtime.costs import estimate_activation_bytes, estimate_flops
 from omnienc.runtime.grid import (
     AUDIO_CHUNK_FRAMES, MAX_SIZE, PATCHES_PER_TOKEN, Bucket, BucketGrid, GridError, ModalityGrid, check_int,
-    estimate_activation_bytes, estimate_flops,
 )
 from omnienc.runtime.packing import audio_demand, pack, vision_demand
 

@@ -9,15 +9,30 @@ import random
 
 import pytest
 
-from omnienc.runtime.grid import (
-    Bucket, BucketGrid, ModalityGrid, estimate_activation_bytes, estimate_flops,
-)
+import omnienc.runtime.tune as tuner
+from omnienc.runtime.batching import BatchPolicy
+from omnienc.runtime.costs import CostModel, Probe, estimate_activation_bytes, estimate_flops
+from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.simulate import batches, simulate, simulate_modality
 from omnienc.runtime.trace import TraceRecord, read_trace, write_trace
 from omnienc.tools import replay, tracegen, tune
 from omnienc.tools.tracegen import generate_trace
 
 B = Bucket
+
+
+def linear_costs(penalty=1.0, weight=None):
+    """A cost model equal to the old FLOP objective plus a constant: a replay costs its bucket's size,
+    an eager run (1 + penalty) x its units, each unit weighted per modality (``weight[m]`` ms per
+    unit, default 1e-3). Then predicted ms = weight x (padded units + penalty x eager units + all
+    units), so minimising it minimises padding + penalty x eager units."""
+    weight = weight or {"vision": 1e-3, "audio": 1e-3}
+    probes = {}
+    for m, lo in (("vision", 4), ("audio", 100)):
+        w = weight[m]
+        probes[m, "replay"] = [Probe(s, 1, (s * w,)) for s in (lo, 10**6)]
+        probes[m, "eager"] = [Probe(s, 1, ((1 + penalty) * s * w,)) for s in (lo, 10**6)]
+    return CostModel.from_probes(probes, source=f"linear(penalty={penalty})")
 
 
 def vis(ts, *thw):
@@ -45,30 +60,71 @@ TINY = [
 def test_simulate_by_hand():
     r = simulate(TINY, GRID, step_ms=10)
     v, a = r["vision"], r["audio"]
-    assert [(s.bucket, s.hits, s.used) for s in v.buckets] == [(B(1024, 4), 1, 768), (B(4096, 16), 1, 1040)]
-    assert (v.requests, v.replays, v.eager, v.eager_units) == (4, 3, 1, 6400)
+    assert [(s.bucket, s.runs, s.units) for s in v.buckets] == [(B(1024, 4), 1, 768), (B(4096, 16), 1, 1040)]
+    assert (v.requests, v.runs, v.fallbacks, v.fallback_units) == (4, 3, 1, 6400)
+    assert (v.replays, v.eager_runs) == (2, 0)
     assert v.buckets[0].padded_share == 0.25
     assert v.padded_units == 5120 - 1808 and v.padded_share == pytest.approx(3312 / 5120)
-    assert v.work == 5120 + 6400 and v.eager_share == 0.25
-    assert [(s.hits, s.used) for s in a.buckets] == [(2, 1300)]
-    assert (a.requests, a.replays, a.eager, a.padded_share, a.work) == (3, 3, 1, 0.35, 2000 + 1400)
-    assert (r.requests, r.replays, r.eager) == (7, 6, 2)
-    assert r.eager_share == pytest.approx(2 / 7)
+    assert v.work == 5120 + 6400 and v.fallback_share == 0.25
+    assert [(s.runs, s.units) for s in a.buckets] == [(2, 1300)]
+    assert (a.requests, a.runs, a.fallbacks, a.padded_share, a.work) == (3, 3, 1, 0.35, 2000 + 1400)
+    assert (r.requests, r.runs, r.fallbacks) == (7, 6, 2)
+    assert r.fallback_share == pytest.approx(2 / 7)
     flops = estimate_flops("vision", 11520) + estimate_flops("audio", 3400)
     assert r.work_tflop == pytest.approx(flops / 1e12)
+
+
+def test_simulate_predicts_time_from_the_cost_model():
+    """Each run is priced by the model: replays by bucket (and the segments they carry), eager runs
+    and fallbacks by their units; the totals add up per bucket, per modality and overall."""
+    costs = CostModel.load()
+    r = simulate(TINY, GRID, costs=costs, step_ms=10)
+    v, a = r["vision"], r["audio"]
+    # 768 patches in 2 frames in a 1024 bucket: attention of 1024^2 / (768^2 / 2) equal segments
+    assert v.bucket(B(1024, 4)).ms == pytest.approx(costs.replay_ms("vision", B(1024, 4), 2 * 1024**2 / 768**2))
+    assert v.fallback_ms == pytest.approx(costs.eager_ms("vision", 6400, 1))
+    assert a.fallback_ms == pytest.approx(costs.eager_ms("audio", 1400, 2))
+    assert a.bucket(B(1000, 2)).ms == pytest.approx(costs.replay_ms("audio", B(1000, 2), 1) * 2)
+    assert v.ms == pytest.approx(sum(b.ms for b in v.buckets) + v.fallback_ms)
+    assert r.ms == pytest.approx(v.ms + a.ms) and r.ms > 0
+    eager = simulate(TINY, dataclasses.replace(GRID, vision=ModalityGrid("vision", GRID.vision.buckets, 1024)),
+                     costs=costs, step_ms=10)["vision"]  # 4096x16 is now an eager bucket: unpadded
+    e = eager.bucket(B(4096, 16))
+    assert (e.graph, e.runs, e.units, e.padded_units) == (False, 1, 1040, 0)
+    assert e.ms == pytest.approx(costs.eager_ms("vision", 1040, 1040**2 / (256**2 + 784**2)))
+    assert (eager.replays, eager.eager_runs, eager.fallbacks) == (1, 1, 1)
+
+
+def test_simulate_with_a_busy_worker(tmp_path, capsys):
+    """With --busy, what arrives while the worker runs a batch (its predicted time) waits and goes
+    together: arrivals at 0, 2.5 and 6 ms with a 2 ms wait are three batches when the worker is free
+    at once, two when each run keeps it busy 10 ms."""
+    recs = [aud(0.0, 300), aud(0.0025, 300), aud(0.006, 300)]
+    grid = BucketGrid(audio=ModalityGrid("audio", (B(1000, 4),)))
+    costs = CostModel.from_probes({(m, k): [Probe(s, 1, (10.0,)) for s in (100, 10**5)]
+                                   for m in ("vision", "audio") for k in ("replay", "eager")})
+    free, busy = (simulate(recs, grid, BatchPolicy(2, 64), costs, busy=b)["audio"] for b in (False, True))
+    assert (free.replays, free.ms) == (3, 30.0) and (busy.replays, busy.ms) == (2, 20.0)
+    assert busy.bucket(B(1000, 4)).units == 900
+    with pytest.raises(ValueError, match="BatchPolicy"):
+        simulate(recs, grid, 10.0, costs, busy=True)
+    path = tmp_path / "t.jsonl"
+    write_trace(path, recs)
+    assert _cli("replay", "--trace", path, "--busy") == 0 and "worker busy" in capsys.readouterr().out
+    assert _cli("replay", "--trace", path, "--busy", "--step-ms", 10) == 2
 
 
 def test_simulate_each_request_alone():
     r = simulate(TINY, GRID, step_ms=0)
     v = r["vision"]
-    assert [(s.hits, s.used) for s in v.buckets] == [(3, 1808), (0, 0)]
-    assert v.padded_share == pytest.approx(1 - 1808 / 3072) and v.replays == 4
-    assert r["audio"].replays == 3
+    assert [(s.runs, s.units) for s in v.buckets] == [(3, 1808), (0, 0)]
+    assert v.padded_share == pytest.approx(1 - 1808 / 3072) and v.runs == 4
+    assert r["audio"].runs == 3
 
 
 def test_simulate_without_buckets_runs_eagerly():
     r = simulate(TINY, BucketGrid(), step_ms=10)
-    assert r.eager == r.requests == r.replays == 7
+    assert r.fallbacks == r.requests == r.runs == 7
     assert r["vision"].work == 256 + 784 + 768 + 6400 and r.padded_share == 0.0
 
 
@@ -85,23 +141,25 @@ def test_windows():
 def test_report_output():
     r = simulate(TINY, GRID, step_ms=10)
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["modalities"]["vision"]["buckets"][0] == {
-        "size": 1024, "batch": 4, "hits": 1, "used": 768, "padded_share": 0.25, "graph": True}
-    assert d["total"]["eager"] == 2
+    b = d["modalities"]["vision"]["buckets"]["1024x4"]
+    assert {k: b[k] for k in ("size", "batch", "runs", "units", "padded_share", "graph")} == {
+        "size": 1024, "batch": 4, "runs": 1, "units": 768, "padded_share": 0.25, "graph": True}
+    assert b["ms"] > 0 and d["total"]["ms"] == pytest.approx(r.ms)
+    assert d["total"]["fallbacks"] == 2
     table = r.format_table()
-    assert "1024x4" in table and "25.0%" in table and "eager" in table and "total: 7 requests" in table
+    assert "1024x4" in table and "25.0%" in table and "fallback" in table and "total: 7 requests" in table
+    assert "eager runs" in table and "replays" in table and "predicted" in table
 
 
 # --- tuner ---------------------------------------------------------------------------------------
 
 
-def _cost(records, modality, buckets, penalty, step_ms=0.0):
-    report = simulate_modality(batches(records, modality, step_ms), modality, tuple(buckets))[0]
-    return tune.modality_cost(report, penalty)
+def _cost(records, modality, buckets, costs, step_ms=0.0):
+    return simulate_modality(batches(records, modality, step_ms), modality, tuple(buckets), costs=costs)[0].ms
 
 
-def _brute(records, modality, k, penalty, candidates, step_ms=0.0):
-    return min(_cost(records, modality, c, penalty, step_ms)
+def _brute(records, modality, k, costs, candidates, step_ms=0.0):
+    return min(_cost(records, modality, c, costs, step_ms)
                for n in range(k + 1) for c in itertools.combinations(candidates, n))
 
 
@@ -110,62 +168,71 @@ def _brute(records, modality, k, penalty, candidates, step_ms=0.0):
 def test_tune_matches_brute_force_2d(seed, penalty):
     """Single-segment requests: brute force over every subset of (size, batch) candidates."""
     rng = random.Random(seed)
+    costs = linear_costs(penalty)
     sizes = rng.sample(range(4, 400, 4), 5)
     records = [vis(0.1 * i, (1, 2, s // 2)) for i, s in enumerate(rng.choices(sizes, k=15))]
     candidates = [B(s, b) for s in sorted(sizes) for b in (1, 2)]
-    best = tune.tune_modality(records, "vision", 3, 0.0, penalty)
+    best = tuner.tune_modality(records, "vision", 3, 0.0, costs)
     for k in range(4):
-        assert best[k][0] == _brute(records, "vision", k, penalty, candidates)
-        assert len(best[k][1]) <= k and best[k][0] == _cost(records, "vision", best[k][1], penalty)
+        assert best[k].ms == pytest.approx(_brute(records, "vision", k, costs, candidates), rel=1e-12)
+        assert len(best[k].graphs) <= k and not best[k].eager
+        assert best[k].ms == pytest.approx(_cost(records, "vision", best[k].graphs, costs), rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_tune_matches_brute_force_mixed_batches(seed):
     """Multi-clip requests: brute force over size subsets, each bucket large enough in batch."""
     rng = random.Random(seed)
+    costs = linear_costs(1.0)
     clips = [150, 420, 999, 1000, 2310]
     records = [aud(0.1 * i, *rng.choices(clips, k=rng.randint(1, 3))) for i in range(20)]
     sizes = sorted({r.demand.size for r in records})
     candidates = [B(s, 3) for s in sizes]
-    best = tune.tune_modality(records, "audio", 4, 0.0, 1.0)
+    best = tuner.tune_modality(records, "audio", 4, 0.0, costs)
     for k in range(5):
-        assert best[k][0] == _brute(records, "audio", k, 1.0, candidates)
+        assert best[k].ms == pytest.approx(_brute(records, "audio", k, costs, candidates), rel=1e-12)
 
 
 def test_optimal_buckets_by_hand():
     # 10 x 196, 5 x 784, 2 x 3680 patches, penalty 1. One bucket: {196} leaves 784s and 3680s
     # eager (11280), {784} pads 10 x 588 and leaves 3680s eager (13240), {3680} pads 49320.
     # Two buckets: {784, 3680} pads 5880, {196, 784} leaves 7360 eager, {196, 3680} pads 14480.
+    # The linear model adds the units of every request (13240) to each cost, in ms of 1e-3 per unit.
     records = [vis(0, (1, 14, 14))] * 10 + [vis(0, (1, 28, 28))] * 5 + [vis(0, (1, 46, 80))] * 2
-    best = tune.tune_modality(records, "vision", 3, 0.0, 1.0)
-    assert best[0] == (196 * 10 + 784 * 5 + 3680 * 2, ())
-    assert best[1] == (784 * 5 + 3680 * 2, (B(196, 1),))
-    assert best[2] == (5880, (B(784, 1), B(3680, 1)))
-    assert best[3] == (0, (B(196, 1), B(784, 1), B(3680, 1)))
+    base = 196 * 10 + 784 * 5 + 3680 * 2
+    best = tuner.tune_modality(records, "vision", 3, 0.0, linear_costs(1.0))
+    got = [(round(c.ms * 1e3 - base, 6), c.graphs) for c in best]
+    assert got[0] == (196 * 10 + 784 * 5 + 3680 * 2, ())
+    assert got[1] == (784 * 5 + 3680 * 2, (B(196, 1),))
+    assert got[2] == (5880, (B(784, 1), B(3680, 1)))
+    assert got[3] == (0, (B(196, 1), B(784, 1), B(3680, 1)))
     # With penalty 0.5 running the 3680s eagerly (3680) beats padding the 196s (5880).
-    assert tune.tune_modality(records, "vision", 2, 0.0, 0.5)[2][1] == (B(196, 1), B(784, 1))
+    assert tuner.tune_modality(records, "vision", 2, 0.0, linear_costs(0.5))[2].graphs == (B(196, 1), B(784, 1))
 
 
 def test_tune_splits_graphs_between_modalities():
     records = [vis(0, (1, 14, 14))] * 10 + [vis(0, (1, 28, 28))] * 5 + [vis(0, (1, 46, 80))] * 2
     records += [aud(0, 1000)] * 10 + [aud(0, 300)] * 10
+    # Units weighed by estimated FLOPs (TFLOP as "ms"), penalty 1: the old objective plus a constant.
+    costs = linear_costs(1.0, {m: estimate_flops(m, 1) / 1e12 for m in ("vision", "audio")})
+    const = sum(estimate_flops(r.modality, r.demand.size) for r in records) / 1e12
     # 4 graphs: 3 vision + 1 audio pads 10 x 700 frames (1.5 TFLOP); 2 + 2 pads 5880 patches (5.2 TFLOP).
-    g = tune.tune(records, max_graphs=4, step_ms=0)
+    g = tuner.tune(records, costs, max_graphs=4, step_ms=0).grid
     assert g.vision.buckets == (B(196, 1), B(784, 1), B(3680, 1)) and g.audio.buckets == (B(1000, 1),)
-    g5 = tune.tune(records, max_graphs=5, step_ms=0)
-    assert g5.num_graphs == 5 and tune.objective(simulate(records, g5, 0)) == 0
-    assert tune.tune(records, max_graphs=9, step_ms=0) == g5  # no extra graphs once padding is zero
-    costs = {m: tune.tune_modality(records, m, 4, 0.0, 1.0) for m in ("vision", "audio")}
-    v, a = ([estimate_flops(m, c) for c, _ in costs[m]] for m in ("vision", "audio"))
-    best = min(v[kv] + a[4 - kv] for kv in range(5))  # every split of the 4 graphs
-    assert tune.objective(simulate(records, g, 0)) == pytest.approx(best)
+    g5 = tuner.tune(records, costs, max_graphs=5, step_ms=0)
+    assert g5.grid.num_graphs == 5 and g5.ms == pytest.approx(const)  # no padding, nothing eager
+    assert tuner.tune(records, costs, max_graphs=9, step_ms=0).grid == g5.grid  # no extra graphs once padding is zero
+    per = {m: tuner.tune_modality(records, m, 4, 0.0, costs) for m in ("vision", "audio")}
+    best = min(per["vision"][kv].ms + per["audio"][4 - kv].ms for kv in range(5))  # every split of the 4 graphs
+    assert simulate(records, g, costs=costs, step_ms=0).ms == pytest.approx(best)
 
 
 def test_tune_packs_windows():
     # Every window holds 100 + 300 frames: one bucket of 400 frames x 2 audios packs both, no padding.
     records = [r for w in range(20) for r in (aud(0.01 * w + 0.001, 100), aud(0.01 * w + 0.002, 300))]
-    assert tune.tune(records, max_graphs=1, step_ms=10).audio.buckets == (B(400, 2),)
-    assert tune.tune(records, max_graphs=1, step_ms=0).audio.buckets == (B(300, 1),)
+    costs = linear_costs(1.0)
+    assert tuner.tune(records, costs, max_graphs=1, step_ms=10).grid.audio.buckets == (B(400, 2),)
+    assert tuner.tune(records, costs, max_graphs=1, step_ms=0).grid.audio.buckets == (B(300, 1),)
 
 
 @pytest.fixture(scope="module")
@@ -175,33 +242,34 @@ def trace():
 
 @pytest.mark.parametrize("n", [0, 1, 3, 8])
 def test_tune_never_exceeds_max_graphs(trace, n):
-    g = tune.tune(trace, max_graphs=n, step_ms=10)
+    g = tuner.tune(trace, max_graphs=n, step_ms=10).grid
     assert g.num_graphs <= n
-    if n == 0:
-        assert g.vision is None and g.audio is None
+    if n == 0:  # no graphs at all (eager buckets may remain: they capture nothing)
+        assert all(m is None or not m.graph_buckets for m in (g.vision, g.audio))
 
 
 def test_tune_beats_default_and_alone_optimum(trace):
-    # The tuner makes all-graph grids: compare with the default's buckets all captured.
+    """Under the packaged model and 10 ms windows, the tuned grid predicts no more time than the grid
+    tuned for requests alone, than the default grid, and than the default with every bucket a graph."""
     d = BucketGrid.default()
-    default = dataclasses.replace(d, vision=dataclasses.replace(d.vision, graphs_up_to=None))
-    assert default.num_graphs == len(d.vision.buckets) + len(d.audio.buckets)
-    g = tune.tune(trace, max_graphs=default.num_graphs, step_ms=10)
-    alone = tune.tune(trace, max_graphs=default.num_graphs, step_ms=0)
-    cost = tune.objective(simulate(trace, g, 10))
-    assert cost <= tune.objective(simulate(trace, alone, 10)) + 1e-6
-    assert cost <= tune.objective(simulate(trace, default, 10))
+    every = dataclasses.replace(d, vision=dataclasses.replace(d.vision, graphs_up_to=None))
+    assert every.num_graphs == len(d.vision.buckets) + len(d.audio.buckets)
+    g = tuner.tune(trace, max_graphs=every.num_graphs, step_ms=10).grid
+    alone = tuner.tune(trace, max_graphs=every.num_graphs, step_ms=0).grid
+    cost = simulate(trace, g, step_ms=10).ms
+    assert cost <= simulate(trace, alone, step_ms=10).ms + 1e-6
+    assert cost <= simulate(trace, every, step_ms=10).ms and cost <= simulate(trace, d, step_ms=10).ms
 
 
 def test_tune_respects_memory_limit(trace):
     limit = estimate_activation_bytes("vision", B(2000, 1))  # also below audio's 1000 frames
-    g = tune.tune(trace, max_graphs=12, step_ms=10, max_graph_bytes=limit)
+    g = tuner.tune(trace, max_graphs=12, step_ms=10, max_graph_bytes=limit).grid
     assert g.num_graphs > 0
     for m in ("vision", "audio"):
-        for b in g.modality(m).buckets if g.modality(m) else ():
+        for b in g.modality(m).graph_buckets if g.modality(m) else ():
             assert estimate_activation_bytes(m, b) <= limit
-    free = tune.tune(trace, max_graphs=12, step_ms=10)
-    assert max(b.size for b in free.vision.buckets) > 2000
+    free = tuner.tune(trace, max_graphs=12, step_ms=10).grid
+    assert max(b.size for b in free.vision.graph_buckets) > 2000
 
 
 # --- tools ---------------------------------------------------------------------------------------
@@ -223,7 +291,8 @@ def test_replay_cli(tmp_path, capsys):
     assert _cli("replay", "--trace", path, "--grid", grid) == 0
     assert "4096x16" in capsys.readouterr().out
     assert _cli("replay", "--trace", path, "--grid", grid, "--step-ms", 0, "--json") == 0
-    assert json.loads(capsys.readouterr().out)["modalities"]["vision"]["replays"] == 4
+    v = json.loads(capsys.readouterr().out)["modalities"]["vision"]
+    assert v["runs"] == 4 and (v["replays"], v["eager_runs"], v["fallbacks"]) == (3, 0, 1)
     assert _cli("replay", "--trace", path) == 0  # packaged default grid
 
 
@@ -254,14 +323,40 @@ def test_tune_cli(tmp_path, capsys):
     assert _cli("tune", "--trace", path, "--max-graphs", 6, "--max-graph-memory", 0.3, "-o", out) == 0
     text = capsys.readouterr().out
     assert "base :" in text and "tuned:" in text and "padded" in text and "eager" in text
+    assert "predicted" in text and "fallbacks" in text and "outside the constraints" in text  # base: 15 graphs
     g = BucketGrid.from_yaml(out)
-    assert 0 < g.num_graphs <= 6 and out.read_text().startswith("# Tuned by `omnienc tune`")
-    assert all(estimate_activation_bytes(m, b) <= 0.3e9
-               for m in ("vision", "audio") if g.modality(m) for b in g.modality(m).buckets)
+    header = out.read_text()
+    assert 0 < g.num_graphs <= 6 and header.startswith("# Tuned by `omnienc tune`")
+    assert all(estimate_activation_bytes(m, b) <= 0.3e9  # graphs only: eager buckets capture nothing
+               for m in ("vision", "audio") if g.modality(m) for b in g.modality(m).graph_buckets)
+    assert "# command: omnienc tune --trace" in header and "--max-graphs 6" in header
+    assert "# costs: omnienc/configs/costs_h200.yaml" in header and "ms; base" in header
+    # The acceptance form with fixed windows, and the cost file option.
+    costs = tmp_path / "costs.yaml"
+    linear_costs(1.0).save(costs)
+    assert _cli("tune", "--trace", path, "--max-graphs", 5, "--step-ms", 10, "--costs", costs, "-o", out) == 0
+    assert "fixed 10 ms windows" in capsys.readouterr().out and BucketGrid.from_yaml(out).num_graphs <= 5
     assert _cli("tune", "--trace", tmp_path / "none.jsonl", "-o", out) == 2
     assert _cli("tune", "--trace", path, "--max-graphs", -1, "-o", out) == 2
     assert _cli("tune", "--trace", path, "--base", tmp_path / "none.yaml", "-o", out) == 2
-    assert "omnienc tune: error:" in capsys.readouterr().err
+    assert _cli("tune", "--trace", path, "--costs", tmp_path / "none.yaml", "-o", out) == 2
+    assert _cli("tune", "--trace", path, "--step-ms", 10, "--max-wait-ms", 2, "-o", out) == 2
+    assert _cli("tune", "--trace", path, "--max-batch", 0, "-o", out) == 2
+    err = capsys.readouterr().err
+    assert "omnienc tune: error:" in err and "Traceback" not in err and "--calibrate" in err
+
+
+def test_tune_cli_writes_the_base_when_it_cannot_beat_it(tmp_path, capsys):
+    """A base that is already the optimum under the model: the search ties it, so the base is written."""
+    path, out, base = tmp_path / "t.jsonl", tmp_path / "tuned.yaml", tmp_path / "base.yaml"
+    rng = random.Random()
+    write_trace(path, [vis(i * 0.5 + rng.random() * 0.1, (1, 28, 28)) for i in range(20)])
+    BucketGrid(vision=ModalityGrid("vision", (B(784, 1),))).to_yaml(base)
+    assert _cli("tune", "--trace", path, "--base", base, "--max-graphs", 3, "-o", out) == 0
+    text = capsys.readouterr().out
+    assert "did not beat the base" in text
+    assert BucketGrid.from_yaml(out) == BucketGrid.from_yaml(base)
+    assert "the search did not beat the base, so this is the base" in out.read_text()
 
 
 def test_tracegen_deterministic_and_plausible(tmp_path, capsys):

@@ -236,12 +236,12 @@ def test_replay_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
     got = rt.stats()
     sim = simulate(read_trace(tmp_path / "t.jsonl"), grid, step_ms=1e9)
     for m in ("vision", "audio"):
-        assert got[m]["fallbacks"] == sim[m].eager
+        assert got[m]["fallbacks"] == sim[m].fallbacks
         for s in sim[m].buckets:
             b = got[m]["buckets"][f"{s.bucket.size}x{s.bucket.batch}"]
-            assert b["runs"] == s.hits and b["graph"] == s.graph
+            assert b["runs"] == s.runs and b["graph"] == s.graph
             assert b["padded_share"] == pytest.approx(s.padded_share)
-    assert got["replays"] + got["eager_runs"] + got["fallbacks"] == sim.replays
+    assert got["replays"] + got["eager_runs"] + got["fallbacks"] == sim.runs
 
 
 @torch.no_grad()

@@ -183,7 +183,7 @@ def run(args) -> int:
                 rs = reqs[w]
                 fn = (lambda: [rt.encode([r]) for r in rs]) if v.unbatched else (lambda: rt.encode(rs))
                 results[w][name] = median_ms(fn, args.repeats)
-            del rt
+            rt = None  # frees the graphs and their pool
             torch.cuda.empty_cache()
     card = torch.cuda.get_device_name(device)
     print(f"A/B on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; median ms over {args.repeats} repeats")

@@ -1,4 +1,5 @@
-"""``omnienc replay``: simulate a request trace against a bucket grid (hits, padding, fallbacks)."""
+"""``omnienc replay``: simulate a request trace against a bucket grid: replays, eager runs, fallbacks,
+padding and predicted GPU time. Also the trace, batching and cost options shared with ``tune``."""
 
 from __future__ import annotations
 
@@ -6,21 +7,83 @@ import argparse
 import json
 import sys
 
+from omnienc.runtime.batching import BatchPolicy
+from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid, GridError
-from omnienc.runtime.simulate import simulate
+from omnienc.runtime.simulate import Batching, simulate
 from omnienc.runtime.trace import read_trace
+
+EPILOG = """\
+trace format: JSON lines, one request per line, e.g.
+  {"ts": 0.013, "modality": "vision", "grid_thw": [[1, 28, 28], [2, 16, 24]]}
+  {"ts": 0.020, "modality": "audio", "frames": [1000, 370]}
+  ts        arrival time in seconds since the trace started (a finite number >= 0)
+  modality  "vision" or "audio"
+  grid_thw  vision only: one [t, h, w] per image or video, in 16-px patches (h and w even);
+            it needs t*h*w patches and t attention segments
+  frames    audio only: the mel frame count of each clip (100 per second); a clip needs its
+            frames rounded up to whole 100-frame chunks, and one segment
+Record one with EncoderRuntime(trace_path=...) or TraceRecorder, or write a synthetic one with
+`omnienc tracegen`.
+
+batching: by default requests are batched as EncoderService batches them (runtime/batching.py): a
+batch opens at the first pending request and closes --max-wait-ms later, or at --max-batch
+requests of both modalities, whichever comes first; each batch's requests of one modality are
+packed as one runtime call packs them. --step-ms S instead batches fixed S-ms windows (how
+replay and tune batched before; kept for comparison with older results; 0 = each request alone).
+
+words (as in the runtime's stats):
+  replay     a run of a graph bucket (size <= graphs_up_to): padded to the bucket, a CUDA graph
+  eager run  a run of an eager bucket (size > graphs_up_to): its packed requests, unpadded
+  fallback   a request that fits no bucket: it runs eagerly, alone
+Predicted times are GPU milliseconds from a cost model (--costs; default: the packaged
+calibration, omnienc/configs/costs_h200.yaml), measured with `omnienc capture --calibrate`.
+"""
+
+
+def add_trace_args(p: argparse.ArgumentParser) -> None:
+    """The options shared by ``replay`` and ``tune``: trace, batching, cost model."""
+    p.add_argument("--trace", required=True, help="JSONL request trace (format below)")
+    p.add_argument("--max-wait-ms", type=float, default=None,
+                   help="the service's wait after the first pending request, ms (default 2)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="the service's most requests per batch, both modalities (default 64)")
+    p.add_argument("--step-ms", type=float, default=None,
+                   help="batch fixed windows of this many ms instead of the service's rule (older "
+                   "behaviour; 0: each request alone); not with --max-wait-ms/--max-batch")
+    p.add_argument("--costs", default=None, metavar="FILE",
+                   help="cost model YAML from `omnienc capture --calibrate` (default: packaged H200 model)")
+
+
+def batching_from_args(args: argparse.Namespace) -> Batching:
+    """The ``BatchPolicy`` (or fixed window) the options ask for; ValueError on a bad combination."""
+    if args.step_ms is not None:
+        if args.max_wait_ms is not None or args.max_batch is not None:
+            raise GridError("--step-ms (fixed windows) replaces the service's rule; leave out "
+                            "--max-wait-ms and --max-batch, or --step-ms")
+        if not args.step_ms >= 0:
+            raise GridError(f"--step-ms {args.step_ms} is negative; pass 0 or more")
+        return args.step_ms
+    d = BatchPolicy()
+    try:
+        return BatchPolicy(d.max_wait_ms if args.max_wait_ms is None else args.max_wait_ms,
+                           d.max_batch if args.max_batch is None else args.max_batch)
+    except ValueError as e:
+        raise GridError(f"--max-wait-ms/--max-batch: {e}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``replay`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
-        "replay", help="simulate a request trace against a bucket grid",
-        description="Pack a trace's requests into the grid's buckets the way the runtime does and "
-        "report per-bucket hits, padding and eager fallbacks.")
-    p.add_argument("--trace", required=True, help="JSONL request trace")
+        "replay", help="simulate a request trace against a bucket grid (predicted GPU time)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Batch and pack a trace's requests into the grid's buckets the way the service and\n"
+        "the runtime do, and report per bucket: replays or eager runs, units, padding and predicted\n"
+        "GPU time; per modality: fallbacks and totals.")
+    add_trace_args(p)
     p.add_argument("--grid", default=None, help="YAML bucket grid (default: packaged grid)")
-    p.add_argument("--step-ms", type=float, default=10.0,
-                   help="batching window in ms (default 10; 0 packs each request alone)")
+    p.add_argument("--busy", action="store_true",
+                   help="model the worker busy for each batch's predicted time (arrivals meanwhile wait)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
     return p
@@ -29,13 +92,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc replay``; returns 0, or 2 on bad input (message on stderr)."""
     try:
-        if not args.step_ms >= 0:
-            raise GridError(f"--step-ms {args.step_ms} is negative; pass 0 or more")
+        batching = batching_from_args(args)
+        if args.busy and not isinstance(batching, BatchPolicy):
+            raise GridError("--busy models the service's worker; it does not apply to --step-ms windows")
         grid = BucketGrid.default() if args.grid is None else BucketGrid.from_yaml(args.grid)
+        costs = CostModel.load(args.costs)
         records = read_trace(args.trace)
-    except ValueError as e:  # GridError, TraceError
+    except ValueError as e:  # GridError, TraceError, CostError
         print(f"omnienc replay: error: {e}", file=sys.stderr)
         return 2
-    report = simulate(records, grid, args.step_ms)
+    report = simulate(records, grid, batching, costs, busy=args.busy)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
     return 0

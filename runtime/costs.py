@@ -1,0 +1,439 @@
+"""What runs cost: the GPU-time model of replays and eager runs (measured), and the FLOP and
+activation-memory estimates of the real encoders (computed).
+
+**CostModel** predicts GPU milliseconds from calibration points (``omnienc capture --calibrate``):
+
+* a *replay* of a graph bucket, as a function of (bucket size, segments it carries): the graph
+  computes the bucket's whole padded size, and attention depends on how the size is cut into
+  segments (one 6400-patch frame costs more than eight 800-patch ones; ``attention_segments``);
+* an *eager run* (an eager bucket's pack, or a fallback), as a function of (units, items), unpadded;
+  its fixed launch cost is part of every measured point (small eager runs are almost all launch).
+
+Each of the four surfaces (vision/audio x replay/eager) is measured on a full grid of sizes x batches.
+Between sizes it is piecewise linear; below the smallest size it stays at that size's value (launch
+bound); above the largest it continues with the last segment's slope. The medians are made
+non-decreasing in size (a running maximum over sizes, per batch), so a larger bucket never predicts
+cheaper. Between batches it is linear in 1/batch (attention over b equal segments of S units costs
+S^2/b), clamped outside the measured batches.
+
+On disk (YAML, ``format: 1``)::
+
+    format: 1
+    card: NVIDIA H200            # where it was measured
+    torch: 2.11.0+cu130
+    date: '2026-11-28T10:00:00+00:00'
+    command: omnienc capture --calibrate -o costs.yaml
+    dtype: bfloat16
+    measured: true               # false: derived from other figures (see note)
+    note: free text
+    vision:
+      replay:                    # size: bucket patches, batch: segments carried, samples: ms per repeat
+      - {size: 256, batch: 1, ms: 2.41, samples: [2.40, 2.41, 2.43]}
+      eager:                     # size: patches, batch: items (segments), unpadded
+      - {size: 256, batch: 1, ms: 8.3, samples: [8.3, 8.2, 8.4]}
+    audio: {replay: [...], eager: [...]}     # size in mel frames, batch in audios
+
+``ms`` is the median of ``samples`` (the raw timings, every repeat, kept so anyone can refit); on
+load it is recomputed from the samples. Units: patches (vision), mel frames (audio), milliseconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib.resources
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .grid import AUDIO_CHUNK_FRAMES, DTYPES, PATCHES_PER_TOKEN, Bucket, GridError
+from .packing import Demand, Replay
+
+MODALITIES = ("vision", "audio")
+KINDS = ("replay", "eager")
+DEFAULT_COSTS = "costs_h200.yaml"  # packaged in omnienc/configs
+FORMAT = 1
+
+
+class CostError(ValueError):
+    """An invalid cost model or cost file; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One calibration point.
+
+    Attributes:
+        size: Units (patches or mel frames): the bucket's size for a replay, the units run for an
+            eager run.
+        batch: Segments carried by the replay, or items of the eager run.
+        samples: Every measured time in ms (one per repeat), non-empty, finite, >= 0.
+    """
+
+    size: int
+    batch: int
+    samples: tuple[float, ...]
+
+    @property
+    def ms(self) -> float:
+        """Median of the samples, ms."""
+        return float(statistics.median(self.samples))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "batch": self.batch, "ms": round(self.ms, 4),  # ms: for readers; the samples count
+                "samples": [float(s) for s in self.samples]}
+
+
+def _positive_int(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise CostError(f"{where}: {value!r} must be a positive integer")
+    return int(value)
+
+
+def _probe(where: str, d: Any) -> Probe:
+    if not isinstance(d, Mapping) or not {"size", "batch", "samples"} <= set(d):
+        raise CostError(f"{where}: expected {{size: <int>, batch: <int>, samples: [ms, ...]}}, got {d!r}")
+    unknown = sorted(set(d) - {"size", "batch", "samples", "ms"})
+    if unknown:
+        raise CostError(f"{where}: unknown key(s) {unknown}; allowed: size, batch, ms, samples")
+    samples = d["samples"]
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Iterable):
+        raise CostError(f"{where}.samples: expected a list of ms, got {samples!r}")
+    samples = list(samples)
+    if not samples:
+        raise CostError(f"{where}.samples: empty; give at least one measured time in ms")
+    for s in samples:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            raise CostError(f"{where}.samples: {s!r} is not a finite time >= 0 in ms")
+    return Probe(_positive_int(f"{where}.size", d["size"]), _positive_int(f"{where}.batch", d["batch"]),
+                 tuple(float(s) for s in samples))
+
+
+class Surface:
+    """Predicted ms of one (modality, kind) as a function of (size, batch); see the module docstring.
+
+    Args:
+        where: Name for error messages (e.g. ``"vision replay"``).
+        probes: Points on a full grid: every size at every batch, at least two sizes, each
+            (size, batch) once.
+    """
+
+    def __init__(self, where: str, probes: Sequence[Probe]) -> None:
+        self.where = where
+        self.probes = tuple(sorted(probes, key=lambda p: (p.size, p.batch)))
+        sizes = sorted({p.size for p in self.probes})
+        batches = sorted({p.batch for p in self.probes})
+        if len(sizes) < 2:
+            raise CostError(f"{where}: probes at {len(sizes)} size(s); measure at least two sizes "
+                            "(the model extrapolates with the slope between the largest two)")
+        table: dict[tuple[int, int], float] = {}
+        for p in self.probes:
+            if (p.size, p.batch) in table:
+                raise CostError(f"{where}: size {p.size}, batch {p.batch} is measured twice; keep one")
+            table[p.size, p.batch] = p.ms
+        missing = [(s, b) for s in sizes for b in batches if (s, b) not in table]
+        if missing:
+            s, b = missing[0]
+            raise CostError(f"{where}: no point at size {s}, batch {b} ({len(missing)} missing); "
+                            f"probe every size {sizes} at every batch {batches}")
+        ms = np.array([[table[s, b] for b in batches] for s in sizes])  # [size, batch]
+        self.sizes = np.array(sizes, dtype=np.float64)
+        self.batches = np.array(batches, dtype=np.float64)
+        self.table = np.maximum.accumulate(ms, axis=0)  # non-decreasing in size, per batch
+        self.slope = (self.table[-1] - self.table[-2]) / (self.sizes[-1] - self.sizes[-2])  # >= 0
+        self._sizes = sizes
+        self._inv = [1.0 / b for b in reversed(batches)]  # ascending 1/batch
+        self._cols = [self.table[:, j].tolist() for j in range(len(batches))]
+
+    def _column(self, j: int, size: float) -> float:
+        col, sizes = self._cols[j], self._sizes
+        if size <= sizes[0]:
+            return col[0]
+        if size >= sizes[-1]:
+            return col[-1] + float(self.slope[j]) * (size - sizes[-1])
+        i = bisect.bisect_right(sizes, size)
+        s0, s1 = sizes[i - 1], sizes[i]
+        return col[i - 1] + (col[i] - col[i - 1]) * (size - s0) / (s1 - s0)
+
+    def __call__(self, size: float, batch: float) -> float:
+        """Predicted ms at ``size`` units and ``batch`` segments/items (batch may be fractional)."""
+        inv, n = 1.0 / max(batch, 1.0), len(self._inv)
+        if n == 1 or inv <= self._inv[0]:  # at or above the largest batch
+            return self._column(n - 1, size)
+        if inv >= self._inv[-1]:
+            return self._column(0, size)
+        i = bisect.bisect_right(self._inv, inv) - 1  # between batch columns n-1-i (larger) and n-2-i
+        w = (inv - self._inv[i]) / (self._inv[i + 1] - self._inv[i])
+        return (1 - w) * self._column(n - 1 - i, size) + w * self._column(n - 2 - i, size)
+
+    def many(self, sizes: np.ndarray, batches: np.ndarray) -> np.ndarray:
+        """Vectorised ``__call__`` over broadcastable arrays (same values)."""
+        sizes, batches = np.broadcast_arrays(np.asarray(sizes, np.float64), np.asarray(batches, np.float64))
+        cols = [np.interp(sizes, self.sizes, self.table[:, j])
+                + self.slope[j] * np.maximum(sizes - self.sizes[-1], 0.0) for j in range(len(self.batches))]
+        if len(cols) == 1:
+            return cols[0]
+        inv = 1.0 / np.maximum(batches, 1.0)  # position among the batch columns, linear in 1/batch
+        pos = np.interp(-inv, -1.0 / self.batches, np.arange(len(cols), dtype=np.float64))
+        j = np.minimum(np.floor(pos).astype(np.int64), len(cols) - 2)
+        w = pos - j
+        stack = np.stack([c.ravel() for c in cols])  # [batch column, point]
+        flat = np.arange(sizes.size)
+        lo = stack[j.ravel(), flat].reshape(sizes.shape)
+        hi = stack[j.ravel() + 1, flat].reshape(sizes.shape)
+        return (1 - w) * lo + w * hi
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Predicted GPU time of replays and eager runs, per modality (see the module docstring).
+
+    Attributes:
+        surfaces: ``{(modality, kind): Surface}`` for both modalities and both kinds.
+        meta: ``card``, ``torch``, ``date``, ``command``, ``dtype``, ``measured``, ``note``.
+        source: Where it was loaded from (for reports); ``""`` if built in code.
+    """
+
+    surfaces: Mapping[tuple[str, str], Surface]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        missing = [f"{m} {k}" for m in MODALITIES for k in KINDS if (m, k) not in self.surfaces]
+        if missing:
+            raise CostError(f"cost model lacks {missing}; calibrate both modalities, replays and eager runs")
+
+    # -- predictions --------------------------------------------------------------------------
+    def replay_ms(self, modality: str, bucket: Bucket, segments: float | None = None) -> float:
+        """GPU ms of one replay of graph bucket ``bucket`` (padded to its size) whose size is cut into
+        ``segments`` equal segments (default: ``bucket.batch``, a full bucket; see
+        ``attention_segments`` for packs of unequal ones)."""
+        return self._surface(modality, "replay")(bucket.size, bucket.batch if segments is None else segments)
+
+    def eager_ms(self, modality: str, units: int, items: float = 1) -> float:
+        """GPU ms of one eager run of ``units`` units in ``items`` equal items (segments), unpadded,
+        fixed launch cost included."""
+        return self._surface(modality, "eager")(units, items)
+
+    def run_ms(self, modality: str, replay: Replay, graph: bool, segments: float | None = None) -> float:
+        """GPU ms of one pack from ``packing.pack``: a replay of its bucket when ``graph`` (the bucket
+        is a graph bucket), else an eager run of its members (an eager bucket, or a fallback, whose
+        ``bucket`` is None). ``segments``: as many equal segments as the pack's attention costs
+        (``attention_segments``); default ``replay.batch``."""
+        segs = replay.batch if segments is None else segments
+        if graph:
+            if replay.bucket is None:
+                raise CostError("a fallback (bucket None) is an eager run; call run_ms(..., graph=False)")
+            return self.replay_ms(modality, replay.bucket, segs)
+        return self.eager_ms(modality, replay.size, segs)
+
+    def _surface(self, modality: str, kind: str) -> Surface:
+        try:
+            return self.surfaces[modality, kind]
+        except KeyError:
+            raise CostError(f"unknown modality {modality!r}; use 'vision' or 'audio'") from None
+
+    def describe(self) -> str:
+        """One line: source, card, torch, date, and whether measured."""
+        m = self.meta
+        what = "measured" if m.get("measured", True) else "provisional, not measured"
+        date = str(m.get("date", "?"))[:10]
+        return f"{self.source or 'in-memory'} ({m.get('card', '?')}, torch {m.get('torch', '?')}, {date}, {what})"
+
+    # -- files ----------------------------------------------------------------------------------
+    @classmethod
+    def from_probes(cls, probes: Mapping[tuple[str, str], Sequence[Probe]], source: str = "",
+                    **meta: Any) -> CostModel:
+        """Builds a model from ``{(modality, kind): [Probe, ...]}``; ``meta`` as in the file."""
+        return cls({key: Surface(f"{key[0]} {key[1]}", ps) for key, ps in probes.items()}, dict(meta), source)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "") -> CostModel:
+        """Builds and validates a model from the parsed YAML mapping."""
+        if not isinstance(d, Mapping):
+            raise CostError(f"expected a mapping with 'format', 'vision', 'audio', got {type(d).__name__}")
+        if d.get("format") != FORMAT:
+            raise CostError(f"format: {d.get('format')!r} is not {FORMAT}; write 'format: {FORMAT}' "
+                            "(or re-run `omnienc capture --calibrate`)")
+        meta_keys = {"card", "torch", "date", "command", "dtype", "measured", "note"}
+        unknown = sorted(set(d) - meta_keys - {"format", *MODALITIES})
+        if unknown:
+            raise CostError(f"unknown top-level key(s) {unknown}; allowed: format, {', '.join(sorted(meta_keys))}, "
+                            "vision, audio")
+        if d.get("dtype", "bfloat16") not in DTYPES:
+            raise CostError(f"dtype: {d.get('dtype')!r} is not one of {list(DTYPES)}")
+        probes = {}
+        for m in MODALITIES:
+            md = d.get(m)
+            if not isinstance(md, Mapping) or set(md) != set(KINDS):
+                raise CostError(f"{m}: expected a mapping with exactly 'replay' and 'eager' lists of points")
+            for k in KINDS:
+                points = md[k]
+                if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Iterable):
+                    raise CostError(f"{m}.{k}: expected a list of {{size, batch, samples}} points")
+                probes[m, k] = [_probe(f"{m}.{k}[{i}]", p) for i, p in enumerate(points)]
+        return cls.from_probes(probes, source, **{k: d[k] for k in meta_keys if k in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML mapping (``format: 1``)."""
+        d: dict[str, Any] = {"format": FORMAT}
+        for k in ("card", "torch", "date", "command", "dtype", "measured", "note"):
+            if k in self.meta:
+                v = self.meta[k]
+                d[k] = v if isinstance(v, bool) else str(v)  # plain YAML scalars (torch's version is a str subclass)
+        for m in MODALITIES:
+            d[m] = {k: [p.to_dict() for p in self.surfaces[m, k].probes] for k in KINDS}
+        return d
+
+    def save(self, path: str | Path, header: str | None = None) -> str:
+        """Writes the YAML file (one flow-style line per point), ``header`` as comment lines; returns the text."""
+        d = self.to_dict()
+        top = {k: v for k, v in d.items() if k not in MODALITIES}
+        text = "".join(f"# {line}".rstrip() + "\n" for line in (header or "").splitlines())
+        text += yaml.safe_dump(top, sort_keys=False, width=100)
+        for m in MODALITIES:
+            text += f"{m}:\n"
+            for k in KINDS:
+                text += f"  {k}:\n"
+                for p in d[m][k]:
+                    text += "  - " + yaml.safe_dump(p, default_flow_style=True, sort_keys=False, width=10**6).strip() + "\n"
+        Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> CostModel:
+        """Loads a cost file; None loads the packaged default (``omnienc/configs/costs_h200.yaml``)."""
+        if path is None:
+            return _packaged()
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CostError(f"cost file {str(path)!r} not found; measure one with "
+                            "`omnienc capture --calibrate -o costs.yaml` on the GPU, or leave --costs out") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CostError(f"cannot read cost file {str(path)!r}: {e}") from None
+        return cls._from_text(text, str(path))
+
+    @classmethod
+    def _from_text(cls, text: str, source: str) -> CostModel:
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise CostError(f"{source}: invalid YAML: {e}; fix the syntax") from None
+        try:
+            return cls.from_dict(d, source)
+        except CostError as e:
+            raise CostError(f"{source}: {e}") from None
+
+
+def attention_segments(modality: str, size: float, members: Iterable[Demand]) -> float:
+    """How many equal segments of a run of ``size`` units cost the attention its members cost.
+
+    Vision attention over a segment of s patches costs ~s^2, so a replay of a bucket of S patches
+    (or an eager run of S = the members' patches) carrying members of s_i patches in b_i segments
+    (each member's segments taken as equal) costs as much as S^2 / sum(s_i^2 / b_i) equal segments:
+    one 3680-patch frame in a 4320 bucket counts 1.38 segments, eight 784-patch frames in their own
+    run count 8. Audio attention runs in fixed windows, so there it is just the segment count.
+    Always >= 1 for a non-empty pack that fits ``size``.
+    """
+    members = list(members)
+    if modality != "vision":
+        return float(sum(d.batch for d in members))
+    quad = sum(d.size * d.size / d.batch for d in members)
+    return size * size / quad if quad else 1.0
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged() -> CostModel:
+    res = importlib.resources.files("omnienc.configs").joinpath(DEFAULT_COSTS)
+    return CostModel._from_text(res.read_text(encoding="utf-8"), f"omnienc/configs/{DEFAULT_COSTS}")
+
+
+# --- Approximate FLOPs and activation memory of the real Qwen3-Omni encoders (estimates) ---
+# Vision: 27 blocks, hidden 1152, MLP 4304, 16 heads x 72; patch embedding of 3x2x16x16 = 1536
+# pixel values; a 2x2 merger (4 x 1152 = 4608 -> 4608 -> 2048) for the output and for each of
+# the 3 deepstack taps.
+_V_HIDDEN, _V_MLP, _V_LAYERS, _V_PIXELS, _V_MERGE, _V_OUT, _V_TAPS = 1152, 4304, 27, 1536, 4608, 2048, 3
+# Audio: per 100-frame chunk of 128 mel bins, three stride-2 3x3 convs with 480 channels
+# (64x50 -> 32x25 -> 16x13), then 13 tokens through 32 layers of d_model 1280, FFN 5120.
+_A_MEL, _A_CH, _A_TOKENS, _A_MODEL, _A_FFN, _A_LAYERS, _A_OUT = 128, 480, 13, 1280, 5120, 32, 2048
+_A_CONV = (64 * 50, 32 * 25, 16 * 13)  # spatial positions after each conv, per chunk
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def estimate_activation_bytes(modality: str, bucket: Bucket, dtype: str = "bfloat16") -> int:
+    """Estimates the peak activation memory of one captured graph (its share of the graph pool).
+
+    An approximate per-unit model of the real encoders in inference mode (no autograd), assuming
+    memory-efficient varlen attention (no materialised score matrix) and that a layer's
+    temporaries are freed before the next layer runs; weights are not included.
+
+    * Vision, per patch: input pixels (1536) + residual (1152) + the larger layer phase, attention
+      (norm, qkv, rotated q/k, output, projection: 8 x 1152) or MLP (norm + 2 x 4304 + out),
+      + merger temporaries (2 x 4608 / 4) + the output and 3 deepstack features (4 x 2048 / 4).
+      About 17.9k values, 35 KiB in bf16, so 16384 patches take about 0.6 GB.
+    * Audio, per 100-frame chunk: the mel input (128 x 100) + the first conv's output and its
+      GELU (2 x 480 x 64 x 50), which dominate, + 13 tokens of the transformer layer peak.
+      About 3.3M values per chunk, 64 KiB per frame in bf16, so 12800 frames take about 0.84 GB.
+    * Both: 16 bytes per segment (batch) for int32 index buffers.
+
+    Args:
+        modality: ``"vision"`` or ``"audio"``.
+        bucket: The bucket (size in patches or frames, batch in segments).
+        dtype: Activation dtype, one of ``DTYPES``.
+
+    Returns:
+        Estimated bytes.
+    """
+    if dtype not in _DTYPE_BYTES:
+        raise GridError(f"dtype: unknown dtype {dtype!r}; use one of {list(DTYPES)}")
+    if modality == "vision":
+        layer = max(8 * _V_HIDDEN, 2 * _V_HIDDEN + 2 * _V_MLP)
+        merge = (2 * _V_MERGE + (_V_TAPS + 1) * _V_OUT) / PATCHES_PER_TOKEN
+        values = bucket.size * (_V_PIXELS + _V_HIDDEN + layer + merge)
+    elif modality == "audio":
+        chunks = math.ceil(bucket.size / AUDIO_CHUNK_FRAMES)
+        conv = max(2 * _A_CH * _A_CONV[0], _A_CH * (_A_CONV[0] + _A_CONV[1]))
+        layer = _A_MODEL + max(8 * _A_MODEL, 2 * _A_MODEL + 2 * _A_FFN)
+        values = chunks * (_A_MEL * AUDIO_CHUNK_FRAMES + conv + _A_TOKENS * layer)
+    else:
+        raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
+    return int(values * _DTYPE_BYTES[dtype] + 16 * bucket.batch)
+
+
+def estimate_flops(modality: str, size: float) -> float:
+    """Estimates the forward FLOPs of ``size`` units (patches or frames); used to weigh modalities.
+
+    Counts the matmuls and convolutions of the real encoders (2 FLOPs per multiply-add), not the
+    attention scores (they depend on segment lengths). About 0.9 GFLOP per vision patch and
+    0.2 GFLOP per audio frame (21 GFLOP per 100-frame chunk), an estimate.
+
+    Args:
+        modality: ``"vision"`` or ``"audio"``.
+        size: Units: patches (vision) or frames (audio).
+
+    Returns:
+        Estimated FLOPs.
+    """
+    if modality == "vision":
+        layer = 4 * _V_HIDDEN**2 + 2 * _V_HIDDEN * _V_MLP
+        merger = (_V_TAPS + 1) * (_V_MERGE**2 + _V_MERGE * _V_OUT) / PATCHES_PER_TOKEN
+        per_unit = 2 * (_V_PIXELS * _V_HIDDEN + _V_LAYERS * layer + merger)
+    elif modality == "audio":
+        conv = 9 * _A_CH * (_A_CONV[0] + _A_CH * (_A_CONV[1] + _A_CONV[2]))
+        layer = 4 * _A_MODEL**2 + 2 * _A_MODEL * _A_FFN
+        tokens = _A_TOKENS * (_A_CH * 16 * _A_MODEL + _A_LAYERS * layer + _A_MODEL * _A_OUT)
+        per_unit = 2 * (conv + tokens) / AUDIO_CHUNK_FRAMES
+    else:
+        raise GridError(f"unknown modality {modality!r}; use 'vision' or 'audio'")
+    return per_unit * size
+
+
+__all__ = ["CostError", "CostModel", "DEFAULT_COSTS", "Probe", "Surface", "attention_segments", "estimate_activation_bytes",
+           "estimate_flops"]

@@ -1,0 +1,226 @@
+"""The GPU-time cost model (runtime/costs.py): interpolation, monotonicity, files, calibration on the CPU."""
+
+import argparse
+import math
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omnienc.runtime.calibrate import PROBES, audio_items, probe_grid, vision_items
+from omnienc.runtime.costs import CostError, CostModel, Probe, Surface, attention_segments
+from omnienc.runtime.grid import Bucket
+from omnienc.runtime.packing import Demand, Replay, audio_demand, vision_demand
+
+
+def random_model(rng: random.Random, sizes=None, batches=None, jitter=0.0) -> CostModel:
+    """Random surfaces: a + b*S + c*S^2/batch per point, plus optional noise (then not monotone)."""
+    probes = {}
+    for m, unit in (("vision", 4), ("audio", 100)):
+        for k in ("replay", "eager"):
+            ss = sizes or sorted(rng.sample(range(1, 60), rng.randint(2, 5)))
+            bs = batches or sorted(rng.sample([1, 2, 3, 4, 8, 16, 32], rng.randint(1, 3)))
+            a, b, c = rng.uniform(0.1, 9), rng.uniform(0, 3e-3), rng.uniform(0, 1e-6)
+            probes[m, k] = [Probe(s * unit, n, tuple(max(0.0, a + b * s * unit + c * (s * unit) ** 2 / n
+                                                         + rng.gauss(0, jitter)) for _ in range(3)))
+                            for s in ss for n in bs]
+    return CostModel.from_probes(probes, card="test", torch="x", date="2026-11-28", command="test",
+                                 dtype="bfloat16", measured=True, note="random")
+
+
+def test_interpolates_measured_points():
+    """Exact at measured points; linear between sizes; linear in 1/batch between batches (so
+    a + c/b is reproduced exactly); constant below the smallest size; the last slope above the
+    largest; batches clamped outside the measured ones."""
+    rng = random.Random()
+    a, b, c = rng.uniform(1, 5), rng.uniform(1e-4, 1e-3), rng.uniform(1, 10)
+    f = lambda s, n: a + b * s + c * s / 1000 / n  # noqa: E731  linear in s and in 1/n
+    sizes, batches = [100, 400, 1600, 3000], [1, 4, 16]
+    surf = Surface("vision replay", [Probe(s, n, (f(s, n),)) for s in sizes for n in batches])
+    for s in sizes:
+        for n in batches:
+            assert surf(s, n) == pytest.approx(f(s, n), rel=1e-12)
+    for _ in range(50):
+        s, n = rng.uniform(100, 3000), rng.uniform(1, 16)
+        assert surf(s, n) == pytest.approx(f(s, n), rel=1e-9)  # f is bilinear in (s, 1/n)
+        assert surf(s, 0.5) == pytest.approx(f(s, 1)) and surf(s, 99) == pytest.approx(f(s, 16))
+        assert surf(rng.uniform(1, 100), n) == pytest.approx(f(100, n), rel=1e-9)
+        big = rng.uniform(3000, 50000)
+        assert surf(big, n) == pytest.approx(f(big, n), rel=1e-9)  # the last slope continues
+    # Medians of the samples are what is fitted.
+    med = Surface("audio eager", [Probe(s, 1, (9.0, f(s, 1), -1.0 + 0 * s + 1e9)) for s in sizes])
+    assert all(med(s, 1) == pytest.approx(f(s, 1) if f(s, 1) > 9 else 9.0) for s in sizes[:1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**9), jitter=st.sampled_from([0.0, 0.5, 3.0]))
+def test_monotone_in_size(seed, jitter):
+    """Noisy medians may fall with size; the model never does (any batch, any sizes, above and below
+    the probes), and the vectorised form agrees with the scalar one."""
+    rng = random.Random(seed)
+    model = random_model(rng, jitter=jitter)
+    for (m, k), surf in model.surfaces.items():
+        lo, hi = surf.sizes[0], surf.sizes[-1]
+        qs = sorted(rng.uniform(1, 2 * hi) for _ in range(40)) + [lo, hi]
+        qs.sort()
+        for n in (1, 2.5, 7, 40, rng.uniform(1, 32)):
+            vals = [surf(s, n) for s in qs]
+            assert all(x <= y + 1e-9 for x, y in zip(vals, vals[1:])), (m, k, n)
+            many = surf.many(np.array(qs), np.full(len(qs), n))
+            assert np.allclose(many, vals, rtol=1e-12, atol=1e-12)
+        ns = np.array([rng.uniform(1, 40) for _ in qs])
+        assert np.allclose(surf.many(np.array(qs), ns), [surf(s, n) for s, n in zip(qs, ns)], rtol=1e-12)
+
+
+def test_predictions_of_runs():
+    rng = random.Random()
+    model = random_model(rng)
+    b = Bucket(800, 4)
+    rep = Replay(b, (0, 1), 700, 3)
+    assert model.run_ms("audio", rep, graph=True) == model.replay_ms("audio", b, 3)
+    assert model.run_ms("audio", rep, graph=True, segments=2.5) == model.replay_ms("audio", b, 2.5)
+    assert model.run_ms("audio", rep, graph=False) == model.eager_ms("audio", 700, 3)
+    assert model.replay_ms("vision", b) == model.surfaces["vision", "replay"](800, 4)
+    fallback = Replay(None, (0,), 9000, 2)
+    assert model.run_ms("vision", fallback, graph=False) == model.eager_ms("vision", 9000, 2)
+    with pytest.raises(CostError, match="fallback"):
+        model.run_ms("vision", fallback, graph=True)
+    with pytest.raises(CostError, match="modality"):
+        model.eager_ms("text", 10)
+
+
+def test_attention_segments():
+    one = vision_demand([(1, 60, 60)])  # one 3600-patch frame
+    assert attention_segments("vision", 3600, [one]) == 1
+    assert attention_segments("vision", 4320, [one]) == pytest.approx((4320 / 3600) ** 2)
+    eight = [vision_demand([(1, 28, 28)])] * 8
+    assert attention_segments("vision", 6272, eight) == pytest.approx(8)
+    assert attention_segments("vision", 6272, [vision_demand([(8, 28, 28)])]) == pytest.approx(8)
+    mixed = [one, vision_demand([(1, 28, 28)])]
+    assert 1 < attention_segments("vision", 4384, mixed) < 2  # the big frame dominates
+    assert attention_segments("audio", 3000, [audio_demand([1000, 370]), audio_demand([99])]) == 3
+    for _ in range(20):  # >= 1 whenever the members fit the size
+        ds = [Demand(random.randint(1, 500) * 4, random.randint(1, 4)) for _ in range(random.randint(1, 5))]
+        assert attention_segments("vision", sum(d.size for d in ds), ds) >= 1 - 1e-12
+
+
+def test_file_round_trip(tmp_path):
+    """Every probe point and sample survives save/load; predictions are identical; meta kept."""
+    rng = random.Random()
+    model = random_model(rng, jitter=0.5)
+    path = tmp_path / "costs.yaml"
+    text = model.save(path, header="measured on a test card\nsecond line")
+    assert text.startswith("# measured on a test card\n# second line\nformat: 1\n")
+    back = CostModel.load(path)
+    assert back.source == str(path) and back.meta["card"] == "test" and back.meta["measured"] is True
+    for key, surf in model.surfaces.items():
+        got = back.surfaces[key]
+        assert [(p.size, p.batch) for p in got.probes] == [(p.size, p.batch) for p in surf.probes]
+        assert [p.samples for p in got.probes] == [p.samples for p in surf.probes]
+        for _ in range(10):
+            s, n = rng.uniform(1, 8000), rng.uniform(1, 40)
+            assert got(s, n) == surf(s, n)
+    assert CostModel.load(path).to_dict() == back.to_dict()
+
+
+def test_packaged_model():
+    model = CostModel.load()
+    assert model is CostModel.load()  # cached
+    assert "costs_h200.yaml" in model.describe() and "provisional" in model.describe()
+    assert model.meta["measured"] is False and model.meta["dtype"] == "bfloat16"
+    sizes, batches = PROBES["real"]["vision", "replay"]
+    assert {(p.size, p.batch) for p in model.surfaces["vision", "replay"].probes} == {
+        (s, b) for s in sizes for b in batches}  # the same probe points as a real calibration
+    # What the H200 figures say: eager small runs cost several replays; large packs hide launches.
+    assert model.eager_ms("audio", 1000) > 3 * model.replay_ms("audio", Bucket(1100, 3), 1)
+    assert model.eager_ms("vision", 784) > 2 * model.replay_ms("vision", Bucket(784, 1))
+    assert model.eager_ms("vision", 3680) < model.replay_ms("vision", Bucket(4320, 16), (4320 / 3680) ** 2)
+
+
+@pytest.mark.parametrize("problem, fragment", [
+    ("format", "format"), ("missing point", "no point at size"), ("one size", "at least two sizes"),
+    ("bad sample", "finite time"), ("no samples", "empty"), ("unknown key", "unknown"),
+    ("missing modality", "audio"), ("bad size", "positive integer"), ("duplicate", "twice"),
+])
+def test_file_errors(problem, fragment, tmp_path):
+    d = random_model(random.Random(0), sizes=[1, 2, 3], batches=[1, 4]).to_dict()
+    points = d["vision"]["replay"]
+    if problem == "format":
+        d["format"] = 2
+    elif problem == "missing point":
+        points.pop(3)
+    elif problem == "one size":
+        d["vision"]["replay"] = [p for p in points if p["size"] == 4]
+    elif problem == "bad sample":
+        points[0]["samples"] = [1.0, float("nan")]
+    elif problem == "no samples":
+        points[0]["samples"] = []
+    elif problem == "unknown key":
+        d["cards"] = "x"
+    elif problem == "missing modality":
+        del d["audio"]
+    elif problem == "bad size":
+        points[0]["size"] = 0
+    elif problem == "duplicate":
+        points.append(dict(points[0]))
+    path = tmp_path / "bad.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(CostError, match=fragment) as e:
+        CostModel.load(path)
+    assert str(path) in str(e.value)
+    with pytest.raises(CostError, match="not found"):
+        CostModel.load(tmp_path / "none.yaml")
+
+
+def test_probe_layouts():
+    for s in (256, 784, 1600, 3136, 6400, 16384):
+        for b in (1, 4, 16):
+            items = vision_items(s, b)
+            used = sum(t * h * w for t, h, w in items)
+            assert len(items) == b and all(h % 2 == 0 and w % 2 == 0 and t == 1 for t, h, w in items)
+            assert 0.75 * s <= used <= s
+    assert vision_items(784, 1) == [(1, 28, 28)] and vision_items(16384, 16) == [(1, 32, 32)] * 16
+    assert audio_items(3200, 4) == [800] * 4 and sum(audio_items(12800, 4)) == 12800
+    with pytest.raises(ValueError, match="segment"):
+        vision_items(8, 4)
+    with pytest.raises(ValueError, match="clip"):
+        audio_items(400, 8)
+    for name, probes in PROBES.items():  # every probe can be filled, and the grid loads
+        g = probe_grid(probes, "bfloat16")
+        assert g.num_graphs == sum(len(probes[m, "replay"][0]) * len(probes[m, "replay"][1]) for m in ("vision", "audio"))
+        for m, items in (("vision", vision_items), ("audio", audio_items)):
+            for k in ("replay", "eager"):
+                sizes, batches = probes[m, k]
+                assert len(sizes) >= 2
+                for s in sizes:
+                    for b in batches:
+                        items(s, b)
+
+
+def test_calibrate_on_the_cpu(tmp_path, capsys):
+    """`capture --calibrate --sizes reduced` on the CPU: every probe timed, a file that loads and predicts."""
+    from omnienc.tools import capture
+
+    parser = argparse.ArgumentParser(prog="omnienc")
+    capture.register(parser.add_subparsers(required=True))
+    out = tmp_path / "costs.yaml"
+    args = parser.parse_args(["capture", "--calibrate", "--device", "cpu", "--sizes", "reduced",
+                              "--repeats", "1", "--warmup", "0", "-o", str(out)])
+    assert args.func(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    model = CostModel.load(out)
+    assert model.meta["measured"] is True and model.meta["card"].startswith("CPU")
+    assert "capture --calibrate" in model.meta["command"] and model.meta["dtype"] == "float32"
+    for (m, k), (sizes, batches) in PROBES["reduced"].items():
+        surf = model.surfaces[m, k]
+        assert {(p.size, p.batch) for p in surf.probes} == {(s, b) for s in sizes for b in batches}
+        assert all(len(p.samples) == 1 and p.ms > 0 for p in surf.probes)
+        for s in (1, sizes[0], (sizes[0] + sizes[-1]) / 2, 3 * sizes[-1]):
+            assert math.isfinite(surf(s, batches[0])) and surf(s, batches[0]) > 0
+    assert model.run_ms("audio", Replay(Bucket(800, 4), (0,), 500, 1), graph=True) > 0
+    args = parser.parse_args(["capture", "--calibrate", "--device", "cpu"])
+    assert args.func(args) == 2 and "-o FILE" in capsys.readouterr().err
