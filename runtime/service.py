@@ -5,10 +5,11 @@ encode_async``). Requests are validated once, at ``submit``; at most ``max_pendi
 (queued or running): past that, ``submit`` waits up to its timeout and raises ``ServiceBusy``.
 
 Threads:
-    batcher      waits ``max_wait_ms`` after the first pending request (or until ``max_batch`` are
-                 pending), packs them with the runtime's own packing, and sends each pack to the
-                 device predicted to finish it first: the predicted time still queued on each device
-                 plus the pack's own (``cost``).
+    batcher      when a device has room, closes a batch by ``batching.BatchPolicy`` (``max_wait_ms``
+                 after the oldest pending request's arrival, or at ``max_batch``: the rule the
+                 ``replay`` simulator applies to traces), packs it with the runtime's own packing, and
+                 sends each pack to the device predicted to finish it first: the predicted time still
+                 queued on each device plus the pack's own (``cost``).
     launcher     one per device: ``runtime.launch`` (host work, enqueue; no waiting for the GPU), so it
                  prepares batch n+1 while the GPU runs batch n.
     completer    one per device: waits for each launched batch and resolves its futures.
@@ -20,7 +21,6 @@ unhealthy; its work goes once to the others, later work avoids it.
 from __future__ import annotations
 
 import asyncio
-import math
 import queue
 import threading
 import time
@@ -29,6 +29,7 @@ from concurrent.futures import Future
 
 import torch
 
+from .batching import BatchPolicy
 from .packing import pack
 from .runtime import EncoderRuntime
 
@@ -111,11 +112,8 @@ class EncoderService:
         for rt in rts[1:]:
             if rt.grid != rts[0].grid or [lane.modality for lane in rt.lanes()] != [lane.modality for lane in rts[0].lanes()]:
                 raise ValueError("EncoderService: every runtime needs the same grid and the same encoders")
-        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) \
-                or not math.isfinite(max_wait_ms) or max_wait_ms < 0:
-            raise ValueError(f"EncoderService: max_wait_ms={max_wait_ms!r} must be a finite number >= 0")
-        self.max_wait_s = max_wait_ms / 1e3
-        self.max_batch = _positive_int("max_batch", max_batch)
+        self.policy = BatchPolicy(max_wait_ms, max_batch)  # the batching rule the simulator shares
+        self.max_batch = self.policy.max_batch
         self.max_pending = _positive_int("max_pending", max_pending)
         self.output_device = torch.device(output_device) if output_device is not None else None
         self.cost = cost or default_cost
@@ -208,8 +206,8 @@ class EncoderService:
                 self._cv.wait()
             if not self._pending:
                 return None  # closed and drained
-            deadline = self._pending[0][3] + self.max_wait_s
-            while len(self._pending) < self.max_batch and not self._closed:
+            deadline = self.policy.deadline(self._pending[0][3])
+            while not self.policy.full(len(self._pending)) and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

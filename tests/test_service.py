@@ -319,3 +319,30 @@ def test_output_device_gets_a_copy_and_one_runtime_works_as_a_list(encoders, run
     assert all(t.device.type == "meta" for o in outs for t in getattr(o, "deepstack", []))
     with pytest.raises(ValueError, match="each runtime once"):
         EncoderService([runtime, runtime])
+
+
+def test_the_service_batches_by_the_simulators_rule(encoders, runtime, monkeypatch):
+    """Requests arrive in random clusters (gaps within a cluster well under max_wait, between clusters
+    well over it): the batches the service forms are exactly ``group_arrivals`` of the same times."""
+    from omnienc.runtime.batching import BatchPolicy, group_arrivals
+
+    rng = random.Random()
+    policy = BatchPolicy(max_wait_ms=60, max_batch=int(rng.choice([3, 4, 100])))
+    times, t = [], 0.0
+    for _ in range(5):
+        for _ in range(rng.randint(1, 6)):
+            times.append(t)
+            t += rng.uniform(0.0, 0.008)
+        t += 0.25
+    reqs = [small(encoders, rng) for _ in times]
+    seen = []
+    real = runtime.launch
+    monkeypatch.setattr(runtime, "launch", lambda rs, shapes=None: (seen.append([id(r) for r in rs]), real(rs, shapes))[1])
+    with EncoderService(runtime, max_wait_ms=policy.max_wait_ms, max_batch=policy.max_batch) as svc:
+        t0, futures = time.monotonic(), []
+        for at, r in zip(times, reqs):
+            time.sleep(max(t0 + at - time.monotonic(), 0.0))
+            futures.append(svc.submit(r))
+        [f.result(30) for f in futures]
+    expect = [sorted(id(reqs[i]) for i in g) for g in group_arrivals(times, policy)]
+    assert [sorted(b) for b in seen] == expect
