@@ -27,6 +27,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -309,6 +310,10 @@ def run_bench(
             except Exception:
                 pass  # the timed cell below reports the error
             cell("runtime", n, lambda: lambda: rt.encode(inputs[n].requests))
+            try:
+                report["workloads"][n]["runtime_enqueue_ms"] = enqueue_ms(rt, inputs[n].requests, dev)
+            except Exception as e:  # informative only
+                report["errors"].append(f"runtime enqueue / {n}: {type(e).__name__}: {e}")
             rt.reset_stats()
         rt = None  # frees the graphs and their pool
 
@@ -333,6 +338,21 @@ def run_bench(
             ratios["floor_tflops"] = entry["floor_gflop"] / med["floor"]  # GFLOP / ms = TFLOP/s
         entry["ratios"] = ratios
     return report
+
+
+def enqueue_ms(rt, requests, device: torch.device, repeats: int = 21) -> float:
+    """Median host time (ms) of ``rt.launch(requests)`` on an idle device: validation, packing,
+    staging and enqueuing, without waiting for the GPU (on the CPU the work itself is included)."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            batch = rt.launch(requests)
+            times.append((time.perf_counter() - t0) * 1e3)
+            batch.wait()
+    return sorted(times)[len(times) // 2]
 
 
 def _runtime_summary(stats: dict) -> dict:

@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# The GPU run, kept here so every run is the same: install, GPU tests, then the benchmark.
-# Usage (on the GPU machine, from the repo root): tools/gpu_check.sh [tests|bench|ab|attn|kernels|all] [extra bench args]
-# Optional wheels in .whl/ (e.g. flashinfer-python, apache-tvm-ffi) are installed to /tmp/site first.
-# The cuDNN attention backend ('cudnn', the extra omnienc[cudnn]) needs nvidia-cudnn-frontend; fetch it here
-# (11.6 MB; it uses the cuDNN torch ships, its other dependencies are not needed) and carry .whl:
+# The GPU run, kept here so every run is the same. On the GPU machine, from the repo root:
+#   tools/gpu_check.sh STAGE[,STAGE...] [extra bench args]
+# Stages (each bounded by its own timeout; a failing stage does not stop the others):
+#   tests      every GPU test (pytest -m gpu): parity, buckets, soak, fused ops, cuDNN, preprocessing
+#   verify     omnienc capture --verify (per-bucket attention choice and replay-vs-eager check)
+#   calibrate  omnienc capture --calibrate -o $OUT/costs_h200.yaml (the tuner's measured cost model)
+#   kernels    python -m omnienc.tools.kernel_bench (fused ops vs unfused, achieved bandwidth)
+#   ab         omnienc ab (default variants)
+#   bench      omnienc bench (all columns; pass e.g. --columns native_eager,runtime to shorten it)
+#   preprocess python -m omnienc.tools.bench_preprocess (CPU processors vs GPU preprocessing, raw->embeddings)
+#   service    python -m omnienc.tools.service_bench (closed-loop clients, overload soak, several GPUs)
+#   attn       python -m omnienc.tools.attn_bench (attention kernels; ~10 minutes)
+#   all        tests,verify,bench,ab,kernels
+# Wheels in .whl/ are installed to /tmp/site first (nothing downloads on the GPU machine). Fetch them here:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
-#     nvidia-cudnn-frontend==1.32.0 -d .whl
-# 'kernels' runs the fused-op and cuDNN GPU tests (tests/test_gpu_ops.py) and tools/kernel_bench.py.
-# Writes logs and results under ${OUT:-out/gpu}.
+#     nvidia-cudnn-frontend==1.32.0 soundfile scikit-image auditok==0.2.0 -d .whl
+# (cuDNN attention, the extra omnienc[cudnn]; soundfile for audio files; the last two only ship the
+# real test media of tests/test_preprocess.py.) Writes logs and results under ${OUT:-out/gpu}.
 set -uo pipefail
-what=${1:-all}; shift || true
+stages=",${1:-all},"; shift || true
+[[ $stages == *",all,"* ]] && stages=",tests,verify,bench,ab,kernels,"
 out=${OUT:-out/gpu}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
@@ -19,25 +29,25 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export FLASHINFER_CUDA_ARCH_LIST=${FLASHINFER_CUDA_ARCH_LIST:-9.0}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$out/card.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())" | tee -a "$out/card.txt"
+git rev-parse --short HEAD 2>/dev/null >> "$out/card.txt"
 rc=0
-if [[ $what == tests || $what == all ]]; then
-  python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/ 2>&1 | tee "$out/gpu_tests.log" | grep -E "^(vision|audio|verify|soak|capture|mixed|replay)|passed|failed|Error" ; rc=${PIPESTATUS[0]}
-  python3 -m omnienc.tools.cli capture --verify 2>&1 | tee "$out/capture_verify.log" | grep -v "graph/s" ; rc=$(( rc | PIPESTATUS[0] ))
-fi
-if [[ $what == bench || $what == all ]]; then
-  python3 -m omnienc.tools.cli bench --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v "it/s\]" ; rc=$(( rc | PIPESTATUS[0] ))
-fi
-if [[ $what == ab || $what == all ]]; then
-  python3 -m omnienc.tools.cli ab --json "$out/ab.json" 2>&1 | tee "$out/ab.log" ; rc=$(( rc | PIPESTATUS[0] ))
-fi
-if [[ $what == kernels || $what == all ]]; then
-  if [[ $what == kernels ]]; then  # 'tests' already ran them in 'all'
-    python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_gpu_ops.py 2>&1 | tee "$out/gpu_ops_tests.log" | grep -E "^(linear_gelu|GELU|fused block|cudnn|fastest)|passed|failed|Error" ; rc=${PIPESTATUS[0]}
-  fi
-  python3 -m omnienc.tools.kernel_bench --out "$out" 2>&1 | tee "$out/kernel_bench.log" | grep -v " / " ; rc=$(( rc | PIPESTATUS[0] ))
-fi
-if [[ $what == attn || $what == all ]]; then
-  python3 -m omnienc.tools.attn_bench --out "$out" 2>&1 | tee "$out/attn.log" ; rc=$(( rc | PIPESTATUS[0] ))
-fi
+stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND if NAME was asked for, logs to $out/NAME.log
+  local name=$1 limit=$2; shift 2
+  [[ $stages == *",$name,"* ]] || return 0
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1; local r=$?
+  echo "== $name: exit $r in $((SECONDS - t0)) s"
+  grep -v -E "it/s\]|graph/s|bucket/s" "$out/$name.log" | tail -n "${TAILS:-25}"
+  rc=$(( rc | r ))
+}
+stage tests 300 python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/
+stage verify 120 python3 -m omnienc.tools.cli capture --verify
+stage calibrate 180 python3 -m omnienc.tools.cli capture --calibrate -o "$out/costs_h200.yaml"
+stage kernels 90 python3 -m omnienc.tools.kernel_bench --out "$out"
+stage ab 300 python3 -m omnienc.tools.cli ab --repeats 30 --json "$out/ab.json"
+stage bench 420 python3 -m omnienc.tools.cli bench --no-progress --out "$out" "$@"
+stage preprocess 180 python3 -m omnienc.tools.bench_preprocess --device cuda --out "$out/bench-preprocess.json"
+stage service 300 python3 -m omnienc.tools.service_bench --out "$out/service.json"
+stage attn 600 python3 -m omnienc.tools.attn_bench --out "$out"
 exit $rc

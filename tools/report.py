@@ -70,7 +70,7 @@ def format_markdown(report: dict) -> str:
         ratio_cols.append(("runtime_over_floor", "runtime / floor", "x"))
     header = ["workload", "input"] + cols + [label for _, label, _ in ratio_cols]
     if "runtime" in cols:
-        header.append("runtime replays")
+        header += ["runtime replays", "runtime enqueue ms"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for name, e in report["workloads"].items():
@@ -80,6 +80,8 @@ def format_markdown(report: dict) -> str:
             row.append(f"{v:.1f}{unit}" if v is not None else "-")
         if "runtime" in cols:
             row.append(_replays(e))
+            q = e.get("runtime_enqueue_ms")
+            row.append(f"{q:.3f}" if q is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Notes:"]
     lines.append("- Inputs are random (`torch.randn`), made once per workload and already on the device; "
@@ -94,6 +96,8 @@ def format_markdown(report: dict) -> str:
                  "qkv/proj/fc1/fc2 per block, 4 mergers at N/4 rows; audio: conv_out at 13 rows per chunk, "
                  "qkv (stacked)/out/fc1/fc2 per layer, proj1/proj2), bf16 random operands, one CUDA graph (on the CPU: "
                  "eager). Attention, norms, activations and the audio convolutions are not in it.")
+    lines.append("- runtime enqueue ms: host time of `EncoderRuntime.launch(requests)` (validation, packing, "
+                 "staging, enqueuing; median of 21) on an idle device, without waiting for the GPU.")
     lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
                  "of one run on one card compare.")
     if report["errors"]:
