@@ -240,14 +240,15 @@ def test_encode_mixed_uses_graphs_and_reports_pool_memory(runtime):
 
 
 @torch.inference_mode()
-def test_gpu_soak_10000_requests_through_the_service(runtime):
-    """10,000 mixed requests from 8 threads through EncoderService on the captured default grid:
-    a sample (every 50th) is checked against eager encoding, memory is flat after warm-up, and no
-    capture happens."""
+def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
+    """16 threads push 20,000 mixed requests at a service of max_pending 256: clients that get
+    ServiceBusy back off and retry, no future is lost, a sample (every 50th) matches eager encoding,
+    host and GPU memory stay flat after warm-up, timing records stay bounded, nothing is captured."""
+    import resource
     import threading
     import time
 
-    from omnienc.runtime import AudioRequest, EncoderService, VisionRequest, graphs
+    from omnienc.runtime import AudioRequest, EncoderService, ServiceBusy, VisionRequest, graphs
 
     rt, _ = runtime
     rng = random.Random()
@@ -264,46 +265,75 @@ def test_gpu_soak_10000_requests_through_the_service(runtime):
         lens = [r.randint(20, 3000) for _ in range(1 if r.random() < 0.8 else 2)]
         return AudioRequest(torch.randn(128, sum(lens), device=CUDA), torch.tensor(lens))
 
-    total, threads, warm = 10_000, 8, 1_000
+    total, threads, warm = 20_000, 16, 2_000
     sample: list = []
     lock = threading.Lock()
     mem: dict[str, int] = {}
+    busy = [0]
+    done = [0]
     try:
         t0 = time.perf_counter()
-        with EncoderService(rt, max_wait_ms=2, max_batch=32) as svc:
+        with EncoderService(rt, max_wait_ms=2, max_batch=32, max_pending=256) as svc:
             def worker(k):
-                for start in range(k, total, threads * 50):
-                    ids = [i for i in range(start, min(start + threads * 50, total)) if i % threads == k]
-                    reqs = [make(i) for i in ids]
-                    futs = [svc.submit(q) for q in reqs]
-                    for i, q, f in zip(ids, reqs, futs):
-                        out = f.result(timeout=300)
-                        if i % 50 == 0:  # kept on the host so the sample does not count as GPU growth
+                pending = []
+                for i in range(k, total, threads):
+                    q = make(i)
+                    while True:
+                        try:
+                            pending.append((i, q, svc.submit(q, timeout=0.05)))
+                            break
+                        except ServiceBusy:
                             with lock:
-                                sample.append((_to(q, "cpu"), _to(out, "cpu")))
-                    if k == 0 and start >= warm and "warm" not in mem:
-                        torch.cuda.synchronize()
-                        mem["warm"] = torch.cuda.memory_allocated()
+                                busy[0] += 1
+                            while pending:  # back off: collect what is done
+                                j, pq, f = pending.pop(0)
+                                out = f.result(timeout=300)
+                                if j % 50 == 0:  # kept on the host so the sample does not count as GPU growth
+                                    with lock:
+                                        sample.append((_to(pq, "cpu"), _to(out, "cpu")))
+                                with lock:
+                                    done[0] += 1
+                    with lock:
+                        if done[0] >= warm and "warm" not in mem:
+                            torch.cuda.synchronize()
+                            mem["warm"] = torch.cuda.memory_allocated()
+                            mem["warm_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                for j, pq, f in pending:
+                    out = f.result(timeout=300)
+                    if j % 50 == 0:
+                        with lock:
+                            sample.append((_to(pq, "cpu"), _to(out, "cpu")))
+                    with lock:
+                        done[0] += 1
             ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
             for t in ts:
                 t.start()
             for t in ts:
                 t.join()
+            left_outstanding = svc.stats()["outstanding"]
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         mem["end"] = torch.cuda.memory_allocated()
+        mem["end_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     finally:
         graphs.capture = real_capture
     s = rt.stats()
     growth = mem["end"] - mem.get("warm", mem["end"])
-    line = (f"soak: {total} requests in {elapsed:.1f} s ({total / elapsed:.0f} req/s), {s['replays']} replays, "
+    line = (f"soak: {total} requests from {threads} threads in {elapsed:.1f} s ({total / elapsed:.0f} req/s), "
+            f"{busy[0]} ServiceBusy retries, {s['replays']} replays, {s['eager_runs']} eager runs, "
             f"{s['fallbacks']} fallbacks, padding {s['padded_share']:.3f}; GPU memory allocated after warm-up "
-            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; captures {rt.captures - captures}")
+            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; host max RSS "
+            f"{mem.get('warm_rss', 0) / 1024:.0f} -> {mem['end_rss'] / 1024:.0f} MiB; captures {rt.captures - captures}; "
+            f"pending timings {max(len(lane._timings) for lane in rt.lanes())}")
     FIGURES.append(line)
     print(line)
+    assert done[0] == total and left_outstanding == 0
+    assert busy[0] > 0  # the clients did meet backpressure
     assert rt.captures == captures
     assert s["requests"] >= total
     assert growth < 256 * 2**20, line
+    assert mem["end_rss"] - mem.get("warm_rss", mem["end_rss"]) < 512 * 1024, line  # KiB
+    assert all(len(lane._timings) <= lane.TIMINGS_PENDING for lane in rt.lanes())
     check_outputs(rt.vision.encoder, rt.audio.encoder, [q for q, _ in sample], [_to(o, CUDA) for _, o in sample])
 
 

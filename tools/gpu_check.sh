@@ -15,6 +15,10 @@
 # Wheels in .whl/ are installed to /tmp/site first (nothing downloads on the GPU machine). Fetch them here:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #     nvidia-cudnn-frontend==1.32.0 soundfile scikit-image auditok==0.2.0 -d .whl
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#     cffi==1.17.1 pycparser -d .whl           (soundfile needs cffi's compiled backend)
+# WITH_CUDNN=0 leaves the cuDNN frontend out (the runtime then captures FlashAttention only); TESTS=...
+# narrows the test stage.
 # (cuDNN attention, the extra omnienc[cudnn]; soundfile for audio files; the last two only ship the
 # real test media of tests/test_preprocess.py.) Writes logs and results under ${OUT:-out/gpu}.
 set -uo pipefail
@@ -23,11 +27,18 @@ stages=",${1:-all},"; shift || true
 out=${OUT:-out/gpu}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+# cuDNN's frontend goes to its own folder: on by default, WITH_CUDNN=0 runs without the backend.
+others=$(ls .whl/*.whl 2>/dev/null | grep -v nvidia_cudnn_frontend)
+if [[ -n $others ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $others \
     >>"$out/install.log" 2>&1 && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  export FLASHINFER_CUDA_ARCH_LIST=${FLASHINFER_CUDA_ARCH_LIST:-9.0}
 fi
+if compgen -G ".whl/nvidia_cudnn_frontend*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-cudnn \
+    .whl/nvidia_cudnn_frontend*.whl >>"$out/install.log" 2>&1
+  [[ ${WITH_CUDNN:-1} == 1 ]] && export PYTHONPATH=/tmp/site-cudnn${PYTHONPATH:+:$PYTHONPATH}
+fi
+export FLASHINFER_CUDA_ARCH_LIST=${FLASHINFER_CUDA_ARCH_LIST:-9.0}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())" | tee -a "$out/card.txt"
 git rev-parse --short HEAD 2>/dev/null >> "$out/card.txt"
@@ -41,7 +52,7 @@ stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND if NAME was asked for, 
   grep -v -E "it/s\]|graph/s|bucket/s" "$out/$name.log" | tail -n "${TAILS:-25}"
   rc=$(( rc | r ))
 }
-stage tests 300 python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/
+stage tests 300 python3 -m pytest -q -m gpu -s -p no:cacheprovider ${TESTS:-tests/}
 stage verify 120 python3 -m omnienc.tools.cli capture --verify
 stage calibrate 180 python3 -m omnienc.tools.cli capture --calibrate -o "$out/costs_h200.yaml"
 stage kernels 90 python3 -m omnienc.tools.kernel_bench --out "$out"
@@ -50,4 +61,6 @@ stage bench 420 python3 -m omnienc.tools.cli bench --no-progress --out "$out" "$
 stage preprocess 180 python3 -m omnienc.tools.bench_preprocess --device cuda --out "$out/bench-preprocess.json"
 stage service 300 python3 -m omnienc.tools.service_bench --out "$out/service.json"
 stage attn 600 python3 -m omnienc.tools.attn_bench --out "$out"
+# Few files come back from a lent machine: every log and result in one archive.
+tar -czf "$out/results.tgz" -C "$out" --exclude results.tgz . 2>/dev/null
 exit $rc
