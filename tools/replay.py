@@ -85,8 +85,53 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--busy", action="store_true",
                    help="model the worker busy for each batch's predicted time (arrivals meanwhile wait)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--measure", action="store_true",
+                   help="also run the trace's batches through a real runtime (random weights at real sizes on "
+                   "CUDA, reduced on the CPU; each batch on an idle device, as calibrated) and compare its "
+                   "measured GPU time with the prediction")
+    p.add_argument("--device", default=None, help="with --measure: cuda or cpu (default: cuda if available)")
     p.set_defaults(func=run)
     return p
+
+
+def measure(records, grid, batching, device: str | None = None) -> dict:
+    """Runs the trace's batches (``group_records``) through an ``EncoderRuntime`` on ``grid``: random
+    inputs of each record's shape, one ``encode`` per batch started on an idle device; returns the
+    runtime's statistics (measured GPU ms per bucket, per modality) and the wall time."""
+    import time
+
+    import torch
+
+    from omnienc.runtime import AudioRequest, EncoderRuntime, VisionRequest
+    from omnienc.runtime.simulate import group_records
+
+    from .models import build_encoders, default_device
+
+    device = device or default_device()
+    cuda = device.startswith("cuda")
+    vis, aud = build_encoders(None, device, "bfloat16" if cuda else "float32", "real" if cuda else "reduced")
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device)
+    rt.capture(progress=False)
+
+    def request(r):
+        if r.modality == "vision":
+            n = sum(t * h * w for t, h, w in r.grid_thw)
+            return VisionRequest(torch.randn(n, vis.in_features, device=device), torch.tensor(r.grid_thw))
+        return AudioRequest(torch.randn(aud.config.num_mel_bins, sum(r.frames), device=device), torch.tensor(r.frames))
+
+    groups = group_records(records, batching)
+    with torch.inference_mode():
+        rt.encode([request(records[i]) for i in groups[0]])  # warm-up of the first batch's shapes
+        rt.reset_stats()
+        t0 = time.perf_counter()
+        for g in groups:
+            reqs = [request(records[i]) for i in g]
+            if cuda:
+                torch.cuda.synchronize()
+            rt.encode(reqs)
+        wall_s = time.perf_counter() - t0
+    return {"stats": rt.stats(), "wall_s": wall_s, "batches": len(groups), "device": device,
+            "card": torch.cuda.get_device_name() if cuda else "CPU"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,5 +147,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"omnienc replay: error: {e}", file=sys.stderr)
         return 2
     report = simulate(records, grid, batching, costs, busy=args.busy)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    out = report.to_dict()
+    if args.measure:
+        got = measure(records, grid, batching, args.device)
+        out["measured"] = {"card": got["card"], "batches": got["batches"], "wall_s": got["wall_s"],
+                           **{m: {"ms": got["stats"][m]["ms"], "predicted_ms": report[m].ms}
+                              for m in ("vision", "audio") if m in got["stats"]}}
+        total = sum(v["ms"] for k, v in out["measured"].items() if isinstance(v, dict))
+        out["measured"]["ms"], out["measured"]["predicted_ms"] = total, report.ms
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(report.format_table())
+    if args.measure:
+        m = out["measured"]
+        print(f"\nmeasured on {m['card']} ({m['batches']} batches, each on an idle device; {m['wall_s']:.1f} s wall):")
+        for k in ("vision", "audio"):
+            if k in m:
+                v = m[k]
+                print(f"  {k:6s} measured {v['ms']:10.1f} ms GPU, predicted {v['predicted_ms']:10.1f} ms "
+                      f"({(v['predicted_ms'] / v['ms'] - 1) * 100 if v['ms'] else 0:+.1f}%)")
+        print(f"  total  measured {m['ms']:10.1f} ms GPU, predicted {m['predicted_ms']:10.1f} ms "
+              f"({(m['predicted_ms'] / m['ms'] - 1) * 100 if m['ms'] else 0:+.1f}%)")
     return 0
