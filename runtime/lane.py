@@ -168,9 +168,11 @@ class Lane:
         below = [a for size, a in chosen if size <= units]
         return below[-1] if below else chosen[0][1]
 
-    def _forward(self, br: BucketRun, plan, backend: str) -> tuple[torch.Tensor, ...]:
+    def _forward(self, br: BucketRun, plan, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A graph bucket's forward: its outputs stacked ``[n_outputs, rows, width]`` (so copying a
+        pack's rows out is one copy) and the rows' finiteness flags."""
         outputs = self.spec.run(br.inputs, plan, backend)
-        return (*outputs, row_flags(outputs))
+        return torch.stack(outputs), row_flags(outputs)
 
     def _stage(self, br: BucketRun, shapes: list):
         plan, packed = self._host_plan(br, shapes)
@@ -322,7 +324,9 @@ class Lane:
         else:
             outputs = self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
         used = sum(self.spec.out_rows(s) for s in shapes)
-        return tuple(o[:used].clone() for o in outputs)
+        stacked, flags = outputs
+        stacked = stacked[:, :used].clone()
+        return (*stacked.unbind(0), flags[:used].clone())
 
     def _eager(self, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
         """One eager call on exactly these requests (no padding); outputs and their row flags."""
