@@ -381,6 +381,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "encoders, the CUDA-graph runtime and the GEMM floor on fixed workloads, same random bf16 weights, "
         "one run. Writes a markdown table (stdout and bench.md), bench.json and bench.png.")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if available")
+    p.add_argument("--devices", default=None, metavar="0,1",
+                   help="CUDA device indices: the columns run on the first; then the throughput workload "
+                   "(the first --service-requests requests of `tracegen --rate 200`, submitted at once to an "
+                   "EncoderService over one device, then over all: requests/s, GPU-busy share per device; "
+                   "python -m omnienc.tools.service_bench)")
+    p.add_argument("--service-requests", type=int, default=None,
+                   help="with --devices: requests of the throughput workload (default 2000; --tiny 24)")
     p.add_argument("--tiny", action="store_true", help="tiny encoder configs (CPU tests)")
     p.add_argument("--workloads", default=None, help=f"comma list (default all): {','.join(WORKLOADS)}")
     p.add_argument("--columns", default=None, help=f"comma list (default all): {','.join(COLUMNS)}")
@@ -401,22 +408,51 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc bench``; returns 0, 1 if some cell failed (see Errors), 2 on bad input."""
     from omnienc.runtime.grid import BucketGrid
+    from omnienc.tools.models import device_context, parse_devices
 
     try:
+        devices = None
+        if getattr(args, "devices", None) is not None:
+            if args.device is not None:
+                raise ValueError(f"give --device or --devices, not both (got --device {args.device} "
+                                 f"--devices {args.devices})")
+            devices = [f"cuda:{i}" for i in parse_devices(args.devices)]
+        elif getattr(args, "service_requests", None) is not None:
+            raise ValueError("--service-requests needs --devices")
+        grid_name = args.grid or "default (omnienc/configs/qwen3_omni.yaml)"
         grid = BucketGrid.default() if args.grid is None else BucketGrid.from_yaml(args.grid)
-        report = run_bench(
-            device=args.device, tiny=args.tiny, workloads=_names(args.workloads), columns=_names(args.columns),
-            repeats=args.repeats, warmup=args.warmup, cell_budget_s=args.cell_budget, grid=grid,
-            grid_name=args.grid or "default (omnienc/configs/qwen3_omni.yaml)",
-            progress=not getattr(args, "no_progress", False), seed=args.seed,
-        )
+        with device_context(devices[0] if devices else "cpu"):
+            report = run_bench(
+                device=devices[0] if devices else args.device, tiny=args.tiny, workloads=_names(args.workloads),
+                columns=_names(args.columns), repeats=args.repeats, warmup=args.warmup,
+                cell_budget_s=args.cell_budget, grid=grid, grid_name=grid_name,
+                progress=not getattr(args, "no_progress", False), seed=args.seed,
+            )
     except ValueError as e:  # GridError, bad names or device
         print(f"omnienc bench: error: {e}", file=sys.stderr)
         return 2
+    if devices:
+        report["service"] = service_throughput(devices, args, grid, grid_name)
+        report["errors"] += [f"service {e}" for e in report["service"].get("errors", [])]
     if args.out:
         write_outputs(report, args.out)
     print(json.dumps(report, indent=2) if args.json else format_markdown(report))
     return 1 if report["errors"] else 0
+
+
+def service_throughput(devices: list[str], args: argparse.Namespace, grid, grid_name: str) -> dict:
+    """The throughput workload over ``devices`` (``service_bench.run_service_bench``); a failure is
+    reported in the result's ``errors``, not raised."""
+    from omnienc.tools import service_bench
+
+    _free(torch.device(devices[0]))
+    try:
+        return service_bench.run_service_bench(
+            devices=devices, requests=args.service_requests, tiny=args.tiny, parts=("throughput",), grid=grid,
+            grid_name=grid_name, seed=args.seed, command=_command_line(), log=lambda s: print(s, file=sys.stderr))
+    except Exception as e:  # noqa: BLE001 - the columns' figures are kept
+        traceback.print_exc(file=sys.stderr)
+        return {"errors": [f"throughput: {type(e).__name__}: {e}".splitlines()[0][:300]]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--grid", help="bucket grid YAML (default: the packaged configs/qwen3_omni.yaml)")
     p.add_argument("--checkpoint", help="Qwen3-Omni checkpoint folder (default: random weights)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--devices", default=None, metavar="0,1",
+                   help="CUDA device indices: one runtime per device (same weights, copied from the first), "
+                   "each captured on its own device and reported (and verified) per device")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None, help="default: the grid's dtype")
     p.add_argument("--sizes", choices=["real", "reduced"], default=None,
                    help="random-weight model sizes (default: real on CUDA, reduced on CPU)")
@@ -90,15 +93,33 @@ def calibrate(args) -> int:
     return 0
 
 
+def devices_of(args) -> list[str]:
+    """The devices a command runs on: ``--devices`` (CUDA indices, checked) or ``--device`` (default:
+    cuda if available). Raises ``ValueError`` naming what is wrong."""
+    from .models import default_device, parse_devices
+
+    if getattr(args, "devices", None) is None:
+        return [args.device or default_device()]
+    if args.device is not None:
+        raise ValueError(f"give --device or --devices, not both (got --device {args.device} --devices {args.devices})")
+    return [f"cuda:{i}" for i in parse_devices(args.devices)]
+
+
 def run(args) -> int:
     if args.calibrate:
+        if args.devices is not None:
+            print("omnienc capture: error: --calibrate measures one device; use --device cuda:N", file=sys.stderr)
+            return 2
         return calibrate(args)
-    from ..runtime import EncoderRuntime
-    from ..runtime.verify import verify_buckets
-    from .models import build_encoders, default_device
+    from .models import build_encoders, device_context, replicate
 
+    try:
+        devices = devices_of(args)
+    except ValueError as e:
+        print(f"omnienc capture: error: {e}", file=sys.stderr)
+        return 2
     grid = load_grid(args.grid)
-    device = args.device or default_device()
+    device = devices[0]
     sizes = args.sizes or ("real" if device.startswith("cuda") else "reduced")
     dtype = args.dtype or grid.dtype
     if device == "cpu" and dtype != "float32":
@@ -106,6 +127,30 @@ def run(args) -> int:
     t0 = time.perf_counter()
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     built_s = time.perf_counter() - t0
+    reports, ok = [], True
+    for k, dev in enumerate(devices):
+        t1 = time.perf_counter()
+        v, a = (vis, aud) if k == 0 else (replicate(vis, dev), replicate(aud, dev))
+        with device_context(dev):
+            report, good = capture_one(args, grid, v, a, dev, dtype, sizes,
+                                       built_s if k == 0 else time.perf_counter() - t1)
+        if k:
+            report["copied_from"] = device
+        reports.append(report)
+        ok = ok and good
+        if not args.json:
+            print_report(report, good if args.verify else None, header=len(devices) > 1)
+    if args.json:
+        print(json.dumps(reports[0] if args.devices is None else {"devices": reports}, indent=2))
+    return 0 if ok else 1
+
+
+def capture_one(args, grid, vis, aud, device: str, dtype: str, sizes: str, built_s: float) -> tuple[dict, bool]:
+    """Captures a runtime over ``vis``/``aud`` on ``device`` (the current device); returns its report
+    and whether ``--verify`` (if asked) passed."""
+    from ..runtime import EncoderRuntime
+    from ..runtime.verify import verify_buckets
+
     rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device)
     info = rt.capture(progress=not args.json)
     stats = rt.stats()
@@ -128,22 +173,30 @@ def run(args) -> int:
             {"modality": c.modality, "bucket": f"{c.bucket.size}x{c.bucket.batch}", "requests": c.requests,
              "max_rel_err": c.max_rel_err, "min_cosine": c.min_cosine, "ok": c.ok} for c in checks
         ]
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"device {device}, {dtype}, weights: {report['weights']}; built in {built_s:.1f} s")
-        if device == "cpu":
-            print("(CPU: no CUDA graphs; each bucket ran its forward once on the eager bucket path)")
-        print(f"captured {info['graphs']} graphs in {info['capture_s']:.2f} s; graph pool {info['graph_memory_bytes'] / 2**20:.0f} MiB")
-        for m, buckets in report["buckets"].items():
-            for name, s in buckets.items():
-                att = report["attention"][m].get(name)
-                times = ", ".join(f"{b} {t:.3f} ms" for b, t in (att or {}).get("ms", {}).items())
-                print(f"  {m:6s} {name:>12s}  " + ("   eager bucket (above graphs_up_to)" if s is None else
-                      f"{s * 1e3:8.1f} ms  attention {att['backend']}" + (f" ({times})" if times else "")))
-        for c in report.get("verify", []):
-            print(f"  verify {c['modality']:6s} {c['bucket']:>12s}  {c['requests']:3d} requests  max rel err "
-                  f"{c['max_rel_err']:.2e}  min cos {c['min_cosine']:.6f}  {'ok' if c['ok'] else 'MISMATCH'}")
-        if args.verify:
-            print("verify: all buckets match the eager forward" if ok else "verify: MISMATCH", file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
+    return report, ok
+
+
+def print_report(report: dict, verified: bool | None, header: bool = False) -> None:
+    """One device's capture report as text (``verified``: the ``--verify`` outcome, None if not asked)."""
+    device = report["device"]
+    if header:
+        print(f"== {device} ==")
+    how = f"copied from {report['copied_from']}" if "copied_from" in report else "built"
+    print(f"device {device}, {report['dtype']}, weights: {report['weights']}; {how} in {report['build_s']:.1f} s")
+    if device == "cpu":
+        print("(CPU: no CUDA graphs; each bucket ran its forward once on the eager bucket path)")
+    print(f"captured {report['graphs']} graphs in {report['capture_s']:.2f} s; graph pool "
+          f"{report['graph_memory_bytes'] / 2**20:.0f} MiB")
+    for m, buckets in report["buckets"].items():
+        for name, s in buckets.items():
+            att = report["attention"][m].get(name)
+            times = ", ".join(f"{b} {t:.3f} ms" for b, t in (att or {}).get("ms", {}).items())
+            print(f"  {m:6s} {name:>12s}  " + ("   eager bucket (above graphs_up_to)" if s is None else
+                  f"{s * 1e3:8.1f} ms  attention {att['backend']}" + (f" ({times})" if times else "")))
+    for c in report.get("verify", []):
+        print(f"  verify {c['modality']:6s} {c['bucket']:>12s}  {c['requests']:3d} requests  max rel err "
+              f"{c['max_rel_err']:.2e}  min cos {c['min_cosine']:.6f}  {'ok' if c['ok'] else 'MISMATCH'}")
+    if verified is not None:
+        where = f" {device}" if header else ""
+        print(f"verify{where}: all buckets match the eager forward" if verified else f"verify{where}: MISMATCH",
+              file=sys.stdout if verified else sys.stderr)

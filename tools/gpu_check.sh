@@ -9,7 +9,8 @@
 #   ab         omnienc ab (default variants)
 #   bench      omnienc bench (all columns; pass e.g. --columns native_eager,runtime to shorten it)
 #   preprocess python -m omnienc.tools.bench_preprocess (CPU processors vs GPU preprocessing, raw->embeddings)
-#   service    python -m omnienc.tools.service_bench (closed-loop clients, overload soak, several GPUs)
+#   service    python -m omnienc.tools.service_bench (8 closed-loop clients; the 2,000-request throughput mix on
+#              one GPU, then all visible; idle latency on one and all; ~1 min on one H200)
 #   attn       python -m omnienc.tools.attn_bench (attention kernels; ~10 minutes)
 #   all        tests,verify,bench,ab,kernels
 # Wheels in .whl/ are installed to /tmp/site first (nothing downloads on the GPU machine). Fetch them here:

@@ -3,6 +3,8 @@ sizes; and HF + omnienc pairs with the same weights (``bench``)."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,6 +86,51 @@ def build_encoders(checkpoint=None, device="cpu", dtype="bfloat16", sizes="real"
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- several devices ------------------------------------------------------------------------------
+
+
+def parse_devices(text: str, count: int | None = None) -> list[int]:
+    """CUDA device indices from a ``--devices`` value such as ``"0,1"``: distinct integers >= 0 below
+    ``count`` (default: ``torch.cuda.device_count()``), in the order given.
+
+    Raises ``ValueError`` naming the bad entry (not an integer, negative, repeated, or a device that
+    does not exist).
+    """
+    count = torch.cuda.device_count() if count is None else count
+    items = [s.strip() for s in str(text).split(",")]
+    if not any(items) or not all(items):
+        raise ValueError(f"--devices {text!r}: give CUDA device indices separated by commas, e.g. 0,1")
+    out: list[int] = []
+    for s in items:
+        try:
+            index = int(s)
+        except ValueError:
+            index = -1
+        if index < 0:
+            raise ValueError(f"--devices {text!r}: {s!r} is not a device index (an integer >= 0)")
+        if index in out:
+            raise ValueError(f"--devices {text!r}: device {index} is given twice")
+        out.append(index)
+    for index in out:
+        if index >= count:
+            seen = "no CUDA device is visible" if count == 0 else \
+                f"{count} CUDA device{'s' if count > 1 else ''} visible ({', '.join(map(str, range(count)))})"
+            raise ValueError(f"--devices {text!r}: device {index} does not exist: {seen}")
+    return out
+
+
+def replicate(module: torch.nn.Module, device) -> torch.nn.Module:
+    """A copy of ``module`` (same weights) on ``device``: one runtime per device serves the same model."""
+    return copy.deepcopy(module).to(device)
+
+
+def device_context(device):
+    """Makes ``device`` the current CUDA device for the block (streams, events, Triton launches and
+    graph capture follow the current device); nothing on other devices."""
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 # --- HF and omnienc encoders with the same weights ------------------------------------------------

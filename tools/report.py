@@ -100,6 +100,11 @@ def format_markdown(report: dict) -> str:
                  "staging, enqueuing; median of 21) on an idle device, without waiting for the GPU.")
     lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
                  "of one run on one card compare.")
+    service = report.get("service")
+    if service and "meta" in service:
+        from .service_bench import format_markdown as service_markdown
+
+        lines += ["", service_markdown(service, title=False).rstrip("\n")]
     if report["errors"]:
         lines += ["", "Errors:"] + [f"- {err}" for err in report["errors"]]
     return "\n".join(lines) + "\n"
