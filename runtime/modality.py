@@ -141,7 +141,8 @@ class AudioModality:
     def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
         row = 0
         for r, shape in zip(requests, shapes):
-            chunks = chunk_features(r.input_features, shape, self.encoder.n_window)  # [C, mel, F]
+            feats = r.input_features.to(out.device, non_blocking=True)  # chunked where it runs
+            chunks = chunk_features(feats, shape, self.encoder.n_window)  # [C, mel, F]
             out[row : row + chunks.shape[0]].copy_(chunks, non_blocking=True)
             row += chunks.shape[0]
         return row

@@ -8,6 +8,7 @@ The runs themselves live in ``lane.Lane`` (one per modality, generic over ``moda
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -133,6 +134,10 @@ class EncoderRuntime:
 
             self.recorder = TraceRecorder(trace_path)
 
+    def _on_device(self):
+        """Makes the runtime's device current (Triton launches, streams and events follow it)."""
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
     def lanes(self) -> list[Lane]:
         return [lane for lane in (self.vision, self.audio) if lane is not None]
 
@@ -155,7 +160,7 @@ class EncoderRuntime:
                 bar.set_postfix_str(f"{modality} {bucket.size}x{bucket.batch} {seconds:.2f}s")
                 bar.update(1)
 
-        with self._lock:
+        with self._lock, self._on_device():
             pool = None  # one graph memory pool for both lanes
             for lane in self.lanes():
                 pool = lane.capture(tick, pool)
@@ -199,7 +204,7 @@ class EncoderRuntime:
             shapes = self.validate(requests)
         results: list = [None] * len(requests)
         event = None
-        with self._lock:
+        with self._lock, self._on_device():
             for lane in self.lanes():
                 idx = [i for i, r in enumerate(requests) if isinstance(r, lane.spec.request_type)]
                 if idx:

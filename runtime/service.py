@@ -271,31 +271,32 @@ class EncoderService:
                 with torch.cuda.device(rt.device) if cuda else _nothing():
                     t0 = time.perf_counter()
                     batch = rt.launch(job.requests, job.shapes)
-                    moved = self._to_output_device(batch)
-                    event = None
-                    if moved is not None and cuda:
-                        event = torch.cuda.Event()
-                        event.record()
+                    moved, event = self._to_output_device(batch, dev)
             except Exception as e:  # noqa: BLE001 - not a request's own error: the device failed
                 self._device_failed(dev, job, e)
                 continue
             dev.done_q.put((job, batch, moved, event, t0))
         dev.done_q.put(None)
 
-    def _to_output_device(self, batch) -> list | None:
-        """Copies of the outputs on ``output_device`` (enqueued on the producing stream), if needed."""
+    def _to_output_device(self, batch, dev: _Device) -> tuple[list | None, torch.cuda.Event | None]:
+        """Copies of the outputs on ``output_device``, if one is set, and an event after them.
+
+        On CUDA the copies run on a side stream of the producing device that waits for the batch, so a
+        copy to another GPU does not make the two devices' own streams wait for each other; the
+        completer waits for the event before handing the copies out."""
         target = self.output_device
         if target is None:
-            return None
-        out = []
-        for o in batch.outputs:
-            if o is None:
-                out.append(None)
-                continue
-            fields = {k: (v.to(target, non_blocking=True) if isinstance(v, torch.Tensor)
-                          else [t.to(target, non_blocking=True) for t in v]) for k, v in vars(o).items()}
-            out.append(type(o)(**fields))
-        return out
+            return None, None
+        src = dev.runtime.device
+        if src.type != "cuda":
+            return [None if o is None else _moved(o, target, None) for o in batch.outputs], None
+        side = dev.copy_stream = getattr(dev, "copy_stream", None) or torch.cuda.Stream(src)
+        side.wait_stream(torch.cuda.current_stream(src))
+        with torch.cuda.stream(side):
+            out = [None if o is None else _moved(o, target, side) for o in batch.outputs]
+            event = torch.cuda.Event()
+            event.record(side)
+        return out, event
 
     def _complete_loop(self, dev: _Device) -> None:
         while (item := dev.done_q.get()) is not None:
@@ -321,8 +322,8 @@ class EncoderService:
 
     def _job_done(self, dev: _Device, job: _Job) -> None:
         with self._cv:
-            dev.queued_ms = max(dev.queued_ms - job.predicted_ms, 0.0)
             dev.jobs -= 1
+            dev.queued_ms = max(dev.queued_ms - job.predicted_ms, 0.0) if dev.jobs else 0.0
             self._cv.notify_all()
 
     def _device_failed(self, dev: _Device, job: _Job, error: Exception) -> None:
@@ -391,6 +392,18 @@ class EncoderService:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _moved(output, target: torch.device, stream):
+    """``output`` (a ``VisionOutput``/``AudioOutput``) with its tensors copied to ``target``; the
+    sources are marked used by ``stream`` so their memory is not reused before the copies ran."""
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if stream is not None:
+            t.record_stream(stream)
+        return t.to(target, non_blocking=True)
+
+    return type(output)(**{k: (move(v) if isinstance(v, torch.Tensor) else [move(t) for t in v])
+                           for k, v in vars(output).items()})
 
 
 def _resolve(future: Future, value=None, error: BaseException | None = None) -> None:
