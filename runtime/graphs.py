@@ -69,21 +69,30 @@ def upload(plan, device: torch.device):
     return with_tensors(plan, layout.views(dev))
 
 
+_capture_streams: dict[int, torch.cuda.Stream] = {}
+
+
 def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int = 2):
-    """Warms ``fn`` up on a side stream, then captures it.
+    """Warms ``fn`` up on a side stream, then captures it, on the current device.
+
+    The capture stream is one per device: ``torch.cuda.graph``'s own default is created once, on
+    whichever device was current first, and capturing another device's work on it fails.
 
     Returns:
         (graph, outputs): outputs are the tensors ``fn`` returned during capture; replaying the
         graph rewrites them in place.
     """
+    device = torch.cuda.current_device()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(warmup):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
+    if device not in _capture_streams:
+        _capture_streams[device] = torch.cuda.Stream(device)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    with torch.cuda.graph(graph, pool=pool, stream=_capture_streams[device]):
         outputs = fn()
     return graph, outputs
 

@@ -148,14 +148,14 @@ class Lane:
     def backend(self) -> str:
         """The attention backend asked for (the lane's ``attention``, else the encoder's), resolved."""
         enc = self.encoder
-        name = enc.attn_backend if self.attention == "auto" else self.attention
+        name = enc.attn_backend if self.attention in ("auto", "fastest") else self.attention
         return resolve_backend(name, self.device, enc.dtype, enc.head_dim)
 
     def candidates(self) -> list[str]:
-        """Backends a graph bucket chooses from by measurement: every capturable one when nothing
-        was asked for (``auto``), else the one asked for."""
+        """Backends a graph bucket chooses from by measurement: every capturable one with
+        ``attention="fastest"``, else the one asked for."""
         enc = self.encoder
-        if self.attention == "auto" and enc.attn_backend == "auto":
+        if self.attention == "fastest":
             return available_backends(self.device, enc.dtype, enc.head_dim) or [self.backend()]
         return [self.backend()]
 

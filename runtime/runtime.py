@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..encoders.attention import resolve_backend
+from ..encoders.attention import BACKENDS, resolve_backend
 from .grid import BucketGrid
 from .lane import Check, Lane
 from .modality import AudioModality, VisionModality
@@ -92,7 +92,10 @@ class EncoderRuntime:
         device: where the encoders live (default: their device).
         use_cuda_graphs: None -> graphs on CUDA when attention is capturable, eager elsewhere.
         trace_path: if given, every request's shape is appended to this JSONL trace.
-        attention: attention backend of every run, or ``"auto"`` (each encoder's own ``attn_backend``).
+        attention: ``"auto"`` (each encoder's own ``attn_backend``: FlashAttention varlen on CUDA),
+            ``"fastest"`` (each graph bucket captures every capturable backend -- cuDNN too, with the
+            ``cudnn`` extra -- times them on a typical fill and keeps the fastest; eager runs take the
+            choice of the largest graph bucket below them), or one backend name for every run.
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
@@ -108,7 +111,9 @@ class EncoderRuntime:
         for enc in encoders:
             if enc.device != self.device:
                 raise ValueError(f"encoder is on {enc.device} but the runtime's device is {self.device}")
-        names = [e.attn_backend if attention == "auto" else attention for e in encoders]
+        if attention not in ("auto", "fastest", *BACKENDS):
+            raise ValueError(f"attention={attention!r}: use 'auto', 'fastest' or one of {BACKENDS}")
+        names = [e.attn_backend if attention in ("auto", "fastest") else attention for e in encoders]
         capturable = all(resolve_backend(n, self.device, e.dtype, e.head_dim) != "sdpa"
                          for n, e in zip(names, encoders))
         if use_cuda_graphs is None:
