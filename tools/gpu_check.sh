@@ -6,7 +6,7 @@
 #   verify     omnienc capture --verify (per-bucket attention choice and replay-vs-eager check)
 #   calibrate  omnienc capture --calibrate -o $OUT/costs_h200.yaml (the tuner's measured cost model)
 #   kernels    python -m omnienc.tools.kernel_bench (fused ops vs unfused, achieved bandwidth)
-#   ab         omnienc ab (default variants)
+#   ab         omnienc ab (default variants; AB_ARGS="--variants ..." for others)
 #   bench      omnienc bench (all columns; pass e.g. --columns native_eager,runtime to shorten it)
 #   preprocess python -m omnienc.tools.bench_preprocess (CPU processors vs GPU preprocessing, raw->embeddings)
 #   service    python -m omnienc.tools.service_bench (8 closed-loop clients; the 2,000-request throughput mix on
@@ -57,7 +57,7 @@ stage tests 300 python3 -m pytest -q -m gpu -s -p no:cacheprovider ${TESTS:-test
 stage verify 120 python3 -m omnienc.tools.cli capture --verify
 stage calibrate 180 python3 -m omnienc.tools.cli capture --calibrate -o "$out/costs_h200.yaml"
 stage kernels 90 python3 -m omnienc.tools.kernel_bench --out "$out"
-stage ab 300 python3 -m omnienc.tools.cli ab --repeats 30 --json "$out/ab.json"
+stage ab 300 python3 -m omnienc.tools.cli ab --repeats 30 --json "$out/ab.json" ${AB_ARGS:-}
 stage bench 420 python3 -m omnienc.tools.cli bench --no-progress --out "$out" "$@"
 stage preprocess 180 python3 -m omnienc.tools.bench_preprocess --device cuda --out "$out/bench-preprocess.json"
 stage service 300 python3 -m omnienc.tools.service_bench --out "$out/service.json"
