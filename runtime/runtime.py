@@ -94,8 +94,8 @@ class EncoderRuntime:
         trace_path: if given, every request's shape is appended to this JSONL trace.
         attention: ``"auto"`` (each encoder's own ``attn_backend``: FlashAttention varlen on CUDA),
             ``"fastest"`` (each graph bucket captures every capturable backend -- cuDNN too, with the
-            ``cudnn`` extra -- times them on a typical fill and keeps the fastest; eager runs take the
-            choice of the largest graph bucket below them), or one backend name for every run.
+            ``cudnn`` extra -- times them on a typical fill and keeps the fastest; eager runs keep the
+            encoder's backend), or one backend name for every run.
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,

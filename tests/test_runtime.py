@@ -312,7 +312,7 @@ def test_ab_variants_are_real_parameters(encoders):
 def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
     """Capture times every candidate backend on a typical fill of each graph bucket and keeps the
     fastest; stats show the choice and the timings; eager runs use the choice of the largest graph
-    bucket at or below their size. (CPU stand-ins for the CUDA graph and the CUDA-event timer.)"""
+    asked for. (CPU stand-ins for the CUDA graph and the CUDA-event timer.)"""
     from omnienc.encoders import attention
     from omnienc.runtime import graphs, lane as lane_mod
 
@@ -352,7 +352,6 @@ def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
         assert isinstance(br.graph, FakeGraph)
     s = rt.stats()["vision"]["buckets"]
     assert all(v["attention"] == "sdpa" and v["attention_ms"]["sdpa"] == 1.0 for v in s.values())
-    assert lane.eager_backend(10**6) == "sdpa" and lane.eager_backend(1) == "sdpa"
     for br in lane.buckets.values():  # the CPU runs the bucket code eagerly, with the chosen backend
         br.graph = None
     req = vision_request([[1, 6, 8]], vis.config)
