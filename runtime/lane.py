@@ -174,9 +174,9 @@ class Lane:
     def capture(self, progress=None, pool=None):
         """Captures every graph bucket, largest first, into ``pool`` (a new one if None) on CUDA;
         runs each once otherwise. Where several attention backends can run, each is captured and
-        timed on a typical fill of the bucket and the fastest kept (eager runs keep ``backend()``). Returns the pool, so lanes share
-        one (their replays never overlap: they run under the runtime's lock, and outputs are copied
-        out right after)."""
+        timed on a typical fill of the bucket and the fastest kept (eager runs keep ``backend()``).
+        Returns the pool, so lanes share one (their replays never overlap: they run under the
+        runtime's lock, and outputs are copied out right after)."""
         t0 = time.perf_counter()
         cuda = self.device.type == "cuda"
         if cuda:

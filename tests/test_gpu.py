@@ -326,7 +326,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     line = (f"soak: {total} requests from {threads} threads in {elapsed:.1f} s ({total / elapsed:.0f} req/s), "
             f"{busy[0]} ServiceBusy retries, {s['replays']} replays, {s['eager_runs']} eager runs, "
             f"{s['fallbacks']} fallbacks, padding {s['padded_share']:.3f}; GPU memory allocated after warm-up "
-            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; host max RSS "
+            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; host RSS "
             f"{mem.get('warm_rss', 0) / 2**20:.0f} -> {mem['end_rss'] / 2**20:.0f} MiB; captures {rt.captures - captures}; "
             f"pending timings {max(len(lane._timings) for lane in rt.lanes())}")
     FIGURES.append(line)
