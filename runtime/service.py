@@ -79,6 +79,17 @@ class _Device:
                 "busy_s": self.busy_s}
 
 
+def _packaged_cost() -> Callable:
+    """The packaged measured cost model's ``run_ms`` (``configs/costs_h200.yaml``); the stand-in
+    ``default_cost`` if it cannot be loaded."""
+    try:
+        from .costs import CostModel
+
+        return CostModel.load().run_ms
+    except Exception:  # noqa: BLE001 - dispatch still works, by work instead of measured time
+        return default_cost
+
+
 def default_cost(modality: str, replay, graph: bool) -> float:
     """A stand-in predicted time (ms) of a pack when no cost model is given: proportional to its
     work, with a fixed part per run (vision patches weigh ~4x audio frames)."""
@@ -97,8 +108,8 @@ class EncoderService:
         max_pending: at most this many requests outstanding, queued or running (an integer >= 1).
         output_device: where results are delivered (default: the device that encoded them); the copy
             is enqueued on the producing device's stream, without waiting.
-        cost: ``cost(modality, replay, graph) -> ms``, the predicted GPU time of a pack (default: a
-            work-proportional stand-in; pass ``CostModel.run_ms`` of a calibrated model).
+        cost: ``cost(modality, replay, graph) -> ms``, the predicted GPU time of a pack (default: the
+            packaged measured model's ``CostModel.run_ms``; pass the deployment's own calibration).
     """
 
     def __init__(self, runtimes: EncoderRuntime | Sequence[EncoderRuntime], max_wait_ms: float = 2.0,
@@ -116,7 +127,7 @@ class EncoderService:
         self.max_batch = self.policy.max_batch
         self.max_pending = _positive_int("max_pending", max_pending)
         self.output_device = torch.device(output_device) if output_device is not None else None
-        self.cost = cost or default_cost
+        self.cost = cost or _packaged_cost()
         self.runtime = rts[0]  # validates requests; one grid for all
         self._devices = [_Device(i, rt) for i, rt in enumerate(rts)]
         self._pending: list[tuple[object, list, Future, float]] = []  # request, shape, future, arrival
