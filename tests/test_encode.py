@@ -351,8 +351,14 @@ def test_encode_with_grid_file_and_eager_fallback(setup, tmp_path, capsys):
     argv = ["--checkpoint", str(ckpt), "--image", str(files["png"]), "--video", str(files["gif"]),
             "--audio", str(files["wav"]), "--grid", str(grid), "--device", "cpu", "--video-min-pixels", "2048",
             "-o", str(out)]
-    assert run_encode(argv) == 0
+    trace = tmp_path / "t.jsonl"
+    assert run_encode(argv + ["--trace", str(trace)]) == 0
     assert "1 fallback," in capsys.readouterr().out
+    from omnienc.runtime import read_trace
+
+    recs = read_trace(trace)  # what was encoded, for omnienc replay / tune
+    assert sorted(r.modality for r in recs) == ["audio", "vision", "vision"]
+    assert any(r.grid_thw and r.grid_thw[0][0] == 3 for r in recs)  # the GIF video, t = 3
     tensors, meta = read_output(out)
     assert meta["dtype"] == "float32"  # from the grid
     pre = Preprocessor(PreprocessConfig.from_checkpoint(ckpt, video_min_pixels=2048))

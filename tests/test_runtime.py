@@ -360,3 +360,19 @@ def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
         br.graph = None
     req = vision_request([[1, 6, 8]], vis.config)
     check_against_direct(encoders, [req], rt.encode([req]))
+
+
+def test_a_grid_that_cannot_fit_is_refused_before_allocation(encoders, monkeypatch):
+    """Static buffers and graph activations of the largest graph buckets are checked against the
+    device's free memory before anything is allocated; the message gives the figures."""
+    import os
+
+    vis, aud = encoders
+    grid = BucketGrid.from_dict({"dtype": "float32", "vision": {"patches": [65536], "batch": [4]}})
+    free = {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}  # pretend 4 MB are free
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: free.get(name) or real(name))
+    with pytest.raises(ValueError, match=r"need about [0-9.]+ GiB .* more than the 0.00 GiB free on cpu"):
+        EncoderRuntime(vision=vis, audio=aud, grid=grid)
+    monkeypatch.setattr(os, "sysconf", real)
+    EncoderRuntime(vision=vis, audio=aud, grid=grid)  # fits the real machine

@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                    help="weights and activations (default: the grid's dtype)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="where to write the embeddings")
+    p.add_argument("--trace", default=None, metavar="FILE.jsonl",
+                   help="append every encoded request's shape to this JSONL trace (for omnienc replay / tune; "
+                   "format in `omnienc replay --help`)")
     g = p.add_argument_group("preprocessing (defaults: Qwen3-Omni's, sizes from the encoders' configs)")
     g.add_argument("--min-pixels", type=int, default=None, help="image pixel floor after resizing (default 3136)")
     g.add_argument("--max-pixels", type=int, default=None,
@@ -239,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         t_load = time.perf_counter()
         try:
             # Graphs when the attention can be captured (bf16/fp16 FlashAttention varlen), else eager.
-            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device)
+            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device, trace_path=args.trace)
         except ValueError as e:  # e.g. a grid whose audio chunking differs from the encoder's
             raise GridError(f"cannot build the runtime for this grid and checkpoint: {e}") from None
     except (UsageError, InputError, PreprocessConfigError, CheckpointError, WeightLoadError, GridError) as e:
@@ -256,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
         outputs = runtime.encode(requests)
     except ValueError as e:  # request validation: preprocessing and encoder disagree
         return _error(f"the runtime refused a preprocessed input: {e}")
+    finally:
+        runtime.close()  # flushes and closes the trace
     tensors, meta, counts, tokens = _collect(items, outputs, vision, audio)
     t_encode = time.perf_counter()
     source = f"random-weights:{_sizes(device)}" if args.random_weights else str(args.checkpoint)
