@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 from omnienc.preprocess import InputError, PreprocessConfig, PreprocessConfigError, Preprocessor
+from omnienc.tools.models import DTYPES
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 FORMAT = "omnienc.encode/1"
 
 
