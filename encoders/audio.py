@@ -19,7 +19,6 @@ to a bucket's fixed sizes if asked; ``AudioEncoder.run`` (device) is the captura
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import varlen_attention
-from .block import UNFUSED, BlockWeights, Fusion, Norm, activation, block_out, block_qkv
+from .block import UNFUSED, BlockWeights, Fusion, Norm, activation, block_out, block_qkv, with_options
 
 
 def conv_len(n: int) -> int:
@@ -277,14 +276,7 @@ class AudioEncoder(nn.Module):
     def with_options(self, **options) -> AudioEncoder:
         """A view of this encoder with other constructor options (``OPTIONS``), sharing its weights;
         for A/B runs."""
-        unknown = set(options) - set(self.OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown AudioEncoder option(s) {sorted(unknown)}")
-        if "fusion" in options:
-            options["fusion"] = Fusion(*options["fusion"])
-        other = copy.copy(self)
-        other.__dict__.update(options)
-        return other
+        return with_options(self, options, self.OPTIONS)
 
     def compile_blocks(self, **kwargs) -> AudioEncoder:
         """Compiles the per-layer math around attention (one dynamic-shape graph shared by all layers):

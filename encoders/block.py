@@ -17,6 +17,7 @@ tensors), so ``torch.compile`` traces each function once for all blocks.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -116,4 +117,16 @@ def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm
     return x, next_norm(x)
 
 
-__all__ = ["ACTIVATIONS", "UNFUSED", "BlockWeights", "Fusion", "Norm", "activation", "block_out", "block_qkv"]
+def with_options(module: nn.Module, options: dict, allowed: tuple[str, ...]):
+    """A shallow copy of an encoder with other constructor options, sharing its weights (A/B runs)."""
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown {type(module).__name__} option(s) {sorted(unknown)}; allowed: {list(allowed)}")
+    if "fusion" in options:
+        options = {**options, "fusion": Fusion(*options["fusion"])}
+    other = copy.copy(module)
+    other.__dict__.update(options)
+    return other
+
+
+__all__ = ["ACTIVATIONS", "UNFUSED", "BlockWeights", "Fusion", "Norm", "activation", "block_out", "block_qkv", "with_options"]

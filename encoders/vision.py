@@ -16,7 +16,6 @@ every size is read from the transformers config.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from .attention import varlen_attention
-from .block import UNFUSED, BlockWeights, Fusion, Norm, block_out, block_qkv
+from .block import UNFUSED, BlockWeights, Fusion, Norm, block_out, block_qkv, with_options
 from .rotary import rotary_qkv_torch, rotary_qkv_triton, use_triton
 
 # Default: padding tokens are split into attention segments of at most this many tokens, so a mostly
@@ -284,14 +283,7 @@ class VisionEncoder(nn.Module):
     def with_options(self, **options) -> VisionEncoder:
         """A view of this encoder with other constructor options (``OPTIONS``), sharing its weights;
         for A/B runs."""
-        unknown = set(options) - set(self.OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown VisionEncoder option(s) {sorted(unknown)}")
-        if "fusion" in options:
-            options["fusion"] = Fusion(*options["fusion"])
-        other = copy.copy(self)
-        other.__dict__.update(options)
-        return other
+        return with_options(self, options, self.OPTIONS)
 
     def compile_blocks(self, **kwargs) -> VisionEncoder:
         """Compiles the per-block math around attention (one dynamic-shape graph shared by all blocks).

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -69,30 +68,10 @@ def make_input(kind: str, size: tuple, rng: np.random.Generator):
 
 
 def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
-    """Median, p10, p90 and min of ``fn``'s time in ms (see the module docstring for CUDA)."""
-    cuda = device.type == "cuda"
+    """Median, p10, p90, mean and min of ``fn``'s time in ms: ``floor.measure``, every repeat."""
+    from omnienc.tools.floor import measure as timed
 
-    def once() -> float:
-        if cuda:
-            torch.cuda.synchronize(device)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-
-    for _ in range(warmup):
-        once()
-    t = sorted(once() for _ in range(max(repeats, 1)))
-
-    def q(p: float) -> float:
-        return t[min(len(t) - 1, round(p * (len(t) - 1)))]
-
-    return {"median_ms": q(0.5), "p10_ms": q(0.1), "p90_ms": q(0.9), "min_ms": t[0], "repeats": len(t)}
+    return timed(fn, device, repeats, warmup, None).to_dict()
 
 
 def _hf_fn(kind: str, size: tuple, x, cfg) -> Callable[[], object] | None:
