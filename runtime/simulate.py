@@ -37,6 +37,16 @@ def describe_batching(batching: Batching) -> str:
     return "each request alone" if batching == 0 else f"fixed {batching:g} ms windows (--step-ms)"
 
 
+def resolve_batching(batching: Batching | None, step_ms: float | None) -> Batching:
+    """The batching a call asked for: ``batching`` or fixed ``step_ms`` windows (not both); the
+    service's default ``BatchPolicy()`` when neither."""
+    if step_ms is not None:
+        if batching is not None:
+            raise ValueError("give batching or step_ms, not both")
+        return step_ms
+    return BatchPolicy() if batching is None else batching
+
+
 def group_records(
     records: Sequence[TraceRecord], batching: Batching, busy_ms: Callable[[list[int]], float] | None = None
 ) -> list[list[int]]:
@@ -267,11 +277,7 @@ def simulate(
     Returns:
         Per-modality stats (runs, padding, fallbacks, predicted ms per bucket) and totals.
     """
-    if step_ms is not None:
-        if batching is not None:
-            raise ValueError("give batching or step_ms, not both")
-        batching = step_ms
-    batching = BatchPolicy() if batching is None else batching
+    batching = resolve_batching(batching, step_ms)
     costs = costs or CostModel.load()
     records = list(records)
     tallies = {}

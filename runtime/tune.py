@@ -40,7 +40,7 @@ from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.costs import CostModel, estimate_activation_bytes
 from omnienc.runtime.grid import Bucket, BucketGrid, GridError, ModalityGrid
 from omnienc.runtime.packing import Demand, Replay
-from omnienc.runtime.simulate import Batching, batches, simulate, simulate_modality
+from omnienc.runtime.simulate import Batching, batches, resolve_batching, simulate, simulate_modality
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
 _BLOCK = 512  # DP rows per numpy block: memory O(_BLOCK * candidate sizes)
@@ -347,11 +347,7 @@ def tune(
         raise GridError(f"max_graphs={max_graphs!r} must be an integer >= 0")
     if max_graph_bytes is not None and not max_graph_bytes > 0:
         raise GridError(f"max_graph_bytes={max_graph_bytes!r} must be > 0")
-    if step_ms is not None:
-        if batching is not None:
-            raise ValueError("give batching or step_ms, not both")
-        batching = step_ms
-    batching = BatchPolicy() if batching is None else batching
+    batching = resolve_batching(batching, step_ms)
     costs = costs or CostModel.load()
     dtype = dtype or (base.dtype if base is not None else "bfloat16")
     present = [m for m in MODALITIES if any(r.modality == m for r in records)]
