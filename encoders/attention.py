@@ -17,6 +17,12 @@ Backends:
                 which of ``varlen`` and ``cudnn`` is faster depends on the layout (cuDNN wins on
                 large and multi-segment vision packs, loses on small ones and on audio), so a
                 caller measures (``available_backends``, ``fastest_backend``).
+    ``dense``:  equal-length segments as one ``[B, H, L, D]`` batch: consecutive segments of one length
+                form a run, one ``scaled_dot_product_attention`` call per run, pinned to cuDNN on CUDA
+                (1.3-1.6x FlashAttention varlen at head_dim 72 on an H200 when segments are long).
+                Driven by ``seqlens`` on the host, so the layout is part of the call: uncaptured runs
+                only (a graph would keep the layout it was captured with). ``dense_layout`` says
+                whether a layout is worth it.
     ``auto``:   ``varlen`` for half-precision CUDA tensors whose head_dim is a multiple of 8 (what
                 FlashAttention takes), ``sdpa`` otherwise.
 """
@@ -32,9 +38,12 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "sdpa", "varlen", "cudnn")
+BACKENDS = ("auto", "sdpa", "varlen", "cudnn", "dense")
 CAPTURABLE = ("varlen", "cudnn")  # preference order: the first wins a tie in ``fastest_backend``
 _HALF = (torch.float16, torch.bfloat16)
+# ``dense_layout``: the fewest tokens per segment and the most runs for which ``dense`` is chosen.
+DENSE_MIN_SEQLEN = 256
+DENSE_MAX_RUNS = 4
 
 
 def varlen_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -74,6 +83,64 @@ def available_backends(device: torch.device, dtype: torch.dtype, head_dim: int) 
     return [b for b in CAPTURABLE if ok[b](torch.device(device), dtype, head_dim)]
 
 
+def dense_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether the ``dense`` backend runs these tensors on cuDNN: fp16/bf16 CUDA tensors, head_dim a
+    multiple of 8 up to 128, and a torch built with cuDNN. (Elsewhere ``dense`` still runs, through
+    torch's default SDPA.)"""
+    return (device.type == "cuda" and dtype in _HALF and head_dim % 8 == 0 and head_dim <= 128
+            and torch.backends.cudnn.is_available())
+
+
+def segment_runs(seqlens: Sequence[int]) -> list[tuple[int, int]]:
+    """``(count, length)`` of each run of consecutive segments with one length; zero-length
+    segments hold no tokens and are skipped. ``[784, 784, 0, 784, 196] -> [(3, 784), (1, 196)]``."""
+    runs: list[tuple[int, int]] = []
+    for n in seqlens:
+        if n <= 0:
+            continue
+        if runs and runs[-1][1] == n:
+            runs[-1] = (runs[-1][0] + 1, n)
+        else:
+            runs.append((1, n))
+    return runs
+
+
+def dense_layout(seqlens: Sequence[int], min_seqlen: int = DENSE_MIN_SEQLEN, max_runs: int = DENSE_MAX_RUNS) -> bool:
+    """Whether ``dense`` suits this layout: at most ``max_runs`` runs (one call each) and every
+    segment at least ``min_seqlen`` tokens (short segments gain little and would multiply cuDNN's
+    cached graphs, one per ``[B, L]`` shape)."""
+    runs = segment_runs(seqlens)
+    return 0 < len(runs) <= max_runs and all(n >= min_seqlen for _, n in runs)
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqlens: Sequence[int]) -> torch.Tensor:
+    """Attention over ``[T, H, D]`` segments, one ``[B, H, L, D]`` SDPA call per run of equal lengths
+    (cuDNN on CUDA where ``dense_supported``, torch's default kernel choice elsewhere)."""
+    from contextlib import nullcontext
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    total = sum(n for n in seqlens if n > 0)
+    if total != q.shape[0]:
+        raise ValueError(f"segment lengths add up to {total}, but there are {q.shape[0]} tokens")
+    heads, dim = q.shape[1:]
+    pin = sdpa_kernel(SDPBackend.CUDNN_ATTENTION) if dense_supported(q.device, q.dtype, dim) else nullcontext()
+    outs, start = [], 0
+    with pin:
+        for count, length in segment_runs(seqlens):
+            n = count * length
+
+            def bhld(x: torch.Tensor) -> torch.Tensor:  # [n, H, D] -> [B, H, L, D] (a view)
+                return x[start : start + n].view(count, length, heads, dim).transpose(1, 2)
+
+            o = F.scaled_dot_product_attention(bhld(q), bhld(k), bhld(v))
+            outs.append(o.transpose(1, 2).reshape(n, heads, dim))
+            start += n
+    if not outs:
+        return torch.empty_like(q)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
     """Maps ``auto`` to a concrete backend for these tensors; validates the name."""
     if backend not in BACKENDS:
@@ -108,7 +175,7 @@ def varlen_attention(
         q, k, v: ``[T, H, D]``, same dtype.
         cu_seqlens: ``[S + 1]`` int32 segment boundaries on q's device; ``cu_seqlens[-1] == T``.
         max_seqlen: an upper bound on the longest segment (used by ``varlen`` and ``cudnn``).
-        seqlens: the S segment lengths on the host (used by ``sdpa``); may include zeros.
+        seqlens: the S segment lengths on the host (used by ``sdpa`` and ``dense``); may include zeros.
         backend: one of ``BACKENDS``.
 
     Returns:
@@ -125,7 +192,9 @@ def varlen_attention(
                                max_seqlen_q=bound, max_seqlen_kv=bound, return_lse=False)
         return out
     if seqlens is None:
-        raise ValueError("the 'sdpa' attention backend needs the segment lengths on the host (seqlens)")
+        raise ValueError(f"the {backend!r} attention backend needs the segment lengths on the host (seqlens)")
+    if backend == "dense":
+        return dense_attention(q, k, v, seqlens)
     out = torch.empty_like(q)
     start = 0
     for n in seqlens:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..encoders.attention import available_backends, fastest_backend, resolve_backend
+from ..encoders.attention import available_backends, dense_layout, dense_supported, fastest_backend, resolve_backend
 from . import graphs
 from .graphs import PlanLayout, upload, with_tensors
 from .grid import Bucket, ModalityGrid
@@ -86,19 +86,23 @@ class Lane:
         device: the runtime's device.
         use_graphs: capture CUDA graphs for graph buckets (CUDA only).
         attention: the attention backend of every run, or ``"auto"``: the encoder's default.
+        eager_attention: uncaptured runs' backend: ``"auto"`` takes ``dense`` (cuDNN over runs of
+            equal-length segments) where the layout suits it (``encoders.attention.dense_layout``)
+            and ``attention`` is ``"auto"`` or ``"fastest"``, else the lane's backend; or a backend name.
     """
 
     PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
     TIMINGS_PENDING = 4096  # unresolved CUDA timings kept; past that the oldest is waited for
 
     def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
-                 attention: str = "auto"):
+                 attention: str = "auto", eager_attention: str = "auto"):
         self.spec = spec
         self.modality = spec.name
         self.encoder = spec.encoder
         self.device = device
         self.use_graphs = use_graphs
         self.attention = attention
+        self.eager_attention = eager_attention
         buckets = grid.buckets if grid is not None else ()
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
@@ -150,6 +154,17 @@ class Lane:
         enc = self.encoder
         name = enc.attn_backend if self.attention in ("auto", "fastest") else self.attention
         return resolve_backend(name, self.device, enc.dtype, enc.head_dim)
+
+    def eager_backend(self, seqlens) -> str:
+        """The backend of an uncaptured run over segments ``seqlens`` (see ``eager_attention``)."""
+        if self.eager_attention != "auto":
+            enc = self.encoder
+            return resolve_backend(self.eager_attention, self.device, enc.dtype, enc.head_dim)
+        enc = self.encoder
+        if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
+                and dense_layout(seqlens)):
+            return "dense"
+        return self.backend()
 
     def candidates(self) -> list[str]:
         """Backends a graph bucket chooses from by measurement: every capturable one with
@@ -325,10 +340,11 @@ class Lane:
         m = self.spec
         inputs = m.input_buffer(sum(m.rows(s) for s in shapes), self.device, zero=False)
         m.fill(requests, shapes, inputs)
-        plan = upload(m.plan(shapes), self.device)
-        # The backend asked for, not a measured choice: measured on an H200, cuDNN's per-call host
-        # work made uncaptured runs slower (8 images 448x448: 23.2 vs 16.2 ms), whatever it saves in a graph.
-        outputs = m.run(inputs, plan, self.backend())
+        host_plan = m.plan(shapes)
+        plan = upload(host_plan, self.device)
+        # Not the frontend's ``cudnn`` (its per-call host work made uncaptured runs slower on an
+        # H200: 8 images 448x448 23.2 vs 16.2 ms), but torch's own cuDNN SDPA on equal-length runs.
+        outputs = m.run(inputs, plan, self.eager_backend(host_plan.seqlens))
         return (*outputs, row_flags(outputs))
 
     def _fallback(self, request, shape, index: int) -> tuple[torch.Tensor, ...]:

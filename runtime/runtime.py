@@ -96,10 +96,15 @@ class EncoderRuntime:
             ``"fastest"`` (each graph bucket captures every capturable backend -- cuDNN too, with the
             ``cudnn`` extra -- times them on a typical fill and keeps the fastest; eager runs keep the
             encoder's backend), or one backend name for every run.
+        eager_attention: the backend of uncaptured runs (eager buckets, fallbacks): ``"auto"``
+            takes ``dense`` -- torch's cuDNN attention over runs of equal-length segments, e.g. one
+            large image or a video's frames -- where the layout suits it, else ``attention``'s
+            backend; or one backend name.
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
-                 use_cuda_graphs: bool | None = None, trace_path=None, attention: str = "auto"):
+                 use_cuda_graphs: bool | None = None, trace_path=None, attention: str = "auto",
+                 eager_attention: str = "auto"):
         if vision is None and audio is None:
             raise ValueError("EncoderRuntime needs at least one encoder (vision= or audio=)")
         grid = grid or BucketGrid.default()
@@ -113,8 +118,10 @@ class EncoderRuntime:
                 raise ValueError(f"encoder is on {enc.device} but the runtime's device is {self.device}")
         if attention not in ("auto", "fastest", *BACKENDS):
             raise ValueError(f"attention={attention!r}: use 'auto', 'fastest' or one of {BACKENDS}")
+        if eager_attention not in BACKENDS:
+            raise ValueError(f"eager_attention={eager_attention!r}: use one of {BACKENDS}")
         names = [e.attn_backend if attention in ("auto", "fastest") else attention for e in encoders]
-        capturable = all(resolve_backend(n, self.device, e.dtype, e.head_dim) != "sdpa"
+        capturable = all(resolve_backend(n, self.device, e.dtype, e.head_dim) not in ("sdpa", "dense")
                          for n, e in zip(names, encoders))
         if use_cuda_graphs is None:
             use_cuda_graphs = self.device.type == "cuda" and capturable
@@ -123,13 +130,15 @@ class EncoderRuntime:
         if use_cuda_graphs and not capturable:
             raise ValueError(
                 "CUDA graphs need a capturable attention backend (bf16/fp16, head_dim a multiple of 8); "
-                "these encoders resolve to 'sdpa' -- use bf16 weights or use_cuda_graphs=False"
+                "these encoders resolve to 'sdpa' (or 'dense' was asked for) -- use bf16 weights or use_cuda_graphs=False"
             )
         self.use_cuda_graphs = use_cuda_graphs
         _check_memory(self.device, grid, vision, audio, use_cuda_graphs)
-        self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention)
+        self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention,
+                            eager_attention)
                        if vision is not None else None)
-        self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention)
+        self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
+                           eager_attention)
                       if audio is not None else None)
         self._lock = threading.Lock()
         self.captures = 0

@@ -1,5 +1,6 @@
 """Attention backends on the CPU: which backends are offered where, the ``cudnn`` backend's refusals
-without its package or a GPU, and ``fastest_backend``'s choice under fake timers."""
+without its package or a GPU, ``fastest_backend``'s choice under fake timers, and the ``dense``
+backend's runs against per-segment SDPA."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 from omnienc.encoders.attention import (
     BACKENDS,
     CAPTURABLE,
+    DENSE_MAX_RUNS,
     available_backends,
     cudnn_available,
+    dense_layout,
     fastest_backend,
     resolve_backend,
+    segment_runs,
     varlen_attention,
 )
 
@@ -110,3 +114,42 @@ def test_attn_bench_cudnn_column_says_why_it_is_absent():
     assert "cudnn" in attn_bench.KERNELS and attn_bench.KERNELS[-1] == "cudnn_ragged"
     fn = attn_bench._kernel("cudnn", attn_bench.Case("e", 2, 8, (4, 4)), torch.tensor([0, 4, 8]), 4)
     assert callable(fn) if cudnn_available() else fn == "nvidia-cudnn-frontend not importable"
+
+
+# --- dense: runs of equal-length segments ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seqlens,runs", [
+    ((784,), [(1, 784)]),
+    ((784, 784, 0, 784, 196), [(3, 784), (1, 196)]),
+    ((0, 0), []),
+    ((5, 7, 5), [(1, 5), (1, 7), (1, 5)]),
+    ((3520,), [(1, 3520)]),
+])
+def test_segment_runs(seqlens, runs):
+    assert segment_runs(seqlens) == runs
+
+
+def test_dense_layout_wants_few_long_runs():
+    assert dense_layout((3520,)) and dense_layout((784,) * 8) and dense_layout((784,) * 8 + (0,) * 3)
+    assert not dense_layout((104, 26))  # audio windows: short
+    assert not dense_layout((784, 196))  # a short segment
+    assert not dense_layout(tuple(range(300, 300 + DENSE_MAX_RUNS + 1)))  # too many runs
+    assert not dense_layout(())
+    assert dense_layout((784, 196), min_seqlen=196)
+
+
+@pytest.mark.parametrize("seqlens", [(9,), (6, 6, 6), (6, 6, 0, 6, 4, 4, 11), (0, 3, 0, 3, 5)])
+def test_dense_matches_per_segment_sdpa(seqlens):
+    g = torch.Generator().manual_seed(sum(seqlens))
+    qkv = torch.randn(sum(seqlens), 3, 2, 8, generator=g)
+    q, k, v = qkv.unbind(1)  # strided views, as the encoders pass them
+    cu = torch.tensor([0, *torch.tensor(seqlens).cumsum(0).tolist()], dtype=torch.int32)
+    ref = varlen_attention(q, k, v, cu, max(seqlens), seqlens, "sdpa")
+    out = varlen_attention(q, k, v, cu, max(seqlens), seqlens, "dense")
+    assert out.shape == q.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="add up to"):
+        varlen_attention(q, k, v, cu, max(seqlens), (*seqlens, 1), "dense")
+    with pytest.raises(ValueError, match="'dense' attention backend needs the segment lengths"):
+        varlen_attention(q, k, v, cu, max(seqlens), None, "dense")

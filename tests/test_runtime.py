@@ -376,3 +376,31 @@ def test_a_grid_that_cannot_fit_is_refused_before_allocation(encoders, monkeypat
         EncoderRuntime(vision=vis, audio=aud, grid=grid)
     monkeypatch.setattr(os, "sysconf", real)
     EncoderRuntime(vision=vis, audio=aud, grid=grid)  # fits the real machine
+
+
+def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders, monkeypatch):
+    """``eager_attention="auto"``: long equal-length segments (one big image, a video's frames) run
+    ``dense`` where it is supported; anything else keeps the lane's backend. The eager path with
+    ``dense`` (torch's default SDPA on the CPU) gives the direct encoder's outputs."""
+    from omnienc.runtime import lane as lane_mod
+
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    lane = rt.vision
+    assert lane.eager_backend((3520,)) == "sdpa"  # the CPU: no cuDNN attention
+    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
+    assert lane.eager_backend((3520,)) == "dense" and lane.eager_backend((784,) * 8) == "dense"
+    assert lane.eager_backend((784, 196)) == "sdpa" and rt.audio.eager_backend((104, 26)) == "sdpa"
+    lane.eager_attention = "sdpa"
+    assert lane.eager_backend((3520,)) == "sdpa"
+    with pytest.raises(ValueError, match="eager_attention='flash'"):
+        EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_attention="flash")
+
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_attention="dense")
+    used = []
+    real = vis.run
+    monkeypatch.setattr(vis, "run", lambda x, plan, backend=None: used.append(backend) or real(x, plan, backend))
+    reqs = [vision_request([[2, 16, 18]], vis.config), vision_request([[1, 20, 20]], vis.config)]  # fit no bucket
+    outs = rt.encode(reqs)
+    assert used == ["dense", "dense"]  # each a fallback, alone
+    check_against_direct(encoders, reqs, outs)
