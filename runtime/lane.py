@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..encoders.attention import available_backends, dense_layout, dense_supported, fastest_backend, resolve_backend
+from ..encoders.attention import (
+    available_backends,
+    dense_layout,
+    dense_supported,
+    fastest_backend,
+    resolve_backend,
+    segment_runs,
+)
 from . import graphs
 from .graphs import PlanLayout, upload, with_tensors
 from .grid import Bucket, ModalityGrid
@@ -93,6 +100,11 @@ class Lane:
 
     PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
     TIMINGS_PENDING = 4096  # unresolved CUDA timings kept; past that the oldest is waited for
+    # ``dense`` builds and keeps one cuDNN graph per [B, L] shape (~45 ms to build on an H200, host
+    # memory kept for the process): a shape runs dense from its second sighting, and at most this
+    # many shapes ever do (later new shapes keep the lane's backend).
+    DENSE_AFTER = 2
+    DENSE_SHAPES = 64
 
     def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
                  attention: str = "auto", eager_attention: str = "auto"):
@@ -103,6 +115,7 @@ class Lane:
         self.use_graphs = use_graphs
         self.attention = attention
         self.eager_attention = eager_attention
+        self._dense_seen: dict[tuple[int, int], int] = {}  # [B, L] shape -> sightings (<= DENSE_SHAPES keys)
         buckets = grid.buckets if grid is not None else ()
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
@@ -162,9 +175,25 @@ class Lane:
             return resolve_backend(self.eager_attention, self.device, enc.dtype, enc.head_dim)
         enc = self.encoder
         if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
-                and dense_layout(seqlens)):
+                and dense_layout(seqlens) and self._admit_dense(segment_runs(seqlens))):
             return "dense"
         return self.backend()
+
+    def _admit_dense(self, runs: list[tuple[int, int]]) -> bool:
+        """Counts a sighting of each run's shape; True when every one has been seen ``DENSE_AFTER``
+        times and holds a place among the ``DENSE_SHAPES`` admitted."""
+        ok = True
+        for shape in runs:
+            seen = self._dense_seen.get(shape)
+            if seen is None:
+                if len(self._dense_seen) >= self.DENSE_SHAPES:
+                    ok = False
+                    continue
+                seen = 0
+            seen = min(seen + 1, self.DENSE_AFTER)
+            self._dense_seen[shape] = seen
+            ok = ok and seen >= self.DENSE_AFTER
+        return ok
 
     def candidates(self) -> list[str]:
         """Backends a graph bucket chooses from by measurement: every capturable one with

@@ -389,8 +389,15 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     lane = rt.vision
     assert lane.eager_backend((3520,)) == "sdpa"  # the CPU: no cuDNN attention
     monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
-    assert lane.eager_backend((3520,)) == "dense" and lane.eager_backend((784,) * 8) == "dense"
+    # A shape runs dense from its second sighting (cuDNN builds a graph per shape) ...
+    assert [lane.eager_backend((3520,)) for _ in range(3)] == ["sdpa", "dense", "dense"]
+    assert [lane.eager_backend((784,) * 8) for _ in range(2)] == ["sdpa", "dense"]
     assert lane.eager_backend((784, 196)) == "sdpa" and rt.audio.eager_backend((104, 26)) == "sdpa"
+    # ... and at most DENSE_SHAPES shapes ever do: a new one past that keeps the lane's backend.
+    monkeypatch.setattr(lane_mod.Lane, "DENSE_SHAPES", 3)
+    assert [lane.eager_backend((1024,)) for _ in range(2)] == ["sdpa", "dense"]
+    assert [lane.eager_backend((2048,)) for _ in range(3)] == ["sdpa"] * 3
+    assert lane.eager_backend((784,) * 8) == "dense" and len(lane._dense_seen) == 3
     lane.eager_attention = "sdpa"
     assert lane.eager_backend((3520,)) == "sdpa"
     with pytest.raises(ValueError, match="eager_attention='flash'"):
@@ -402,5 +409,5 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     monkeypatch.setattr(vis, "run", lambda x, plan, backend=None: used.append(backend) or real(x, plan, backend))
     reqs = [vision_request([[2, 16, 18]], vis.config), vision_request([[1, 20, 20]], vis.config)]  # fit no bucket
     outs = rt.encode(reqs)
-    assert used == ["dense", "dense"]  # each a fallback, alone
+    assert used == ["dense", "dense"]  # each a fallback, alone; named, so no sightings wait
     check_against_direct(encoders, reqs, outs)

@@ -16,16 +16,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-WORKLOADS = {
-    "image448": ("vision", [[[1, 28, 28]]]),
-    "image720p": ("vision", [[[1, 46, 80]]]),
-    "images8x448": ("vision", [[[1, 28, 28]]] * 8),
-    "video16x448": ("vision", [[[8, 28, 28]]]),
-    "audio10s": ("audio", [[1000]]),
-    "audio30s": ("audio", [[3000]]),
-    "audios8x10s": ("audio", [[1000]] * 8),
-}
-
+from .workloads import WORKLOADS
 
 @dataclass(frozen=True)
 class Variant:
@@ -115,29 +106,16 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def make_requests(vis, aud, workload, device):
-    import torch
+def direct_fn(vis, aud, inputs):
+    """One eager call of each encoder on the workload's requests of its modality, concatenated."""
 
-    from ..runtime import AudioRequest, VisionRequest
+    def fn():
+        if inputs.vision is not None:
+            vis(inputs.vision[0], inputs.vision[1])
+        if inputs.audio is not None:
+            aud(inputs.audio[0], inputs.audio[1])
 
-    modality, items = WORKLOADS[workload]
-    if modality == "vision":
-        return [VisionRequest(torch.randn(sum(t * h * w for t, h, w in g), vis.in_features, device=device),
-                              torch.tensor(g)) for g in items]
-    return [AudioRequest(torch.randn(aud.config.num_mel_bins, sum(f), device=device), torch.tensor(f)) for f in items]
-
-
-def direct_fn(vis, aud, reqs):
-    """One eager call of the encoder on the workload's requests concatenated."""
-    import torch
-
-    from ..runtime import VisionRequest
-
-    if isinstance(reqs[0], VisionRequest):
-        px, grid = torch.cat([r.pixel_values for r in reqs]), torch.cat([r.grid_thw for r in reqs])
-        return lambda: vis(px, grid)
-    feats, lens = torch.cat([r.input_features for r in reqs], 1), torch.cat([r.feature_lens for r in reqs])
-    return lambda: aud(feats, lens)
+    return fn
 
 
 def run(args) -> int:
@@ -146,6 +124,7 @@ def run(args) -> int:
     from ..runtime import EncoderRuntime
     from .capture import load_grid
     from .models import build_encoders
+    from .workloads import all_workloads, make_inputs
 
     if not torch.cuda.is_available():
         raise SystemExit("omnienc ab: needs a CUDA device")
@@ -156,8 +135,12 @@ def run(args) -> int:
     if unknown:
         raise SystemExit(f"omnienc ab: unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     workloads = args.workloads.split(",")
+    unknown = sorted(set(workloads) - set(WORKLOADS))
+    if unknown:
+        raise SystemExit(f"omnienc ab: unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
     base_vis, base_aud = build_encoders(None, device, "bfloat16", "real")
-    reqs = {w: make_requests(base_vis, base_aud, w, device) for w in workloads}
+    table = all_workloads()
+    inputs = {w: make_inputs(table[w], base_vis.config, base_aud.config, device, torch.bfloat16) for w in workloads}
     results: dict[str, dict[str, float]] = {w: {} for w in workloads}
     extra: dict[str, float] = {}
     with torch.inference_mode():
@@ -171,7 +154,7 @@ def run(args) -> int:
                 extra[f"{name}_compile_s"] = time.perf_counter() - t0
             if v.direct:
                 for w in workloads:
-                    results[w][name] = median_ms(direct_fn(vis, aud, reqs[w]), args.repeats)
+                    results[w][name] = median_ms(direct_fn(vis, aud, inputs[w]), args.repeats)
                 continue
             variant_grid = grid
             if v.every_bucket:
@@ -184,7 +167,7 @@ def run(args) -> int:
             extra[f"{name}_capture_s"] = info["capture_s"]
             extra[f"{name}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
             for w in workloads:
-                rs = reqs[w]
+                rs = inputs[w].requests
                 fn = (lambda: [rt.encode([r]) for r in rs]) if v.unbatched else (lambda: rt.encode(rs))
                 results[w][name] = median_ms(fn, args.repeats)
             rt = None  # frees the graphs and their pool
