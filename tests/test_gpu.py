@@ -269,6 +269,11 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
+    def kept(sample) -> int:  # bytes of the test's own sample (requests and outputs kept on the host)
+        values = [v for pair in sample for x in pair for v in vars(x).values()]
+        tensors = [t for v in values for t in (v if isinstance(v, (list, tuple)) else [v])]
+        return sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
+
     total, threads, warm = 20_000, 16, 2_000
     sample: list = []
     lock = threading.Lock()
@@ -301,7 +306,9 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
                         if done[0] >= warm and "warm" not in mem:
                             torch.cuda.synchronize()
                             mem["warm"] = torch.cuda.memory_allocated()
-                            mem["warm_rss"] = rss()
+                            mem["warm_rss"] = rss() - kept(sample)
+                        if done[0] >= (total + warm) // 2 and "mid_rss" not in mem:
+                            mem["mid_rss"] = rss() - kept(sample)
                 for j, pq, f in pending:
                     out = f.result(timeout=300)
                     if j % 250 == 0:
@@ -318,7 +325,8 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         mem["end"] = torch.cuda.memory_allocated()
-        mem["end_rss"] = rss()
+        mem["end_rss"] = rss() - kept(sample)
+        mem["sample"] = kept(sample)
     finally:
         graphs.capture = real_capture
     s = rt.stats()
@@ -326,8 +334,10 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     line = (f"soak: {total} requests from {threads} threads in {elapsed:.1f} s ({total / elapsed:.0f} req/s), "
             f"{busy[0]} ServiceBusy retries, {s['replays']} replays, {s['eager_runs']} eager runs, "
             f"{s['fallbacks']} fallbacks, padding {s['padded_share']:.3f}; GPU memory allocated after warm-up "
-            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; host RSS "
-            f"{mem.get('warm_rss', 0) / 2**20:.0f} -> {mem['end_rss'] / 2**20:.0f} MiB; captures {rt.captures - captures}; "
+            f"{mem.get('warm', 0) / 2**20:.0f} MiB, at end {mem['end'] / 2**20:.0f} MiB; host RSS less the "
+            f"{mem['sample'] / 2**20:.0f} MiB sample kept "
+            f"{mem.get('warm_rss', 0) / 2**20:.0f} -> {mem.get('mid_rss', 0) / 2**20:.0f} (half way) -> "
+            f"{mem['end_rss'] / 2**20:.0f} MiB; captures {rt.captures - captures}; "
             f"pending timings {max(len(lane._timings) for lane in rt.lanes())}")
     FIGURES.append(line)
     print(line)
@@ -336,7 +346,10 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     assert rt.captures == captures
     assert s["requests"] >= total
     assert growth < 256 * 2**20, line
-    assert mem["end_rss"] - mem.get("warm_rss", mem["end_rss"]) < 512 * 2**20, line  # the sample is ~0.1 GB
+    # Host memory (less the sample) levels off: caches that fill once (plans, cuDNN's graphs of
+    # admitted dense shapes, allocator arenas) fill early; the second half adds little.
+    assert mem["end_rss"] - mem.get("mid_rss", mem["end_rss"]) < 128 * 2**20, line
+    assert mem["end_rss"] - mem.get("warm_rss", mem["end_rss"]) < 384 * 2**20, line
     assert all(len(lane._timings) <= lane.TIMINGS_PENDING for lane in rt.lanes())
     check_outputs(rt.vision.encoder, rt.audio.encoder, [q for q, _ in sample], [_to(o, CUDA) for _, o in sample])
 

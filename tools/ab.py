@@ -2,7 +2,10 @@
 
 Every variant is built from real constructor and grid parameters (``with_options`` views of the same
 encoders, ``EncoderRuntime`` arguments, grid fields), on the same random real-size weights and the
-same inputs already on the GPU. Timing: CUDA events, median over repeats after warm-up.
+same inputs already on the GPU. Every variant is built first, then timed in rounds that alternate
+the variants (each round: every workload, every variant, a few calls after a warm-up call), so a
+slow spell of the host or the card falls on all of them alike. Timing: CUDA events around each call;
+the median of all rounds' calls.
 
 Variants retired after their A/B (results in docs/BENCHMARKS.md): stacked vs three audio q/k/v GEMMs,
 GEMM vs cuDNN first audio convolution, compiled audio blocks alone, the max_seqlen diagnostic.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -82,14 +86,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma list (default: {','.join(DEFAULT_VARIANTS)}; 'all' for every one)")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list (default: all): {','.join(WORKLOADS)}")
-    p.add_argument("--repeats", type=int, default=50, help="timed calls per cell (default 50)")
+    p.add_argument("--repeats", type=int, default=50, help="timed calls per cell, over all rounds (default 50)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds the calls are spread over (default 5)")
     p.add_argument("--grid", help="bucket grid YAML (default: packaged)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(func=run)
     return p
 
 
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
+def sample_ms(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """``repeats`` timings of ``fn`` in ms (CUDA events, each call waited for) after ``warmup`` calls."""
     import torch
 
     for _ in range(warmup):
@@ -103,7 +109,7 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
         b.record()
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return times
 
 
 def direct_fn(vis, aud, inputs):
@@ -141,8 +147,9 @@ def run(args) -> int:
     base_vis, base_aud = build_encoders(None, device, "bfloat16", "real")
     table = all_workloads()
     inputs = {w: make_inputs(table[w], base_vis.config, base_aud.config, device, torch.bfloat16) for w in workloads}
-    results: dict[str, dict[str, float]] = {w: {} for w in workloads}
     extra: dict[str, float] = {}
+    fns: dict[str, dict] = {}  # variant -> workload -> a call doing the workload once
+    keep = []  # the variants' runtimes, alive until every round is done
     with torch.inference_mode():
         for name in variants:
             v = VARIANTS[name]
@@ -153,8 +160,7 @@ def run(args) -> int:
                 aud.compile_blocks()
                 extra[f"{name}_compile_s"] = time.perf_counter() - t0
             if v.direct:
-                for w in workloads:
-                    results[w][name] = median_ms(direct_fn(vis, aud, inputs[w]), args.repeats)
+                fns[name] = {w: direct_fn(vis, aud, inputs[w]) for w in workloads}
                 continue
             variant_grid = grid
             if v.every_bucket:
@@ -164,16 +170,25 @@ def run(args) -> int:
                 })
             rt = EncoderRuntime(vision=vis, audio=aud, grid=variant_grid, device=device, **v.runtime)
             info = rt.capture(progress=False)
+            keep.append(rt)
             extra[f"{name}_capture_s"] = info["capture_s"]
             extra[f"{name}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
+
+            def call(rt=rt, rs=None, unbatched=v.unbatched):
+                return (lambda: [rt.encode([r]) for r in rs]) if unbatched else (lambda: rt.encode(rs))
+
+            fns[name] = {w: call(rs=inputs[w].requests) for w in workloads}
+        rounds = max(1, args.rounds)
+        per_round = max(1, -(-args.repeats // rounds))
+        samples = {w: {name: [] for name in variants} for w in workloads}
+        for r in range(rounds):
             for w in workloads:
-                rs = inputs[w].requests
-                fn = (lambda: [rt.encode([r]) for r in rs]) if v.unbatched else (lambda: rt.encode(rs))
-                results[w][name] = median_ms(fn, args.repeats)
-            rt = None  # frees the graphs and their pool
-            torch.cuda.empty_cache()
+                for name in variants:
+                    samples[w][name] += sample_ms(fns[name][w], per_round, warmup=3 if r == 0 else 1)
+    results = {w: {name: statistics.median(ts) for name, ts in row.items()} for w, row in samples.items()}
     card = torch.cuda.get_device_name(device)
-    print(f"A/B on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; median ms over {args.repeats} repeats")
+    print(f"A/B on {card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}; median ms of "
+          f"{per_round * rounds} calls in {rounds} alternating rounds")
     print("| workload | " + " | ".join(variants) + " |")
     print("|---|" + "---:|" * len(variants))
     for w in workloads:
@@ -183,6 +198,7 @@ def run(args) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"card": card, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                       "variants": {k: VARIANTS[k].what for k in variants}, "results": results, "extra": extra},
+                       "variants": {k: VARIANTS[k].what for k in variants}, "rounds": rounds,
+                       "results": results, "samples_ms": samples, "extra": extra},
                       f, indent=2)
     return 0
