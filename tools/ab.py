@@ -72,7 +72,7 @@ VARIANTS = {
     "graphs_cudnn": Variant("graphs with cuDNN attention everywhere", runtime={"attention": "cudnn"}),
     "graphs_eager_varlen": Variant("graphs with uncaptured runs on FA2 varlen (no dense cuDNN runs)",
                                    runtime={"eager_attention": "varlen"}),
-    "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths, any layout)",
+    "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths), any layout, no admission",
                                   runtime={"eager_attention": "dense"}),
 }
 DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_unfused", "graphs_gelu_torch", "graphs_gelu_triton",
