@@ -193,6 +193,31 @@ def check_outputs(native_vis, native_aud, reqs, outs):
             assert REPLAY_ERR[-1] < 3e-2 and cosine(a, b) > 0.9995
 
 
+@pytest.mark.parametrize("grid", [[[1, 46, 80]], [[8, 28, 28]], [[1, 60, 60], [1, 20, 34], [1, 20, 34]]],
+                         ids=["image720p", "video16x448", "mixed"])
+@torch.inference_mode()
+def test_dense_eager_runs_match_hf(vision_models, runtime, grid):
+    """Uncaptured runs on ``dense`` (a shape's second sighting on): as accurate against HF float32
+    as HF's own bf16, like the encoder on FlashAttention."""
+    hf32, hf16, _ = vision_models
+    rt, _ = runtime
+    from omnienc.runtime import VisionRequest
+
+    n = sum(t * h * w for t, h, w in grid)
+    px = torch.randn(n, rt.vision.encoder.in_features, device=CUDA)
+    g = torch.tensor(grid, device=CUDA)
+    ref, h16 = hf32(px, grid_thw=g), hf16(px.bfloat16(), grid_thw=g)
+    seqlens = [h * w for t, h, w in grid for _ in range(t)]
+    assert rt.vision.eager_attention == "auto" and rt.vision.eager_backend(seqlens) in ("varlen", "dense")
+    assert rt.vision.eager_backend(seqlens) == "dense"  # the second sighting: admitted
+    reqs = [VisionRequest(px, torch.tensor(grid))]  # one request: above graphs_up_to, an eager run
+    out = rt.encode(reqs)[0]
+    name = f"runtime dense {'+'.join(f'{t}x{h}x{w}' for t, h, w in grid)}"
+    report(f"{name} embeds", ref.pooler_output, h16.pooler_output, out.embeds)
+    for i, (a, b, c) in enumerate(zip(ref.deepstack_features, h16.deepstack_features, out.deepstack)):
+        report(f"{name} deepstack[{i}]", a, b, c)
+
+
 def test_every_bucket_replays_to_the_eager_result(runtime, monkeypatch):
     """Two random mixes per bucket of the default grid (no stale data between them); no capture."""
     from omnienc.runtime import graphs
