@@ -183,16 +183,16 @@ def encode_ms(rt, requests: list, repeats: int, warmup: int = 2) -> dict:
 
 
 def closed_loop(rt, requests: list, seconds: float, *, max_wait_ms: float, max_batch: int, cost,
-                encode_repeats: int = 20, warmup: int = 2) -> dict:
+                encode_repeats: int = 20, warmup: int = 2, **options) -> dict:
     """One client thread per request of ``requests``, each submitting its request, waiting for the
-    result and submitting again for ``seconds`` over ``EncoderService([rt])``; compared with one
-    ``rt.encode(requests)``."""
+    result and submitting again for ``seconds`` over ``EncoderService([rt], **options)``; compared
+    with one ``rt.encode(requests)``."""
     ref = encode_ms(rt, requests, encode_repeats)
     clients = len(requests)
     done_at: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     stop, start = threading.Event(), threading.Barrier(clients + 1)
-    svc = EncoderService([rt], max_wait_ms=max_wait_ms, max_batch=max_batch, cost=cost)
+    svc = EncoderService([rt], max_wait_ms=max_wait_ms, max_batch=max_batch, cost=cost, **options)
 
     def client(i: int) -> None:
         try:
