@@ -33,7 +33,7 @@ class BatchPolicy:
 
     max_wait_ms: float = 2.0
     max_batch: int = 64
-    quiet_ms: float | None = 0.3
+    quiet_ms: float | None = None
 
     def __post_init__(self) -> None:
         w = self.max_wait_ms

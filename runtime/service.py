@@ -5,9 +5,11 @@ encode_async``). Requests are validated once, at ``submit``; at most ``max_pendi
 (queued or running): past that, ``submit`` waits up to its timeout and raises ``ServiceBusy``.
 
 Threads:
-    batcher      when a device has room, closes a batch by ``batching.BatchPolicy`` (``max_wait_ms``
-                 after the oldest pending request's arrival, or at ``max_batch``: the rule the
-                 ``replay`` simulator applies to traces), packs it with the runtime's own packing, and
+    batcher      when a device has room (idle, or its batch in flight predicted to end within a
+                 launch's host time), closes a batch by ``batching.BatchPolicy`` (``max_wait_ms``
+                 after the oldest pending request's arrival, ``quiet_ms`` after the newest with none
+                 since, or at ``max_batch``: the rule the ``replay`` simulator applies to traces),
+                 packs it with the runtime's own packing, and
                  sends each pack to the device predicted to finish it first: the predicted time still
                  queued on each device plus the pack's own (``cost``).
     launcher     one per device: ``runtime.launch`` (host work, enqueue; no waiting for the GPU), so it
@@ -110,8 +112,9 @@ class EncoderService:
             same grid and encoders).
         max_wait_ms: how long a batch waits for more requests after its first one (finite, >= 0).
         quiet_ms: a batch closes earlier once no request arrived for this long after its last one
-            (finite, >= 0; None: off). A burst (clients answered together submitting again) is
-            batched whole without waiting out ``max_wait_ms``.
+            (finite, >= 0; None, the default: off). A burst (clients answered together submitting
+            again) then goes whole without waiting out ``max_wait_ms``; but traffic whose batches
+            cost mostly a fixed time per run can lose throughput to smaller batches: measure first.
         max_batch: at most this many requests per batch (an integer >= 1).
         max_pending: at most this many requests outstanding, queued or running (an integer >= 1).
         output_device: where results are delivered (default: the device that encoded them); the copy
@@ -122,7 +125,7 @@ class EncoderService:
 
     def __init__(self, runtimes: EncoderRuntime | Sequence[EncoderRuntime], max_wait_ms: float = 2.0,
                  max_batch: int = 64, max_pending: int = 1024, output_device=None,
-                 cost: Callable | None = None, quiet_ms: float | None = 0.3):
+                 cost: Callable | None = None, quiet_ms: float | None = None):
         rts = [runtimes] if isinstance(runtimes, EncoderRuntime) or not isinstance(runtimes, Sequence) else list(runtimes)
         if not rts:
             raise ValueError("EncoderService: needs at least one runtime")
@@ -219,7 +222,7 @@ class EncoderService:
             self._room.notify()
 
     # -- batcher --------------------------------------------------------------------------------
-    JOBS_PER_DEVICE = 2  # one running on the GPU, one prepared behind it; the rest waits to batch up
+    JOBS_PER_DEVICE = 2  # one running on the GPU, one enqueued behind it near its end; the rest batches up
 
     def _take(self) -> list | None:
         """The next batch: once a device is free (or about to be), up to ``max_batch`` pending

@@ -111,7 +111,7 @@ def main(argv=None) -> None:
     p.add_argument("--host-ms", type=float, default=0.2, help="host time of one launch (default 0.2)")
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--quiet-ms", type=float, default=0.3, help="the service's quiet_ms; negative: off")
+    p.add_argument("--quiet-ms", type=float, default=-1, help="the service's quiet_ms (default: off)")
     args = p.parse_args(argv)
     for name in args.workloads.split(","):
         r = run(name, args.seconds, args.host_ms, max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
