@@ -1,10 +1,11 @@
 """When requests are batched together: the service's rule, one implementation (pure, no torch).
 
 The rule (``BatchPolicy``): a batch opens at the first pending arrival and closes at
-``deadline(first) = first + max_wait_ms``, or as soon as ``max_batch`` requests are pending
-(``full``), whichever comes first. One worker runs the batches one after another: what arrives while
-it is busy waits; when it frees, a batch whose deadline has already passed (or that is already full)
-goes at once, else it waits for its deadline or to fill up.
+``deadline(first) = first + max_wait_ms``, as soon as ``max_batch`` requests are pending (``full``),
+or once no request arrived for ``quiet_ms`` after the last one (``quiet``: a burst, e.g. closed-loop
+clients answered together coming back, is over), whichever comes first. One worker runs the batches
+one after another: what arrives while it is busy waits; when it frees, a batch that has already
+closed goes at once, else it waits for its close.
 
 ``EncoderService`` applies the rule in real time; ``group_arrivals`` applies it to a trace, so the
 ``replay`` simulator and the tuner batch exactly as the service does. ``group_windows`` keeps the
@@ -26,10 +27,13 @@ class BatchPolicy:
     Attributes:
         max_wait_ms: Milliseconds the worker waits after the first pending request, finite, >= 0.
         max_batch: Most requests (both modalities together) in one batch, an integer >= 1.
+        quiet_ms: Milliseconds without a new arrival after which a batch closes early, finite,
+            >= 0; None: never early (only ``max_wait_ms`` or ``max_batch`` close it).
     """
 
     max_wait_ms: float = 2.0
     max_batch: int = 64
+    quiet_ms: float | None = None
 
     def __post_init__(self) -> None:
         w = self.max_wait_ms
@@ -44,8 +48,12 @@ class BatchPolicy:
             raise ValueError(f"max_batch={b!r} must be an integer >= 1 (requests per batch)") from None
         if b < 1:
             raise ValueError(f"max_batch={b} must be >= 1 (requests per batch)")
+        q = self.quiet_ms
+        if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) or q < 0):
+            raise ValueError(f"quiet_ms={q!r} must be a finite number of milliseconds >= 0, or None (off)")
         object.__setattr__(self, "max_wait_ms", float(w))
         object.__setattr__(self, "max_batch", b)
+        object.__setattr__(self, "quiet_ms", None if q is None else float(q))
 
     def deadline(self, first_arrival_s: float) -> float:
         """When a batch whose first pending request arrived at ``first_arrival_s`` closes, in seconds
@@ -56,8 +64,18 @@ class BatchPolicy:
         """Whether ``n`` pending requests make a full batch (it goes at once)."""
         return n >= self.max_batch
 
+    def close_at(self, first_arrival_s: float, last_arrival_s: float) -> float:
+        """When a batch closes if it does not fill up: its deadline, or ``quiet_ms`` after its last
+        arrival, whichever is first (seconds on the arrivals' clock)."""
+        close = first_arrival_s + self.max_wait_ms / 1e3
+        if self.quiet_ms is not None:
+            close = min(close, last_arrival_s + self.quiet_ms / 1e3)
+        return close
+
     def describe(self) -> str:
-        return f"service rule: wait up to {self.max_wait_ms:g} ms after the first request, at most {self.max_batch} per batch"
+        quiet = "" if self.quiet_ms is None else f" (or {self.quiet_ms:g} ms after the last while none arrives)"
+        return (f"service rule: wait up to {self.max_wait_ms:g} ms after the first request{quiet}, "
+                f"at most {self.max_batch} per batch")
 
 
 def _order(times_s: Sequence[float]) -> list[int]:
@@ -73,9 +91,10 @@ def group_arrivals(
     """Applies ``policy`` to arrival times: which requests the service runs together.
 
     A batch opens at the first pending arrival ``t0`` and closes at
-    ``max(free, min(policy.deadline(t0), arrival of the max_batch-th pending request))``, where
-    ``free`` is when the worker finished the previous batch; it takes the pending requests that
-    arrived by then, at most ``max_batch`` (arrival order, ties by index).
+    ``max(free, min(policy.deadline(t0), arrival of the max_batch-th pending request, quiet))``,
+    where ``quiet`` is ``quiet_ms`` after the first pending arrival that the next one does not follow
+    within ``quiet_ms``, and ``free`` is when the worker finished the previous batch; it takes the
+    pending requests that arrived by then, at most ``max_batch`` (arrival order, ties by index).
 
     Args:
         times_s: Arrival time of each request in seconds, finite, any order.
@@ -95,7 +114,13 @@ def group_arrivals(
     while k < n:
         first = times_s[order[k]]
         fills = times_s[order[k + cap - 1]] if k + cap - 1 < n else math.inf
-        close = max(free, min(policy.deadline(first), fills))
+        close = min(policy.deadline(first), fills)
+        if policy.quiet_ms is not None:
+            quiet, j = policy.quiet_ms / 1e3, k
+            while j + 1 < n and j + 1 < k + cap and times_s[order[j + 1]] <= times_s[order[j]] + quiet:
+                j += 1
+            close = min(close, times_s[order[j]] + quiet)
+        close = max(free, close)
         end = k + 1  # the first pending request always goes
         while end < n and end - k < cap and times_s[order[end]] <= close:
             end += 1

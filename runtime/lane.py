@@ -35,14 +35,14 @@ from .packing import BucketSet, pack
 from .stats import BucketStats, ModalityStats, new_modality_stats
 
 
-@dataclass
 class Check:
     """Where one request's output-row finiteness flags are: ``flags[start:stop]`` (host tensor, valid
-    once its run has finished)."""
+    once its run has finished; a pack's requests share one)."""
 
-    flags: torch.Tensor
-    start: int
-    stop: int
+    __slots__ = ("flags", "start", "stop")
+
+    def __init__(self, flags: torch.Tensor, start: int, stop: int):
+        self.flags, self.start, self.stop = flags, start, stop
 
     def ok(self) -> bool:
         return bool(self.flags[self.start : self.stop].all())
@@ -99,6 +99,7 @@ class Lane:
     """
 
     PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
+    SIZE_CACHE_SIZE = 4096  # request shapes whose demand and output rows are kept
     TIMINGS_PENDING = 4096  # unresolved CUDA timings kept; past that the oldest is waited for
     # ``dense`` builds and keeps one cuDNN graph per [B, L] shape (~45 ms to build and ~1.1 MiB of
     # host memory kept for the process, on an H200): a shape runs dense from its second sighting, and at most this
@@ -125,6 +126,9 @@ class Lane:
         if graph_buckets:
             self._allocate(graph_buckets)
         self._plans: OrderedDict = OrderedDict()
+        self._staged = None  # (key, plan) whose bytes the plan buffer holds (stream order), or None
+        self._sizes: dict = {}  # shape -> (demand, output rows)
+        self.last_event = None  # the end event of the last run_pack, if it completed (CUDA)
         self._timings: deque = deque()
         self.captured = False
         self.capture_s = 0.0
@@ -146,10 +150,10 @@ class Lane:
             br.inputs = self.inputs[: m.bucket_rows(b)]
             br.plan = with_tensors(m.plan([], b), layout.views(self.plan_buffer))
 
-    def _host_plan(self, br: BucketRun, shapes: list) -> tuple[object, torch.Tensor]:
+    def _host_plan(self, key: tuple, br: BucketRun, shapes: list) -> tuple[object, torch.Tensor]:
         """(host plan, its bytes in the bucket's layout) from a small LRU cache keyed by bucket and
-        shapes: traffic repeats shapes, and cached bytes are pinned, so staging is asynchronous."""
-        key = (br.bucket, tuple(x for s in shapes for x in s))  # the items, however grouped
+        items (``key``): traffic repeats shapes, and cached bytes are pinned, so staging is
+        asynchronous."""
         hit = self._plans.get(key)
         if hit is not None:
             self._plans.move_to_end(key)
@@ -211,9 +215,32 @@ class Lane:
         return torch.stack(outputs), row_flags(outputs)
 
     def _stage(self, br: BucketRun, shapes: list):
-        plan, packed = self._host_plan(br, shapes)
+        """Puts the pack's plan into the plan buffer (one copy; none when the buffer already holds
+        it: the same bucket and items as the last staging, which runs before in stream order)."""
+        key = (br.bucket, tuple(x for s in shapes for x in s))  # the items, however grouped
+        staged = self._staged
+        if staged is not None and staged[0] == key:
+            return staged[1]
+        plan, packed = self._host_plan(key, br, shapes)
+        self._staged = None
         self.plan_buffer[: br.layout.nbytes].copy_(packed, non_blocking=True)
+        self._staged = (key, plan)
         return plan
+
+    def sizes(self, shape) -> tuple:
+        """``(demand, output rows)`` of a request shape, cached (traffic repeats shapes)."""
+        try:
+            key = tuple(shape)
+            hit = self._sizes.get(key)
+        except TypeError:  # unhashable items (lists): not cached
+            key = hit = None
+        if hit is None:
+            hit = (self.spec.demand(shape), self.spec.out_rows(shape))
+            if key is not None:
+                if len(self._sizes) >= self.SIZE_CACHE_SIZE:
+                    self._sizes.clear()
+                self._sizes[key] = hit
+        return hit
 
     def capture(self, progress=None, pool=None):
         """Captures every graph bucket, largest first, into ``pool`` (a new one if None) on CUDA;
@@ -285,42 +312,50 @@ class Lane:
         here waits for the GPU."""
         self._drain_timings()
         self.stats.requests += len(requests)
+        sizes = [self.sizes(s) for s in shapes]
+        if len(requests) == 1:  # the common case, without the packing's bookkeeping
+            return [self._alone(requests[0], shapes[0], ids[0], sizes[0])]
         results: list = [None] * len(requests)
-        for rep in pack([self.spec.demand(s) for s in shapes], self.bucket_set):
-            idx = list(rep.members)
+        for rep in pack([d for d, _ in sizes], self.bucket_set):
+            idx = rep.members
             try:
                 outs = self.run_pack(rep.bucket, [requests[i] for i in idx], [shapes[i] for i in idx],
-                                     [ids[i] for i in idx])
+                                     [ids[i] for i in idx], [sizes[i] for i in idx])
             except Exception as e:  # noqa: BLE001 - a fault in one pack: find its culprits alone
                 if len(idx) == 1:
                     outs = [(e, None)]
                 else:
-                    outs = [self._alone(requests[i], shapes[i], ids[i]) for i in idx]
+                    outs = [self._alone(requests[i], shapes[i], ids[i], sizes[i]) for i in idx]
             for i, o in zip(idx, outs):
                 results[i] = o
         return results
 
-    def _alone(self, request, shape, index: int) -> tuple[object, Check | None]:
-        rep = pack([self.spec.demand(shape)], self.bucket_set)[0]
+    def _alone(self, request, shape, index: int, size: tuple | None = None) -> tuple[object, Check | None]:
+        size = size or self.sizes(shape)
+        demand = size[0]
         try:
-            return self.run_pack(rep.bucket, [request], [shape], [index])[0]
+            return self.run_pack(self.bucket_set.smallest(demand.size, demand.batch), [request], [shape],
+                                 [index], [size])[0]
         except Exception as e:  # noqa: BLE001 - delivered per request
             return e, None
 
     def run_pack(self, bucket: Bucket | None, requests: list, shapes: list,
-                 ids: list[int]) -> list[tuple[object, Check]]:
+                 ids: list[int], sizes: list | None = None) -> list[tuple[object, Check]]:
         """Runs one pack on ``bucket`` (None: a fallback of one request); returns ``(output, check)``
-        per request. Counts the run in the statistics."""
+        per request. Counts the run in the statistics. ``sizes``: each request's ``sizes(shape)``,
+        if known."""
+        self.last_event = None
         cuda = self.device.type == "cuda"
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         else:
             t0 = time.perf_counter()
-        if bucket is None:
+        br = None if bucket is None else self.buckets[bucket]
+        if br is None:
             outputs = self._fallback(requests[0], shapes[0], ids[0])
-        elif self.buckets[bucket].stats.graph:
-            outputs = self._replay(self.buckets[bucket], requests, shapes)
+        elif br.stats.graph:
+            outputs = self._replay(br, requests, shapes)
         else:
             outputs = self._eager_pack(requests, shapes, ids)
         *tensors, flags = outputs
@@ -329,8 +364,9 @@ class Lane:
             host.copy_(flags, non_blocking=True)
             flags = host
             end.record()
-        units = sum(self.spec.demand(s).size for s in shapes)
-        stat = None if bucket is None else self.buckets[bucket].stats
+        sizes = sizes or [self.sizes(s) for s in shapes]
+        units = sum(d.size for d, _ in sizes)
+        stat = None if br is None else br.stats
         if stat is None:
             self.stats.add_fallback(units)
         else:
@@ -339,19 +375,22 @@ class Lane:
             self._timings.append((stat, start, end))
             while len(self._timings) > self.TIMINGS_PENDING:
                 self._resolve(*self._timings.popleft())
+            self.last_event = end
         else:
             self._add_ms(stat, (time.perf_counter() - t0) * 1e3)
+        output = self.spec.output
+        if len(sizes) == 1 and tensors[0].shape[0] == sizes[0][1]:  # the whole output is the request's
+            return [(output(tuple(tensors)), Check(flags, 0, sizes[0][1]))]
         results, row = [], 0
-        for s in shapes:
-            n = self.spec.out_rows(s)
-            results.append((self.spec.output(tuple(t[row : row + n] for t in tensors)),
-                            Check(flags, row, row + n)))
+        for _, n in sizes:
+            results.append((output(tuple(t[row : row + n] for t in tensors)), Check(flags, row, row + n)))
             row += n
         return results
 
     def _replay(self, br: BucketRun, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
         """Stages the pack into the bucket's static views (one plan copy, one input copy per request)
-        and replays its graph; returns copies of the used output rows and their flags."""
+        and replays its graph; returns copies of the used output rows, and their flags (on CUDA a
+        view of the static flags: the caller copies them to the host right away, in stream order)."""
         plan = self._stage(br, shapes)
         self.spec.fill(requests, shapes, br.inputs)
         if br.graph is not None:
@@ -359,10 +398,11 @@ class Lane:
             outputs = br.outputs
         else:
             outputs = self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
-        used = sum(self.spec.out_rows(s) for s in shapes)
+        used = sum(self.sizes(s)[1] for s in shapes)
         stacked, flags = outputs
         stacked = stacked[:, :used].clone()
-        return (*stacked.unbind(0), flags[:used].clone())
+        flags = flags[:used] if self.device.type == "cuda" else flags[:used].clone()
+        return (*stacked.unbind(0), flags)
 
     def _eager(self, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
         """One eager call on exactly these requests (no padding); outputs and their row flags."""

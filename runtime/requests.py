@@ -91,6 +91,8 @@ def _fail(index: int, kind: str, field: str, problem: str):
 # tensors hold no data).
 INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INPUT_DEVICES = ("cpu", "cuda")
+INT_DTYPES = frozenset(d for d in vars(torch).values() if isinstance(d, torch.dtype)
+                       and not (d.is_floating_point or d.is_complex or d == torch.bool))
 
 
 def _check_device(t: torch.Tensor, index: int, kind: str, field: str) -> None:
@@ -101,11 +103,12 @@ def _check_device(t: torch.Tensor, index: int, kind: str, field: str) -> None:
 def _check_float(t, index: int, kind: str, field: str, ndim: int) -> None:
     if not isinstance(t, torch.Tensor):
         _fail(index, kind, field, f"must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        _fail(index, kind, field, f"must be a floating-point tensor, got {t.dtype}")
     if t.dtype not in INPUT_DTYPES:
+        if not t.is_floating_point():
+            _fail(index, kind, field, f"must be a floating-point tensor, got {t.dtype}")
         _fail(index, kind, field, f"has dtype {t.dtype}; use float16, bfloat16, float32 or float64 (cast it first)")
-    _check_device(t, index, kind, field)
+    if not (t.is_cuda or t.is_cpu):
+        _check_device(t, index, kind, field)
     if t.dim() != ndim:
         _fail(index, kind, field, f"must have {ndim} dimensions, got shape {tuple(t.shape)}")
 
@@ -124,9 +127,10 @@ def check_finite(t: torch.Tensor, index: int, kind: str, field: str) -> None:
 def _int_tensor(t, index: int, kind: str, field: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         _fail(index, kind, field, f"must be an integer torch.Tensor, got {type(t).__name__}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+    if t.dtype not in INT_DTYPES:
         _fail(index, kind, field, f"must be an integer tensor, got {t.dtype}")
-    _check_device(t, index, kind, field)
+    if not (t.is_cuda or t.is_cpu):
+        _check_device(t, index, kind, field)
     return t
 
 
@@ -140,7 +144,7 @@ def validate_vision(req, index: int, in_features: int, merge: int,
     grid = _int_tensor(req.grid_thw, index, kind, "grid_thw")
     if grid.dim() != 2 or grid.shape[1] != 3 or grid.shape[0] == 0:
         _fail(index, kind, "grid_thw", f"must have shape [n, 3] with n >= 1, got {tuple(grid.shape)}")
-    triples = [tuple(int(v) for v in row) for row in grid.tolist()]
+    triples = [tuple(row) for row in grid.tolist()]  # ints: grid is an integer tensor
     for j, (t, h, w) in enumerate(triples):
         if min(t, h, w) <= 0:
             _fail(index, kind, "grid_thw", f"item {j} is {(t, h, w)}: t, h and w must be positive")
@@ -166,7 +170,7 @@ def validate_audio(req, index: int, num_mel_bins: int, finite: bool = True) -> l
     lens = _int_tensor(req.feature_lens, index, kind, "feature_lens")
     if lens.dim() != 1 or lens.shape[0] == 0:
         _fail(index, kind, "feature_lens", f"must be a 1-D tensor of at least one length, got shape {tuple(lens.shape)}")
-    lengths = [int(v) for v in lens.tolist()]
+    lengths = lens.tolist()  # ints: an integer tensor
     if min(lengths) <= 0:
         _fail(index, kind, "feature_lens", f"lengths must be positive, got {lengths}")
     _check_float(req.input_features, index, kind, "input_features", 2)

@@ -55,7 +55,17 @@ class Batch:
         """Per request, its output or the exception it failed with (waits for the batch)."""
         if self._results is None:
             self.wait()
-            self._results = [self._checked(i, o, c) for i, (o, c) in enumerate(self._raw)]
+            packs: dict = {}  # id(flags) -> every row of that pack finite
+            out = []
+            for i, (o, c) in enumerate(self._raw):
+                if c is not None:
+                    ok = packs.get(id(c.flags))
+                    if ok is None:
+                        ok = packs[id(c.flags)] = bool(c.flags.all())
+                    if ok:
+                        c = None
+                out.append(self._checked(i, o, c))
+            self._results = out
         return self._results
 
     def result(self) -> list:
@@ -140,6 +150,8 @@ class EncoderRuntime:
         self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
                            eager_attention)
                       if audio is not None else None)
+        self._vision_dims = (vision.in_features, vision.merge) if vision is not None else None
+        self._mel_bins = audio.config.num_mel_bins if audio is not None else None
         self._lock = threading.Lock()
         self.captures = 0
         self.recorder = None
@@ -196,12 +208,12 @@ class EncoderRuntime:
             if isinstance(r, VisionRequest):
                 if self.vision is None:
                     raise ValueError(f"request {i} (VisionRequest): this runtime has no vision encoder")
-                enc = self.vision.encoder
-                shapes.append(validate_vision(r, i, enc.in_features, enc.merge, finite))
+                in_features, merge = self._vision_dims
+                shapes.append(validate_vision(r, i, in_features, merge, finite))
             elif isinstance(r, AudioRequest):
                 if self.audio is None:
                     raise ValueError(f"request {i} (AudioRequest): this runtime has no audio encoder")
-                shapes.append(validate_audio(r, i, self.audio.encoder.config.num_mel_bins, finite))
+                shapes.append(validate_audio(r, i, self._mel_bins, finite))
             else:
                 raise ValueError(f"request {i}: expected VisionRequest or AudioRequest, got {type(r).__name__}")
         return shapes
@@ -219,15 +231,25 @@ class EncoderRuntime:
         results: list = [None] * len(requests)
         event = None
         with self._lock, self._on_device():
+            last = None  # the lane that ran last
             for lane in self.lanes():
-                idx = [i for i, r in enumerate(requests) if isinstance(r, lane.spec.request_type)]
+                kind = lane.spec.request_type
+                if len(requests) == 1:
+                    idx = [0] if isinstance(requests[0], kind) else []
+                else:
+                    idx = [i for i, r in enumerate(requests) if isinstance(r, kind)]
                 if idx:
                     out = lane.run([requests[i] for i in idx], [shapes[i] for i in idx], idx)
                     for i, o in zip(idx, out):
                         results[i] = o
+                    last = lane
             if self.device.type == "cuda" and requests:
-                event = torch.cuda.Event()
-                event.record()
+                # The last run's end event follows all of this call's work on the stream; a new one
+                # when that run failed (its pack's requests then carry their errors).
+                event = last.last_event if last is not None else None
+                if event is None:
+                    event = torch.cuda.Event()
+                    event.record()
             if self.recorder is not None:
                 for r, s in zip(requests, shapes):
                     (self.recorder.record_vision if isinstance(r, VisionRequest) else self.recorder.record_audio)(s)

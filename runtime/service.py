@@ -5,9 +5,11 @@ encode_async``). Requests are validated once, at ``submit``; at most ``max_pendi
 (queued or running): past that, ``submit`` waits up to its timeout and raises ``ServiceBusy``.
 
 Threads:
-    batcher      when a device has room, closes a batch by ``batching.BatchPolicy`` (``max_wait_ms``
-                 after the oldest pending request's arrival, or at ``max_batch``: the rule the
-                 ``replay`` simulator applies to traces), packs it with the runtime's own packing, and
+    batcher      when a device has room (idle, or its batch in flight predicted to end within a
+                 launch's host time), closes a batch by ``batching.BatchPolicy`` (``max_wait_ms``
+                 after the oldest pending request's arrival, ``quiet_ms`` after the newest with none
+                 since, or at ``max_batch``: the rule the ``replay`` simulator applies to traces),
+                 packs it with the runtime's own packing, and
                  sends each pack to the device predicted to finish it first: the predicted time still
                  queued on each device plus the pack's own (``cost``).
     launcher     one per device: ``runtime.launch`` (host work, enqueue; no waiting for the GPU), so it
@@ -71,6 +73,11 @@ class _Device:
         self.error: str | None = None
         self.batches = self.requests = 0
         self.busy_s = self.last_done = 0.0
+        # Predicting when the batch in flight finishes: measured over predicted ms (of the cost
+        # model), and the host seconds a launch takes; both moving averages.
+        self.scale = 1.0
+        self.launch_s = 0.0
+        self.busy_until = 0.0  # predicted end of the work in flight (perf_counter seconds)
         self.threads: list[threading.Thread] = []
 
     def stats(self) -> dict:
@@ -104,6 +111,10 @@ class EncoderService:
         runtimes: one ``EncoderRuntime`` or a list (one per device, each captured on its own device;
             same grid and encoders).
         max_wait_ms: how long a batch waits for more requests after its first one (finite, >= 0).
+        quiet_ms: a batch closes earlier once no request arrived for this long after its last one
+            (finite, >= 0; None, the default: off). A burst (clients answered together submitting
+            again) then goes whole without waiting out ``max_wait_ms``; but traffic whose batches
+            cost mostly a fixed time per run can lose throughput to smaller batches: measure first.
         max_batch: at most this many requests per batch (an integer >= 1).
         max_pending: at most this many requests outstanding, queued or running (an integer >= 1).
         output_device: where results are delivered (default: the device that encoded them); the copy
@@ -114,7 +125,7 @@ class EncoderService:
 
     def __init__(self, runtimes: EncoderRuntime | Sequence[EncoderRuntime], max_wait_ms: float = 2.0,
                  max_batch: int = 64, max_pending: int = 1024, output_device=None,
-                 cost: Callable | None = None):
+                 cost: Callable | None = None, quiet_ms: float | None = None):
         rts = [runtimes] if isinstance(runtimes, EncoderRuntime) or not isinstance(runtimes, Sequence) else list(runtimes)
         if not rts:
             raise ValueError("EncoderService: needs at least one runtime")
@@ -123,7 +134,7 @@ class EncoderService:
         for rt in rts[1:]:
             if rt.grid != rts[0].grid or [lane.modality for lane in rt.lanes()] != [lane.modality for lane in rts[0].lanes()]:
                 raise ValueError("EncoderService: every runtime needs the same grid and the same encoders")
-        self.policy = BatchPolicy(max_wait_ms, max_batch)  # the batching rule the simulator shares
+        self.policy = BatchPolicy(max_wait_ms, max_batch, quiet_ms)  # the batching rule the simulator shares
         self.max_batch = self.policy.max_batch
         self.max_pending = _positive_int("max_pending", max_pending)
         self.output_device = torch.device(output_device) if output_device is not None else None
@@ -178,7 +189,11 @@ class EncoderService:
             self._outstanding += 1
             self._inflight.add(future)
             self._pending.append((request, shape, future, time.monotonic()))
-            self._cv.notify_all()
+            if len(self._pending) == 1 or self.policy.full(len(self._pending)):
+                # The batcher waits for the first request, then times its close itself (the quiet
+                # window moves with each arrival: it looks again when it runs out); only a full
+                # batch cuts its wait short.
+                self._cv.notify_all()
         future.add_done_callback(self._finished)
         return future
 
@@ -207,28 +222,46 @@ class EncoderService:
             self._room.notify()
 
     # -- batcher --------------------------------------------------------------------------------
-    JOBS_PER_DEVICE = 2  # one running on the GPU, one prepared behind it; the rest waits to batch up
+    JOBS_PER_DEVICE = 2  # one running on the GPU, one enqueued behind it near its end; the rest batches up
 
     def _take(self) -> list | None:
-        """The next batch: when a device has room, up to ``max_batch`` pending requests, once
-        ``max_wait_ms`` passed since the oldest of them arrived (or at once when full)."""
+        """The next batch: once a device is free (or about to be), up to ``max_batch`` pending
+        requests, when the policy closes them (``max_wait_ms`` after the oldest, ``quiet_ms`` after
+        the newest with none since, or at once when full)."""
         with self._cv:
-            while not self._closed and (not self._pending or not self._room_on_a_device()):
-                self._cv.wait()
+            while True:
+                wait = None if not self._pending else self._room_in()
+                if self._closed or wait == 0.0:
+                    break
+                self._cv.wait(wait)
             if not self._pending:
                 return None  # closed and drained
-            deadline = self.policy.deadline(self._pending[0][3])
             while not self.policy.full(len(self._pending)) and not self._closed:
-                left = deadline - time.monotonic()
+                left = self.policy.close_at(self._pending[0][3], self._pending[-1][3]) - time.monotonic()
                 if left <= 0:
                     break
                 self._cv.wait(left)
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
             return batch
 
-    def _room_on_a_device(self) -> bool:
-        return any(d.jobs < self.JOBS_PER_DEVICE for d in self._devices if d.healthy) or \
-            not any(d.healthy for d in self._devices)
+    def _room_in(self) -> float | None:
+        """Seconds until a healthy device has room (0: now; None: until a batch finishes). A device
+        has room when idle, or when its one batch in flight is predicted to finish within the time a
+        launch takes: the next batch is then enqueued behind it, and everything that arrives until
+        then joins that batch. With no healthy device left, now (the work fails over or fails)."""
+        healthy = [d for d in self._devices if d.healthy]
+        if not healthy:
+            return 0.0
+        now, best = time.perf_counter(), None
+        for d in healthy:
+            if d.jobs == 0:
+                return 0.0
+            if d.jobs < self.JOBS_PER_DEVICE:
+                left = d.busy_until - d.launch_s - now
+                if left <= 0:
+                    return 0.0
+                best = left if best is None else min(best, left)
+        return best
 
     def _batch_loop(self) -> None:
         while (batch := self._take()) is not None:
@@ -243,8 +276,10 @@ class EncoderService:
         """Packs ``live`` per modality and sends each pack to the healthy device predicted to finish
         it first; requests of the packs a device gets go to it as one job."""
         healthy = [d for d in self._devices if d.healthy and d is not exclude]
-        devices = [d for d in healthy if d.jobs < self.JOBS_PER_DEVICE] or healthy or \
-            [d for d in self._devices if d is not exclude] or self._devices
+        now = time.perf_counter()
+        devices = [d for d in healthy if d.jobs == 0 or (d.jobs < self.JOBS_PER_DEVICE and
+                                                         d.busy_until - d.launch_s <= now)] or \
+            healthy or [d for d in self._devices if d is not exclude] or self._devices
         jobs: dict[int, list] = {}
         with self._lock:
             for lane in self.runtime.lanes():
@@ -256,6 +291,7 @@ class EncoderService:
                     ms = self.cost(lane.modality, rep, graph)
                     dev = min(devices, key=lambda d: d.queued_ms + ms)
                     dev.queued_ms += ms
+                    dev.busy_until = max(dev.busy_until, now + dev.launch_s) + ms * dev.scale / 1e3
                     jobs.setdefault(dev.index, [[], 0.0])
                     jobs[dev.index][0] += [live[idx[m]] for m in rep.members]
                     jobs[dev.index][1] += ms
@@ -286,6 +322,7 @@ class EncoderService:
             except Exception as e:  # noqa: BLE001 - not a request's own error: the device failed
                 self._device_failed(dev, job, e)
                 continue
+            dev.launch_s += 0.2 * ((time.perf_counter() - t0) - dev.launch_s)
             dev.done_q.put((job, batch, moved, event, t0))
         dev.done_q.put(None)
 
@@ -320,8 +357,11 @@ class EncoderService:
                 self._device_failed(dev, job, e)
                 continue
             now = time.perf_counter()
-            dev.busy_s += now - max(t0, dev.last_done)  # the union of the jobs' spans
+            span = now - max(t0, dev.last_done)
+            dev.busy_s += span  # the union of the jobs' spans
             dev.last_done = now
+            if job.predicted_ms > 0:
+                dev.scale += 0.2 * (min(max(span * 1e3 / job.predicted_ms, 0.05), 20.0) - dev.scale)
             dev.batches += 1
             dev.requests += len(job.requests)
             self._job_done(dev, job)

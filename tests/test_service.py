@@ -322,23 +322,25 @@ def test_output_device_gets_a_copy_and_one_runtime_works_as_a_list(encoders, run
 
 
 def test_the_service_batches_by_the_simulators_rule(encoders, runtime, monkeypatch):
-    """Requests arrive in random clusters (gaps within a cluster well under max_wait, between clusters
-    well over it): the batches the service forms are exactly ``group_arrivals`` of the same times."""
+    """Requests arrive in random clusters (gaps within a cluster well under quiet_ms, or well over it
+and under max_wait; between clusters well over max_wait): the batches the service forms are exactly
+    ``group_arrivals`` of the same times."""
     from omnienc.runtime.batching import BatchPolicy, group_arrivals
 
     rng = random.Random()
-    policy = BatchPolicy(max_wait_ms=60, max_batch=int(rng.choice([3, 4, 100])))
+    policy = BatchPolicy(max_wait_ms=120, max_batch=int(rng.choice([3, 4, 100])), quiet_ms=20)
     times, t = [], 0.0
     for _ in range(5):
         for _ in range(rng.randint(1, 6)):
             times.append(t)
-            t += rng.uniform(0.0, 0.008)
-        t += 0.25
+            t += rng.uniform(0.0, 0.006) if rng.random() < 0.8 else rng.uniform(0.045, 0.055)
+        t += 0.3
     reqs = [small(encoders, rng) for _ in times]
     seen = []
     real = runtime.launch
     monkeypatch.setattr(runtime, "launch", lambda rs, shapes=None: (seen.append([id(r) for r in rs]), real(rs, shapes))[1])
-    with EncoderService(runtime, max_wait_ms=policy.max_wait_ms, max_batch=policy.max_batch) as svc:
+    with EncoderService(runtime, max_wait_ms=policy.max_wait_ms, max_batch=policy.max_batch,
+                        quiet_ms=policy.quiet_ms) as svc:
         t0, futures = time.monotonic(), []
         for at, r in zip(times, reqs):
             time.sleep(max(t0 + at - time.monotonic(), 0.0))
@@ -346,3 +348,30 @@ def test_the_service_batches_by_the_simulators_rule(encoders, runtime, monkeypat
         [f.result(30) for f in futures]
     expect = [sorted(id(reqs[i]) for i in g) for g in group_arrivals(times, policy)]
     assert [sorted(b) for b in seen] == expect
+
+
+def test_a_burst_goes_after_quiet_ms_not_max_wait(encoders, runtime):
+    """Requests submitted together form one batch that closes quiet_ms after the last of them, long
+    before max_wait_ms; with quiet_ms=None the batch waits for max_wait_ms."""
+    rng = random.Random()
+    reqs = [small(encoders, rng) for _ in range(3)]
+    runtime.encode(reqs)  # warm
+    for quiet, lo, hi in ((5.0, 0.0, 0.3), (None, 0.4, 5.0)):
+        with EncoderService(runtime, max_wait_ms=400, quiet_ms=quiet) as svc:
+            t0 = time.monotonic()
+            futures = [svc.submit(r) for r in reqs]
+            outs = [f.result(30) for f in futures]
+            took = time.monotonic() - t0
+            assert svc.stats()["batches"] == 1
+        assert lo <= took < hi, (quiet, took)
+    check_against_direct(encoders, reqs, outs)
+
+
+def test_closed_loop_on_a_fake_gpu_batches_the_clients_together():
+    """tools/service_fake_bench: 8 closed-loop clients over a fake GPU get served in batches of
+    several requests (not one by one), and the report's figures are consistent."""
+    from omnienc.tools.service_fake_bench import run
+
+    r = run("audio10s", 0.5, 0.1, max_wait_ms=2.0, max_batch=64)
+    assert r["requests"] > 0 and r["requests_per_batch"] > 2
+    assert r["ratio"] == pytest.approx(r["requests_per_s"] / r["encode_all_requests_per_s"])

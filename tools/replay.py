@@ -27,8 +27,9 @@ Record one with EncoderRuntime(trace_path=...) or TraceRecorder, or write a synt
 `omnienc tracegen`.
 
 batching: by default requests are batched as EncoderService batches them (runtime/batching.py): a
-batch opens at the first pending request and closes --max-wait-ms later, or at --max-batch
-requests of both modalities, whichever comes first; each batch's requests of one modality are
+batch opens at the first pending request and closes --max-wait-ms later, --quiet-ms after its
+last request if none follows meanwhile, or at --max-batch requests of both modalities, whichever
+comes first; each batch's requests of one modality are
 packed as one runtime call packs them. --step-ms S instead batches fixed S-ms windows (how
 replay and tune batched before; kept for comparison with older results; 0 = each request alone).
 
@@ -48,6 +49,9 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
                    help="the service's wait after the first pending request, ms (default 2)")
     p.add_argument("--max-batch", type=int, default=None,
                    help="the service's most requests per batch, both modalities (default 64)")
+    p.add_argument("--quiet-ms", type=float, default=None,
+                   help="the service's quiet_ms: a batch closes once no request arrived for this long "
+                   "(default off; negative: off)")
     p.add_argument("--step-ms", type=float, default=None,
                    help="batch fixed windows of this many ms instead of the service's rule (older "
                    "behaviour; 0: each request alone); not with --max-wait-ms/--max-batch")
@@ -58,18 +62,20 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
 def batching_from_args(args: argparse.Namespace) -> Batching:
     """The ``BatchPolicy`` (or fixed window) the options ask for; ValueError on a bad combination."""
     if args.step_ms is not None:
-        if args.max_wait_ms is not None or args.max_batch is not None:
+        if args.max_wait_ms is not None or args.max_batch is not None or getattr(args, "quiet_ms", None) is not None:
             raise GridError("--step-ms (fixed windows) replaces the service's rule; leave out "
-                            "--max-wait-ms and --max-batch, or --step-ms")
+                            "--max-wait-ms, --max-batch and --quiet-ms, or --step-ms")
         if not args.step_ms >= 0:
             raise GridError(f"--step-ms {args.step_ms} is negative; pass 0 or more")
         return args.step_ms
     d = BatchPolicy()
+    quiet = getattr(args, "quiet_ms", None)
     try:
         return BatchPolicy(d.max_wait_ms if args.max_wait_ms is None else args.max_wait_ms,
-                           d.max_batch if args.max_batch is None else args.max_batch)
+                           d.max_batch if args.max_batch is None else args.max_batch,
+                           d.quiet_ms if quiet is None else (None if quiet < 0 else quiet))
     except ValueError as e:
-        raise GridError(f"--max-wait-ms/--max-batch: {e}") from None
+        raise GridError(f"--max-wait-ms/--max-batch/--quiet-ms: {e}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

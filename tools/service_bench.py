@@ -183,16 +183,16 @@ def encode_ms(rt, requests: list, repeats: int, warmup: int = 2) -> dict:
 
 
 def closed_loop(rt, requests: list, seconds: float, *, max_wait_ms: float, max_batch: int, cost,
-                encode_repeats: int = 20, warmup: int = 2) -> dict:
+                encode_repeats: int = 20, warmup: int = 2, **options) -> dict:
     """One client thread per request of ``requests``, each submitting its request, waiting for the
-    result and submitting again for ``seconds`` over ``EncoderService([rt])``; compared with one
-    ``rt.encode(requests)``."""
+    result and submitting again for ``seconds`` over ``EncoderService([rt], **options)``; compared
+    with one ``rt.encode(requests)``."""
     ref = encode_ms(rt, requests, encode_repeats)
     clients = len(requests)
     done_at: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     stop, start = threading.Event(), threading.Barrier(clients + 1)
-    svc = EncoderService([rt], max_wait_ms=max_wait_ms, max_batch=max_batch, cost=cost)
+    svc = EncoderService([rt], max_wait_ms=max_wait_ms, max_batch=max_batch, cost=cost, **options)
 
     def client(i: int) -> None:
         try:
@@ -234,7 +234,7 @@ def closed_loop(rt, requests: list, seconds: float, *, max_wait_ms: float, max_b
 
 
 def throughput_run(runtimes: Sequence, requests: list, *, max_wait_ms: float, max_batch: int, cost,
-                   timeout_s: float | None = None) -> dict:
+                   timeout_s: float | None = None, quiet_ms: float | None = None) -> dict:
     """Submits every request at once to ``EncoderService(runtimes, max_pending=len(requests))`` and
     waits for all (at most ``timeout_s``, default 120 s or 50 ms per request); requests/s and, per
     device, requests, batches and GPU-busy share."""
@@ -259,7 +259,8 @@ def throughput_run(runtimes: Sequence, requests: list, *, max_wait_ms: float, ma
             if tally["ok"] + tally["failed"] == n:
                 all_done.set()
 
-    svc = EncoderService(list(runtimes), max_wait_ms=max_wait_ms, max_batch=max_batch, max_pending=n, cost=cost)
+    svc = EncoderService(list(runtimes), max_wait_ms=max_wait_ms, max_batch=max_batch, max_pending=n, cost=cost,
+                         quiet_ms=quiet_ms)
     completed = False
     try:
         t0 = time.perf_counter()
@@ -285,10 +286,11 @@ def throughput_run(runtimes: Sequence, requests: list, *, max_wait_ms: float, ma
 
 
 def idle_latency(runtimes: Sequence, request, repeats: int, *, max_wait_ms: float, max_batch: int, cost,
-                 warmup: int = 3) -> dict:
+                 warmup: int = 3, quiet_ms: float | None = None) -> dict:
     """Submit-to-result ms of one request on an otherwise idle ``EncoderService(runtimes)``."""
     times = []
-    with EncoderService(list(runtimes), max_wait_ms=max_wait_ms, max_batch=max_batch, cost=cost) as svc:
+    with EncoderService(list(runtimes), max_wait_ms=max_wait_ms, max_batch=max_batch, cost=cost,
+                        quiet_ms=quiet_ms) as svc:
         for i in range(warmup + repeats):
             t0 = time.perf_counter()
             svc.submit(request).result(TIMEOUT_S)
@@ -317,7 +319,8 @@ def run_service_bench(devices: Sequence[str] | None = None, requests: int | None
                       parts: Sequence[str] = PARTS, seconds: float | None = None,
                       latency_repeats: int | None = None, encode_repeats: int | None = None,
                       max_wait_ms: float = 2.0, max_batch: int = 64, grid=None, grid_name: str = "default",
-                      costs: str | None = None, seed: int = 0, log=print, command: str | None = None) -> dict:
+                      costs: str | None = None, seed: int = 0, log=print, command: str | None = None,
+                      quiet_ms: float | None = None) -> dict:
     """Runs the chosen ``parts`` and returns the report (what ``--out`` writes).
 
     Args:
@@ -352,7 +355,7 @@ def run_service_bench(devices: Sequence[str] | None = None, requests: int | None
         "command": command if command is not None else " ".join(["python -m omnienc.tools.service_bench", *sys.argv[1:]]),
         "model": ("reduced sizes" if tiny else "Qwen3-Omni-30B-A3B encoder sizes") + ", random weights",
         "dtype": str(vis.dtype).replace("torch.", ""), "grid": grid_name, "dispatch_cost": cost_name,
-        "service": {"max_wait_ms": max_wait_ms, "max_batch": max_batch},
+        "service": {"max_wait_ms": max_wait_ms, "max_batch": max_batch, "quiet_ms": quiet_ms},
     }
 
     def part(name: str, body: Callable[[], object]) -> None:
@@ -366,7 +369,7 @@ def run_service_bench(devices: Sequence[str] | None = None, requests: int | None
             report["errors"].append(f"{name}: {type(e).__name__}: {e}".splitlines()[0][:300])
         log(f"{name}: {time.perf_counter() - t0:.1f} s")
 
-    service = {"max_wait_ms": max_wait_ms, "max_batch": max_batch, "cost": cost}
+    service = {"max_wait_ms": max_wait_ms, "max_batch": max_batch, "cost": cost, "quiet_ms": quiet_ms}
 
     def closed() -> dict:
         out = {}
@@ -483,6 +486,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=None, help="closed-loop window per workload (default 3)")
     p.add_argument("--latency-repeats", type=int, default=None, help="latency samples (default 50)")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="the service's max_wait_ms (default 2)")
+    p.add_argument("--quiet-ms", type=float, default=None,
+                   help="the service's quiet_ms (default: off, the service's default)")
     p.add_argument("--max-batch", type=int, default=64, help="the service's max_batch (default 64)")
     p.add_argument("--costs", default=None, help="cost model YAML for dispatch (default: the packaged one)")
     p.add_argument("--grid", default=None, help="bucket grid YAML (default: the packaged grid)")
@@ -505,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             devices=devices, requests=args.requests, tiny=args.tiny, parts=parts, seconds=args.seconds,
             latency_repeats=args.latency_repeats, max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
             grid=grid, grid_name=args.grid or "default (omnienc/configs/qwen3_omni.yaml)", costs=args.costs,
-            seed=args.seed, log=lambda s: print(s, file=sys.stderr))
+            seed=args.seed, log=lambda s: print(s, file=sys.stderr),
+            quiet_ms=None if args.quiet_ms is None or args.quiet_ms < 0 else args.quiet_ms)
     except (ValueError, GridError, OSError) as e:
         print(f"service_bench: error: {e}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _command(args: argparse.Namespace) -> str:
     """The command line, rebuilt from the parsed options."""
     parts = ["omnienc", "tune", "--trace", str(args.trace)]
-    for flag in ("max_graphs", "max_graph_memory", "step_ms", "max_wait_ms", "max_batch", "costs", "base"):
+    for flag in ("max_graphs", "max_graph_memory", "step_ms", "max_wait_ms", "max_batch", "quiet_ms", "costs", "base"):
         value = getattr(args, flag)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
