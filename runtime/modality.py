@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..encoders.audio import AudioEncoder, audio_output_length, chunk_features
+from ..encoders.audio import AudioEncoder, audio_output_length
 from ..encoders.vision import VisionEncoder
 from .grid import AUDIO_CHUNK_FRAMES, Bucket
 from .packing import Demand, audio_demand, vision_demand
@@ -139,12 +139,24 @@ class AudioModality:
         return (torch.zeros if zero else torch.empty)(shape, dtype=enc.dtype, device=device)
 
     def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
+        """Each audio's whole chunks as one strided copy into ``out [rows, mel, F]``, then its tail
+        chunk (the rest of that row zeroed): ``chunk_features``' layout without its pad and cat."""
+        frames = out.shape[2]
         row = 0
         for r, shape in zip(requests, shapes):
-            feats = r.input_features.to(out.device, non_blocking=True)  # chunked where it runs
-            chunks = chunk_features(feats, shape, self.encoder.n_window)  # [C, mel, F]
-            out[row : row + chunks.shape[0]].copy_(chunks, non_blocking=True)
-            row += chunks.shape[0]
+            feats = r.input_features.to(out.device, non_blocking=True)  # [mel, sum T]
+            start = 0
+            for T in shape:
+                whole, tail = divmod(T, frames)
+                if whole:
+                    body = feats[:, start : start + whole * frames].unflatten(1, (whole, frames)).transpose(0, 1)
+                    out[row : row + whole].copy_(body, non_blocking=True)
+                    row += whole
+                if tail:
+                    out[row, :, :tail].copy_(feats[:, start + whole * frames : start + T], non_blocking=True)
+                    out[row, :, tail:].zero_()
+                    row += 1
+                start += T
         return row
 
     def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]:

@@ -411,3 +411,23 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     outs = rt.encode(reqs)
     assert used == ["dense", "dense"]  # each a fallback, alone; named, so no sightings wait
     check_against_direct(encoders, reqs, outs)
+
+
+def test_audio_fill_lays_out_chunks_as_chunk_features(encoders):
+    """``AudioModality.fill`` writes whole chunks and zero-padded tails straight into a buffer holding
+    stale values: the rows equal ``chunk_features`` of each request."""
+    from omnienc.encoders.audio import chunk_features
+    from omnienc.runtime.modality import AudioModality
+
+    _, aud = encoders
+    m = AudioModality(aud)
+    rng = random.Random(7)
+    shapes = [[rng.randint(1, 450) for _ in range(rng.randint(1, 3))] for _ in range(4)] + [[300], [100, 37]]
+    reqs = [audio_request(s, aud.config) for s in shapes]
+    rows = sum(m.rows(s) for s in shapes)
+    out = torch.randn(rows + 2, aud.config.num_mel_bins, aud.chunk_frames)
+    stale = out[rows:].clone()
+    assert m.fill(reqs, shapes, out) == rows
+    expect = torch.cat([chunk_features(r.input_features, s, aud.n_window) for r, s in zip(reqs, shapes)])
+    torch.testing.assert_close(out[:rows], expect, rtol=0, atol=0)
+    torch.testing.assert_close(out[rows:], stale, rtol=0, atol=0)  # nothing past the pack's rows
