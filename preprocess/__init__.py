@@ -17,7 +17,7 @@ with the torch backend or transformers' processors as the CPU reference).
 from .batch import RawAudio, RawImages, RawVideo, preprocess_many
 from .audio import AudioInputs, MelLayout, log_mel_frames, log_mel, mel_filter_bank, preprocess_waveforms, resample, resampled_length
 from .config import InputError, PreprocessConfig, PreprocessConfigError
-from .decode import FrameSampler, load_image, read_audio, read_video_frames, sample_frame_indices, spread
+from .decode import load_image, read_audio, read_video_frames
 from .staging import Stager, to_device
 from .files import (
     BACKENDS,
@@ -49,7 +49,6 @@ __all__ = [
     "RawVideo",
     "Stager",
     "BACKENDS",
-    "FrameSampler",
     "InputError",
     "PreprocessConfig",
     "PreprocessConfigError",
@@ -74,10 +73,8 @@ __all__ = [
     "resample",
     "resampled_length",
     "resize_bicubic",
-    "sample_frame_indices",
     "sample_video_indices",
     "smart_resize",
-    "spread",
     "to_device",
     "whisper_features",
 ]

@@ -177,7 +177,7 @@ class Preprocessor:
         """One video -> ``pixel_values [t*h*w, C*Tp*P*P]`` and grid ``(ceil(frames/Tp), h, w)``."""
         path = Path(path)
         cfg = self.cfg
-        frames, indices, seconds = read_video_frames(path, cfg.video_fps, cfg.max_frames)
+        frames, indices, seconds = read_video_frames(path, cfg)
         if self.backend == "transformers":
             pixel_values, grids = self._hf(self.video_frame_processor, frames, path)
             _, h, w = grids[0]
@@ -189,7 +189,7 @@ class Preprocessor:
             pixel_values = patchify_frames(per_frame, Tp).contiguous()
             grid = (per_frame.shape[0] // Tp, h, w)
         else:
-            try:  # the frames were sampled while decoding
+            try:  # the frames were sampled while decoding (fps=None keeps them)
                 out = preprocess_video(frames, cfg, device=self.device)
             except ValueError as e:
                 raise InputError(f"{path}: {e}") from None
