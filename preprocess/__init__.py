@@ -28,6 +28,7 @@ from .files import (
     make_feature_extractor,
     make_image_processor,
     patchify_frames,
+    transformers_video,
     whisper_features,
 )
 from .image import (
@@ -76,5 +77,6 @@ __all__ = [
     "sample_video_indices",
     "smart_resize",
     "to_device",
+    "transformers_video",
     "whisper_features",
 ]

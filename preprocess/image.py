@@ -418,7 +418,9 @@ class VideoPlan:
             x = stager.get(self._slot)
         elif isinstance(f, torch.Tensor):
             if self.padded != list(range(f.shape[0])):
-                f = f.index_select(0, torch.tensor(self.padded).to(f.device, non_blocking=True))
+                from .staging import to_device
+
+                f = f.index_select(0, to_device(torch.tensor(self.padded), f.device))
             x = f.to(device, non_blocking=True)
         else:
             x = torch.stack([_image_tensor(f[i]).to(device, non_blocking=True) for i in self.padded])
