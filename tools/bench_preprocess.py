@@ -176,7 +176,7 @@ def _on_device(items: list, device) -> list:
     def mv(x):
         if not isinstance(x, (np.ndarray, torch.Tensor)):  # a PIL image
             x = np.asarray(pil_to_rgb(x))
-        return torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x).to(device)
+        return (torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x).to(device)
 
     out = []
     for it in items:
