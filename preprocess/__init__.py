@@ -6,16 +6,19 @@ transformers' processors make for Qwen3-Omni, with the same code on the CPU and 
 and with no host sync beyond what the sizes need (they come from image dimensions and sample
 counts). ``omnienc.runtime``'s ``VisionRequest.from_images`` / ``from_video`` and
 ``AudioRequest.from_waveforms`` are built on ``preprocess_images``, ``preprocess_video`` and
-``preprocess_waveforms``.
+``preprocess_waveforms``; ``preprocess_requests`` (many requests in one pass) on ``preprocess_many``.
 
 Modules: ``config`` (``PreprocessConfig``), ``image`` (images and videos), ``audio`` (resampling and
-log-mel), ``decode`` (files: Pillow, PyAV, soundfile), ``files`` (``Preprocessor``: files to inputs,
+log-mel), ``batch`` (many requests at once), ``staging`` (host inputs through pinned memory),
+``decode`` (files: Pillow, PyAV, soundfile), ``files`` (``Preprocessor``: files to inputs,
 with the torch backend or transformers' processors as the CPU reference).
 """
 
-from .audio import AudioInputs, log_mel, mel_filter_bank, preprocess_waveforms, resample, resampled_length
+from .batch import RawAudio, RawImages, RawVideo, preprocess_many
+from .audio import AudioInputs, MelLayout, log_mel_frames, log_mel, mel_filter_bank, preprocess_waveforms, resample, resampled_length
 from .config import InputError, PreprocessConfig, PreprocessConfigError
-from .decode import FrameSampler, load_image, read_audio, read_video_frames, sample_frame_indices, spread
+from .decode import load_image, read_audio, read_video_frames
+from .staging import Stager, to_device
 from .files import (
     BACKENDS,
     AudioInput,
@@ -25,6 +28,7 @@ from .files import (
     make_feature_extractor,
     make_image_processor,
     patchify_frames,
+    transformers_video,
     whisper_features,
 )
 from .image import (
@@ -40,8 +44,12 @@ from .image import (
 __all__ = [
     "AudioInput",
     "AudioInputs",
+    "MelLayout",
+    "RawAudio",
+    "RawImages",
+    "RawVideo",
+    "Stager",
     "BACKENDS",
-    "FrameSampler",
     "InputError",
     "PreprocessConfig",
     "PreprocessConfigError",
@@ -51,12 +59,14 @@ __all__ = [
     "image_processor_class",
     "load_image",
     "log_mel",
+    "log_mel_frames",
     "make_feature_extractor",
     "make_image_processor",
     "mel_filter_bank",
     "patchify_frames",
     "pil_to_rgb",
     "preprocess_images",
+    "preprocess_many",
     "preprocess_video",
     "preprocess_waveforms",
     "read_audio",
@@ -64,9 +74,9 @@ __all__ = [
     "resample",
     "resampled_length",
     "resize_bicubic",
-    "sample_frame_indices",
     "sample_video_indices",
     "smart_resize",
-    "spread",
+    "to_device",
+    "transformers_video",
     "whisper_features",
 ]

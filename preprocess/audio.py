@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from .config import PreprocessConfig
 from .image import _from_numpy, _resolve_device
+from .staging import Stager
 
 RESAMPLE_ZEROS = 10  # zero crossings of the output-rate sinc on each side of a tap
 RESAMPLE_BETA = 5.0  # Kaiser window shape
@@ -163,6 +164,112 @@ def resample(x: torch.Tensor, rate: int, target: int = 16000) -> torch.Tensor:
 # --- log-mel ----------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16)
+def _mel_pairs(num_mel_bins: int, n_fft: int, sampling_rate: int, device: torch.device) -> torch.Tensor:
+    """The filter bank with each row repeated twice, ``[2 * (n_fft//2+1), mel]``: the power spectrum's
+    ``re**2`` and ``im**2`` (interleaved, as ``view_as_real`` lays them out) meet the same filter, so
+    ``|X|**2 @ filters`` is one matrix product of the squared real view."""
+    filters, _ = _mel_constants(num_mel_bins, n_fft, sampling_rate, device)
+    return filters.repeat_interleave(2, dim=0).contiguous()
+
+
+@lru_cache(maxsize=16)
+def _scalar(value: float, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float32).to(device)
+
+
+@dataclass(frozen=True)
+class MelLayout:
+    """Where each audio's STFT frames sit in one concatenated, reflect-padded signal (host ints).
+
+    Audio b (``n_b`` samples at 16 kHz) is reflect-padded by ``n_fft // 2`` on each side and written
+    at ``offsets[b]`` (a multiple of the hop), so the whole signal is one ``unfold(n_fft, hop)`` view
+    of frames; audio b's ``lens[b] = n_b // hop`` frames are rows ``rows[b] .. rows[b] + lens[b] - 1``
+    of it. The rows between audios (a few per audio) are never read.
+    """
+
+    offsets: tuple[int, ...]
+    lens: tuple[int, ...]
+    length: int  # samples of the concatenated signal
+
+    @classmethod
+    def plan(cls, samples: Sequence[int], n_fft: int, hop: int) -> MelLayout:
+        offsets, at = [], 0
+        for n in samples:
+            offsets.append(at)
+            at = -(-(at + n + n_fft) // hop) * hop
+        return cls(tuple(offsets), tuple(n // hop for n in samples), at)
+
+
+def _frame_rows(layout: MelLayout, hop: int) -> list[int]:
+    """Row of each audio's first frame in the unfolded signal."""
+    return [o // hop for o in layout.offsets]
+
+
+def _reflect_into(dst: torch.Tensor, x: torch.Tensor, pad: int) -> None:
+    """Writes ``x`` reflect-padded by ``pad`` on each side into ``dst`` (``len(x) + 2 * pad``), on the
+    host through NumPy (host tensors) or with torch (device tensors)."""
+    n = x.shape[0]
+    if dst.device.type == "cpu" and x.device.type == "cpu" and x.dtype != torch.bfloat16:
+        d, v = dst.numpy(), x.numpy()
+        d[pad : pad + n] = v
+        d[:pad] = v[pad:0:-1]
+        d[pad + n :] = v[n - 2 : n - pad - 2 : -1]
+        return
+    dst[pad : pad + n].copy_(x)
+    dst[:pad].copy_(x[1 : pad + 1].flip(0))
+    dst[pad + n :].copy_(x[n - pad - 1 : n - 1].flip(0))
+
+
+def log_mel_frames(signal: torch.Tensor, layout: MelLayout, config: PreprocessConfig | None = None,
+                   index: torch.Tensor | None = None) -> torch.Tensor:
+    """Whisper log-mel of every audio laid out in ``signal`` by ``layout``, in one batched pass.
+
+    Args:
+        signal: ``[layout.length]`` float32 on the device (the reflect-padded audios).
+        index: for several audios, int64 ``[2, sum T]`` on the device: each kept frame's row in the
+            unfolded signal, and its audio's number (``mel_index`` makes it on the host).
+
+    Returns:
+        ``[num_mel_bins, sum T]`` float32, audios in order. The kernels: (gather), window, rFFT,
+        square, mel GEMM, clamp, log10, per-audio max, floor, affine: the same count for any number
+        of audios.
+    """
+    cfg = config or PreprocessConfig()
+    n_fft, hop, M = cfg.n_fft, cfg.hop_length, cfg.num_mel_bins
+    device = signal.device
+    _, window = _mel_constants(M, n_fft, cfg.sampling_rate, device)
+    pairs = _mel_pairs(M, n_fft, cfg.sampling_rate, device)
+    frames = signal.unfold(0, n_fft, hop)  # [R, n_fft], overlapping views
+    B, total = len(layout.lens), sum(layout.lens)
+    if B == 1:
+        frames = frames[: layout.lens[0]]
+    else:
+        frames = frames.index_select(0, index[0])  # [sum T, n_fft], kept frames only
+    spec = torch.fft.rfft(frames * window, n=n_fft)  # [sum T, n_fft // 2 + 1] complex
+    power = torch.view_as_real(spec).square_().view(total, -1)  # [sum T, 2 * bins]: re^2, im^2
+    logmel = (power @ pairs).clamp_(min=1e-10).log10_()  # [sum T, mel]
+    if B == 1:
+        floor = logmel.amax() - 8.0
+    else:
+        peak = torch.empty(B, dtype=logmel.dtype, device=device)
+        peak.scatter_reduce_(0, index[1], logmel.amax(1), "amax", include_self=False)  # every audio has frames
+        floor = (peak - 8.0)[index[1]][:, None]
+    out = torch.empty(M, total, dtype=torch.float32, device=device)
+    # (max(x, floor) + 4) / 4, written transposed: [mel, sum T]
+    torch.add(_scalar(1.0, device), torch.maximum(logmel, floor).T, alpha=0.25, out=out)
+    return out
+
+
+def mel_index(layout: MelLayout, hop: int, out: torch.Tensor) -> None:
+    """Fills host int64 ``out [2, sum T]`` for ``log_mel_frames``: frame rows and audio numbers."""
+    o, at = out.numpy(), 0
+    for b, (row, T) in enumerate(zip(_frame_rows(layout, hop), layout.lens)):
+        o[0, at : at + T] = np.arange(row, row + T)
+        o[1, at : at + T] = b
+        at += T
+
+
 def log_mel(waves: Sequence[torch.Tensor], config: PreprocessConfig | None = None) -> torch.Tensor:
     """Whisper log-mel features of 16 kHz mono audios, batched.
 
@@ -173,21 +280,17 @@ def log_mel(waves: Sequence[torch.Tensor], config: PreprocessConfig | None = Non
         ``[num_mel_bins, sum(len // hop)]`` float32, audios in order (see the module docstring).
     """
     cfg = config or PreprocessConfig()
-    n_fft, hop = cfg.n_fft, cfg.hop_length
-    filters, window = _mel_constants(cfg.num_mel_bins, n_fft, cfg.sampling_rate, waves[0].device)
-    lens = [w.shape[0] // hop for w in waves]
-    # Each audio reflect-padded on its own, then cut into its own frames: [T_b, n_fft] views.
-    frames = [F.pad(w[None], (n_fft // 2, n_fft // 2), mode="reflect")[0].unfold(0, n_fft, hop)[:T]
-              for w, T in zip(waves, lens)]
-    batch = frames[0][None] if len(frames) == 1 else torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
-    spec = torch.fft.rfft(batch * window, n=n_fft)  # [B, T, n_fft // 2 + 1]
-    power = torch.view_as_real(spec).square().sum(-1)
-    logmel = (power @ filters).clamp_(min=1e-10).log10_()  # [B, T, mel]
-    floor = logmel.amax(dim=(1, 2), keepdim=True) - 8.0
-    logmel = torch.maximum(logmel, floor).add_(4.0).div_(4.0)
-    if len(frames) == 1:
-        return logmel[0].T.contiguous()
-    return torch.cat([logmel[b, :T] for b, T in enumerate(lens)]).T.contiguous()
+    device = waves[0].device
+    layout = MelLayout.plan([w.shape[0] for w in waves], cfg.n_fft, cfg.hop_length)
+    signal = torch.zeros(layout.length, dtype=torch.float32, device=device)
+    for w, o in zip(waves, layout.offsets):
+        _reflect_into(signal[o : o + w.shape[0] + cfg.n_fft], w, cfg.n_fft // 2)
+    index = None
+    if len(waves) > 1:
+        host = torch.empty(2, sum(layout.lens), dtype=torch.int64)
+        mel_index(layout, cfg.hop_length, host)
+        index = host.to(device)
+    return log_mel_frames(signal, layout, cfg, index)
 
 
 # --- waveforms to features --------------------------------------------------------------------------
@@ -215,29 +318,25 @@ def _waveform(x, index: int) -> torch.Tensor:
     return x
 
 
-def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
-                         config: PreprocessConfig | None = None, *, device=None) -> AudioInputs:
-    """Waveforms to ``input_features`` and ``feature_lens``, as Qwen3-Omni's processor.
+def _host_finite(x: torch.Tensor) -> bool:
+    """Whether a host waveform's samples are finite: one summing pass in NumPy (host memory, so no
+    device is involved; a sum is finite when every sample is, unless the samples are absurdly large)."""
+    if x.dtype in (torch.float32, torch.float64, torch.float16):
+        return bool(np.isfinite(x.numpy().sum(dtype=np.float64)))
+    return bool(torch.isfinite(x.sum(dtype=torch.float64)))
 
-    Args:
-        waveforms: a list of float tensors or arrays, each ``[samples]`` (mono) or ``[channels,
-            samples]`` (averaged to mono); tensors may already live on the device. A single waveform
-            is taken as a list of one.
-        sampling_rate: their rate in Hz (one for all, or one per waveform); others than 16000 are
-            resampled on the device.
-        device: where the work runs and the features live (default: the input tensors'
-            accelerator, else the CPU).
 
-    Returns:
-        ``AudioInputs`` with ``input_features [num_mel_bins, sum T]`` and ``T = samples_16k // 160``.
+def check_waveforms(waveforms, sampling_rate, config: PreprocessConfig) -> tuple[list[torch.Tensor], list[int]]:
+    """Validates waveforms and their rates before any work; returns them as tensors and int rates.
 
     Raises:
         ValueError: naming the waveform index and field (type, dtype, shape, sampling_rate, length,
-            samples) before any work. Samples are checked for NaN and infinity (one summing pass):
-            on the host for host waveforms, with one device sync for all waveforms that live on an
-            accelerator.
+            samples). Samples of host waveforms are checked for NaN and infinity on the host;
+            waveforms already on an accelerator are not read (that would wait for the device): a NaN
+            there makes the request's features, and so its encoder output, non-finite, which the
+            runtime reports as that request's ``ValueError`` on ``input_features``.
     """
-    cfg = config or PreprocessConfig()
+    cfg = config
     if isinstance(waveforms, (torch.Tensor, np.ndarray)):
         waveforms = [waveforms]
     if not isinstance(waveforms, Sequence) or len(waveforms) == 0:
@@ -256,26 +355,88 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
             _fail(i, "length", f"is {x.shape[-1]} samples at {rate} Hz ({n16} at {cfg.sampling_rate} Hz); "
                   f"an audio needs at least {cfg.n_fft} samples at {cfg.sampling_rate} Hz "
                   f"({1000 * cfg.n_fft / cfg.sampling_rate:g} ms)")
-    # NaN / infinity: one summing pass per waveform (a sum is finite when every sample is, unless
-    # the samples are absurdly large); host sums are read at once, device sums with one sync for all.
-    sums = [x.sum() for x in xs]
-    host = [i for i, x in enumerate(xs) if x.device.type == "cpu"]
-    dev = [i for i, x in enumerate(xs) if x.device.type != "cpu"]
-    finite = {i: bool(torch.isfinite(sums[i])) for i in host}
-    if dev:
-        flags = torch.isfinite(torch.stack([sums[i].to(sums[dev[0]].device) for i in dev])).tolist()
-        finite |= dict(zip(dev, flags))
-    for i in range(len(xs)):
-        if not finite[i]:
-            if not bool(torch.isfinite(xs[i]).all()):
+    for i, x in enumerate(xs):
+        if x.device.type == "cpu" and not _host_finite(x):
+            if not bool(torch.isfinite(x).all()):
                 _fail(i, "samples", "holds NaN or infinite values")
             _fail(i, "samples", "holds values so large that their sum overflows; expected samples in [-1, 1]")
+    return xs, rates
 
+
+def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
+                         config: PreprocessConfig | None = None, *, device=None) -> AudioInputs:
+    """Waveforms to ``input_features`` and ``feature_lens``, as Qwen3-Omni's processor.
+
+    Args:
+        waveforms: a list of float tensors or arrays, each ``[samples]`` (mono) or ``[channels,
+            samples]`` (averaged to mono); tensors may already live on the device. A single waveform
+            is taken as a list of one.
+        sampling_rate: their rate in Hz (one for all, or one per waveform); others than 16000 are
+            resampled on the device.
+        device: where the work runs and the features live (default: the input tensors'
+            accelerator, else the CPU).
+
+    Returns:
+        ``AudioInputs`` with ``input_features [num_mel_bins, sum T]`` and ``T = samples_16k // 160``.
+
+    Work: host waveforms travel in one copy from pinned memory (16 kHz mono ones already
+    reflect-padded in their place of the concatenated signal, ``MelLayout``); the others are
+    averaged, resampled and padded on the device, one audio at a time; then one batched log-mel pass
+    (``log_mel_frames``) for all. Nothing waits for the device.
+
+    Raises:
+        ValueError: see ``check_waveforms``, before any work.
+    """
+    cfg = config or PreprocessConfig()
+    xs, rates = check_waveforms(waveforms, sampling_rate, cfg)
     device = _resolve_device(device, xs)
-    waves = []
-    for x, rate in zip(xs, rates):
-        x = x.to(device, torch.float32, non_blocking=True)
-        x = x.mean(0) if x.dim() == 2 else x
-        waves.append(resample(x, rate, cfg.sampling_rate))
-    feats = log_mel(waves, cfg)
-    return AudioInputs(feats, [w.shape[0] // cfg.hop_length for w in waves], rates)
+    stager = Stager(torch.float32, device)
+    feats, lens = stage_waveforms(xs, rates, cfg, device, stager)
+    stager.send()
+    return AudioInputs(feats(), lens, rates)
+
+
+def stage_waveforms(xs: list[torch.Tensor], rates: list[int], cfg: PreprocessConfig, device: torch.device,
+                    stager: Stager):
+    """Plans validated waveforms into ``stager`` (float32); returns ``(finish, lens)``: after the
+    stager is sent, ``finish()`` runs the device work and returns ``[mel, sum T]`` features.
+
+    Used by ``preprocess_waveforms`` and by ``preprocess_requests`` (which sends one stager for the
+    audios of many requests)."""
+    n_fft, hop, pad = cfg.n_fft, cfg.hop_length, cfg.n_fft // 2
+    n16 = [resampled_length(x.shape[-1], r, cfg.sampling_rate) for x, r in zip(xs, rates)]
+    layout = MelLayout.plan(n16, n_fft, hop)
+    direct = [x.device.type == "cpu" and x.dim() == 1 and r == cfg.sampling_rate for x, r in zip(xs, rates)]
+    sig_slot = stager.add_raw((layout.length,))
+    raw = {i: stager.add(xs[i]) for i, x in enumerate(xs) if x.device.type == "cpu" and not direct[i]}
+    total = sum(layout.lens)
+    index_stager = Stager(torch.int64, device) if len(xs) > 1 else None
+    if index_stager is not None:
+        index_slot = index_stager.add_raw((2, total))
+        index_stager.pack()
+        mel_index(layout, hop, index_stager.host(index_slot))
+        index_stager.send()
+
+    def fill_host() -> None:
+        sig = stager.host(sig_slot)
+        ends = list(layout.offsets[1:]) + [layout.length]
+        for i, (x, o, n, end) in enumerate(zip(xs, layout.offsets, n16, ends)):
+            if direct[i]:
+                _reflect_into(sig[o : o + n + n_fft], x, pad)
+            sig.numpy()[o + n + n_fft : end] = 0.0  # the few samples between audios
+
+    stager.on_pack(fill_host)
+
+    def finish() -> torch.Tensor:
+        sig = stager.get(sig_slot)
+        for i, (x, rate, o) in enumerate(zip(xs, rates, layout.offsets)):
+            if direct[i]:
+                continue
+            x = stager.get(raw[i]) if i in raw else x.to(device, torch.float32, non_blocking=True)
+            x = x.mean(0) if x.dim() == 2 else x
+            w = resample(x, rate, cfg.sampling_rate)
+            sig[o : o + w.shape[0] + n_fft].copy_(F.pad(w[None], (pad, pad), mode="reflect")[0])
+        index = index_stager.get(index_slot) if index_stager is not None else None
+        return log_mel_frames(sig, layout, cfg, index)
+
+    return finish, list(layout.lens)

@@ -115,6 +115,20 @@ def patchify_frames(frame_patches: torch.Tensor, temporal_patch_size: int) -> to
     return x.permute(0, 2, 3, 1, 4, 5).reshape(F // temporal_patch_size * n, C * temporal_patch_size * P * P)
 
 
+def transformers_video(processor, frames: list, cfg: PreprocessConfig) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Sampled video frames (PIL or uint8 arrays) through transformers' image processor ``processor``
+    (made by ``make_image_processor`` with the video budget), grouped in temporal patches as HF's video
+    processor lays them out (an odd count repeats the last frame). Returns ``(pixel_values, grid)``."""
+    out = processor(images=list(frames), return_tensors="pt")
+    pixel_values, (_, h, w) = out["pixel_values"].float(), out["image_grid_thw"][0].tolist()
+    C, Tp, P = cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size
+    # Each frame's patches carry the frame Tp times; keep one slice: [F, h*w, C, P, P].
+    per_frame = pixel_values.view(len(frames), h * w, C, Tp, P, P)[:, :, :, 0]
+    if pad := -len(frames) % Tp:
+        per_frame = torch.cat([per_frame, per_frame[-1:].expand(pad, -1, -1, -1, -1)])
+    return patchify_frames(per_frame, Tp).contiguous(), (per_frame.shape[0] // Tp, h, w)
+
+
 class Preprocessor:
     """Turns files into encoder inputs (see the module docstring).
 
@@ -177,19 +191,14 @@ class Preprocessor:
         """One video -> ``pixel_values [t*h*w, C*Tp*P*P]`` and grid ``(ceil(frames/Tp), h, w)``."""
         path = Path(path)
         cfg = self.cfg
-        frames, indices, seconds = read_video_frames(path, cfg.video_fps, cfg.max_frames)
+        frames, indices, seconds = read_video_frames(path, cfg)
         if self.backend == "transformers":
-            pixel_values, grids = self._hf(self.video_frame_processor, frames, path)
-            _, h, w = grids[0]
-            C, Tp, P = cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size
-            # Each frame's patches carry the frame Tp times; keep one slice: [F, h*w, C, P, P].
-            per_frame = pixel_values.view(len(frames), h * w, C, Tp, P, P)[:, :, :, 0]
-            if pad := -len(frames) % Tp:
-                per_frame = torch.cat([per_frame, per_frame[-1:].expand(pad, -1, -1, -1, -1)])
-            pixel_values = patchify_frames(per_frame, Tp).contiguous()
-            grid = (per_frame.shape[0] // Tp, h, w)
+            try:
+                pixel_values, grid = transformers_video(self.video_frame_processor, frames, cfg)
+            except ValueError as e:  # e.g. an aspect ratio above 200
+                raise InputError(f"{path}: the image processor refused it ({e})") from None
         else:
-            try:  # the frames were sampled while decoding
+            try:  # the frames were sampled while decoding (fps=None keeps them)
                 out = preprocess_video(frames, cfg, device=self.device)
             except ValueError as e:
                 raise InputError(f"{path}: {e}") from None

@@ -214,6 +214,112 @@ def _write_patches(dst: torch.Tensor, frames: torch.Tensor, cfg: PreprocessConfi
     torch.addcmul(bias, src, scale, out=dst.view(n, gh, gw, m, m, C, Tp, P, P))
 
 
+def _image_budget(cfg: PreprocessConfig, min_pixels, max_pixels, video: bool = False) -> tuple[int, int]:
+    lo = (cfg.video_min_pixels if video else cfg.min_pixels) if min_pixels is None else int(min_pixels)
+    hi = (cfg.video_max_pixels if video else cfg.max_pixels) if max_pixels is None else int(max_pixels)
+    _check_budget(lo, hi)
+    return lo, hi
+
+
+def _image_list(images) -> list:
+    if _is_pil(images) or isinstance(images, (torch.Tensor, np.ndarray)):
+        images = [images]
+    if not isinstance(images, Sequence) or len(images) == 0:
+        raise ValueError("images: expected a non-empty list of images")
+    return list(images)
+
+
+def _plan_images(images: list, cfg: PreprocessConfig, lo: int, hi: int) -> tuple[list, list]:
+    """Validates a list of images; returns their sizes and resize targets (host ints, no pixel read)."""
+    sizes = [_image_size(x, "image", i) for i, x in enumerate(images)]
+    targets = []
+    for i, (h, w) in enumerate(sizes):
+        try:
+            targets.append(smart_resize(h, w, cfg.factor, lo, hi))
+        except ValueError as e:
+            _fail("image", i, "size", f"cannot be resized: {e}")
+    return sizes, targets
+
+
+def _host_array(x) -> np.ndarray | None:
+    """A host image's pixels as a uint8 array (PIL images converted to RGB), or None for a tensor on
+    an accelerator."""
+    if _is_pil(x):
+        return np.asarray(pil_to_rgb(x))
+    if isinstance(x, np.ndarray):
+        return x
+    return x.numpy() if x.device.type == "cpu" else None
+
+
+class ImageBatch:
+    """Images of many lists (requests), planned together and preprocessed by size group.
+
+    ``add(images, sizes, targets)`` registers one list; ``stage(stager)`` puts every host image into
+    a uint8 ``Stager`` grouped by (size, target), so each group is one ``[n, H, W, 3]`` view of the
+    device buffer; after the stager is sent, ``finish()`` resizes each group in one batch and writes
+    its normalized patches with one kernel, and returns each list's ``pixel_values``: a view of its
+    group's rows, or one concatenation when a list mixes groups.
+    """
+
+    def __init__(self, cfg: PreprocessConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.lists: list[list[tuple[tuple, int]]] = []  # per list: (group key, index in group)
+        self.groups: dict[tuple, list] = {}  # (size, target) -> images
+
+    def add(self, images: list, sizes: list, targets: list) -> None:
+        entry = []
+        for x, size, target in zip(images, sizes, targets):
+            members = self.groups.setdefault((size, target), [])
+            entry.append(((size, target), len(members)))
+            members.append(x)
+        self.lists.append(entry)
+
+    def stage(self, stager) -> None:
+        self._slots = {}
+        for key, members in self.groups.items():
+            (H, W), _ = key
+            host = [_host_array(x) for x in members]
+            if all(a is not None for a in host):
+                slot = stager.add_raw((len(members), H, W, 3))
+                self._slots[key] = slot
+                stager.on_pack(lambda slot=slot, host=host: _fill_stack(stager.host(slot), host))
+
+    def finish(self, stager) -> list[tuple[torch.Tensor, list]]:
+        cfg, dev = self.cfg, self.device
+        P = cfg.patch_size
+        scale, bias = _norm_constants(cfg.image_mean, cfg.image_std, dev)
+        rows_of, bufs = {}, {}
+        for key, members in self.groups.items():
+            (H, W), (th, tw) = key
+            if key in self._slots:
+                x = stager.get(self._slots[key])  # [n, H, W, 3] uint8 on the device
+            else:
+                x = torch.stack([_image_tensor(m).to(dev, non_blocking=True) for m in members])
+            if (th, tw) != (H, W):
+                x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)  # [n, th, tw, 3] float
+            rows = (th // P) * (tw // P)
+            buf = torch.empty(len(members) * rows, cfg.patch_dim, dtype=torch.float32, device=dev)
+            _write_patches(buf, x, cfg, scale, bias)
+            rows_of[key], bufs[key] = rows, buf
+        out = []
+        for entry in self.lists:
+            grids = [(1, key[1][0] // P, key[1][1] // P) for key, _ in entry]
+            key0, j0 = entry[0]
+            if all(k == key0 and j == j0 + n for n, (k, j) in enumerate(entry)):  # one run of one group
+                r = rows_of[key0]
+                px = bufs[key0][j0 * r : (j0 + len(entry)) * r]
+            else:
+                px = torch.cat([bufs[k][j * rows_of[k] : (j + 1) * rows_of[k]] for k, j in entry])
+            out.append((px, grids))
+        return out
+
+
+def _fill_stack(dst: torch.Tensor, arrays: list[np.ndarray]) -> None:
+    d = dst.numpy()
+    for i, a in enumerate(arrays):
+        d[i] = a
+
+
 def preprocess_images(images, config: PreprocessConfig | None = None, *, min_pixels: int | None = None,
                       max_pixels: int | None = None, device=None) -> VisionInputs:
     """A batch of images to ``pixel_values`` and ``grid_thw``, as Qwen3-Omni's image processor.
@@ -230,49 +336,25 @@ def preprocess_images(images, config: PreprocessConfig | None = None, *, min_pix
         ``VisionInputs`` with ``pixel_values [sum(h*w), C*Tp*P*P]`` float32 and ``grid_thw`` rows
         ``(1, h, w)`` in input order.
 
+    Work: host images travel in one copy from pinned memory; images of one (size, target) are
+    resized together and patched by one kernel (``ImageBatch``).
+
     Raises:
         ValueError: naming the image index and field (type, dtype, shape, size) before any work.
     """
-    cfg = config or PreprocessConfig()
-    lo = cfg.min_pixels if min_pixels is None else int(min_pixels)
-    hi = cfg.max_pixels if max_pixels is None else int(max_pixels)
-    _check_budget(lo, hi)
-    if _is_pil(images) or isinstance(images, (torch.Tensor, np.ndarray)):
-        images = [images]
-    if not isinstance(images, Sequence) or len(images) == 0:
-        raise ValueError("images: expected a non-empty list of images")
-    sizes = [_image_size(x, "image", i) for i, x in enumerate(images)]
-    targets = []
-    for i, (h, w) in enumerate(sizes):
-        try:
-            targets.append(smart_resize(h, w, cfg.factor, lo, hi))
-        except ValueError as e:
-            _fail("image", i, "size", f"cannot be resized: {e}")
-    device = _resolve_device(device, images)
+    from .staging import Stager
 
-    P = cfg.patch_size
-    grids = [(1, th // P, tw // P) for th, tw in targets]
-    starts = np.cumsum([0] + [h * w for _, h, w in grids]).tolist()
-    out = torch.empty(starts[-1], cfg.patch_dim, dtype=torch.float32, device=device)
-    scale, bias = _norm_constants(cfg.image_mean, cfg.image_std, device)
-    groups: dict[tuple, list[int]] = {}
-    for i, key in enumerate(zip(sizes, targets)):
-        groups.setdefault(key, []).append(i)
-    for ((H, W), (th, tw)), idx in groups.items():
-        # Runs of consecutive images of one size share every kernel (their output rows are adjacent).
-        runs = [[idx[0]]]
-        for i in idx[1:]:
-            if i == runs[-1][-1] + 1:
-                runs[-1].append(i)
-            else:
-                runs.append([i])
-        for run in runs:
-            x = [_image_tensor(images[i]).to(device, non_blocking=True) for i in run]
-            x = x[0][None] if len(x) == 1 else torch.stack(x)  # [n, H, W, 3] uint8
-            if (th, tw) != (H, W):
-                x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)  # [n, th, tw, 3] float
-            _write_patches(out[starts[run[0]] : starts[run[-1] + 1]], x, cfg, scale, bias)
-    return VisionInputs(out, grids, sizes)
+    cfg = config or PreprocessConfig()
+    lo, hi = _image_budget(cfg, min_pixels, max_pixels)
+    images = _image_list(images)
+    sizes, targets = _plan_images(images, cfg, lo, hi)
+    device = _resolve_device(device, images)
+    batch, stager = ImageBatch(cfg, device), Stager(torch.uint8, device)
+    batch.add(images, sizes, targets)
+    batch.stage(stager)
+    stager.send()
+    (px, grids), = batch.finish(stager)
+    return VisionInputs(px, grids, sizes)
 
 
 def sample_video_indices(num_frames: int, fps: float | None, config: PreprocessConfig | None = None) -> list[int]:
@@ -300,29 +382,61 @@ def sample_video_indices(num_frames: int, fps: float | None, config: PreprocessC
     return torch.linspace(0, num_frames - 1, n).round().long().tolist()
 
 
-def preprocess_video(frames, config: PreprocessConfig | None = None, *, fps: float | None = None,
-                     min_pixels: int | None = None, max_pixels: int | None = None, device=None) -> VisionInputs:
-    """One video to ``pixel_values`` and one ``grid_thw`` row, as Qwen3-Omni processes a video.
+@dataclass
+class VideoPlan:
+    """One validated video: source size, resize target, kept frames (before and after padding to a
+    multiple of Tp) and its grid (host ints)."""
 
-    Args:
-        frames: a uint8 tensor or array ``[T, H, W, 3]`` (RGB; may live on the device), or a list of
-            frames (PIL images or uint8 ``[H, W, 3]``), all of one size.
-        fps: the frames' rate; frames are then sampled by ``sample_video_indices``. None: the frames
-            are already sampled (all kept, thinned to ``max_frames``).
-        min_pixels, max_pixels: override the config's per-frame budget (``video_min_pixels``,
-            ``video_max_pixels``).
+    frames: object
+    size: tuple[int, int]
+    target: tuple[int, int]
+    keep: list[int]
+    padded: list[int]
+    grid: tuple[int, int, int]
 
-    Returns:
-        ``VisionInputs`` with ``pixel_values [t*h*w, C*Tp*P*P]``, ``grid_thw [(t, h, w)]`` where
-        ``t = ceil(kept / Tp)`` (an odd count repeats the last kept frame), ``frame_indices``.
+    def stage(self, stager) -> None:
+        """Puts the kept frames (host ones) into a uint8 ``Stager``: only they travel."""
+        self._slot = None
+        f = self.frames
+        H, W = self.size
+        if isinstance(f, (torch.Tensor, np.ndarray)):
+            if isinstance(f, torch.Tensor) and f.device.type != "cpu":
+                return
+            src = f.numpy() if isinstance(f, torch.Tensor) else f
+            self._slot = slot = stager.add_raw((len(self.padded), H, W, 3))
+            idx = np.asarray(self.padded)
+            stager.on_pack(lambda: np.take(src, idx, axis=0, out=stager.host(slot).numpy()))
+        else:
+            host = [_host_array(f[i]) for i in self.padded]
+            if all(a is not None for a in host):
+                self._slot = slot = stager.add_raw((len(self.padded), H, W, 3))
+                stager.on_pack(lambda: _fill_stack(stager.host(slot), host))
 
-    Raises:
-        ValueError: naming the frame index and field, before any work.
-    """
-    cfg = config or PreprocessConfig()
-    lo = cfg.video_min_pixels if min_pixels is None else int(min_pixels)
-    hi = cfg.video_max_pixels if max_pixels is None else int(max_pixels)
-    _check_budget(lo, hi)
+    def finish(self, stager, cfg: PreprocessConfig, device: torch.device) -> torch.Tensor:
+        f = self.frames
+        if self._slot is not None:
+            x = stager.get(self._slot)
+        elif isinstance(f, torch.Tensor):
+            if self.padded != list(range(f.shape[0])):
+                from .staging import to_device
+
+                f = f.index_select(0, to_device(torch.tensor(self.padded), f.device))
+            x = f.to(device, non_blocking=True)
+        else:
+            x = torch.stack([_image_tensor(f[i]).to(device, non_blocking=True) for i in self.padded])
+        th, tw = self.target
+        if (th, tw) != self.size:
+            x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)
+        t, h, w = self.grid
+        out = torch.empty(t * h * w, cfg.patch_dim, dtype=torch.float32, device=device)
+        scale, bias = _norm_constants(cfg.image_mean, cfg.image_std, device)
+        _write_patches(out, x, cfg, scale, bias)
+        return out
+
+
+def plan_video(frames, cfg: PreprocessConfig, fps=None, min_pixels=None, max_pixels=None) -> VideoPlan:
+    """Validates a video (see ``preprocess_video``) and plans it; reads no pixel."""
+    lo, hi = _image_budget(cfg, min_pixels, max_pixels, video=True)
     if fps is not None and not (isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps is {fps!r}: pass the frames' rate in frames per second (> 0), or None")
     if isinstance(frames, (torch.Tensor, np.ndarray)):
@@ -349,23 +463,37 @@ def preprocess_video(frames, config: PreprocessConfig | None = None, *, fps: flo
         th, tw = smart_resize(*size, cfg.factor, lo, hi)
     except ValueError as e:
         raise ValueError(f"frames: field 'size' cannot be resized: {e}") from None
-    device = _resolve_device(device, [frames] if isinstance(frames, torch.Tensor) else frames)
-
     keep = sample_video_indices(count, fps, cfg)
-    Tp = cfg.temporal_patch_size
+    Tp, P = cfg.temporal_patch_size, cfg.patch_size
     padded = keep + keep[-1:] * (-len(keep) % Tp)  # an odd count repeats the last frame
-    if isinstance(frames, (torch.Tensor, np.ndarray)):
-        src = _from_numpy(frames) if isinstance(frames, np.ndarray) else frames
-        if padded != list(range(count)):  # select before the copy: only kept frames travel
-            src = src.index_select(0, torch.tensor(padded).to(src.device, non_blocking=True))
-        x = src.to(device, non_blocking=True)
-    else:
-        x = torch.stack([_image_tensor(frames[i]).to(device, non_blocking=True) for i in padded])
-    if (th, tw) != size:
-        x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)
-    P = cfg.patch_size
-    grid = (len(padded) // Tp, th // P, tw // P)
-    out = torch.empty(grid[0] * grid[1] * grid[2], cfg.patch_dim, dtype=torch.float32, device=device)
-    scale, bias = _norm_constants(cfg.image_mean, cfg.image_std, device)
-    _write_patches(out, x, cfg, scale, bias)
-    return VisionInputs(out, [grid], [size], keep)
+    return VideoPlan(frames, size, (th, tw), keep, padded, (len(padded) // Tp, th // P, tw // P))
+
+
+def preprocess_video(frames, config: PreprocessConfig | None = None, *, fps: float | None = None,
+                     min_pixels: int | None = None, max_pixels: int | None = None, device=None) -> VisionInputs:
+    """One video to ``pixel_values`` and one ``grid_thw`` row, as Qwen3-Omni processes a video.
+
+    Args:
+        frames: a uint8 tensor or array ``[T, H, W, 3]`` (RGB; may live on the device), or a list of
+            frames (PIL images or uint8 ``[H, W, 3]``), all of one size.
+        fps: the frames' rate; frames are then sampled by ``sample_video_indices``. None: the frames
+            are already sampled (all kept, thinned to ``max_frames``).
+        min_pixels, max_pixels: override the config's per-frame budget (``video_min_pixels``,
+            ``video_max_pixels``).
+
+    Returns:
+        ``VisionInputs`` with ``pixel_values [t*h*w, C*Tp*P*P]``, ``grid_thw [(t, h, w)]`` where
+        ``t = ceil(kept / Tp)`` (an odd count repeats the last kept frame), ``frame_indices``.
+
+    Raises:
+        ValueError: naming the frame index and field, before any work.
+    """
+    from .staging import Stager
+
+    cfg = config or PreprocessConfig()
+    plan = plan_video(frames, cfg, fps, min_pixels, max_pixels)
+    device = _resolve_device(device, [frames] if isinstance(frames, torch.Tensor) else frames)
+    stager = Stager(torch.uint8, device)
+    plan.stage(stager)
+    stager.send()
+    return VisionInputs(plan.finish(stager, cfg, device), [plan.grid], [plan.size], plan.keep)

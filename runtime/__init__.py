@@ -26,6 +26,7 @@ _LAZY = {
     "AudioRequest": ".requests",
     "VisionOutput": ".requests",
     "AudioOutput": ".requests",
+    "preprocess_requests": ".requests",
 }
 
 
@@ -40,5 +41,5 @@ __all__ = [
     "CostError", "CostModel", "Demand", "EncoderRuntime", "EncoderService", "GridError", "ModalityGrid",
     "ModalityStats", "Replay", "ServiceBusy", "ServiceClosed", "SimReport", "TraceError", "TraceRecord", "TraceRecorder",
     "TuneResult", "VisionOutput", "VisionRequest", "audio_demand", "estimate_activation_bytes",
-    "estimate_flops", "group_arrivals", "pack", "read_trace", "simulate", "vision_demand", "write_trace",
+    "estimate_flops", "group_arrivals", "pack", "preprocess_requests", "read_trace", "simulate", "vision_demand", "write_trace",
 ]

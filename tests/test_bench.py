@@ -27,11 +27,12 @@ def parse(*argv: str) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
-    """One tiny CPU run of every column on an image and an audio workload, through ``run(args)``."""
+    """One tiny CPU run of every column on an image, an audio and a raw audio workload, through ``run(args)``."""
     tmp = tmp_path_factory.mktemp("bench")
     (tmp / "grid.yaml").write_text(TINY_GRID)
     out = tmp / "out"
-    args = parse("--device", "cpu", "--tiny", "--repeats", "2", "--warmup", "1", "--workloads", "image224,audio10s",
+    args = parse("--device", "cpu", "--tiny", "--repeats", "2", "--warmup", "1", "--workloads",
+                 "image224,audio10s,raw_audio10s",
                  "--grid", str(tmp / "grid.yaml"), "--out", str(out), "--no-progress")
     rc = args.func(args)
     return rc, out
@@ -43,15 +44,20 @@ def test_cpu_run_reports_every_column(cpu_run):
     report = json.loads((out / "bench.json").read_text())
     assert report["errors"] == []
     assert report["columns"] == list(bench.COLUMNS)
-    assert list(report["workloads"]) == ["image224", "audio10s"]
+    assert list(report["workloads"]) == ["image224", "audio10s", "raw_audio10s"]
     for name, entry in report["workloads"].items():
-        for col in bench.COLUMNS:
+        cols = bench.COLUMNS if entry["raw"] else [c for c in bench.COLUMNS if c not in bench.RAW_COLUMNS]
+        assert set(entry["results"]) == set(cols)
+        for col in cols:
             r = entry["results"][col]
             assert r["repeats"] == 2, (name, col, r)
             assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"], (name, col, r)
         assert entry["ratios"]["speedup_vs_hf_per_request"] > 0
         assert entry["ratios"]["runtime_over_floor"] > 0
         assert entry["floor_gflop"] > 0
+        if entry["raw"]:
+            r = entry["results"]
+            assert entry["ratios"]["raw_over_ready"] == r["raw_gpu_runtime"]["median_ms"] / r["runtime"]["median_ms"]
         # Both requests fit a bucket of the grid: one replay, no eager fallback.
         stats = entry["runtime_stats"]
         assert sum(s["replays"] for s in stats.values()) == 1
@@ -69,9 +75,12 @@ def test_cpu_run_writes_markdown_table(cpu_run):
     md = (out / "bench.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| workload"))
     for col in bench.COLUMNS:
-        assert col in header
-    rows = [line for line in md.splitlines() if line.startswith("| image224") or line.startswith("| audio10s")]
-    assert len(rows) == 2
+        assert (col in header) == (col not in bench.RAW_COLUMNS)
+    rows = [line for line in md.splitlines() if line.startswith(("| image224", "| audio10s", "| raw_audio10s"))]
+    assert len(rows) == 4  # raw_audio10s: in the main table and in the raw table
+    raw_header = next(line for line in md.splitlines() if "GPU preprocessing + runtime / runtime" in line)
+    assert rows[-1].count("|") == raw_header.count("|")
+    rows = rows[:3]
     assert all(row.count("|") == header.count("|") for row in rows)
     assert "error" not in " ".join(rows)
 
@@ -92,6 +101,24 @@ def test_bad_names_are_refused(capsys):
     args = parse("--device", "cpu", "--tiny", "--workloads", "image999")
     assert args.func(args) == 2
     assert "image999" in capsys.readouterr().err
+
+
+def test_raw_workloads_preprocess_to_their_twins_shapes():
+    """Raw media of raw_* workloads preprocess (all requests in one pass) to exactly the grids and
+    frame counts of the ready twin; the mix has images, videos and audio."""
+    import numpy as np
+
+    from omnienc.preprocess import PreprocessConfig, RawVideo
+    from omnienc.runtime import preprocess_requests
+
+    w = workloads.all_workloads()
+    for name, twin in workloads.RAW_OF.items():
+        items = workloads.raw_items(w[name], np.random.default_rng(), patch=4)
+        got = tuple(("vision", tuple(map(tuple, r.grid_thw.tolist()))) if hasattr(r, "grid_thw")
+                    else ("audio", tuple(r.feature_lens.tolist()))
+                    for r in preprocess_requests(items, config=PreprocessConfig(patch_size=4)))
+        assert got == w[twin].requests == w[name].requests
+    assert any(isinstance(it, RawVideo) for it in items)
 
 
 def test_workloads_are_fixed():

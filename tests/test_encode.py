@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from omnienc.encoders import AudioEncoder, VisionEncoder, audio_output_length
+from omnienc.runtime import VisionRequest
 from omnienc.tools import encode
 from omnienc.preprocess import (
     InputError,
@@ -33,7 +34,7 @@ from omnienc.preprocess import (
     read_video_frames,
     resample,
     resampled_length,
-    sample_frame_indices,
+    sample_video_indices,
 )
 
 Image = pytest.importorskip("PIL.Image")
@@ -200,9 +201,10 @@ def test_video_inputs_follow_the_video_patch_layout(setup, source):
     _, ckpt, files = setup
     cfg = PreprocessConfig.from_checkpoint(ckpt)
     ours = Preprocessor(cfg, backend="transformers").video(files[source])
-    frames, indices, _ = read_video_frames(files[source], cfg.video_fps, cfg.max_frames)
-    n = 5 if source == "gif" else 4
-    assert indices == list(range(n)) and ours.meta["frames"] == n
+    frames, indices, _ = read_video_frames(files[source], cfg)
+    n = 4  # gif: 5 frames sampled to 4 (at least 4, a multiple of 2); folder: its 4 frames
+    expected = sample_video_indices(5, 5 / ours.meta["seconds"], cfg) if source == "gif" else list(range(4))
+    assert indices == expected and len(indices) == n and ours.meta["frames"] == n
     ref, grid = video_reference(frames, cfg)
     assert ours.grid_thw == grid and grid[0] == math.ceil(n / 2)
     assert max_err(ours.pixel_values, ref) <= 1e-6
@@ -224,11 +226,18 @@ def test_mp4_video_through_pyav(tmp_path):
                 container.mux(packet)
     except Exception as e:  # an FFmpeg build without the mpeg4 encoder
         pytest.skip(f"cannot write a test mp4 here: {e}")
-    frames, indices, seconds = read_video_frames(path, fps=2.0, max_frames=768)  # 10 fps -> every 5th
-    assert indices == [0, 5, 10] and frames[0].size == (48, 32) and seconds == pytest.approx(1.3)
-    assert read_video_frames(path, fps=0.0, max_frames=4)[1] == [0, 4, 8, 12]
+    # 13 frames at 10 fps, 2 per second -> 2.6, raised to the floor of 4, spread over the video
+    frames, indices, seconds = read_video_frames(path)
+    assert indices == sample_video_indices(13, 10.0) == [0, 4, 8, 12]
+    assert frames[0].size == (48, 32) and seconds == pytest.approx(1.3)
+    assert read_video_frames(path, PreprocessConfig(video_fps=0, max_frames=3))[1] == [0, 6, 12]
     item = Preprocessor(PreprocessConfig(patch_size=4, video_min_pixels=1024)).video(path)
-    assert item.grid_thw[0] == 2 and item.meta["frame_indices"] == [0, 5, 10]
+    assert item.grid_thw[0] == 2 and item.meta["frame_indices"] == [0, 4, 8, 12]
+    # the same rule as from_video on the decoded stream
+    all_frames = torch.from_numpy(np.stack([np.array(f) for f in read_video_frames(path, PreprocessConfig(
+        video_fps=0))[0]]))
+    assert VisionRequest.from_video(all_frames, fps=10.0, config=PreprocessConfig(patch_size=4, video_min_pixels=1024)
+                                    ).grid_thw.tolist() == [list(item.grid_thw)]
 
 
 def test_mp4_without_pyav_says_what_to_install(tmp_path, monkeypatch):
@@ -239,13 +248,16 @@ def test_mp4_without_pyav_says_what_to_install(tmp_path, monkeypatch):
         read_video_frames(path)
 
 
-def test_video_frame_sampling():
-    # 0.5 s frames at 2 fps: every frame; 0.1 s frames at 2 fps: one every 5; cap spreads evenly.
-    assert sample_frame_indices([0.0, 0.5, 1.0, 1.5], 4, 2.0, 768) == [0, 1, 2, 3]
-    assert sample_frame_indices([i * 0.1 for i in range(12)], 12, 2.0, 768) == [0, 5, 10]
-    assert sample_frame_indices([i * 0.1 for i in range(12)], 12, 0.0, 768) == list(range(12))
-    assert sample_frame_indices(None, 10, 2.0, 4) == [0, 3, 6, 9]
-    assert sample_frame_indices([0.0, 0.3, 0.45, 0.7, 1.2], 5, 2.0, 768) == [0, 3, 4]
+def test_decoding_samples_frames_as_from_video(tmp_path):
+    """A GIF of 23 frames of 70 ms: the decoder keeps what ``sample_video_indices`` (from_video's
+    rule) keeps for 23 frames at 1000/70 fps."""
+    rng = np.random.default_rng()
+    frames = [Image.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)) for _ in range(23)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=70, loop=0)
+    got, indices, seconds = read_video_frames(path)
+    assert seconds == pytest.approx(23 * 0.07)
+    assert indices == sample_video_indices(23, 23 / seconds) == [0, 7, 15, 22] and len(got) == 4
 
 
 def test_audio_features_equal_whisper_extractor(setup):
@@ -320,7 +332,7 @@ def test_encode_writes_native_embeddings(setup, capsys):
         assert json.loads(meta[f"{name}.grid_thw"]) == [t, h, w]
         assert meta[f"{name}.tokens"] == str(t * h * w // 4)
         assert meta[f"{name}.source"] == str(files[key])
-    assert json.loads(meta["video.0.frames"]) == 5 and json.loads(meta["video.0.grid_thw"])[0] == 3
+    assert json.loads(meta["video.0.frames"]) == 4 and json.loads(meta["video.0.grid_thw"])[0] == 2  # 5 -> 4 sampled
     assert json.loads(meta["video.1.frames"]) == 4 and json.loads(meta["video.1.grid_thw"])[0] == 2
     assert json.loads(meta["image.1.size"]) == [20, 90]
 
@@ -358,13 +370,13 @@ def test_encode_with_grid_file_and_eager_fallback(setup, tmp_path, capsys):
 
     recs = read_trace(trace)  # what was encoded, for omnienc replay / tune
     assert sorted(r.modality for r in recs) == ["audio", "vision", "vision"]
-    assert any(r.grid_thw and r.grid_thw[0][0] == 3 for r in recs)  # the GIF video, t = 3
+    assert any(r.grid_thw and r.grid_thw[0][0] == 2 for r in recs)  # the GIF video: 4 frames sampled, t = 2
     tensors, meta = read_output(out)
     assert meta["dtype"] == "float32"  # from the grid
     pre = Preprocessor(PreprocessConfig.from_checkpoint(ckpt, video_min_pixels=2048))
     vis = VisionEncoder.from_pretrained(ckpt, dtype=torch.float32)
     item = pre.video(files["gif"])
-    assert item.grid_thw == (3, 10, 14)
+    assert item.grid_thw == (2, 10, 14)  # 5 GIF frames sampled to 4
     assert max_err(tensors["video.0.embeds"], vis(item.pixel_values, torch.tensor([item.grid_thw]))[0]) <= TOL
 
 

@@ -399,28 +399,122 @@ def test_requests_encode_like_transformers_inputs():
 
 @pytest.mark.gpu
 def test_no_host_sync_on_cuda():
-    """From host inputs, after a warm-up that caches the constants, preprocessing on CUDA issues no
-    synchronizing call; the results equal the CPU's within the bounds."""
+    """From host inputs (through pinned memory) and from inputs already on the GPU, after a warm-up
+    that caches the constants, preprocessing on CUDA issues no synchronizing call; the results equal
+    the CPU's within the bounds."""
     ims = [photo("chelsea.png"), photo("astronaut.png")]
     video = torch.from_numpy(np.stack([np.array(photo("astronaut.png"))[i : 400 + i, :448] for i in range(3)]))
     x44, _ = speech(SPEECH_44K)
     waves = [x44[:441_000], x44[100_001:200_000]]
 
+    from omnienc.runtime import preprocess_requests
+    from omnienc.tools.bench_preprocess import _on_device
+
+    items = mixed_raw_items(np.random.default_rng())
+    resident = _on_device(items, "cuda")
+
     def run():
         return (preprocess_images(ims, device="cuda"), preprocess_video(video, fps=1.0, device="cuda"),
-                preprocess_waveforms(waves, 44100, device="cuda"))
+                preprocess_waveforms(waves, 44100, device="cuda"), preprocess_requests(items, device="cuda"),
+                preprocess_requests(resident, device="cuda"))
 
     run()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        img, vid, aud = run()
+        img, vid, aud, many, many_resident = run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    for a, b, c in zip(many, many_resident, preprocess_requests(items)):
+        for x, y, z in zip(vars(a).values(), vars(b).values(), vars(c).values()):
+            assert torch.equal(x.cpu(), y.cpu())
+            if x.is_floating_point():
+                assert (x.cpu() - z).abs().max().item() <= max(MAX_ABS, MEL_MAX_ABS)
     cpu = (preprocess_images(ims), preprocess_video(video, fps=1.0), preprocess_waveforms(waves, 44100))
     assert_pixels_close(img.pixel_values, cpu[0].pixel_values)
     assert_pixels_close(vid.pixel_values, cpu[1].pixel_values)
     assert (aud.input_features.cpu() - cpu[2].input_features).abs().max().item() <= MEL_MAX_ABS
+
+
+# --- many requests in one pass ---------------------------------------------------------------------
+
+
+def mixed_raw_items(rng):
+    from omnienc.preprocess import RawAudio, RawImages, RawVideo
+
+    def im(h, w):
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+    def wave(n):
+        return (0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    return [
+        RawImages([im(100, 120)]),
+        RawAudio([wave(16000 + int(rng.integers(0, 160)))]),
+        RawImages([im(64, 64), Image.fromarray(im(100, 120)).convert("L"), im(300, 200)], max_pixels=128 * 128),
+        RawVideo(torch.from_numpy(np.stack([im(90, 130)] * 7)), fps=3.0),
+        RawAudio([wave(4567), wave(44_100), np.stack([wave(30_011), wave(30_011)])],
+                 [16000, 44100, 16000]),
+        RawImages([im(100, 120)]),
+    ]
+
+
+def test_preprocess_requests_equals_one_request_at_a_time():
+    """One pass over six requests (images of shared and distinct sizes, a grayscale one, a budget,
+    a video, clips at 16 and 44.1 kHz, a stereo one) gives each request what its own constructor
+    gives, bit for bit."""
+    from omnienc.preprocess import RawAudio, RawImages
+    from omnienc.runtime import preprocess_requests
+
+    items = mixed_raw_items(np.random.default_rng())
+    many = preprocess_requests(items)
+    for it, got in zip(items, many):
+        if isinstance(it, RawImages):
+            ref = VisionRequest.from_images(it.images, min_pixels=it.min_pixels, max_pixels=it.max_pixels)
+        elif isinstance(it, RawAudio):
+            ref = AudioRequest.from_waveforms(it.waveforms, it.sampling_rate)
+        else:
+            ref = VisionRequest.from_video(it.frames, fps=it.fps)
+        for a, b in zip(vars(got).values(), vars(ref).values()):
+            assert a.shape == b.shape and torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"item 4: waveform 1: field 'samples' holds NaN"):
+        preprocess_requests(items[:4] + [RawAudio([np.ones(800, np.float32), np.full(800, np.nan, np.float32)])])
+
+
+def test_log_mel_of_many_clips_is_one_batched_pass():
+    """The batched log-mel runs the same kernels for 1 and for 9 clips (a fixed count, not one group
+    per clip), each clip equal to Whisper's features of that clip alone."""
+    from omnienc.tools.bench_preprocess import count_ops
+
+    rng = np.random.default_rng()
+    clips = [(0.1 * rng.standard_normal(int(n))).astype(np.float32) for n in rng.integers(400, 40_000, 9)]
+    one = count_ops(lambda: preprocess_waveforms(clips[:1]))
+    many = count_ops(lambda: preprocess_waveforms(clips))
+    assert sum(one.values()) <= 10 and sum(many.values()) <= sum(one.values()) + 5, (one, many)
+    out = preprocess_waveforms(clips)
+    fe = make_feature_extractor(PreprocessConfig())
+    refs = [whisper_features(fe, c) for c in clips]
+    assert out.feature_lens == [r.shape[1] for r in refs]
+    assert (out.input_features - torch.cat(refs, 1)).abs().max().item() <= MEL_MAX_ABS
+
+
+def test_no_sync_inducing_op_in_preprocessing():
+    """No operation that makes the host wait for a device (``.item()``, ``nonzero``, boolean masks,
+    ``unique``, reading a tensor back) is dispatched by preprocessing, with host or with
+    'device-resident' inputs; sizes come from host-side shapes. Also counts kernels: images of one
+    size share them across requests."""
+    from omnienc.preprocess import RawImages
+    from omnienc.runtime import preprocess_requests
+    from omnienc.tools.bench_preprocess import SYNC_OPS, _on_device, count_ops
+
+    items = mixed_raw_items(np.random.default_rng())
+    for its in (items, _on_device([it for it in items if not isinstance(it, RawImages)], "cpu")):
+        ops = count_ops(lambda: preprocess_requests(its))
+        assert not set(ops) & SYNC_OPS, ops
+        assert all(o not in ops for o in ("_to_copy_cpu", "index_put_", "masked_fill_")), ops
+    rng = np.random.default_rng()
+    same = [RawImages([rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)]) for _ in range(6)]
+    assert count_ops(lambda: preprocess_requests(same)) == count_ops(lambda: preprocess_requests(same[:1]))
 
 
 # --- the benchmark script, smoke-tested on the CPU -------------------------------------------------
@@ -429,17 +523,19 @@ def test_no_host_sync_on_cuda():
 def test_bench_preprocess_smoke(tmp_path):
     from omnienc.tools import bench_preprocess as bp
 
-    report = bp.run_preprocess_bench("cpu", repeats=1, warmup=0, tiny=True)
-    assert list(report["workloads"]) == list(bp.WORKLOADS) and list(report["e2e"]) == list(bp.E2E)
+    names = ["image448", "image720p", "audio10s", "audio30s44k"]
+    report = bp.run_preprocess_bench("cpu", repeats=1, warmup=0, workloads=names, tiny=True)
+    assert list(report["workloads"]) == names
     for row in report["workloads"].values():
         assert row["ours_cpu"]["median_ms"] > 0 and row["hf_cpu"]["median_ms"] > 0
         assert row["ours_gpu"] is None and row["ours_gpu_resident"] is None  # no CUDA here
-    for row in report["e2e"].values():
-        assert row["ratio"] == row["raw_to_embeds"]["median_ms"] / row["encode_ready"]["median_ms"]
+        assert row["kernels"]["total"] > 0 and row["kernels"]["syncs"] == 0
+    assert set(report["copies"]) == set(bp.COPIES)
+    assert all(r["host_reused"]["median_ms"] > 0 and "pageable" not in r for r in report["copies"].values())
     table = bp.format_markdown(report)
-    assert all(f"| {name} |" in table for name in bp.WORKLOADS)
+    assert all(f"| {name} |" in table for name in names)
     out = tmp_path / "r.json"
-    assert bp.main(["--device", "cpu", "--tiny", "--repeats", "1", "--warmup", "0", "--no-e2e", "--no-hf",
+    assert bp.main(["--device", "cpu", "--tiny", "--repeats", "1", "--warmup", "0", "--no-hf", "--no-copies",
                     "--workloads", "image720p,audio30s44k", "--out", str(out)]) == 0
     assert list(json.loads(out.read_text())["workloads"]) == ["image720p", "audio30s44k"]
     assert bp.main(["--device", "cpu", "--workloads", "nope"]) == 2

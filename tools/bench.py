@@ -8,6 +8,20 @@ Columns (every one measured in the same process, on the same random bf16 weights
 * ``runtime``: ``EncoderRuntime.encode(requests)`` after ``capture()`` (CUDA graphs on CUDA).
 * ``floor``: every Linear of the encoders at the workload's token counts, one CUDA graph (``floor.py``).
 
+Raw workloads (``raw_image448``, ``raw_audio10s``, ``raw_mixed32``: the requests of ``image448``,
+``audio10s`` and ``mixed32`` as raw media in host memory, ``workloads.raw_items``) add columns that
+start from the raw media (``bench_preprocess``'s functions); on them ``runtime`` encodes the ready
+inputs (those media preprocessed on the device, float32):
+
+* ``raw_hf``: transformers' CPU processors, then transformers' encoder, one request at a time (what
+  engines do today).
+* ``raw_cpu_runtime``: transformers' CPU processors for every request, then one ``EncoderRuntime.encode``.
+* ``raw_gpu_runtime``: ``preprocess_requests`` on the device (all requests in one pass), then the same
+  encode. ``raw_gpu_runtime / runtime`` is issue #13's raw-to-embeddings ratio (targets: image 1.15,
+  audio 1.2, the 32 requests of the tracegen mix 1.10).
+* ``pre_cpu`` / ``pre_gpu``: the preprocessing alone, transformers' CPU processors vs
+  ``preprocess_requests`` on the device.
+
 Inputs are ``torch.randn`` tensors made once per workload, already on the device (pixel values,
 mel features); grids and lengths are on the device for HF (as the Thinker passes them) and on the host
 for omnienc (its planning is host-side). Host-to-device copies of inputs are therefore not timed.
@@ -44,10 +58,14 @@ from omnienc.tools.floor import (
     vision_patches,
 )
 from omnienc.tools.models import Models, build_models, encoder_configs
-from omnienc.tools.report import format_markdown, write_outputs
-from omnienc.tools.workloads import WORKLOADS, Inputs, Workload, all_workloads, make_inputs
+from omnienc.tools.report import RAW_COLUMNS, format_markdown, write_outputs  # RAW_COLUMNS: raw workloads only
+from omnienc.tools.bench_preprocess import omnienc_preprocess, transformers_preprocess
+from omnienc.tools.workloads import WORKLOADS, Inputs, Workload, all_workloads, make_inputs, preprocess_config
 
-COLUMNS = ("hf_per_request", "hf_batched", "native_eager", "runtime", "floor")
+COLUMNS = ("hf_per_request", "hf_batched", "native_eager", "runtime", "floor", "raw_hf", "raw_cpu_runtime",
+           "raw_gpu_runtime", "pre_cpu", "pre_gpu")
+# Issue #13: GPU preprocessing + encode over the encode of ready inputs.
+RAW_TARGETS = {"raw_image448": 1.15, "raw_audio10s": 1.2, "raw_mixed32": 1.10}
 
 
 # --- the columns: each returns a callable doing the workload once ---------------------------------
@@ -80,6 +98,31 @@ def native_eager_fn(m: Models, x: Inputs) -> Callable[[], None]:
             m.vision(x.vision[0], x.vision[1])
         if x.audio is not None:
             m.audio(x.audio[0], x.audio[1])
+
+    return fn
+
+
+def raw_hf_fn(m: Models, pre: Callable[[], list], device: torch.device, dtype: torch.dtype) -> Callable[[], None]:
+    """transformers' CPU processor, then transformers' encoder, request by request."""
+    def fn():
+        for kind, data, meta in pre():
+            data = data.to(device, dtype)
+            if kind == "vision":
+                m.hf_vision(data, grid_thw=meta.to(device))
+            else:
+                m.hf_audio(data, feature_lens=meta.to(device))
+
+    return fn
+
+
+def raw_cpu_runtime_fn(rt, pre: Callable[[], list], device: torch.device) -> Callable[[], None]:
+    """transformers' CPU processor for every request, then one runtime encode."""
+    from omnienc.runtime import AudioRequest, VisionRequest
+
+    def fn():
+        reqs = [VisionRequest(d.to(device, non_blocking=True), m) if k == "vision"
+                else AudioRequest(d.to(device, non_blocking=True), m) for k, d, m in pre()]
+        rt.encode(reqs)
 
     return fn
 
@@ -234,13 +277,15 @@ def run_bench(
     for name, w in chosen.items():
         report["workloads"][name] = {
             "description": w.description,
+            "raw": w.raw,
+            "raw_target": RAW_TARGETS.get(name) if not tiny else None,
             **w.summary(acfg.n_window),
             "floor_gflop": gemm_flops(floor_gemms(w, vcfg, acfg)) / 1e9,
             "results": {},
         }
 
-    bar = tqdm(total=len(cols) * len(chosen), desc="bench", unit="cell", disable=not progress,
-               dynamic_ncols=True)
+    cells = sum(len(cols) if w.raw else len([c for c in cols if c not in RAW_COLUMNS]) for w in chosen.values())
+    bar = tqdm(total=cells, desc="bench", unit="cell", disable=not progress, dynamic_ncols=True)
 
     def fail(where: str, e: Exception) -> str:
         msg = f"{type(e).__name__}: {e}".splitlines()[0][:300]
@@ -275,7 +320,11 @@ def run_bench(
     models = build_models(vcfg, acfg, modalities, dev, dtype)
     report["meta"]["params_m"] = {k: sum(p.numel() for p in v.parameters()) / 1e6
                                   for k, v in (("vision", models.vision), ("audio", models.audio)) if v is not None}
-    inputs = {n: make_inputs(w, vcfg, acfg, dev, dtype) for n, w in chosen.items()}
+    inputs = {n: make_inputs(w, vcfg, acfg, dev, dtype, seed) for n, w in chosen.items()}
+    pcfg = preprocess_config(vcfg, acfg)
+    raw_names = [n for n, w in chosen.items() if w.raw]
+    hf_pre = {n: transformers_preprocess(inputs[n].raw, pcfg) for n in raw_names}
+    gpu_pre = {n: omnienc_preprocess(inputs[n].raw, pcfg, dev) for n in raw_names}
     try:
         report["meta"]["parity_rel_err"] = parity(models, inputs)
     except Exception as e:  # informative only
@@ -285,6 +334,9 @@ def run_bench(
     section("hf_per_request", lambda: [cell("hf_per_request", n, lambda: hf_per_request_fn(models, inputs[n]))
                                        for n in chosen])
     section("hf_batched", lambda: [cell("hf_batched", n, lambda: hf_batched_fn(models, inputs[n])) for n in chosen])
+    section("raw_hf", lambda: [cell("raw_hf", n, lambda: raw_hf_fn(models, hf_pre[n], dev, dtype)) for n in raw_names])
+    section("pre_cpu", lambda: [cell("pre_cpu", n, lambda: hf_pre[n]) for n in raw_names])
+    section("pre_gpu", lambda: [cell("pre_gpu", n, lambda: gpu_pre[n]) for n in raw_names])
     models.hf_vision = models.hf_audio = None
     _free(dev)
     section("native_eager", lambda: [cell("native_eager", n, lambda: native_eager_fn(models, inputs[n]))
@@ -298,8 +350,10 @@ def run_bench(
         except Exception as e:
             report["capture"] = {"error": fail("runtime capture", e)}
             for n in chosen:
-                report["workloads"][n]["results"]["runtime"] = {"error": "capture failed"}
-                bar.update(1)
+                for c in ("runtime", "raw_cpu_runtime", "raw_gpu_runtime"):
+                    if c in cols and (c == "runtime" or n in raw_names):
+                        report["workloads"][n]["results"][c] = {"error": "capture failed"}
+                        bar.update(1)
             return
         for n in chosen:
             try:  # what one encode of this workload does: replays, eager fallbacks, padding
@@ -309,7 +363,13 @@ def run_bench(
                 rt.reset_stats()
             except Exception:
                 pass  # the timed cell below reports the error
-            cell("runtime", n, lambda: lambda: rt.encode(inputs[n].requests))
+            if "runtime" in cols:
+                cell("runtime", n, lambda: lambda: rt.encode(inputs[n].requests))
+            if n in raw_names:
+                if "raw_cpu_runtime" in cols:
+                    cell("raw_cpu_runtime", n, lambda: raw_cpu_runtime_fn(rt, hf_pre[n], dev))
+                if "raw_gpu_runtime" in cols:
+                    cell("raw_gpu_runtime", n, lambda: lambda: rt.encode(gpu_pre[n]()))
             try:
                 report["workloads"][n]["runtime_enqueue_ms"] = enqueue_ms(rt, inputs[n].requests, dev)
             except Exception as e:  # informative only
@@ -317,7 +377,8 @@ def run_bench(
             rt.reset_stats()
         rt = None  # frees the graphs and their pool
 
-    section("runtime", runtime_section)
+    if any(c in cols for c in ("runtime", "raw_cpu_runtime", "raw_gpu_runtime")):
+        section("runtime" if "runtime" in cols else "raw_gpu_runtime", runtime_section)
     models.vision = models.audio = None
     _free(dev)
     section("floor", lambda: [cell("floor", n, timing=lambda: time_gemms(
@@ -336,6 +397,10 @@ def run_bench(
             ratios["runtime_over_floor"] = med["runtime"] / med["floor"]
         if "floor" in med and med["floor"] > 0:
             ratios["floor_tflops"] = entry["floor_gflop"] / med["floor"]  # GFLOP / ms = TFLOP/s
+        if "raw_gpu_runtime" in med and "runtime" in med and med["runtime"] > 0:
+            ratios["raw_over_ready"] = med["raw_gpu_runtime"] / med["runtime"]
+        if "raw_gpu_runtime" in med and "raw_hf" in med and med["raw_gpu_runtime"] > 0:
+            ratios["raw_speedup_vs_hf"] = med["raw_hf"] / med["raw_gpu_runtime"]
         entry["ratios"] = ratios
     return report
 
@@ -463,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-__all__ = ["COLUMNS", "register", "resolve_device", "run", "run_bench"]
+__all__ = ["COLUMNS", "RAW_COLUMNS", "RAW_TARGETS", "register", "resolve_device", "run", "run_bench"]
 
 
 if __name__ == "__main__":

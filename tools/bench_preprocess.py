@@ -1,37 +1,49 @@
-"""Preprocessing benchmark: raw inputs in memory -> encoder inputs, and raw inputs -> embeddings.
+"""Preprocessing alone: raw inputs in memory -> encoder inputs, transformers' CPU processors vs
+``omnienc.preprocess`` on the CPU and the GPU; host-to-device copy strategies; kernel counts.
 
     python -m omnienc.tools.bench_preprocess [--device cuda] [--repeats 50] [--warmup 10]
-        [--workloads image448,audio30s] [--no-e2e] [--tiny] [--out results.json]
+        [--workloads image448,audio30s,mixed32] [--no-hf] [--no-copies] [--tiny] [--out results.json]
+
+Raw inputs to embeddings (preprocessing + encode against the encode of ready inputs) are
+``omnienc bench``'s raw workloads (``raw_image448``, ``raw_audio10s``, ``raw_mixed32``); both
+programs build their raw media and time their preprocessing with the functions below.
 
 Workloads (made once with fresh random content, in host memory, as an engine holds media after
 decoding): ``image448`` (uint8 448x448x3), ``image720p`` (uint8 720x1280x3, resized to 704x1280),
-``audio10s`` / ``audio30s`` (float32 at 16 kHz), ``audio30s44k`` (float32 at 44.1 kHz, resampled).
+``audio10s`` / ``audio30s`` (float32 at 16 kHz), ``audio30s44k`` (float32 at 44.1 kHz, resampled),
+``mixed32`` (``raw_mixed32``'s 32 requests: images, videos, speech).
 
-Preprocessing columns (median ms per call after warm-up):
+Columns (median ms per call after warm-up):
 
-* ``hf_cpu``: transformers' ``Qwen2VLImageProcessorPil`` / ``WhisperFeatureExtractor`` on the CPU, as
-  Qwen3-Omni configures them (44.1 kHz: ``scipy.signal.resample_poly`` first; transformers has no
-  resampler).
-* ``ours_cpu``: ``omnienc.preprocess`` on the CPU.
-* ``ours_gpu``: ``omnienc.preprocess`` on CUDA from the host inputs (the host-to-device copy counts).
+* ``hf_cpu``: transformers' ``Qwen2VLImageProcessorPil`` / ``WhisperFeatureExtractor`` on the CPU, one
+  call per request, as Qwen3-Omni configures them (44.1 kHz: ``scipy.signal.resample_poly`` first;
+  transformers has no resampler).
+* ``ours_cpu``: ``omnienc.runtime.preprocess_requests`` on the CPU (all requests in one pass).
+* ``ours_gpu``: the same on CUDA from the host inputs (the host-to-device copy counts).
 * ``ours_gpu_resident``: the same with the raw inputs already on the GPU.
+* ``kernels``: operations that run a kernel (views and allocations left out), counted on the CPU by
+  a ``TorchDispatchMode`` (``count_ops``); plus one host-to-device copy per dtype on a GPU.
 
-End to end (``--no-e2e`` skips it; CUDA, random bf16 weights at the real sizes via
-``tools/models.py``, the default grid captured): ``encode_ready`` is ``EncoderRuntime.encode`` of
-inputs already preprocessed on the GPU, ``raw_to_embeds`` is ``from_images`` / ``from_waveforms`` on
-the GPU from the host raw input plus the same encode; ``ratio`` = raw_to_embeds / encode_ready.
+Copies (``--no-copies`` skips them): a 448x448x3 and a 720x1280x3 uint8 image, 30 s of float32 at
+16 kHz (1.9 MB) and at 44.1 kHz (5.3 MB), host to device: ``pageable`` (``.to(device)``),
+``pin_per_call`` (``staging.Stager``: a block of torch's caching host allocator, a host copy into
+it, one ``non_blocking`` copy; what preprocessing does), ``pinned_reused`` (one pinned buffer
+allocated once, a host copy into it, ``non_blocking``), and on the CPU the host copies alone
+(``host_fresh``: into a new buffer; ``host_reused``: into one kept buffer).
 
 CUDA timing: every call starts on an idle device, is bracketed by CUDA events and waited for, so
 host work that keeps the GPU waiting (launches, copies from pageable memory) counts. CPU: wall clock.
-``--tiny`` shrinks every input (and runs the end to end part with reduced model sizes) for a smoke run.
+``--tiny`` shrinks every input for a smoke run.
 
-Function API: ``run_preprocess_bench(device, repeats, ...) -> dict`` (the JSON report) and
-``format_markdown(report)``.
+Function API: ``run_preprocess_bench(device, repeats, ...) -> dict`` (the JSON report),
+``format_markdown(report)``, ``transformers_preprocess`` / ``omnienc_preprocess`` (used by
+``omnienc bench``), ``count_ops``.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as _dt
 import json
 import os
@@ -43,98 +55,180 @@ from pathlib import Path
 import numpy as np
 import torch
 
-WORKLOADS = ("image448", "image720p", "audio10s", "audio30s", "audio30s44k")
-# Issue #13's targets on an H200: GPU preprocessing alone (ms) and raw-to-embeddings ratios.
+WORKLOADS = ("image448", "image720p", "audio10s", "audio30s", "audio30s44k", "mixed32")
+# Issue #13's targets on an H200: GPU preprocessing alone (ms).
 TARGET_MS = {"image448": 0.3, "image720p": 0.6, "audio30s": 0.5, "audio30s44k": 0.8}
-TARGET_RATIO = {"image448": 1.15, "audio10s": 1.2}
-E2E = ("image448", "audio10s")
+COPIES = {"image448": ((448, 448, 3), torch.uint8), "image720p": ((720, 1280, 3), torch.uint8),
+          "audio30s": ((480_000,), torch.float32), "audio30s44k": ((1_323_000,), torch.float32)}
+
+# Operations that run no kernel: views, metadata, allocations.
+NO_KERNEL = {"view", "_unsafe_view", "slice", "select", "permute", "unsqueeze", "squeeze", "expand", "unfold",
+             "view_as_real", "view_as_complex", "detach", "lift_fresh", "alias", "as_strided", "t", "transpose",
+             "empty", "empty_strided", "_reshape_alias", "reshape", "split", "unbind", "diagonal"}
+# Operations that make the host wait for the device (on a device tensor).
+SYNC_OPS = {"_local_scalar_dense", "item", "nonzero", "nonzero_static", "masked_select", "_unique", "_unique2",
+            "unique_dim", "unique_consecutive", "equal", "is_nonzero", "allclose", "any", "all"}
 
 
-def workload_specs(tiny: bool = False) -> dict[str, tuple]:
-    """``name -> ("image", (H, W))`` or ``("audio", (seconds, rate))``."""
+def count_ops(fn: Callable[[], object]) -> collections.Counter:
+    """The aten operations ``fn`` dispatches (by name), views and allocations left out."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name not in NO_KERNEL:
+                self.ops[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count() as c:
+        fn()
+    return c.ops
+
+
+def workload_items(name: str, rng: np.random.Generator, tiny: bool = False) -> list:
+    """Raw items (``RawImages`` / ``RawAudio`` / ...) of a workload, in host memory."""
+    from omnienc.preprocess import RawAudio, RawImages
+    from omnienc.tools.workloads import all_workloads, raw_items
+
+    if name == "mixed32":
+        return raw_items(all_workloads()["raw_mixed32"], rng)
+    specs = {"image448": (448, 448), "image720p": (720, 1280), "audio10s": (10, 16000), "audio30s": (30, 16000),
+             "audio30s44k": (30, 44100)}
     if tiny:
-        return {"image448": ("image", (64, 64)), "image720p": ("image", (72, 128)), "audio10s": ("audio", (0.5, 16000)),
-                "audio30s": ("audio", (1.0, 16000)), "audio30s44k": ("audio", (1.0, 44100))}
-    return {"image448": ("image", (448, 448)), "image720p": ("image", (720, 1280)), "audio10s": ("audio", (10, 16000)),
-            "audio30s": ("audio", (30, 16000)), "audio30s44k": ("audio", (30, 44100))}
+        specs = {"image448": (64, 64), "image720p": (72, 128), "audio10s": (0.5, 16000), "audio30s": (1.0, 16000),
+                 "audio30s44k": (1.0, 44100)}
+    a, b = specs[name]
+    if name.startswith("image"):
+        return [RawImages([rng.integers(0, 256, (a, b, 3), dtype=np.uint8)])]
+    return [RawAudio([(0.1 * rng.standard_normal(round(a * b))).astype(np.float32)], b)]
 
 
-def make_input(kind: str, size: tuple, rng: np.random.Generator):
-    """Fresh random raw input: uint8 ``[H, W, 3]`` or float32 ``[samples]`` in [-1, 1]."""
-    if kind == "image":
-        return rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-    seconds, rate = size
-    return (0.1 * rng.standard_normal(round(seconds * rate))).astype(np.float32)
+def transformers_preprocess(items: list, cfg, cpu_threads_note: bool = False) -> Callable[[], list]:
+    """What engines do today: transformers' processors on the CPU, one call per request. Returns a
+    callable giving per item ``("vision", pixel_values, grid_thw)`` or ``("audio", features, lens)``
+    (host tensors); None where a resampler is needed and scipy is missing."""
+    from omnienc.preprocess import (
+        RawAudio, RawImages, make_feature_extractor, make_image_processor, transformers_video, whisper_features,
+    )
+
+    fe = make_feature_extractor(cfg)
+    procs: dict = {}
+
+    def proc(lo, hi):
+        if (lo, hi) not in procs:
+            procs[lo, hi] = make_image_processor(cfg, lo, hi)
+        return procs[lo, hi]
+
+    resample_poly = None
+    if any(isinstance(it, RawAudio) and it.sampling_rate != cfg.sampling_rate for it in items):
+        try:
+            from scipy.signal import resample_poly
+        except ImportError:
+            return None
+
+    def audio(x, rate):
+        if rate != cfg.sampling_rate:
+            from math import gcd
+
+            g = gcd(cfg.sampling_rate, rate)
+            x = resample_poly(x, cfg.sampling_rate // g, rate // g).astype(np.float32)
+        return whisper_features(fe, x)
+
+    def fn() -> list:
+        out = []
+        for it in items:
+            if isinstance(it, RawImages):
+                r = proc(it.min_pixels or cfg.min_pixels, it.max_pixels or cfg.max_pixels)(
+                    images=list(it.images), return_tensors="pt")
+                out.append(("vision", r["pixel_values"], r["image_grid_thw"]))
+            elif isinstance(it, RawAudio):
+                feats = [audio(x, it.sampling_rate) for x in it.waveforms]
+                out.append(("audio", torch.cat(feats, 1), torch.tensor([f.shape[1] for f in feats])))
+            else:  # RawVideo, frames already sampled
+                px, grid = transformers_video(proc(it.min_pixels or cfg.video_min_pixels,
+                                                   it.max_pixels or cfg.video_max_pixels), list(it.frames), cfg)
+                out.append(("vision", px, torch.tensor([grid])))
+        return out
+
+    return fn
 
 
-def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> dict:
-    """Median, p10, p90, mean and min of ``fn``'s time in ms: ``floor.measure``, every repeat."""
+def omnienc_preprocess(items: list, cfg, device) -> Callable[[], list]:
+    """``preprocess_requests`` of every item at once on ``device``."""
+    from omnienc.runtime import preprocess_requests
+
+    return lambda: preprocess_requests(items, device=device, config=cfg)
+
+
+def _on_device(items: list, device) -> list:
+    """The items with their arrays moved to ``device`` (the input-already-on-the-GPU column)."""
+    import dataclasses
+
+    from omnienc.preprocess import RawAudio, RawImages
+
+    from omnienc.preprocess import pil_to_rgb
+
+    def mv(x):
+        if not isinstance(x, (np.ndarray, torch.Tensor)):  # a PIL image
+            x = np.asarray(pil_to_rgb(x))
+        return (torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x).to(device)
+
+    out = []
+    for it in items:
+        if isinstance(it, RawImages):
+            out.append(dataclasses.replace(it, images=[mv(x) for x in it.images]))
+        elif isinstance(it, RawAudio):
+            out.append(dataclasses.replace(it, waveforms=[mv(x) for x in it.waveforms]))
+        else:
+            out.append(dataclasses.replace(it, frames=mv(it.frames)))
+    return out
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int,
+            budget_s: float | None = None) -> dict:
+    """Median, p10, p90, mean and min of ``fn``'s time in ms (``floor.measure``)."""
     from omnienc.tools.floor import measure as timed
 
-    return timed(fn, device, repeats, warmup, None).to_dict()
+    return timed(fn, device, repeats, warmup, budget_s).to_dict()
 
 
-def _hf_fn(kind: str, size: tuple, x, cfg) -> Callable[[], object] | None:
-    from omnienc.preprocess import make_feature_extractor, make_image_processor, whisper_features
+def copy_bench(device: torch.device, repeats: int, warmup: int, tiny: bool = False) -> dict:
+    """Host-to-device copy strategies (see the module docstring), ms per copy."""
+    from omnienc.preprocess.staging import Stager, host_copy
 
-    if kind == "image":
-        proc = make_image_processor(cfg, cfg.min_pixels, cfg.max_pixels)
-        return lambda: proc(images=[x], return_tensors="pt")
-    fe = make_feature_extractor(cfg)
-    rate = size[1]
-    if rate == cfg.sampling_rate:
-        return lambda: whisper_features(fe, x)
-    try:
-        from math import gcd
+    out = {}
+    for name, (shape, dtype) in COPIES.items():
+        if tiny:
+            shape = tuple(max(1, s // 16) for s in shape)
+        x = (torch.randint(0, 256, shape, dtype=torch.uint8) if dtype == torch.uint8
+             else torch.randn(shape, dtype=dtype))
+        row = {"bytes": x.numel() * x.element_size()}
+        if device.type == "cuda":
+            reused = torch.empty_like(x, pin_memory=True)
 
-        from scipy.signal import resample_poly
-    except ImportError:
-        return None
-    g = gcd(cfg.sampling_rate, rate)
-    return lambda: whisper_features(fe, resample_poly(x, cfg.sampling_rate // g, rate // g).astype(np.float32))
+            def pin_per_call():
+                s = Stager(dtype, device)
+                slot = s.add(x)
+                s.send()
+                return s.get(slot)
 
+            def pinned_reused():
+                host_copy(reused, x)
+                return reused.to(device, non_blocking=True)
 
-def _ours_fn(kind: str, size: tuple, x, cfg, device: torch.device) -> Callable[[], object]:
-    from omnienc.preprocess import preprocess_images, preprocess_waveforms
-
-    if kind == "image":
-        return lambda: preprocess_images([x], cfg, device=device)
-    return lambda: preprocess_waveforms([x], size[1], cfg, device=device)
-
-
-def _e2e(name: str, kind: str, size: tuple, x_host: np.ndarray, device: torch.device, repeats: int, warmup: int,
-         runtime, cfg) -> dict:
-    from omnienc.runtime import AudioRequest, VisionRequest
-
-    if kind == "image":
-        def make():
-            return VisionRequest.from_images([torch.from_numpy(x_host)], device=device, config=cfg)
-    else:
-        def make():
-            return AudioRequest.from_waveforms([x_host], size[1], device=device, config=cfg)
-    ready = make()  # preprocessed once: the runtime's input as an engine would hand it over
-    encode_ready = measure(lambda: runtime.encode([ready]), device, repeats, warmup)
-    raw_to_embeds = measure(lambda: runtime.encode([make()]), device, repeats, warmup)
-    return {"encode_ready": encode_ready, "raw_to_embeds": raw_to_embeds,
-            "ratio": raw_to_embeds["median_ms"] / encode_ready["median_ms"], "target_ratio": TARGET_RATIO.get(name)}
-
-
-def _build_runtime(device: torch.device, tiny: bool):
-    from omnienc.preprocess import PreprocessConfig
-    from omnienc.runtime import BucketGrid, EncoderRuntime
-    from omnienc.tools.models import build_encoders
-
-    sizes = "reduced" if tiny or device.type != "cuda" else "real"
-    dtype = "bfloat16" if device.type == "cuda" else "float32"
-    vis, aud = build_encoders(None, device=device, dtype=dtype, sizes=sizes)
-    grid = BucketGrid.default()
-    if device.type != "cuda":
-        grid = BucketGrid.from_dict({"dtype": "float32", "vision": {"patches": [256, 1024], "batch": [1, 2]},
-                                     "audio": {"frames": [200, 1000], "batch": [1, 2]}})
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device)
-    if rt.use_cuda_graphs:
-        rt.capture(progress=False)
-    return rt, PreprocessConfig.from_configs(vis.config, aud.config), sizes, dtype
+            row["pageable"] = measure(lambda: x.to(device), device, repeats, warmup)
+            row["pin_per_call"] = measure(pin_per_call, device, repeats, warmup)
+            row["pinned_reused"] = measure(pinned_reused, device, repeats, warmup)
+        keep = torch.empty_like(x)
+        row["host_fresh"] = measure(lambda: host_copy(torch.empty_like(x), x), torch.device("cpu"), repeats, warmup)
+        row["host_reused"] = measure(lambda: host_copy(keep, x), torch.device("cpu"), repeats, warmup)
+        out[name] = row
+    return out
 
 
 def _resolve(device) -> torch.device:
@@ -149,64 +243,58 @@ def _resolve(device) -> torch.device:
 
 
 def run_preprocess_bench(device=None, repeats: int = 50, warmup: int = 10, workloads: Sequence[str] | None = None,
-                         e2e: bool = True, tiny: bool = False, hf: bool = True, seed: int | None = None) -> dict:
-    """Times preprocessing from raw inputs (and, with ``e2e``, raw inputs to embeddings).
+                         tiny: bool = False, hf: bool = True, copies: bool = True, seed: int | None = None) -> dict:
+    """Times preprocessing from raw inputs (see the module docstring).
 
     Args:
         device: the accelerator for the ``ours_gpu`` columns (default cuda if available); on a CPU
-            those columns are left out and ``e2e`` runs on the CPU with reduced sizes.
+            those columns are None.
         repeats, warmup: timed and untimed calls per cell.
         workloads: names from ``WORKLOADS`` (default all).
-        tiny: small inputs and reduced model sizes, for a smoke run.
-        hf: time transformers' processors too.
+        tiny: small inputs, for a smoke run (``mixed32`` keeps its sizes).
+        hf: time transformers' processors too. copies: time the copy strategies.
 
     Returns:
         The JSON report: ``workloads[name]`` with ``hf_cpu``, ``ours_cpu``, ``ours_gpu``,
-        ``ours_gpu_resident`` timings (each ``{"median_ms", ...}`` or None) and ``target_ms``;
-        ``e2e[name]`` with ``encode_ready``, ``raw_to_embeds``, ``ratio``, ``target_ratio``.
+        ``ours_gpu_resident`` timings (each ``{"median_ms", ...}`` or None), ``kernels`` and
+        ``target_ms``; ``copies[name]`` with the strategies' timings.
     """
     from omnienc.preprocess import PreprocessConfig
 
     dev = _resolve(device)
     names = list(workloads or WORKLOADS)
-    specs = workload_specs(tiny)
     for n in names:
-        if n not in specs:
+        if n not in WORKLOADS:
             raise ValueError(f"workload {n!r}: choose from {', '.join(WORKLOADS)}")
     rng = np.random.default_rng(seed)
     cfg = PreprocessConfig()
     cpu = torch.device("cpu")
-    inputs = {n: make_input(*specs[n], rng) for n in names}
     card = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
             else f"CPU {platform.machine()} ({os.cpu_count()} cores)")
     command = " ".join(["python -m omnienc.tools.bench_preprocess", *sys.argv[1:]]) if __name__ == "__main__" else None
     report: dict = {
         "card": card, "date": _dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-        "command": command,
-        "device": str(dev), "repeats": repeats, "warmup": warmup, "tiny": tiny, "workloads": {}, "e2e": {},
+        "command": command, "device": str(dev), "repeats": repeats, "warmup": warmup, "tiny": tiny,
+        "workloads": {}, "copies": {},
     }
     for n in names:
-        kind, size = specs[n]
-        x = inputs[n]
-        host = torch.from_numpy(x)
-        row: dict = {"kind": kind, "size": list(size), "target_ms": None if tiny else TARGET_MS.get(n)}
-        fn = _hf_fn(kind, size, x, cfg) if hf else None
-        row["hf_cpu"] = measure(fn, cpu, repeats, warmup) if fn is not None else None
-        row["ours_cpu"] = measure(_ours_fn(kind, size, host, cfg, cpu), cpu, repeats, warmup)
+        items = workload_items(n, rng, tiny)
+        row: dict = {"requests": len(items), "target_ms": None if tiny else TARGET_MS.get(n)}
+        fn = transformers_preprocess(items, cfg) if hf else None
+        row["hf_cpu"] = measure(fn, cpu, repeats, warmup, 2.0) if fn is not None else None
+        ours = omnienc_preprocess(items, cfg, cpu)
+        row["ours_cpu"] = measure(ours, cpu, repeats, warmup, 2.0)
+        ops = count_ops(ours)
+        row["kernels"] = {"total": sum(ops.values()), "by_op": dict(ops), "syncs": sum(ops[o] for o in SYNC_OPS)}
         if dev.type == "cuda":
-            row["ours_gpu"] = measure(_ours_fn(kind, size, host, cfg, dev), dev, repeats, warmup)
-            resident = host.to(dev)
-            row["ours_gpu_resident"] = measure(_ours_fn(kind, size, resident, cfg, dev), dev, repeats, warmup)
+            row["ours_gpu"] = measure(omnienc_preprocess(items, cfg, dev), dev, repeats, warmup)
+            row["ours_gpu_resident"] = measure(omnienc_preprocess(_on_device(items, dev), cfg, dev), dev, repeats,
+                                               warmup)
         else:
             row["ours_gpu"] = row["ours_gpu_resident"] = None
         report["workloads"][n] = row
-    if e2e and any(n in E2E for n in names):
-        rt, model_cfg, sizes, dtype = _build_runtime(dev, tiny)
-        report["e2e_model"] = {"sizes": sizes, "dtype": dtype, "cuda_graphs": rt.use_cuda_graphs}
-        for n in names:
-            if n in E2E:
-                kind, size = specs[n]
-                report["e2e"][n] = _e2e(n, kind, size, inputs[n], dev, repeats, warmup, rt, model_cfg)
+    if copies:
+        report["copies"] = copy_bench(dev, repeats, warmup, tiny)
     return report
 
 
@@ -215,51 +303,45 @@ def _ms(t: dict | None) -> str:
 
 
 def format_markdown(report: dict) -> str:
-    """The report as two markdown tables (preprocessing; raw to embeddings)."""
+    """The report as markdown tables (preprocessing; copies)."""
     title = (f"Preprocessing from raw inputs in memory, median ms ({report['card']}, torch {report['torch']}, "
              f"{report['date']}{', tiny inputs' if report['tiny'] else ''})")
-    header = ("| workload | transformers CPU | omnienc CPU | omnienc GPU (host input) | omnienc GPU (input on GPU) "
-              "| CPU processor / GPU | target |")
-    lines = [title, "", header, "|---|---:|---:|---:|---:|---:|---:|"]
+    header = ("| workload | requests | transformers CPU | omnienc CPU | omnienc GPU (host input) "
+              "| omnienc GPU (input on GPU) | CPU processor / GPU | kernels | target |")
+    lines = [title, "", header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in report["workloads"].items():
         speedup = (f"{r['hf_cpu']['median_ms'] / r['ours_gpu']['median_ms']:.0f}x"
                    if r["hf_cpu"] and r["ours_gpu"] else "-")
         target = "-" if r["target_ms"] is None else f"<= {r['target_ms']} ms" + (
             "" if r["ours_gpu"] is None else (" met" if r["ours_gpu"]["median_ms"] <= r["target_ms"] else " missed"))
-        lines.append(f"| {name} | {_ms(r['hf_cpu'])} | {_ms(r['ours_cpu'])} | {_ms(r['ours_gpu'])} | "
-                     f"{_ms(r['ours_gpu_resident'])} | {speedup} | {target} |")
-    if report["e2e"]:
-        m = report.get("e2e_model", {})
-        title = (f"Raw input to embeddings ({m.get('sizes')} sizes, {m.get('dtype')}, "
-                 f"CUDA graphs {'on' if m.get('cuda_graphs') else 'off'}), median ms")
-        lines += ["", title, "",
-                  "| workload | encode of ready inputs | preprocess + encode | ratio | target |",
-                  "|---|---:|---:|---:|---:|"]
-        for name, r in report["e2e"].items():
-            t = r["target_ratio"]
-            target = "-" if t is None or report["tiny"] else f"<= {t}x {'met' if r['ratio'] <= t else 'missed'}"
-            lines.append(f"| {name} | {_ms(r['encode_ready'])} | {_ms(r['raw_to_embeds'])} | {r['ratio']:.2f}x "
-                         f"| {target} |")
+        lines.append(f"| {name} | {r['requests']} | {_ms(r['hf_cpu'])} | {_ms(r['ours_cpu'])} | {_ms(r['ours_gpu'])} | "
+                     f"{_ms(r['ours_gpu_resident'])} | {speedup} | {r['kernels']['total']} | {target} |")
+    if report["copies"]:
+        cols = ["pageable", "pin_per_call", "pinned_reused", "host_fresh", "host_reused"]
+        lines += ["", "Host-to-device copies, median ms (host_*: the host memcpy alone)", "",
+                  "| input | bytes | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+        for name, r in report["copies"].items():
+            lines.append(f"| {name} | {r['bytes']} | " + " | ".join(_ms(r.get(c)) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m omnienc.tools.bench_preprocess",
                                 description="Preprocessing from raw inputs: transformers' CPU processors vs "
-                                "omnienc.preprocess on the CPU and the GPU, and raw inputs to embeddings.")
+                                "omnienc.preprocess on the CPU and the GPU; host-to-device copies; kernel counts.")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per cell (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
     p.add_argument("--workloads", default=None, help=f"comma-separated subset of {','.join(WORKLOADS)}")
-    p.add_argument("--no-e2e", action="store_true", help="skip raw-to-embeddings (no model is built)")
     p.add_argument("--no-hf", action="store_true", help="skip transformers' processors")
-    p.add_argument("--tiny", action="store_true", help="small inputs and reduced model sizes (smoke run)")
+    p.add_argument("--no-copies", action="store_true", help="skip the copy strategies")
+    p.add_argument("--tiny", action="store_true", help="small inputs (smoke run)")
     p.add_argument("--out", default=None, metavar="FILE.json", help="write the JSON report here")
     args = p.parse_args(argv)
     try:
         report = run_preprocess_bench(args.device, args.repeats, args.warmup,
                                       args.workloads.split(",") if args.workloads else None,
-                                      e2e=not args.no_e2e, tiny=args.tiny, hf=not args.no_hf)
+                                      tiny=args.tiny, hf=not args.no_hf, copies=not args.no_copies)
     except ValueError as e:
         print(f"bench_preprocess: error: {e}", file=sys.stderr)
         return 2

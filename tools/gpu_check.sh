@@ -8,7 +8,11 @@
 #   kernels    python -m omnienc.tools.kernel_bench (fused ops vs unfused, achieved bandwidth)
 #   ab         omnienc ab (default variants; AB_ARGS="--variants ..." for others)
 #   bench      omnienc bench (all columns; pass e.g. --columns native_eager,runtime to shorten it)
-#   preprocess python -m omnienc.tools.bench_preprocess (CPU processors vs GPU preprocessing, raw->embeddings)
+#   raw        omnienc bench on the raw workloads (raw_image448, raw_audio10s, raw_mixed32): transformers CPU
+#              processor + HF / + runtime, GPU preprocessing + runtime vs the runtime on ready inputs (#13's
+#              raw-to-embeddings ratios, the 32-request <= 1.10x target); ~2-3 min on one H200
+#   preprocess python -m omnienc.tools.bench_preprocess (CPU processors vs GPU preprocessing alone, host-to-device
+#              copy strategies, kernel counts; ~1 min)
 #   service    python -m omnienc.tools.service_bench (8 closed-loop clients; the 2,000-request throughput mix on
 #              one GPU, then all visible; idle latency on one and all; ~1 min on one H200)
 #   attn       python -m omnienc.tools.attn_bench (attention kernels; ~10 minutes)
@@ -59,6 +63,9 @@ stage calibrate 180 python3 -m omnienc.tools.cli capture --calibrate -o "$out/co
 stage kernels 90 python3 -m omnienc.tools.kernel_bench --out "$out"
 stage ab 300 python3 -m omnienc.tools.cli ab --repeats 30 --json "$out/ab.json" ${AB_ARGS:-}
 stage bench 420 python3 -m omnienc.tools.cli bench --no-progress --out "$out" "$@"
+stage raw 300 python3 -m omnienc.tools.cli bench --no-progress --out "$out/raw" --cell-budget 2 \
+  --workloads raw_image448,raw_audio10s,raw_mixed32 \
+  --columns runtime,raw_hf,raw_cpu_runtime,raw_gpu_runtime,pre_cpu,pre_gpu
 stage preprocess 180 python3 -m omnienc.tools.bench_preprocess --device cuda --out "$out/bench-preprocess.json"
 stage service 300 python3 -m omnienc.tools.service_bench --out "$out/service.json"
 stage attn 600 python3 -m omnienc.tools.attn_bench --out "$out"

@@ -40,9 +40,35 @@ def _replays(e: dict) -> str:
     return f"{replays}" + (f" +{eager} eager runs" if eager else "") + (f" +{fallbacks} fallbacks" if fallbacks else "")
 
 
+RAW_COLUMNS = ("raw_hf", "raw_cpu_runtime", "raw_gpu_runtime", "pre_cpu", "pre_gpu")
+
+
+def raw_table(report: dict) -> list[str]:
+    """Markdown lines of the raw workloads' table (none without raw workloads)."""
+    raw = {n: e for n, e in report["workloads"].items() if e.get("raw")}
+    if not raw:
+        return []
+    lines = ["", "Raw inputs in host memory to embeddings, ms per workload (median (p10-p90)):", "",
+             "| workload | transformers CPU + HF per request | transformers CPU + runtime | GPU preprocessing + "
+             "runtime | runtime (ready inputs) | GPU preprocessing + runtime / runtime | target | preprocessing: "
+             "transformers CPU | preprocessing: omnienc GPU |",
+             "|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for name, e in raw.items():
+        r = e["results"]
+        ratio = e.get("ratios", {}).get("raw_over_ready")
+        t = e.get("raw_target")
+        target = "-" if t is None else f"<= {t:.2f}x" + ("" if ratio is None else (" met" if ratio <= t else " missed"))
+        lines.append(f"| {name} | {_ms(r.get('raw_hf'))} | {_ms(r.get('raw_cpu_runtime'))} | "
+                     f"{_ms(r.get('raw_gpu_runtime'))} | {_ms(r.get('runtime'))} | "
+                     f"{'-' if ratio is None else f'{ratio:.3f}x'} | {target} | {_ms(r.get('pre_cpu'))} | "
+                     f"{_ms(r.get('pre_gpu'))} |")
+    return lines
+
+
 def format_markdown(report: dict) -> str:
-    """The report as markdown: context lines, the table, notes."""
-    meta, cols = report["meta"], report["columns"]
+    """The report as markdown: context lines, the table, the raw workloads' table, notes."""
+    meta = report["meta"]
+    cols = [c for c in report["columns"] if c not in RAW_COLUMNS]
     lines = ["# omnienc bench", ""]
     lines.append(f"- card: **{meta['card']}** ({meta['device']}); torch {meta['torch']}, "
                  f"transformers {meta['transformers']}; {meta['date']}")
@@ -83,6 +109,7 @@ def format_markdown(report: dict) -> str:
             q = e.get("runtime_enqueue_ms")
             row.append(f"{q:.3f}" if q is not None else "-")
         lines.append("| " + " | ".join(row) + " |")
+    lines += raw_table(report)
     lines += ["", "Notes:"]
     lines.append("- Inputs are random (`torch.randn`), made once per workload and already on the device; "
                  "host-to-device copies of pixel values / mel features are not timed. HF gets `grid_thw` / "
@@ -98,6 +125,13 @@ def format_markdown(report: dict) -> str:
                  "eager). Attention, norms, activations and the audio convolutions are not in it.")
     lines.append("- runtime enqueue ms: host time of `EncoderRuntime.launch(requests)` (validation, packing, "
                  "staging, enqueuing; median of 21) on an idle device, without waiting for the GPU.")
+    if any(e.get("raw") for e in report["workloads"].values()):
+        lines.append("- raw_* workloads: the same requests as their ready twin, as uint8 images / video frames "
+                     "and float32 16 kHz waveforms in host memory, sized to preprocess to the same grids and "
+                     "frame counts. Their `runtime` encodes those media preprocessed on the device (float32). "
+                     "transformers CPU: `Qwen2VLImageProcessorPil` / `WhisperFeatureExtractor`, one call per "
+                     "request; GPU preprocessing: `preprocess_requests` (all requests in one pass, host inputs "
+                     "through one pinned buffer).")
     lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
                  "of one run on one card compare.")
     service = report.get("service")
@@ -119,7 +153,8 @@ def plot(report: dict, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    names, cols = list(report["workloads"]), report["columns"]
+    names = list(report["workloads"])
+    cols = [c for c in report["columns"] if c not in ("raw_cpu_runtime", "pre_cpu")]
     width = 0.8 / max(len(cols), 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 5))
     for i, c in enumerate(cols):
@@ -160,4 +195,4 @@ def write_outputs(report: dict, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["format_markdown", "plot", "write_outputs"]
+__all__ = ["RAW_COLUMNS", "format_markdown", "plot", "raw_table", "write_outputs"]

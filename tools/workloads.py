@@ -14,17 +14,21 @@ import torch
 from omnienc.tools.floor import audio_chunks_tokens, vision_patches
 
 WORKLOADS = ("image224", "image448", "image720p", "images8x448", "video16x448", "audio10s", "audio30s",
-             "audios8x10s", "mixed32")
+             "audios8x10s", "mixed32", "raw_image448", "raw_audio10s", "raw_mixed32")
+# Raw workloads: the same requests as their ready twin, starting from raw media in host memory.
+RAW_OF = {"raw_image448": "image448", "raw_audio10s": "audio10s", "raw_mixed32": "mixed32"}
 MIXED_SEED = 0  # tracegen seed of the mixed32 workload (fixed: the mix is the same in every run)
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Requests submitted together: ``("vision", ((t, h, w), ...))`` or ``("audio", (frames, ...))``."""
+    """Requests submitted together: ``("vision", ((t, h, w), ...))`` or ``("audio", (frames, ...))``.
+    ``raw``: the requests start as raw media in host memory (``raw_items``)."""
 
     name: str
     description: str
     requests: tuple[tuple[str, tuple], ...]
+    raw: bool = False
 
     def items(self, modality: str) -> list:
         """All items of one modality: (t, h, w) grids or frame counts, in request order."""
@@ -70,7 +74,7 @@ def all_workloads() -> dict[str, Workload]:
     aud = lambda frames: ("audio", (frames,))  # noqa: E731
     mixed = mixed_requests()
     kinds = [k for k, _ in mixed]
-    return {
+    ready = {
         w.name: w
         for w in (
             Workload("image224", "1 image 224x224 px, grid [1,14,14]", (img(14, 14),)),
@@ -89,6 +93,58 @@ def all_workloads() -> dict[str, Workload]:
             ),
         )
     }
+    raw = {name: Workload(name, f"{ready[twin].description}; from raw media in host memory (uint8 images and "
+                          "frames, float32 16 kHz waveforms)", ready[twin].requests, raw=True)
+           for name, twin in RAW_OF.items()}
+    return ready | raw
+
+
+# Pixel budgets of tracegen's mix (images, per video frame): raw sizes resize back to its grids.
+RAW_IMAGE_PIXELS = (224 * 224, 1280 * 1280)
+RAW_VIDEO_PIXELS = (128 * 128, 448 * 448)
+
+
+def _raw_side(patches: int, delta: int, patch: int = 16, factor: int = 32) -> int:
+    """A side ``delta`` px off the resized one (so a resize runs), rounding back to it."""
+    side = patches * patch
+    return side + delta if abs(delta) < factor // 2 else side
+
+
+def raw_items(w: Workload, rng, patch: int = 16, merge: int = 2, hop: int = 160) -> list:
+    """Raw media in host memory whose preprocessing gives exactly ``w``'s grids and frame counts:
+    per image a uint8 ``[h*16 + 7, w*16 - 5, 3]`` array (resized back to the grid), per video
+    ``2t`` such frames (``fps=None``: already sampled), per audio clip float32 16 kHz samples
+    ``T * 160 + r`` (``r < 160``), fresh random values. Pixel budgets are tracegen's."""
+    from omnienc.preprocess import RawAudio, RawImages, RawVideo, smart_resize
+
+    factor = patch * merge
+    scale = (patch / 16) ** 2  # tracegen's budgets are for 16 px patches
+
+    def budget(base, shapes) -> tuple[int, int]:  # widened where needed so every grid is reachable
+        exact = [h * wd * patch * patch for _, h, wd in shapes]
+        return min(int(base[0] * scale), *exact), max(int(base[1] * scale), *exact)
+
+    def size(h: int, wd: int, bounds) -> tuple[int, int]:
+        H, W = _raw_side(h, 7, patch, factor), _raw_side(wd, -5, patch, factor)
+        if smart_resize(H, W, factor, *bounds) != (h * patch, wd * patch):
+            H, W = h * patch, wd * patch  # no nearby size rounds back: the exact one (no resize)
+        return H, W
+
+    items = []
+    for kind, shapes in w.requests:
+        if kind == "audio":
+            items.append(RawAudio([(0.1 * rng.standard_normal(T * hop + int(rng.integers(0, hop))))
+                                   .astype("float32") for T in shapes]))
+        elif all(t == 1 for t, _, _ in shapes):
+            b = budget(RAW_IMAGE_PIXELS, shapes)
+            ims = [rng.integers(0, 256, (*size(h, wd, b), 3), dtype="uint8") for _, h, wd in shapes]
+            items.append(RawImages(ims, *b))
+        else:
+            (t, h, wd), = shapes
+            b = budget(RAW_VIDEO_PIXELS, shapes)
+            frames = rng.integers(0, 256, (2 * t, *size(h, wd, b), 3), dtype="uint8")
+            items.append(RawVideo(frames, None, *b))
+    return items
 
 @dataclass
 class Inputs:
@@ -99,20 +155,33 @@ class Inputs:
         hf_calls: one ``(modality, input, grid_thw or feature_lens on the device)`` per request.
         vision: all vision requests concatenated: (pixel_values, grid_thw host, grid_thw device), or None.
         audio: all audio requests concatenated: (input_features, feature_lens host, device), or None.
+        raw: for a raw workload, its raw items in host memory (``raw_items``); ``requests`` are then
+            those items preprocessed on the device (float32), the input the runtime gets from them.
     """
 
     requests: list
     hf_calls: list
     vision: tuple | None
     audio: tuple | None
+    raw: list | None = None
 
 
-def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtype) -> Inputs:
-    from omnienc.runtime import AudioRequest, VisionRequest
+def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Inputs:
+    from omnienc.runtime import AudioRequest, VisionRequest, preprocess_requests
 
     in_features = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
-    requests, calls = [], []
-    for kind, items in w.requests:
+    requests, calls, raw = [], [], None
+    if w.raw:
+        import numpy as np
+
+        raw = raw_items(w, np.random.default_rng(seed), vcfg.patch_size, vcfg.spatial_merge_size)
+        requests = preprocess_requests(raw, device=device, config=preprocess_config(vcfg, acfg))
+        for r in requests:
+            if isinstance(r, VisionRequest):
+                calls.append(("vision", r.pixel_values.to(dtype), r.grid_thw.to(device)))
+            else:
+                calls.append(("audio", r.input_features.to(dtype), r.feature_lens.to(device)))
+    for kind, items in ([] if w.raw else w.requests):
         if kind == "vision":
             grid = torch.tensor(items, dtype=torch.int64)
             px = torch.randn(vision_patches(items), in_features, device=device, dtype=dtype)
@@ -132,7 +201,15 @@ def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtyp
     if aud:
         lens = torch.cat([r.feature_lens for r in aud])
         audio = (torch.cat([r.input_features for r in aud], dim=1), lens, lens.to(device))
-    return Inputs(requests, calls, vision, audio)
+    return Inputs(requests, calls, vision, audio, raw)
 
 
-__all__ = ["MIXED_SEED", "WORKLOADS", "Inputs", "Workload", "all_workloads", "make_inputs", "mixed_requests"]
+def preprocess_config(vcfg, acfg):
+    """The preprocessing settings of these encoder configs (Qwen3-Omni's defaults otherwise)."""
+    from omnienc.preprocess import PreprocessConfig
+
+    return PreprocessConfig.from_configs(vcfg, acfg)
+
+
+__all__ = ["MIXED_SEED", "RAW_OF", "WORKLOADS", "Inputs", "Workload", "all_workloads", "make_inputs",
+           "mixed_requests", "preprocess_config", "raw_items"]

@@ -1,0 +1,143 @@
+"""Raw media of many requests to encoder inputs in one pass: one host-to-device copy per dtype,
+images grouped by size across requests, one batched log-mel for every audio.
+
+Calling ``preprocess_images`` / ``preprocess_video`` / ``preprocess_waveforms`` once per request
+launches one group of kernels per request; ``preprocess_many`` plans every request on the host
+first (validation, sizes, frame sampling, the audio layout), packs all host inputs into one pinned
+buffer per dtype (``staging.Stager``), sends each with one asynchronous copy, then runs:
+
+* images: per distinct (source size, target size) across all requests, one batched resize and one
+  patch-writing kernel (``image.ImageBatch``); a request's ``pixel_values`` is a view of its group's
+  rows, or one concatenation when its images fall in several groups;
+* videos: per video, one batched resize of its kept frames and one patch-writing kernel;
+* audio: the log-mel of every clip of every request in one pass (``audio.log_mel_frames``); clips
+  not at 16 kHz mono are first resampled / averaged on the device, one clip at a time. A request's
+  ``input_features`` is a column slice of the batch's ``[mel, sum T]``.
+
+Nothing waits for the device. ``omnienc.runtime.preprocess_requests`` wraps this into requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .audio import AudioInputs, check_waveforms, stage_waveforms
+from .config import PreprocessConfig
+from .image import ImageBatch, VisionInputs, _image_budget, _image_list, _plan_images, _resolve_device, plan_video
+from .staging import Stager
+
+
+@dataclass(frozen=True)
+class RawImages:
+    """A request of images (PIL, or uint8 ``[H, W, 3]`` tensors/arrays), as ``from_images`` takes."""
+
+    images: object
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+@dataclass(frozen=True)
+class RawVideo:
+    """A request of one video (uint8 ``[T, H, W, 3]`` or a list of frames), as ``from_video`` takes."""
+
+    frames: object
+    fps: float | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+@dataclass(frozen=True)
+class RawAudio:
+    """A request of waveforms (float ``[samples]`` or ``[channels, samples]``), as ``from_waveforms``."""
+
+    waveforms: object
+    sampling_rate: int | Sequence[int] = 16000
+
+
+def _inputs_of(items) -> list:
+    out = []
+    for it in items:
+        if isinstance(it, RawImages):
+            out += _image_list(it.images)
+        elif isinstance(it, RawVideo):
+            out += [it.frames] if isinstance(it.frames, torch.Tensor) else list(it.frames)
+        elif isinstance(it, RawAudio):
+            w = it.waveforms
+            out += [w] if isinstance(w, torch.Tensor) else list(w) if isinstance(w, Sequence) else []
+    return out
+
+
+def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *,
+                    device=None) -> list[VisionInputs | AudioInputs]:
+    """Preprocesses many requests' raw media at once (see the module docstring).
+
+    Args:
+        items: ``RawImages``, ``RawVideo`` and ``RawAudio`` in any order.
+        device: where the work runs and the outputs live (default: the inputs' accelerator, else CPU).
+
+    Returns:
+        One ``VisionInputs`` / ``AudioInputs`` per item, in order, equal to what the per-request
+        functions return for it.
+
+    Raises:
+        ValueError: ``item k: ...`` naming the item and, inside it, the image, frame or waveform and
+            field, before any work.
+    """
+    cfg = config or PreprocessConfig()
+    if not isinstance(items, Sequence) or len(items) == 0:
+        raise ValueError("items: expected a non-empty list of RawImages, RawVideo or RawAudio")
+    plans: list = []
+    for k, it in enumerate(items):
+        try:
+            if isinstance(it, RawImages):
+                lo, hi = _image_budget(cfg, it.min_pixels, it.max_pixels)
+                images = _image_list(it.images)
+                plans.append(("image", images, *_plan_images(images, cfg, lo, hi)))
+            elif isinstance(it, RawVideo):
+                plans.append(("video", plan_video(it.frames, cfg, it.fps, it.min_pixels, it.max_pixels)))
+            elif isinstance(it, RawAudio):
+                plans.append(("audio", *check_waveforms(it.waveforms, it.sampling_rate, cfg)))
+            else:
+                raise ValueError(f"expected RawImages, RawVideo or RawAudio, got {type(it).__name__}")
+        except ValueError as e:
+            raise ValueError(f"item {k}: {e}") from None
+    device = _resolve_device(device, _inputs_of(items))
+
+    u8, f32 = Stager(torch.uint8, device), Stager(torch.float32, device)
+    images = ImageBatch(cfg, device)
+    for p in plans:
+        if p[0] == "image":
+            images.add(*p[1:])
+        elif p[0] == "video":
+            p[1].stage(u8)
+    images.stage(u8)
+    audio = [p for p in plans if p[0] == "audio"]
+    if audio:
+        xs = [x for p in audio for x in p[1]]
+        rates = [r for p in audio for r in p[2]]
+        finish_audio, lens = stage_waveforms(xs, rates, cfg, device, f32)
+    u8.send()
+    f32.send()
+
+    image_out = iter(images.finish(u8) if images.lists else [])
+    feats = finish_audio() if audio else None
+    out, col, clip = [], 0, 0
+    for p in plans:
+        if p[0] == "image":
+            px, grids = next(image_out)
+            out.append(VisionInputs(px, grids, p[2]))
+        elif p[0] == "video":
+            v = p[1]
+            out.append(VisionInputs(v.finish(u8, cfg, device), [v.grid], [v.size], v.keep))
+        else:
+            n = len(p[1])
+            mine = lens[clip : clip + n]
+            out.append(AudioInputs(feats[:, col : col + sum(mine)], mine, p[2]))
+            col, clip = col + sum(mine), clip + n
+    return out
+
+
+__all__ = ["RawAudio", "RawImages", "RawVideo", "preprocess_many"]
