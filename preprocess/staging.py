@@ -1,13 +1,20 @@
-"""Host inputs to the device: one pinned buffer per call, one asynchronous copy.
+"""Host inputs to the device: the inputs of a call as views of one device buffer.
 
-An input in pageable host memory copied with ``.to("cuda")`` is a synchronous copy through the
-driver's own staging buffers: the host waits for it and nothing else overlaps. ``Stager`` instead
-packs every host input of a call (images, video frames, waveforms: one dtype per stager) into one
-buffer from torch's caching host allocator (``pin_memory=True``), a host memcpy, and sends it with
-one ``non_blocking`` copy; the inputs come back as views of the device buffer. The caching allocator
-reuses pinned blocks across calls and records an event on each block a copy reads, so a block is
-handed out again only after its copy finished (no cudaHostAlloc per call, no reuse race, no host
-wait). On the CPU (or for tensors already on the device) nothing is copied.
+``Stager`` gathers every host input of a call (images, video frames, waveforms: one dtype per
+stager) and the values the caller writes on the host (``add_raw``: reflect-padded signals, frame
+indices) into one device buffer, whose slots come back as views.
+
+Two ways to send, chosen by ``PIN_HOST_INPUTS``:
+
+* pageable (the default): each input is copied from where it lies straight into its device slot
+  (a synchronous copy through the driver's staging), the ``add_raw`` slots from one host buffer;
+* pinned: everything is first packed on the host into one buffer from torch's caching host
+  allocator (``pin_memory=True``), then sent with one ``non_blocking`` copy.
+
+Measured on an H200 (same run, 2026-11-28, `docs/BENCHMARKS.md`), from host inputs: pinned staging
+took 0.54 ms for a 448x448 image, 4.1 ms for 1280x720 and 2.6 ms for 30 s of audio, against 0.23,
+0.73 and 0.96 ms for pageable copies: the host memcpy and the pinned blocks cost more than the
+asynchronous copy saves. On the CPU (or for tensors already on the device) nothing is copied.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ from __future__ import annotations
 import torch
 
 
+PIN_HOST_INPUTS = False  # see the module docstring: measured slower on an H200 host
+
+
 def pinned_supported(device: torch.device) -> bool:
-    """Whether host inputs for ``device`` go through pinned memory (CUDA only)."""
-    return device.type == "cuda"
+    """Whether host inputs for ``device`` go through pinned memory (CUDA, with ``PIN_HOST_INPUTS``)."""
+    return device.type == "cuda" and PIN_HOST_INPUTS
 
 
 class Stager:
@@ -62,12 +72,13 @@ class Stager:
         self._on_pack.append(fill)
 
     def pack(self) -> None:
-        """Allocates the host buffer (pinned when the target is CUDA), copies the sources in, then
-        runs the ``on_pack`` fills."""
+        """Allocates the host buffer (pinned when ``pinned_supported``), copies the sources in where
+        they travel through it, then runs the ``on_pack`` fills."""
         pin = pinned_supported(self.device)
         self._host = torch.empty(self._size, dtype=self.dtype, pin_memory=pin)
+        through_host = pin or self.device.type == "cpu"
         for x, offset, shape in self._items:
-            if x is not None:
+            if x is not None and through_host:
                 host_copy(self.host_view(offset, shape), x)
         for fill in self._on_pack:
             fill()
@@ -88,8 +99,16 @@ class Stager:
             self.pack()
         if self.device.type == "cpu" or self._size == 0:
             self._dev = self._host
-        else:
+        elif pinned_supported(self.device):
             self._dev = self._host.to(self.device, non_blocking=True)
+        else:  # pageable: every slot by its own copy, straight from its source
+            self._dev = torch.empty(self._size, dtype=self.dtype, device=self.device)
+            for x, offset, shape in self._items:
+                src = self.host_view(offset, shape) if x is None else x
+                if not isinstance(src, torch.Tensor):
+                    src = torch.from_numpy(src)
+                n = src.numel()
+                self._dev[offset : offset + n].view(shape).copy_(src.reshape(shape))
 
     def get(self, slot: int) -> torch.Tensor:
         _, offset, shape = self._items[slot]
@@ -115,7 +134,7 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if x.device == device or (device.type == x.device.type and device.index is None):
         return x
     if x.device.type != "cpu" or not pinned_supported(device) or x.is_pinned():
-        return x.to(device, non_blocking=True)
+        return x.to(device, non_blocking=True)  # pageable: synchronous, through the driver
     s = Stager(x.dtype, device)
     slot = s.add(x)
     s.send()

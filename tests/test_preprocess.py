@@ -399,7 +399,7 @@ def test_requests_encode_like_transformers_inputs():
 
 @pytest.mark.gpu
 def test_no_host_sync_on_cuda():
-    """From host inputs (through pinned memory) and from inputs already on the GPU, after a warm-up
+    """From host inputs (pageable copies) and from inputs already on the GPU, after a warm-up
     that caches the constants, preprocessing on CUDA issues no synchronizing call; the results equal
     the CPU's within the bounds."""
     ims = [photo("chelsea.png"), photo("astronaut.png")]
