@@ -6,15 +6,18 @@ indices) into one device buffer, whose slots come back as views.
 
 Two ways to send, chosen by ``PIN_HOST_INPUTS``:
 
-* pageable (the default): each input is copied from where it lies straight into its device slot
-  (a synchronous copy through the driver's staging), the ``add_raw`` slots from one host buffer;
+* pageable (the default): each input is copied from where it lies straight into its device slot,
+  the ``add_raw`` slots from one host buffer. CUDA stages a pageable copy itself, after waiting for
+  the stream's earlier work: on an idle GPU that costs nothing, behind a running encode the host
+  waits for it;
 * pinned: everything is first packed on the host into one buffer from torch's caching host
   allocator (``pin_memory=True``), then sent with one ``non_blocking`` copy.
 
 Measured on an H200 (same run, 2026-11-28, `docs/BENCHMARKS.md`), from host inputs: pinned staging
 took 0.54 ms for a 448x448 image, 4.1 ms for 1280x720 and 2.6 ms for 30 s of audio, against 0.23,
-0.73 and 0.96 ms for pageable copies: the host memcpy and the pinned blocks cost more than the
-asynchronous copy saves. On the CPU (or for tensors already on the device) nothing is copied.
+0.73 and 0.96 ms for pageable copies on an idle GPU. Pinned staging never waits for the GPU, so an
+engine that preprocesses while the GPU encodes can set ``PIN_HOST_INPUTS``. On the CPU (or for
+tensors already on the device) nothing is copied.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class Stager:
                 if not isinstance(src, torch.Tensor):
                     src = torch.from_numpy(src)
                 n = src.numel()
-                self._dev[offset : offset + n].view(shape).copy_(src.reshape(shape))
+                self._dev[offset : offset + n].view(shape).copy_(src.reshape(shape), non_blocking=True)
 
     def get(self, slot: int) -> torch.Tensor:
         _, offset, shape = self._items[slot]

@@ -398,10 +398,14 @@ def test_requests_encode_like_transformers_inputs():
 
 
 @pytest.mark.gpu
-def test_no_host_sync_on_cuda():
-    """From host inputs (pageable copies) and from inputs already on the GPU, after a warm-up
-    that caches the constants, preprocessing on CUDA issues no synchronizing call; the results equal
-    the CPU's within the bounds."""
+def test_no_host_sync_on_cuda(monkeypatch):
+    """From host inputs through pinned staging (``PIN_HOST_INPUTS``; the default pageable copies wait
+    for the stream by CUDA's rule) and from inputs already on the GPU, after a warm-up that caches
+    the constants, preprocessing on CUDA issues no synchronizing call; the results equal the CPU's
+    within the bounds."""
+    from omnienc.preprocess import staging
+
+    monkeypatch.setattr(staging, "PIN_HOST_INPUTS", True)
     ims = [photo("chelsea.png"), photo("astronaut.png")]
     video = torch.from_numpy(np.stack([np.array(photo("astronaut.png"))[i : 400 + i, :448] for i in range(3)]))
     x44, _ = speech(SPEECH_44K)
