@@ -9,7 +9,7 @@ counts). ``omnienc.runtime``'s ``VisionRequest.from_images`` / ``from_video`` an
 ``preprocess_waveforms``; ``preprocess_requests`` (many requests in one pass) on ``preprocess_many``.
 
 Modules: ``config`` (``PreprocessConfig``), ``image`` (images and videos), ``audio`` (resampling and
-log-mel), ``batch`` (many requests at once), ``staging`` (host inputs through pinned memory),
+log-mel), ``batch`` (many requests at once), ``staging`` (host inputs to the device),
 ``decode`` (files: Pillow, PyAV, soundfile), ``files`` (``Preprocessor``: files to inputs,
 with the torch backend or transformers' processors as the CPU reference).
 """

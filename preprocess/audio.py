@@ -379,7 +379,7 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
     Returns:
         ``AudioInputs`` with ``input_features [num_mel_bins, sum T]`` and ``T = samples_16k // 160``.
 
-    Work: host waveforms travel in one copy from pinned memory (16 kHz mono ones already
+    Work: host waveforms travel through ``staging.Stager`` (16 kHz mono ones already
     reflect-padded in their place of the concatenated signal, ``MelLayout``); the others are
     averaged, resampled and padded on the device, one audio at a time; then one batched log-mel pass
     (``log_mel_frames``) for all. Nothing waits for the device.

@@ -3,8 +3,9 @@ images grouped by size across requests, one batched log-mel for every audio.
 
 Calling ``preprocess_images`` / ``preprocess_video`` / ``preprocess_waveforms`` once per request
 launches one group of kernels per request; ``preprocess_many`` plans every request on the host
-first (validation, sizes, frame sampling, the audio layout), packs all host inputs into one pinned
-buffer per dtype (``staging.Stager``), sends each with one asynchronous copy, then runs:
+first (validation, sizes, frame sampling, the audio layout), moves all host inputs into one device
+buffer per dtype (``staging.Stager``: pageable copies, or one pinned copy with ``PIN_HOST_INPUTS``),
+then runs:
 
 * images: per distinct (source size, target size) across all requests, one batched resize and one
   patch-writing kernel (``image.ImageBatch``); a request's ``pixel_values`` is a view of its group's

@@ -336,7 +336,7 @@ def preprocess_images(images, config: PreprocessConfig | None = None, *, min_pix
         ``VisionInputs`` with ``pixel_values [sum(h*w), C*Tp*P*P]`` float32 and ``grid_thw`` rows
         ``(1, h, w)`` in input order.
 
-    Work: host images travel in one copy from pinned memory; images of one (size, target) are
+    Work: host images travel through ``staging.Stager``; images of one (size, target) are
     resized together and patched by one kernel (``ImageBatch``).
 
     Raises:
