@@ -131,7 +131,7 @@ def format_markdown(report: dict) -> str:
                      "frame counts. Their `runtime` encodes those media preprocessed on the device (float32). "
                      "transformers CPU: `Qwen2VLImageProcessorPil` / `WhisperFeatureExtractor`, one call per "
                      "request; GPU preprocessing: `preprocess_requests` (all requests in one pass, host inputs "
-                     "through one pinned buffer).")
+                     "into one device buffer per dtype, see `omnienc.preprocess.staging`).")
     lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
                  "of one run on one card compare.")
     service = report.get("service")
