@@ -294,7 +294,8 @@ class ImageBatch:
             if key in self._slots:
                 x = stager.get(self._slots[key])  # [n, H, W, 3] uint8 on the device
             else:
-                x = torch.stack([_image_tensor(m).to(dev, non_blocking=True) for m in members])
+                ims = [_image_tensor(m).to(dev, non_blocking=True) for m in members]
+                x = ims[0].unsqueeze(0) if len(ims) == 1 else torch.stack(ims)  # one image: a view, no copy
             if (th, tw) != (H, W):
                 x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)  # [n, th, tw, 3] float
             rows = (th // P) * (tw // P)
