@@ -117,6 +117,7 @@ class Lane:
         self.attention = attention
         self.eager_attention = eager_attention
         self._dense_seen: dict[tuple[int, int], int] = {}  # [B, L] shape -> sightings (<= DENSE_SHAPES keys)
+        self._eager_attention_runs: dict[str, int] = {}  # backend -> uncaptured runs on it (stats)
         buckets = grid.buckets if grid is not None else ()
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
@@ -413,7 +414,9 @@ class Lane:
         plan = upload(host_plan, self.device)
         # Not the frontend's ``cudnn`` (its per-call host work made uncaptured runs slower on an
         # H200: 8 images 448x448 23.2 vs 16.2 ms), but torch's own cuDNN SDPA on equal-length runs.
-        outputs = m.run(inputs, plan, self.eager_backend(host_plan.seqlens))
+        backend = self.eager_backend(host_plan.seqlens)
+        self._eager_attention_runs[backend] = self._eager_attention_runs.get(backend, 0) + 1
+        outputs = m.run(inputs, plan, backend)
         return (*outputs, row_flags(outputs))
 
     def _fallback(self, request, shape, index: int) -> tuple[torch.Tensor, ...]:
@@ -473,11 +476,14 @@ class Lane:
                 captured=br.graph is not None, attention=br.attention, attention_ms=dict(br.attention_ms),
                 capture_s=br.capture_s)
         d.update(graphs=sum(br.graph is not None for br in self.buckets.values()), capture_s=self.capture_s,
-                 graph_memory_bytes=self.graph_memory_bytes)
+                 graph_memory_bytes=self.graph_memory_bytes,
+                 eager_attention=dict(self._eager_attention_runs),  # uncaptured runs per attention backend
+                 dense_shapes=sum(n >= self.DENSE_AFTER for n in self._dense_seen.values()))
         return d
 
     def reset_stats(self) -> None:
         self._drain_timings(wait=True)
+        self._eager_attention_runs = {}
         self.stats = new_modality_stats(self.modality, list(self.buckets), lambda b: self.buckets[b].stats.graph)
         for s in self.stats.buckets:
             self.buckets[s.bucket].stats = s

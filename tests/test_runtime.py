@@ -398,6 +398,7 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     assert [lane.eager_backend((1024,)) for _ in range(2)] == ["sdpa", "dense"]
     assert [lane.eager_backend((2048,)) for _ in range(3)] == ["sdpa"] * 3
     assert lane.eager_backend((784,) * 8) == "dense" and len(lane._dense_seen) == 3
+    assert rt.stats()["vision"]["dense_shapes"] == 3
     lane.eager_attention = "sdpa"
     assert lane.eager_backend((3520,)) == "sdpa"
     with pytest.raises(ValueError, match="eager_attention='flash'"):
@@ -410,6 +411,8 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     reqs = [vision_request([[2, 16, 18]], vis.config), vision_request([[1, 20, 20]], vis.config)]  # fit no bucket
     outs = rt.encode(reqs)
     assert used == ["dense", "dense"]  # each a fallback, alone; named, so no sightings wait
+    v = rt.stats()["vision"]
+    assert v["eager_attention"] == {"dense": 2} and v["dense_shapes"] == 0  # named: no admission kept
     check_against_direct(encoders, reqs, outs)
 
 
