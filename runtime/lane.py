@@ -103,7 +103,8 @@ class Lane:
     TIMINGS_PENDING = 4096  # unresolved CUDA timings kept; past that the oldest is waited for
     # ``dense`` builds and keeps one cuDNN graph per [B, L] shape (~45 ms to build and ~1.1 MiB of
     # host memory kept for the process, on an H200): a shape runs dense from its second sighting, and at most this
-    # many shapes ever do (later new shapes keep the lane's backend).
+    # many shapes ever do (later new shapes keep the lane's backend). torch's cache is per thread: the
+    # bound holds per launching thread.
     DENSE_AFTER = 2
     DENSE_SHAPES = 128
 
