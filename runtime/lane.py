@@ -101,9 +101,9 @@ class Lane:
     PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
     SIZE_CACHE_SIZE = 4096  # request shapes whose demand and output rows are kept
     TIMINGS_PENDING = 4096  # unresolved CUDA timings kept; past that the oldest is waited for
-    # ``dense`` builds and keeps one cuDNN graph per [B, L] shape (~45 ms to build and ~1.1 MiB of
-    # host memory kept for the process, on an H200): a shape runs dense from its second sighting, and at most this
-    # many shapes ever do (later new shapes keep the lane's backend). torch's cache is per thread: the
+    # ``dense`` builds and keeps one cuDNN graph per [B, L] shape (~45 ms to build, ~1.1 MiB of host
+    # memory kept, on an H200): a shape runs dense from its second sighting, and at most this many
+    # shapes ever do (later new shapes keep the lane's backend). torch's cache is per thread: the
     # bound holds per launching thread.
     DENSE_AFTER = 2
     DENSE_SHAPES = 128
