@@ -176,10 +176,9 @@ class Lane:
 
     def eager_backend(self, seqlens) -> str:
         """The backend of an uncaptured run over segments ``seqlens`` (see ``eager_attention``)."""
-        if self.eager_attention != "auto":
-            enc = self.encoder
-            return resolve_backend(self.eager_attention, self.device, enc.dtype, enc.head_dim)
         enc = self.encoder
+        if self.eager_attention != "auto":
+            return resolve_backend(self.eager_attention, self.device, enc.dtype, enc.head_dim)
         if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
                 and dense_layout(seqlens) and self._admit_dense(segment_runs(seqlens))):
             return "dense"
@@ -354,10 +353,11 @@ class Lane:
         else:
             t0 = time.perf_counter()
         br = None if bucket is None else self.buckets[bucket]
+        sizes = sizes or [self.sizes(s) for s in shapes]
         if br is None:
             outputs = self._fallback(requests[0], shapes[0], ids[0])
         elif br.stats.graph:
-            outputs = self._replay(br, requests, shapes)
+            outputs = self._replay(br, requests, shapes, sum(n for _, n in sizes))
         else:
             outputs = self._eager_pack(requests, shapes, ids)
         *tensors, flags = outputs
@@ -366,7 +366,6 @@ class Lane:
             host.copy_(flags, non_blocking=True)
             flags = host
             end.record()
-        sizes = sizes or [self.sizes(s) for s in shapes]
         units = sum(d.size for d, _ in sizes)
         stat = None if br is None else br.stats
         if stat is None:
@@ -389,9 +388,9 @@ class Lane:
             row += n
         return results
 
-    def _replay(self, br: BucketRun, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
+    def _replay(self, br: BucketRun, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...]:
         """Stages the pack into the bucket's static views (one plan copy, one input copy per request)
-        and replays its graph; returns copies of the used output rows, and their flags (on CUDA a
+        and replays its graph; returns copies of the ``used`` output rows, and their flags (on CUDA a
         view of the static flags: the caller copies them to the host right away, in stream order)."""
         plan = self._stage(br, shapes)
         self.spec.fill(requests, shapes, br.inputs)
@@ -400,7 +399,6 @@ class Lane:
             outputs = br.outputs
         else:
             outputs = self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
-        used = sum(self.sizes(s)[1] for s in shapes)
         stacked, flags = outputs
         stacked = stacked[:, :used].clone()
         flags = flags[:used] if self.device.type == "cuda" else flags[:used].clone()

@@ -126,10 +126,10 @@ def test_fault_in_a_replay_fails_only_that_replays_requests(encoders, runtime, m
     real_replay = lane._replay
     POISON = 333
 
-    def faulty_replay(br, reqs, shapes):
+    def faulty_replay(br, reqs, shapes, used):
         if any(POISON in s for s in shapes):
             raise RuntimeError("injected fault")
-        return real_replay(br, reqs, shapes)
+        return real_replay(br, reqs, shapes, used)
 
     monkeypatch.setattr(lane, "_replay", faulty_replay)
     rng = random.Random()
