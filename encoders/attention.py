@@ -71,11 +71,16 @@ def cudnn_available() -> bool:
     return _cudnn_sdpa() is not None
 
 
+def _cudnn_takes(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """cuDNN attention's limits, both ways of calling it: fp16/bf16 CUDA tensors, head_dim a
+    multiple of 8 up to 128."""
+    return device.type == "cuda" and dtype in _HALF and head_dim % 8 == 0 and head_dim <= 128
+
+
 def cudnn_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
     """Whether the ``cudnn`` backend can run these tensors (fp16/bf16 on CUDA, head_dim a multiple
     of 8 up to 128: the encoders' 72 and 64 measured)."""
-    return (device.type == "cuda" and dtype in _HALF and head_dim % 8 == 0 and head_dim <= 128
-            and cudnn_available())
+    return _cudnn_takes(device, dtype, head_dim) and cudnn_available()
 
 
 def available_backends(device: torch.device, dtype: torch.dtype, head_dim: int) -> list[str]:
@@ -89,8 +94,7 @@ def dense_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> 
     """Whether the ``dense`` backend runs these tensors on cuDNN: fp16/bf16 CUDA tensors, head_dim a
     multiple of 8 up to 128, and a torch built with cuDNN. (Elsewhere ``dense`` still runs, through
     torch's default SDPA.)"""
-    return (device.type == "cuda" and dtype in _HALF and head_dim % 8 == 0 and head_dim <= 128
-            and torch.backends.cudnn.is_available())
+    return _cudnn_takes(device, dtype, head_dim) and torch.backends.cudnn.is_available()
 
 
 def segment_runs(seqlens: Sequence[int]) -> list[tuple[int, int]]:
