@@ -22,6 +22,8 @@ tensors already on the device) nothing is copied.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -62,9 +64,7 @@ class Stager:
         return self._reserve(None, tuple(shape), align)
 
     def _reserve(self, x, shape: tuple, align: int = 1) -> int:
-        n = 1
-        for s in shape:
-            n *= int(s)
+        n = math.prod(int(d) for d in shape)
         offset = -(-self._size // align) * align
         self._items.append((x, offset, shape))
         self._size = offset + n
@@ -87,17 +87,15 @@ class Stager:
             fill()
 
     def host_view(self, offset: int, shape: tuple) -> torch.Tensor:
-        n = 1
-        for s in shape:
-            n *= int(s)
-        return self._host[offset : offset + n].view(shape)
+        return _slot_view(self._host, offset, shape)
 
     def host(self, slot: int) -> torch.Tensor:
         _, offset, shape = self._items[slot]
         return self.host_view(offset, shape)
 
     def send(self) -> None:
-        """One copy of the whole buffer to the device (asynchronous from pinned memory)."""
+        """Moves every slot to the device: one asynchronous copy of the pinned buffer, or (pageable)
+        one copy per slot from its source."""
         if self._host is None:
             self.pack()
         if self.device.type == "cpu" or self._size == 0:
@@ -107,18 +105,17 @@ class Stager:
         else:  # pageable: every slot by its own copy, straight from its source
             self._dev = torch.empty(self._size, dtype=self.dtype, device=self.device)
             for x, offset, shape in self._items:
-                src = self.host_view(offset, shape) if x is None else x
-                if not isinstance(src, torch.Tensor):
-                    src = torch.from_numpy(src)
-                n = src.numel()
-                self._dev[offset : offset + n].view(shape).copy_(src.reshape(shape), non_blocking=True)
+                src = self.host_view(offset, shape) if x is None else torch.as_tensor(x).reshape(shape)
+                _slot_view(self._dev, offset, shape).copy_(src, non_blocking=True)
 
     def get(self, slot: int) -> torch.Tensor:
         _, offset, shape = self._items[slot]
-        n = 1
-        for s in shape:
-            n *= int(s)
-        return self._dev[offset : offset + n].view(shape)
+        return _slot_view(self._dev, offset, shape)
+
+
+def _slot_view(buf: torch.Tensor, offset: int, shape: tuple) -> torch.Tensor:
+    """The ``shape`` view of flat ``buf`` starting at ``offset``."""
+    return buf[offset : offset + math.prod(int(d) for d in shape)].view(shape)
 
 
 def host_copy(dst: torch.Tensor, src) -> None:
