@@ -112,6 +112,13 @@ def sample_ms(fn, repeats: int, warmup: int = 1) -> list[float]:
     return times
 
 
+def runtime_fn(rt, requests, unbatched: bool):
+    """``rt.encode`` of the workload's requests together, or one call per request (``unbatched``)."""
+    if unbatched:
+        return lambda: [rt.encode([r]) for r in requests]
+    return lambda: rt.encode(requests)
+
+
 def direct_fn(vis, aud, inputs):
     """One eager call of each encoder on the workload's requests of its modality, concatenated."""
 
@@ -174,10 +181,7 @@ def run(args) -> int:
             extra[f"{name}_capture_s"] = info["capture_s"]
             extra[f"{name}_graph_memory_mib"] = info["graph_memory_bytes"] / 2**20
 
-            def call(rt=rt, rs=None, unbatched=v.unbatched):
-                return (lambda: [rt.encode([r]) for r in rs]) if unbatched else (lambda: rt.encode(rs))
-
-            fns[name] = {w: call(rs=inputs[w].requests) for w in workloads}
+            fns[name] = {w: runtime_fn(rt, inputs[w].requests, v.unbatched) for w in workloads}
         rounds = max(1, args.rounds)
         per_round = max(1, -(-args.repeats // rounds))
         samples = {w: {name: [] for name in variants} for w in workloads}
