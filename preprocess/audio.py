@@ -319,11 +319,13 @@ def _waveform(x, index: int) -> torch.Tensor:
 
 
 def _host_finite(x: torch.Tensor) -> bool:
-    """Whether a host waveform's samples are finite: one summing pass in NumPy (host memory, so no
-    device is involved; a sum is finite when every sample is, unless the samples are absurdly large)."""
-    if x.dtype in (torch.float32, torch.float64, torch.float16):
-        return bool(np.isfinite(x.numpy().sum(dtype=np.float64)))
-    return bool(torch.isfinite(x.sum(dtype=torch.float64)))
+    """Whether a host waveform's samples are finite: one pass in NumPy (host memory, so no device is
+    involved). The sum of squares is finite when every sample is, unless a sample exceeds ~1e19
+    (float32) in magnitude; the caller tells the two apart."""
+    if x.dtype in (torch.float32, torch.float64):
+        v = x.numpy().reshape(-1)
+        return bool(np.isfinite(np.dot(v, v)))
+    return bool(torch.isfinite(x.double().square().sum()))
 
 
 def check_waveforms(waveforms, sampling_rate, config: PreprocessConfig) -> tuple[list[torch.Tensor], list[int]]:
@@ -359,7 +361,7 @@ def check_waveforms(waveforms, sampling_rate, config: PreprocessConfig) -> tuple
         if x.device.type == "cpu" and not _host_finite(x):
             if not bool(torch.isfinite(x).all()):
                 _fail(i, "samples", "holds NaN or infinite values")
-            _fail(i, "samples", "holds values so large that their sum overflows; expected samples in [-1, 1]")
+            _fail(i, "samples", "holds values so large that their squares overflow; expected samples in [-1, 1]")
     return xs, rates
 
 
@@ -379,10 +381,10 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
     Returns:
         ``AudioInputs`` with ``input_features [num_mel_bins, sum T]`` and ``T = samples_16k // 160``.
 
-    Work: host waveforms travel through ``staging.Stager`` (16 kHz mono ones already
-    reflect-padded in their place of the concatenated signal, ``MelLayout``); the others are
-    averaged, resampled and padded on the device, one audio at a time; then one batched log-mel pass
-    (``log_mel_frames``) for all. Nothing waits for the device.
+    Work: host waveforms travel through ``staging.Stager`` (16 kHz mono ones straight into their
+    place of the concatenated signal, ``MelLayout``, their reflect padding gathered on the device);
+    the others are averaged, resampled and padded on the device, one audio at a time; then one
+    batched log-mel pass (``log_mel_frames``) for all. Nothing waits for the device.
 
     Raises:
         ValueError: see ``check_waveforms``, before any work.
@@ -401,34 +403,42 @@ def stage_waveforms(xs: list[torch.Tensor], rates: list[int], cfg: PreprocessCon
     """Plans validated waveforms into ``stager`` (float32); returns ``(finish, lens)``: after the
     stager is sent, ``finish()`` runs the device work and returns ``[mel, sum T]`` features.
 
+    The concatenated signal (``MelLayout``) is a run of adjacent slots: each host 16 kHz mono
+    waveform is copied straight into its place, the reflect padding around it is gathered on the
+    device from its own samples (one ``index_copy_`` for all of them); the rest (other rates, several
+    channels, waveforms already on the device) is averaged, resampled and padded on the device.
     Used by ``preprocess_waveforms`` and by ``preprocess_requests`` (which sends one stager for the
     audios of many requests)."""
     n_fft, hop, pad = cfg.n_fft, cfg.hop_length, cfg.n_fft // 2
     n16 = [resampled_length(x.shape[-1], r, cfg.sampling_rate) for x, r in zip(xs, rates)]
     layout = MelLayout.plan(n16, n_fft, hop)
     direct = [x.device.type == "cpu" and x.dim() == 1 and r == cfg.sampling_rate for x, r in zip(xs, rates)]
-    sig_slot = stager.add_raw((layout.length,))
-    raw = {i: stager.add(xs[i]) for i, x in enumerate(xs) if x.device.type == "cpu" and not direct[i]}
-    total = sum(layout.lens)
-    index_stager = Stager(torch.int64, device) if len(xs) > 1 else None
+    ends = list(layout.offsets[1:]) + [layout.length]
+    first = None
+    for i, (x, n, o, end) in enumerate(zip(xs, n16, layout.offsets, ends)):
+        left = stager.add_device((pad,))
+        first = left if first is None else first
+        stager.add(x) if direct[i] else stager.add_device((n,))
+        stager.add_device((end - o - pad - n,))  # right padding, and the gap to the next audio
+    raw = {i: stager.add(x) for i, x in enumerate(xs) if x.device.type == "cpu" and not direct[i]}
+    total, reflected = sum(layout.lens), sum(direct)
+    index_stager = Stager(torch.int64, device) if len(xs) > 1 or reflected else None
     if index_stager is not None:
-        index_slot = index_stager.add_raw((2, total))
+        mel_slot = index_stager.add_raw((2, total)) if len(xs) > 1 else None
+        pad_slot = index_stager.add_raw((2, 2 * pad * reflected)) if reflected else None
         index_stager.pack()
-        mel_index(layout, hop, index_stager.host(index_slot))
+        if mel_slot is not None:
+            mel_index(layout, hop, index_stager.host(mel_slot))
+        if pad_slot is not None:
+            reflect_index([(o, n) for o, n, d in zip(layout.offsets, n16, direct) if d], pad,
+                          index_stager.host(pad_slot))
         index_stager.send()
 
-    def fill_host() -> None:
-        sig = stager.host(sig_slot)
-        ends = list(layout.offsets[1:]) + [layout.length]
-        for i, (x, o, n, end) in enumerate(zip(xs, layout.offsets, n16, ends)):
-            if direct[i]:
-                _reflect_into(sig[o : o + n + n_fft], x, pad)
-            sig.numpy()[o + n + n_fft : end] = 0.0  # the few samples between audios
-
-    stager.on_pack(fill_host)
-
     def finish() -> torch.Tensor:
-        sig = stager.get(sig_slot)
+        sig = stager.span(first, layout.length)
+        if reflected:
+            where, source = index_stager.get(pad_slot)
+            sig.index_copy_(0, where, sig.index_select(0, source))
         for i, (x, rate, o) in enumerate(zip(xs, rates, layout.offsets)):
             if direct[i]:
                 continue
@@ -436,7 +446,21 @@ def stage_waveforms(xs: list[torch.Tensor], rates: list[int], cfg: PreprocessCon
             x = x.mean(0) if x.dim() == 2 else x
             w = resample(x, rate, cfg.sampling_rate)
             sig[o : o + w.shape[0] + n_fft].copy_(F.pad(w[None], (pad, pad), mode="reflect")[0])
-        index = index_stager.get(index_slot) if index_stager is not None else None
+        index = index_stager.get(mel_slot) if len(xs) > 1 else None
         return log_mel_frames(sig, layout, cfg, index)
 
     return finish, list(layout.lens)
+
+
+def reflect_index(placed: Sequence[tuple[int, int]], pad: int, out: torch.Tensor) -> None:
+    """Fills host int64 ``out [2, 2 * pad * len(placed)]``: for each audio at ``(offset, n)`` in the
+    signal (its samples at ``offset + pad ..``), the positions of its reflect padding (row 0) and
+    the samples they mirror (row 1): ``pad`` on the left (``x[pad] .. x[1]``), ``pad`` on the right
+    (``x[n-2] .. x[n-pad-1]``), as ``F.pad(mode="reflect")``."""
+    o = out.numpy()
+    k = np.arange(pad)
+    for j, (at, n) in enumerate(placed):
+        c = at + pad  # where x[0] sits
+        left, right = slice(2 * pad * j, 2 * pad * j + pad), slice(2 * pad * j + pad, 2 * pad * (j + 1))
+        o[0, left], o[1, left] = at + k, c + pad - k
+        o[0, right], o[1, right] = c + n + k, c + n - 2 - k

@@ -280,9 +280,7 @@ class ImageBatch:
             (H, W), _ = key
             host = [_host_array(x) for x in members]
             if all(a is not None for a in host):
-                slot = stager.add_raw((len(members), H, W, 3))
-                self._slots[key] = slot
-                stager.on_pack(lambda slot=slot, host=host: _fill_stack(stager.host(slot), host))
+                self._slots[key] = stager.add_stack(host, (len(members), H, W, 3))
 
     def finish(self, stager) -> list[tuple[torch.Tensor, list]]:
         cfg, dev = self.cfg, self.device
@@ -315,10 +313,14 @@ class ImageBatch:
         return out
 
 
-def _fill_stack(dst: torch.Tensor, arrays: list[np.ndarray]) -> None:
-    d = dst.numpy()
-    for i, a in enumerate(arrays):
-        d[i] = a
+def _runs(frames: np.ndarray, indices: list[int]) -> list[np.ndarray]:
+    """``frames[indices]`` as views: one slice per run of consecutive indices (no host copy)."""
+    out, start = [], 0
+    for k in range(1, len(indices) + 1):
+        if k == len(indices) or indices[k] != indices[k - 1] + 1:
+            out.append(frames[indices[start] : indices[k - 1] + 1])
+            start = k
+    return out
 
 
 def preprocess_images(images, config: PreprocessConfig | None = None, *, min_pixels: int | None = None,
@@ -404,14 +406,11 @@ class VideoPlan:
             if isinstance(f, torch.Tensor) and f.device.type != "cpu":
                 return
             src = f.numpy() if isinstance(f, torch.Tensor) else f
-            self._slot = slot = stager.add_raw((len(self.padded), H, W, 3))
-            idx = np.asarray(self.padded)
-            stager.on_pack(lambda: np.take(src, idx, axis=0, out=stager.host(slot).numpy()))
+            self._slot = stager.add_stack(_runs(src, self.padded), (len(self.padded), H, W, 3))
         else:
             host = [_host_array(f[i]) for i in self.padded]
             if all(a is not None for a in host):
-                self._slot = slot = stager.add_raw((len(self.padded), H, W, 3))
-                stager.on_pack(lambda: _fill_stack(stager.host(slot), host))
+                self._slot = stager.add_stack(host, (len(self.padded), H, W, 3))
 
     def finish(self, stager, cfg: PreprocessConfig, device: torch.device) -> torch.Tensor:
         f = self.frames

@@ -36,81 +36,122 @@ def pinned_supported(device: torch.device) -> bool:
 
 
 class Stager:
-    """Collects host tensors of one dtype, then moves them to ``device`` in one copy.
+    """Collects host inputs of one dtype and moves them into one device buffer, whose slots come back
+    as views.
 
-    ``add(x)`` reserves room for ``x`` (any shape, host memory) and returns a slot; ``add_raw(n)``
-    reserves ``n`` elements the caller fills itself through ``host(slot)`` after ``pack``. ``send()``
-    copies everything at once; ``get(slot)`` is then the slot's device tensor (a view).
+    Slots: ``add(x)`` (a host tensor or array, copied as it lies), ``add_stack(sources, shape)``
+    (several host arrays as the rows of one slot: images of one size, a video's kept frames),
+    ``add_raw(shape)`` (values the caller writes on the host through ``host(slot)`` after ``pack``),
+    ``add_device(shape)`` (room on the device only, never copied: the caller fills it there).
+    Consecutive reservations are adjacent, so a run of slots is one span of the device buffer
+    (``span``). ``send()`` copies; ``get(slot)`` is then the slot's device tensor.
     On the CPU the host buffer is the result and ``send`` copies nothing.
     """
 
     def __init__(self, dtype: torch.dtype, device: torch.device):
         self.dtype, self.device = dtype, torch.device(device)
-        self._items: list[tuple[torch.Tensor | None, int, tuple]] = []  # (source, offset, shape)
+        # (kind, sources, offset, shape): kind "src" (sources: arrays, rows in order), "raw", "dev"
+        self._items: list[tuple[str, list | None, int, tuple]] = []
         self._size = 0
         self._host: torch.Tensor | None = None
+        self._raw_at: dict[int, int] = {}  # pageable: raw slot -> offset in the (raw-only) host buffer
         self._dev: torch.Tensor | None = None
         self._on_pack: list = []
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, x: torch.Tensor, shape: tuple | None = None) -> int:
-        """Reserves room for ``x`` (copied by ``pack``); returns its slot."""
-        return self._reserve(x, tuple(x.shape) if shape is None else shape)
+    def add(self, x, shape: tuple | None = None) -> int:
+        """Reserves room for host tensor or array ``x`` (copied by ``send``); returns its slot."""
+        return self._reserve("src", [x], tuple(x.shape) if shape is None else tuple(shape))
 
-    def add_raw(self, shape: tuple, align: int = 1) -> int:
+    def add_stack(self, sources: list, shape: tuple) -> int:
+        """Reserves one slot of ``shape`` whose rows are ``sources`` in order: each a host array or
+        tensor of ``shape[1:]`` (one row) or of ``[k, *shape[1:]]`` (k rows)."""
+        return self._reserve("src", list(sources), tuple(shape))
+
+    def add_raw(self, shape: tuple) -> int:
         """Reserves ``shape`` elements that the caller writes into ``host(slot)`` after ``pack``."""
-        return self._reserve(None, tuple(shape), align)
+        return self._reserve("raw", None, tuple(shape))
 
-    def _reserve(self, x, shape: tuple, align: int = 1) -> int:
-        n = math.prod(int(d) for d in shape)
-        offset = -(-self._size // align) * align
-        self._items.append((x, offset, shape))
-        self._size = offset + n
+    def add_device(self, shape: tuple) -> int:
+        """Reserves ``shape`` elements of the device buffer that nothing copies (uninitialized)."""
+        return self._reserve("dev", None, tuple(shape))
+
+    def _reserve(self, kind: str, sources, shape: tuple) -> int:
+        self._items.append((kind, sources, self._size, shape))
+        self._size += math.prod(int(d) for d in shape)
         return len(self._items) - 1
 
     def on_pack(self, fill) -> None:
         """``fill()`` runs after ``pack`` copied the sources: it writes the ``add_raw`` slots."""
         self._on_pack.append(fill)
 
+    def _through_host(self) -> bool:
+        return self.device.type == "cpu" or pinned_supported(self.device)
+
     def pack(self) -> None:
-        """Allocates the host buffer (pinned when ``pinned_supported``), copies the sources in where
-        they travel through it, then runs the ``on_pack`` fills."""
-        pin = pinned_supported(self.device)
-        self._host = torch.empty(self._size, dtype=self.dtype, pin_memory=pin)
-        through_host = pin or self.device.type == "cpu"
-        for x, offset, shape in self._items:
-            if x is not None and through_host:
-                host_copy(self.host_view(offset, shape), x)
+        """Allocates the host buffer (pinned when ``pinned_supported``) and copies the sources in
+        where they travel through it; then runs the ``on_pack`` fills. Pageable copies need host
+        memory only for the ``add_raw`` slots."""
+        if self._through_host():
+            self._host = torch.empty(self._size, dtype=self.dtype, pin_memory=pinned_supported(self.device))
+            for kind, sources, offset, shape in self._items:
+                if kind == "src":
+                    for rows, src in _rows_of(sources, shape):
+                        host_copy(_slot_view(self._host, offset, shape)[rows], src)
+        else:
+            at = 0
+            for k, (kind, _, _, shape) in enumerate(self._items):
+                if kind == "raw":
+                    self._raw_at[k] = at
+                    at += math.prod(int(d) for d in shape)
+            self._host = torch.empty(at, dtype=self.dtype)
         for fill in self._on_pack:
             fill()
 
-    def host_view(self, offset: int, shape: tuple) -> torch.Tensor:
-        return _slot_view(self._host, offset, shape)
-
     def host(self, slot: int) -> torch.Tensor:
-        _, offset, shape = self._items[slot]
-        return self.host_view(offset, shape)
+        _, _, offset, shape = self._items[slot]
+        return _slot_view(self._host, self._raw_at.get(slot, offset), shape)
 
     def send(self) -> None:
         """Moves every slot to the device: one asynchronous copy of the pinned buffer, or (pageable)
-        one copy per slot from its source."""
+        one copy per source, straight from where it lies, and one per ``add_raw`` slot."""
         if self._host is None:
             self.pack()
         if self.device.type == "cpu" or self._size == 0:
             self._dev = self._host
         elif pinned_supported(self.device):
             self._dev = self._host.to(self.device, non_blocking=True)
-        else:  # pageable: every slot by its own copy, straight from its source
+        else:
             self._dev = torch.empty(self._size, dtype=self.dtype, device=self.device)
-            for x, offset, shape in self._items:
-                src = self.host_view(offset, shape) if x is None else torch.as_tensor(x).reshape(shape)
-                _slot_view(self._dev, offset, shape).copy_(src, non_blocking=True)
+            for k, (kind, sources, offset, shape) in enumerate(self._items):
+                dst = _slot_view(self._dev, offset, shape)
+                if kind == "raw":
+                    dst.copy_(self.host(k), non_blocking=True)
+                elif kind == "src":
+                    for rows, src in _rows_of(sources, shape):
+                        dst[rows].copy_(torch.as_tensor(src).reshape(dst[rows].shape), non_blocking=True)
 
     def get(self, slot: int) -> torch.Tensor:
-        _, offset, shape = self._items[slot]
+        _, _, offset, shape = self._items[slot]
         return _slot_view(self._dev, offset, shape)
+
+    def span(self, first: int, n: int) -> torch.Tensor:
+        """The ``n`` device elements starting at slot ``first`` (a run of adjacent slots)."""
+        return self._dev[self._items[first][2] : self._items[first][2] + n]
+
+
+def _rows_of(sources: list, shape: tuple):
+    """``(row slice, source)`` of each source of a slot (one source: the whole slot)."""
+    if len(sources) == 1:
+        yield slice(None), sources[0]
+        return
+    at = 0
+    for src in sources:
+        k = 1 if len(src.shape) == len(shape) - 1 else src.shape[0]
+        yield (at if k == 1 else slice(at, at + k)), src
+        at += k
 
 
 def _slot_view(buf: torch.Tensor, offset: int, shape: tuple) -> torch.Tensor:

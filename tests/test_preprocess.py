@@ -463,22 +463,24 @@ def mixed_raw_items(rng):
     ]
 
 
-def test_preprocess_requests_equals_one_request_at_a_time():
+@pytest.mark.parametrize("device", DEVICES)
+def test_preprocess_requests_equals_one_request_at_a_time(device):
     """One pass over six requests (images of shared and distinct sizes, a grayscale one, a budget,
     a video, clips at 16 and 44.1 kHz, a stereo one) gives each request what its own constructor
-    gives, bit for bit."""
+    gives, bit for bit (on CUDA: host inputs copied into their slots one by one)."""
     from omnienc.preprocess import RawAudio, RawImages
     from omnienc.runtime import preprocess_requests
 
     items = mixed_raw_items(np.random.default_rng())
-    many = preprocess_requests(items)
+    many = preprocess_requests(items, device=device)
     for it, got in zip(items, many):
         if isinstance(it, RawImages):
-            ref = VisionRequest.from_images(it.images, min_pixels=it.min_pixels, max_pixels=it.max_pixels)
+            ref = VisionRequest.from_images(it.images, min_pixels=it.min_pixels, max_pixels=it.max_pixels,
+                                            device=device)
         elif isinstance(it, RawAudio):
-            ref = AudioRequest.from_waveforms(it.waveforms, it.sampling_rate)
+            ref = AudioRequest.from_waveforms(it.waveforms, it.sampling_rate, device=device)
         else:
-            ref = VisionRequest.from_video(it.frames, fps=it.fps)
+            ref = VisionRequest.from_video(it.frames, fps=it.fps, device=device)
         for a, b in zip(vars(got).values(), vars(ref).values()):
             assert a.shape == b.shape and torch.equal(a, b)
     with pytest.raises(ValueError, match=r"item 4: waveform 1: field 'samples' holds NaN"):
@@ -487,14 +489,15 @@ def test_preprocess_requests_equals_one_request_at_a_time():
 
 def test_log_mel_of_many_clips_is_one_batched_pass():
     """The batched log-mel runs the same kernels for 1 and for 9 clips (a fixed count, not one group
-    per clip), each clip equal to Whisper's features of that clip alone."""
+    per clip: the reflect padding of every clip is one gather), each clip equal to Whisper's features
+    of that clip alone."""
     from omnienc.tools.bench_preprocess import count_ops
 
     rng = np.random.default_rng()
     clips = [(0.1 * rng.standard_normal(int(n))).astype(np.float32) for n in rng.integers(400, 40_000, 9)]
     one = count_ops(lambda: preprocess_waveforms(clips[:1]))
     many = count_ops(lambda: preprocess_waveforms(clips))
-    assert sum(one.values()) <= 10 and sum(many.values()) <= sum(one.values()) + 5, (one, many)
+    assert sum(one.values()) <= 12 and sum(many.values()) <= sum(one.values()) + 5, (one, many)
     out = preprocess_waveforms(clips)
     fe = make_feature_extractor(PreprocessConfig())
     refs = [whisper_features(fe, c) for c in clips]
