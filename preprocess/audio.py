@@ -381,10 +381,10 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
     Returns:
         ``AudioInputs`` with ``input_features [num_mel_bins, sum T]`` and ``T = samples_16k // 160``.
 
-    Work: host waveforms travel through ``staging.Stager`` (16 kHz mono ones straight into their
-    place of the concatenated signal, ``MelLayout``, their reflect padding gathered on the device);
-    the others are averaged, resampled and padded on the device, one audio at a time; then one
-    batched log-mel pass (``log_mel_frames``) for all. Nothing waits for the device.
+    Work: waveforms travel through ``staging.Stager`` (16 kHz mono ones straight into their place
+    of the concatenated signal, ``MelLayout``, their reflect padding gathered on the device); the
+    others are averaged, resampled and padded on the device, one audio at a time; then one batched
+    log-mel pass (``log_mel_frames``) for all. Nothing waits for the device.
 
     Raises:
         ValueError: see ``check_waveforms``, before any work.
@@ -392,27 +392,29 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
     cfg = config or PreprocessConfig()
     xs, rates = check_waveforms(waveforms, sampling_rate, cfg)
     device = _resolve_device(device, xs)
-    stager = Stager(torch.float32, device)
-    feats, lens = stage_waveforms(xs, rates, cfg, device, stager)
+    stager, index_stager = Stager(torch.float32, device), Stager(torch.int64, device)
+    feats, lens = stage_waveforms(xs, rates, cfg, device, stager, index_stager)
     stager.send()
+    index_stager.send()
     return AudioInputs(feats(), lens, rates)
 
 
 def stage_waveforms(xs: list[torch.Tensor], rates: list[int], cfg: PreprocessConfig, device: torch.device,
-                    stager: Stager):
-    """Plans validated waveforms into ``stager`` (float32); returns ``(finish, lens)``: after the
-    stager is sent, ``finish()`` runs the device work and returns ``[mel, sum T]`` features.
+                    stager: Stager, index_stager: Stager):
+    """Plans validated waveforms into ``stager`` (float32) and their frame and padding indices into
+    ``index_stager`` (int64); returns ``(finish, lens)``: after both are sent, ``finish()`` runs the
+    device work and returns ``[mel, sum T]`` features.
 
-    The concatenated signal (``MelLayout``) is a run of adjacent slots: each host 16 kHz mono
-    waveform is copied straight into its place, the reflect padding around it is gathered on the
-    device from its own samples (one ``index_copy_`` for all of them); the rest (other rates, several
-    channels, waveforms already on the device) is averaged, resampled and padded on the device.
-    Used by ``preprocess_waveforms`` and by ``preprocess_requests`` (which sends one stager for the
-    audios of many requests)."""
+    The concatenated signal (``MelLayout``) is a run of adjacent slots: each 16 kHz mono waveform
+    is copied straight into its place (from the host, or device to device), the reflect padding
+    around it is gathered on the device from its own samples (one ``index_copy_`` for all of them);
+    the others (other rates, several channels) are copied to their own slots, then averaged,
+    resampled and padded on the device. The indices depend only on the sizes. Used by
+    ``preprocess_waveforms`` and by ``preprocess_many``."""
     n_fft, hop, pad = cfg.n_fft, cfg.hop_length, cfg.n_fft // 2
     n16 = [resampled_length(x.shape[-1], r, cfg.sampling_rate) for x, r in zip(xs, rates)]
     layout = MelLayout.plan(n16, n_fft, hop)
-    direct = [x.device.type == "cpu" and x.dim() == 1 and r == cfg.sampling_rate for x, r in zip(xs, rates)]
+    direct = [x.dim() == 1 and r == cfg.sampling_rate for x, r in zip(xs, rates)]
     ends = list(layout.offsets[1:]) + [layout.length]
     first = None
     for i, (x, n, o, end) in enumerate(zip(xs, n16, layout.offsets, ends)):
@@ -420,33 +422,33 @@ def stage_waveforms(xs: list[torch.Tensor], rates: list[int], cfg: PreprocessCon
         first = left if first is None else first
         stager.add(x) if direct[i] else stager.add_device((n,))
         stager.add_device((end - o - pad - n,))  # right padding, and the gap to the next audio
-    raw = {i: stager.add(x) for i, x in enumerate(xs) if x.device.type == "cpu" and not direct[i]}
+    raw = {i: stager.add(x) for i, x in enumerate(xs) if not direct[i]}
     total, reflected = sum(layout.lens), sum(direct)
-    index_stager = Stager(torch.int64, device) if len(xs) > 1 or reflected else None
-    if index_stager is not None:
-        mel_slot = index_stager.add_raw((2, total)) if len(xs) > 1 else None
-        pad_slot = index_stager.add_raw((2, 2 * pad * reflected)) if reflected else None
-        index_stager.pack()
+    mel_slot = index_stager.add_raw((2, total)) if len(xs) > 1 else None
+    pad_slot = index_stager.add_raw((2, 2 * pad * reflected)) if reflected else None
+
+    def fill_indices() -> None:
         if mel_slot is not None:
             mel_index(layout, hop, index_stager.host(mel_slot))
         if pad_slot is not None:
             reflect_index([(o, n) for o, n, d in zip(layout.offsets, n16, direct) if d], pad,
                           index_stager.host(pad_slot))
-        index_stager.send()
+
+    index_stager.on_pack(fill_indices)
 
     def finish() -> torch.Tensor:
         sig = stager.span(first, layout.length)
-        if reflected:
+        if pad_slot is not None:
             where, source = index_stager.get(pad_slot)
             sig.index_copy_(0, where, sig.index_select(0, source))
-        for i, (x, rate, o) in enumerate(zip(xs, rates, layout.offsets)):
+        for i, (rate, o) in enumerate(zip(rates, layout.offsets)):
             if direct[i]:
                 continue
-            x = stager.get(raw[i]) if i in raw else x.to(device, torch.float32, non_blocking=True)
+            x = stager.get(raw[i])
             x = x.mean(0) if x.dim() == 2 else x
             w = resample(x, rate, cfg.sampling_rate)
             sig[o : o + w.shape[0] + n_fft].copy_(F.pad(w[None], (pad, pad), mode="reflect")[0])
-        index = index_stager.get(mel_slot) if len(xs) > 1 else None
+        index = index_stager.get(mel_slot) if mel_slot is not None else None
         return log_mel_frames(sig, layout, cfg, index)
 
     return finish, list(layout.lens)

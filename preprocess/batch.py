@@ -71,23 +71,42 @@ def _inputs_of(items) -> list:
     return out
 
 
-def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *,
-                    device=None) -> list[VisionInputs | AudioInputs]:
+def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *, device=None,
+                    graphs: bool | None = None) -> list[VisionInputs | AudioInputs]:
     """Preprocesses many requests' raw media at once (see the module docstring).
 
     Args:
         items: ``RawImages``, ``RawVideo`` and ``RawAudio`` in any order.
         device: where the work runs and the outputs live (default: the inputs' accelerator, else CPU).
+        graphs: on CUDA, replay a CUDA graph for a layout (every item's kind and sizes) seen before
+            (``graphs.PreprocessGraphs``: captured at its second sighting, at most
+            ``MAX_GRAPHS`` per device); False: always launch the kernels one by one; None (default):
+            ``graphs.ENABLED`` (on unless the environment sets ``OMNIENC_PREPROCESS_GRAPHS=0``).
 
     Returns:
         One ``VisionInputs`` / ``AudioInputs`` per item, in order, equal to what the per-request
-        functions return for it.
+        functions return for it (new tensors, owned by the caller, also after a graph replay).
 
     Raises:
         ValueError: ``item k: ...`` naming the item and, inside it, the image, frame or waveform and
             field, before any work.
     """
     cfg = config or PreprocessConfig()
+    plans = plan_items(items, cfg)
+    device = _resolve_device(device, _inputs_of(items))
+    if device.type == "cuda":
+        from . import graphs as g
+
+        if g.ENABLED if graphs is None else graphs:
+            return g.graphs_for(device).run(plans, cfg)
+    staged = Staged(plans, cfg, device)
+    staged.send()
+    return staged.finish()
+
+
+def plan_items(items: Sequence, cfg: PreprocessConfig) -> list[tuple]:
+    """Validates every item and plans it on the host (sizes, frame sampling); no pixel or sample
+    is read except host waveforms' finiteness check."""
     if not isinstance(items, Sequence) or len(items) == 0:
         raise ValueError("items: expected a non-empty list of RawImages, RawVideo or RawAudio")
     plans: list = []
@@ -105,40 +124,75 @@ def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *,
                 raise ValueError(f"expected RawImages, RawVideo or RawAudio, got {type(it).__name__}")
         except ValueError as e:
             raise ValueError(f"item {k}: {e}") from None
-    device = _resolve_device(device, _inputs_of(items))
+    return plans
 
-    u8, f32 = Stager(torch.uint8, device), Stager(torch.float32, device)
-    images = ImageBatch(cfg, device)
+
+def layout_key(plans: list[tuple]) -> tuple:
+    """What the device work of ``plans`` depends on, besides the pixel and sample values: per item
+    its kind and sizes (images: source and target sizes; video: kept frames, sizes; audio: each
+    waveform's shape, dtype and rate). Equal keys run the same kernels on the same shapes."""
+    key = []
     for p in plans:
         if p[0] == "image":
-            images.add(*p[1:])
-        elif p[0] == "video":
-            p[1].stage(u8)
-    images.stage(u8)
-    audio = [p for p in plans if p[0] == "audio"]
-    if audio:
-        xs = [x for p in audio for x in p[1]]
-        rates = [r for p in audio for r in p[2]]
-        finish_audio, lens = stage_waveforms(xs, rates, cfg, device, f32)
-    u8.send()
-    f32.send()
-
-    image_out = iter(images.finish(u8) if images.lists else [])
-    feats = finish_audio() if audio else None
-    out, col, clip = [], 0, 0
-    for p in plans:
-        if p[0] == "image":
-            px, grids = next(image_out)
-            out.append(VisionInputs(px, grids, p[2]))
+            key.append(("image", tuple(p[2]), tuple(p[3])))
         elif p[0] == "video":
             v = p[1]
-            out.append(VisionInputs(v.finish(u8, cfg, device), [v.grid], [v.size], v.keep))
+            key.append(("video", tuple(v.padded), v.size, v.target))
         else:
-            n = len(p[1])
-            mine = lens[clip : clip + n]
-            out.append(AudioInputs(feats[:, col : col + sum(mine)], mine, p[2]))
-            col, clip = col + sum(mine), clip + n
-    return out
+            key.append(("audio", tuple((tuple(x.shape), x.dtype) for x in p[1]), tuple(p[2])))
+    return tuple(key)
 
 
-__all__ = ["RawAudio", "RawImages", "RawVideo", "preprocess_many"]
+class Staged:
+    """The inputs of planned items reserved in three stagers (uint8 pixels, float32 waveforms, int64
+    indices); ``send()`` copies them to the device, ``finish()`` runs the device work and returns
+    the per-item outputs. A CUDA graph captures ``finish`` once; a replay sends new inputs into
+    the captured buffers (``send(into=...)``)."""
+
+    def __init__(self, plans: list[tuple], cfg: PreprocessConfig, device: torch.device):
+        self.plans, self.cfg, self.device = plans, cfg, device
+        self.u8, self.f32, self.i64 = (Stager(t, device) for t in (torch.uint8, torch.float32, torch.int64))
+        self.images = ImageBatch(cfg, device)
+        for p in plans:
+            if p[0] == "image":
+                self.images.add(*p[1:])
+            elif p[0] == "video":
+                p[1].stage(self.u8)
+        self.images.stage(self.u8)
+        audio = [p for p in plans if p[0] == "audio"]
+        self._audio = None
+        if audio:
+            xs = [x for p in audio for x in p[1]]
+            rates = [r for p in audio for r in p[2]]
+            self._audio = stage_waveforms(xs, rates, cfg, device, self.f32, self.i64)
+
+    def send(self, u8: torch.Tensor | None = None, f32: torch.Tensor | None = None, indices: bool = True) -> None:
+        """Copies the inputs to the device (into ``u8``/``f32`` if given); ``indices=False`` leaves
+        the int64 indices out (a graph replay keeps the ones it captured: they depend only on the
+        layout)."""
+        self.u8.send(u8)
+        self.f32.send(f32)
+        if indices:
+            self.i64.send()
+
+    def finish(self) -> list[VisionInputs | AudioInputs]:
+        cfg, device = self.cfg, self.device
+        image_out = iter(self.images.finish(self.u8) if self.images.lists else [])
+        feats, lens = (self._audio[0](), self._audio[1]) if self._audio else (None, None)
+        out, col, clip = [], 0, 0
+        for p in self.plans:
+            if p[0] == "image":
+                px, grids = next(image_out)
+                out.append(VisionInputs(px, grids, p[2]))
+            elif p[0] == "video":
+                v = p[1]
+                out.append(VisionInputs(v.finish(self.u8, cfg, device), [v.grid], [v.size], v.keep))
+            else:
+                n = len(p[1])
+                mine = lens[clip : clip + n]
+                out.append(AudioInputs(feats[:, col : col + sum(mine)], mine, p[2]))
+                col, clip = col + sum(mine), clip + n
+        return out
+
+
+__all__ = ["RawAudio", "RawImages", "RawVideo", "Staged", "layout_key", "plan_items", "preprocess_many"]

@@ -141,15 +141,6 @@ def _image_size(x, kind: str, index: int) -> tuple[int, int]:
     return h, w
 
 
-def _image_tensor(x) -> torch.Tensor:
-    """A validated image as a uint8 ``[H, W, 3]`` tensor (host memory for PIL images and arrays)."""
-    if _is_pil(x):
-        return _from_numpy(np.asarray(pil_to_rgb(x)))
-    if isinstance(x, np.ndarray):
-        return _from_numpy(x)
-    return x
-
-
 def _resolve_device(device, items) -> torch.device:
     """``device`` if given, else the device of the first input tensor on an accelerator, else CPU."""
     if device is not None:
@@ -166,6 +157,7 @@ def _check_budget(min_pixels: int, max_pixels: int) -> None:
 
 
 @lru_cache(maxsize=32)
+@lru_cache(maxsize=16)
 def _norm_constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``scale, bias`` ``[C, 1, 1, 1]`` on ``device`` with ``x * scale + bias == (x / 255 - mean) / std``."""
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(-1, 1, 1, 1)
@@ -241,14 +233,10 @@ def _plan_images(images: list, cfg: PreprocessConfig, lo: int, hi: int) -> tuple
     return sizes, targets
 
 
-def _host_array(x) -> np.ndarray | None:
-    """A host image's pixels as a uint8 array (PIL images converted to RGB), or None for a tensor on
-    an accelerator."""
-    if _is_pil(x):
-        return np.asarray(pil_to_rgb(x))
-    if isinstance(x, np.ndarray):
-        return x
-    return x.numpy() if x.device.type == "cpu" else None
+def _pixels(x):
+    """An image's pixels as a stager source: a uint8 array (PIL images converted to RGB) or the
+    tensor as given (host or device)."""
+    return np.asarray(pil_to_rgb(x)) if _is_pil(x) else x
 
 
 class ImageBatch:
@@ -278,9 +266,7 @@ class ImageBatch:
         self._slots = {}
         for key, members in self.groups.items():
             (H, W), _ = key
-            host = [_host_array(x) for x in members]
-            if all(a is not None for a in host):
-                self._slots[key] = stager.add_stack(host, (len(members), H, W, 3))
+            self._slots[key] = stager.add_stack([_pixels(x) for x in members], (len(members), H, W, 3))
 
     def finish(self, stager) -> list[tuple[torch.Tensor, list]]:
         cfg, dev = self.cfg, self.device
@@ -289,11 +275,7 @@ class ImageBatch:
         rows_of, bufs = {}, {}
         for key, members in self.groups.items():
             (H, W), (th, tw) = key
-            if key in self._slots:
-                x = stager.get(self._slots[key])  # [n, H, W, 3] uint8 on the device
-            else:
-                ims = [_image_tensor(m).to(dev, non_blocking=True) for m in members]
-                x = ims[0].unsqueeze(0) if len(ims) == 1 else torch.stack(ims)  # one image: a view, no copy
+            x = stager.get(self._slots[key])  # [n, H, W, 3] uint8 on the device
             if (th, tw) != (H, W):
                 x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)  # [n, th, tw, 3] float
             rows = (th // P) * (tw // P)
@@ -313,8 +295,9 @@ class ImageBatch:
         return out
 
 
-def _runs(frames: np.ndarray, indices: list[int]) -> list[np.ndarray]:
-    """``frames[indices]`` as views: one slice per run of consecutive indices (no host copy)."""
+def _runs(frames, indices: list[int]) -> list:
+    """``frames[indices]`` (an array or tensor) as views: one slice per run of consecutive indices
+    (no copy)."""
     out, start = [], 0
     for k in range(1, len(indices) + 1):
         if k == len(indices) or indices[k] != indices[k - 1] + 1:
@@ -398,32 +381,17 @@ class VideoPlan:
     grid: tuple[int, int, int]
 
     def stage(self, stager) -> None:
-        """Puts the kept frames (host ones) into a uint8 ``Stager``: only they travel."""
-        self._slot = None
+        """Puts the kept frames into a uint8 ``Stager``: only they travel (runs of consecutive
+        frames of an array or tensor as one copy each)."""
         f = self.frames
-        H, W = self.size
+        shape = (len(self.padded), *self.size, 3)
         if isinstance(f, (torch.Tensor, np.ndarray)):
-            if isinstance(f, torch.Tensor) and f.device.type != "cpu":
-                return
-            src = f.numpy() if isinstance(f, torch.Tensor) else f
-            self._slot = stager.add_stack(_runs(src, self.padded), (len(self.padded), H, W, 3))
+            self._slot = stager.add_stack(_runs(f, self.padded), shape)
         else:
-            host = [_host_array(f[i]) for i in self.padded]
-            if all(a is not None for a in host):
-                self._slot = stager.add_stack(host, (len(self.padded), H, W, 3))
+            self._slot = stager.add_stack([_pixels(f[i]) for i in self.padded], shape)
 
     def finish(self, stager, cfg: PreprocessConfig, device: torch.device) -> torch.Tensor:
-        f = self.frames
-        if self._slot is not None:
-            x = stager.get(self._slot)
-        elif isinstance(f, torch.Tensor):
-            if self.padded != list(range(f.shape[0])):
-                from .staging import to_device
-
-                f = f.index_select(0, to_device(torch.tensor(self.padded), f.device))
-            x = f.to(device, non_blocking=True)
-        else:
-            x = torch.stack([_image_tensor(f[i]).to(device, non_blocking=True) for i in self.padded])
+        x = stager.get(self._slot)
         th, tw = self.target
         if (th, tw) != self.size:
             x = resize_bicubic(x.permute(0, 3, 1, 2), th, tw).permute(0, 2, 3, 1)

@@ -99,7 +99,8 @@ class Stager:
             for kind, sources, offset, shape in self._items:
                 if kind == "src":
                     for rows, src in _rows_of(sources, shape):
-                        host_copy(_slot_view(self._host, offset, shape)[rows], src)
+                        if _on_host(src):
+                            host_copy(_slot_view(self._host, offset, shape)[rows], src)
         else:
             at = 0
             for k, (kind, _, _, shape) in enumerate(self._items):
@@ -114,24 +115,35 @@ class Stager:
         _, _, offset, shape = self._items[slot]
         return _slot_view(self._host, self._raw_at.get(slot, offset), shape)
 
-    def send(self) -> None:
+    def send(self, into: torch.Tensor | None = None) -> None:
         """Moves every slot to the device: one asynchronous copy of the pinned buffer, or (pageable)
-        one copy per source, straight from where it lies, and one per ``add_raw`` slot."""
+        one copy per host source, straight from where it lies, and one per ``add_raw`` slot; sources
+        already on a device are copied device to device. ``into``: a device buffer of at least
+        ``size`` elements to fill instead of a new one (a CUDA graph's static input)."""
         if self._host is None:
             self.pack()
-        if self.device.type == "cpu" or self._size == 0:
+        if self.device.type == "cpu":
             self._dev = self._host
         elif pinned_supported(self.device):
-            self._dev = self._host.to(self.device, non_blocking=True)
+            self._dev = self._host.to(self.device, non_blocking=True) if into is None else \
+                into[: self._size].copy_(self._host, non_blocking=True)
         else:
-            self._dev = torch.empty(self._size, dtype=self.dtype, device=self.device)
-            for k, (kind, sources, offset, shape) in enumerate(self._items):
-                dst = _slot_view(self._dev, offset, shape)
+            self._dev = torch.empty(self._size, dtype=self.dtype, device=self.device) if into is None else into
+            for k, (kind, _, offset, shape) in enumerate(self._items):
                 if kind == "raw":
-                    dst.copy_(self.host(k), non_blocking=True)
-                elif kind == "src":
-                    for rows, src in _rows_of(sources, shape):
-                        dst[rows].copy_(torch.as_tensor(src).reshape(dst[rows].shape), non_blocking=True)
+                    _slot_view(self._dev, offset, shape).copy_(self.host(k), non_blocking=True)
+        for kind, sources, offset, shape in self._items:
+            if kind != "src":
+                continue
+            dst = _slot_view(self._dev, offset, shape)
+            for rows, src in _rows_of(sources, shape):
+                if not _on_host(src) or not self._through_host():
+                    dst[rows].copy_(torch.as_tensor(src).reshape(dst[rows].shape), non_blocking=True)
+
+    @property
+    def size(self) -> int:
+        """Elements of the device buffer."""
+        return self._size
 
     def get(self, slot: int) -> torch.Tensor:
         _, _, offset, shape = self._items[slot]
@@ -140,6 +152,10 @@ class Stager:
     def span(self, first: int, n: int) -> torch.Tensor:
         """The ``n`` device elements starting at slot ``first`` (a run of adjacent slots)."""
         return self._dev[self._items[first][2] : self._items[first][2] + n]
+
+
+def _on_host(x) -> bool:
+    return not isinstance(x, torch.Tensor) or x.device.type == "cpu"
 
 
 def _rows_of(sources: list, shape: tuple):

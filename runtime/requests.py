@@ -67,17 +67,18 @@ class AudioRequest:
         return cls(out.input_features, torch.tensor(out.feature_lens, dtype=torch.int64))
 
 
-def preprocess_requests(items, *, device=None, config=None) -> list:
+def preprocess_requests(items, *, device=None, config=None, graphs: bool | None = None) -> list:
     """Many requests from raw media in one pass: ``items`` are ``omnienc.preprocess.RawImages``,
     ``RawVideo`` and ``RawAudio`` (the arguments of ``from_images``, ``from_video`` and
     ``from_waveforms``); returns one ``VisionRequest`` / ``AudioRequest`` per item, in order, equal to
-    what those constructors make, with one host-to-device copy per dtype and one kernel group per
-    image size, video and audio batch instead of one per request. See
-    ``omnienc.preprocess.preprocess_many``."""
+    what those constructors make, with one kernel group per image size, video and audio batch
+    instead of one per request, and on CUDA one graph replay for a layout seen before (``graphs``;
+    default on, see ``omnienc.preprocess.graphs``).
+    See ``omnienc.preprocess.preprocess_many``."""
     from omnienc.preprocess import AudioInputs, preprocess_many
 
     out = []
-    for r in preprocess_many(items, config, device=device):
+    for r in preprocess_many(items, config, device=device, graphs=graphs):
         if isinstance(r, AudioInputs):
             out.append(AudioRequest(r.input_features, torch.tensor(r.feature_lens, dtype=torch.int64)))
         else:

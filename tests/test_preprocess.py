@@ -26,6 +26,7 @@ from conftest import hf_and_native_audio, hf_and_native_vision, rel_err, tiny_au
 
 from omnienc.preprocess import (
     PreprocessConfig,
+    preprocess_many,
     make_feature_extractor,
     make_image_processor,
     mel_filter_bank,
@@ -401,8 +402,8 @@ def test_requests_encode_like_transformers_inputs():
 def test_no_host_sync_on_cuda(monkeypatch):
     """From host inputs through pinned staging (``PIN_HOST_INPUTS``; the default pageable copies wait
     for the stream by CUDA's rule) and from inputs already on the GPU, after a warm-up that caches
-    the constants, preprocessing on CUDA issues no synchronizing call; the results equal the CPU's
-    within the bounds."""
+    the constants and captures the layouts' graphs, preprocessing on CUDA issues no synchronizing
+    call, kernel by kernel or by graph replay; the results equal the CPU's within the bounds."""
     from omnienc.preprocess import staging
 
     monkeypatch.setattr(staging, "PIN_HOST_INPUTS", True)
@@ -419,19 +420,21 @@ def test_no_host_sync_on_cuda(monkeypatch):
 
     def run():
         return (preprocess_images(ims, device="cuda"), preprocess_video(video, fps=1.0, device="cuda"),
-                preprocess_waveforms(waves, 44100, device="cuda"), preprocess_requests(items, device="cuda"),
-                preprocess_requests(resident, device="cuda"))
+                preprocess_waveforms(waves, 44100, device="cuda"),
+                preprocess_requests(items, device="cuda", graphs=False),
+                preprocess_requests(items, device="cuda"), preprocess_requests(resident, device="cuda"))
 
-    run()
+    for _ in range(3):  # warm-up; the graphs of the two layouts are captured at their second run
+        run()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        img, vid, aud, many, many_resident = run()
+        img, vid, aud, many_eager, many, many_resident = run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    for a, b, c in zip(many, many_resident, preprocess_requests(items)):
-        for x, y, z in zip(vars(a).values(), vars(b).values(), vars(c).values()):
-            assert torch.equal(x.cpu(), y.cpu())
+    for a, b, d, c in zip(many, many_resident, many_eager, preprocess_requests(items)):
+        for x, y, e, z in zip(vars(a).values(), vars(b).values(), vars(d).values(), vars(c).values()):
+            assert torch.equal(x.cpu(), y.cpu()) and torch.equal(x.cpu(), e.cpu())
             if x.is_floating_point():
                 assert (x.cpu() - z).abs().max().item() <= max(MAX_ABS, MEL_MAX_ABS)
     cpu = (preprocess_images(ims), preprocess_video(video, fps=1.0), preprocess_waveforms(waves, 44100))
@@ -485,6 +488,79 @@ def test_preprocess_requests_equals_one_request_at_a_time(device):
             assert a.shape == b.shape and torch.equal(a, b)
     with pytest.raises(ValueError, match=r"item 4: waveform 1: field 'samples' holds NaN"):
         preprocess_requests(items[:4] + [RawAudio([np.ones(800, np.float32), np.full(800, np.nan, np.float32)])])
+
+
+def _layouts(rng, device=None):
+    """Items of four fixed layouts with fresh random content: one 448x448 image; 30 s of audio and
+    one odd; two same-size images, clips at 16 and 44.1 kHz, a 5-frame video, a stereo clip."""
+    from omnienc.preprocess import RawAudio, RawImages, RawVideo
+
+    def im(h, w):
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+    def wave(*shape):
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+    layouts = [[RawImages([im(448, 448)])], [RawAudio([wave(480_000), wave(16_001)])],
+               [RawImages([im(100, 120), im(100, 120)]), RawAudio([wave(4567), wave(44_100)], [16000, 44100]),
+                RawVideo(torch.from_numpy(np.stack([im(90, 130) for _ in range(5)])), fps=3.0),
+                RawAudio([wave(2, 30_011)])]]
+    if device is not None:
+        from omnienc.tools.bench_preprocess import _on_device
+
+        layouts.append(_on_device(layouts[2], device))
+    return layouts
+
+
+@pytest.mark.gpu
+def test_preprocess_graphs_equal_eager_and_own_their_outputs(monkeypatch):
+    """Four layouts (host and device inputs), four calls each with fresh content: from the second
+    call on a graph replays, every result equals the kernel-by-kernel one bit for bit, and a result
+    stays as it was after later replays (the caller owns it). A layout whose capture fails runs
+    eagerly, correctly, and is not captured again."""
+    from omnienc.preprocess import graphs
+    from omnienc.preprocess.batch import plan_items
+
+    dev = torch.device("cuda", torch.cuda.current_device())
+    g, cfg, rng = graphs.PreprocessGraphs(dev), PreprocessConfig(), np.random.default_rng()
+    kept = []
+    for _ in range(4):
+        for items in _layouts(rng, dev):
+            got = g.run(plan_items(items, cfg), cfg)
+            ref = preprocess_many(items, cfg, device=dev, graphs=False)
+            for a, b in zip(got, ref):
+                for x, y in zip(vars(a).values(), vars(b).values()):
+                    assert (torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y)
+            kept.append((got, [[t.clone() for t in vars(o).values() if isinstance(t, torch.Tensor)] for o in got]))
+    for got, copy in kept:
+        for o, c in zip(got, copy):
+            assert all(torch.equal(t, u) for t, u in zip([t for t in vars(o).values() if isinstance(t, torch.Tensor)], c))
+    assert g.stats() == {"eager": 4, "replays": 8, "captures": 4, "failures": 0, "evictions": 0, "graphs": 4}
+
+    class Broken(torch.cuda.CUDAGraph):
+        def capture_begin(self, *args, **kwargs):
+            raise RuntimeError("no capture")
+
+    monkeypatch.setattr(graphs.torch.cuda, "CUDAGraph", Broken)
+    g = graphs.PreprocessGraphs(dev)
+    items = _layouts(rng)[0]
+    for _ in range(3):
+        got = g.run(plan_items(items, cfg), cfg)
+        assert torch.equal(got[0].pixel_values, preprocess_many(items, cfg, device=dev, graphs=False)[0].pixel_values)
+    assert g.stats()["failures"] == 1 and g.stats()["eager"] == 3 and g.stats()["graphs"] == 0
+
+
+def test_layout_key_is_sizes_not_content():
+    from omnienc.preprocess.batch import layout_key, plan_items
+
+    rng, cfg = np.random.default_rng(), PreprocessConfig()
+    a, b = _layouts(rng), _layouts(rng)
+    assert [layout_key(plan_items(x, cfg)) for x in a] == [layout_key(plan_items(x, cfg)) for x in b]
+    assert len({layout_key(plan_items(x, cfg)) for x in a}) == len(a)
+    from omnienc.preprocess import RawImages
+
+    smaller = [RawImages(a[0][0].images, max_pixels=100 * 1024)]  # same image, another target size
+    assert layout_key(plan_items(smaller, cfg)) != layout_key(plan_items(a[0], cfg))
 
 
 def test_log_mel_of_many_clips_is_one_batched_pass():

@@ -19,8 +19,11 @@ Columns (median ms per call after warm-up):
   call per request, as Qwen3-Omni configures them (44.1 kHz: ``scipy.signal.resample_poly`` first;
   transformers has no resampler).
 * ``ours_cpu``: ``omnienc.runtime.preprocess_requests`` on the CPU (all requests in one pass).
-* ``ours_gpu``: the same on CUDA from the host inputs (the host-to-device copy counts).
+* ``ours_gpu``: the same on CUDA from the host inputs (the host-to-device copy counts); after the
+  warm-up a repeated layout replays its CUDA graph (``omnienc.preprocess.graphs``).
 * ``ours_gpu_resident``: the same with the raw inputs already on the GPU.
+* ``ours_gpu_eager``: as ``ours_gpu`` without graphs (``graphs=False``): kernel by kernel, what a
+  layout seen for the first time costs.
 * ``kernels``: operations that run a kernel (views and allocations left out), counted on the CPU by
   a ``TorchDispatchMode`` (``count_ops``); plus one host-to-device copy per dtype on a GPU.
 
@@ -158,11 +161,11 @@ def transformers_preprocess(items: list, cfg, cpu_threads_note: bool = False) ->
     return fn
 
 
-def omnienc_preprocess(items: list, cfg, device) -> Callable[[], list]:
-    """``preprocess_requests`` of every item at once on ``device``."""
+def omnienc_preprocess(items: list, cfg, device, graphs: bool | None = None) -> Callable[[], list]:
+    """``preprocess_requests`` of every item at once on ``device`` (``graphs``: its argument)."""
     from omnienc.runtime import preprocess_requests
 
-    return lambda: preprocess_requests(items, device=device, config=cfg)
+    return lambda: preprocess_requests(items, device=device, config=cfg, graphs=graphs)
 
 
 def _on_device(items: list, device) -> list:
@@ -290,8 +293,9 @@ def run_preprocess_bench(device=None, repeats: int = 50, warmup: int = 10, workl
             row["ours_gpu"] = measure(omnienc_preprocess(items, cfg, dev), dev, repeats, warmup)
             row["ours_gpu_resident"] = measure(omnienc_preprocess(_on_device(items, dev), cfg, dev), dev, repeats,
                                                warmup)
+            row["ours_gpu_eager"] = measure(omnienc_preprocess(items, cfg, dev, graphs=False), dev, repeats, warmup)
         else:
-            row["ours_gpu"] = row["ours_gpu_resident"] = None
+            row["ours_gpu"] = row["ours_gpu_resident"] = row["ours_gpu_eager"] = None
         report["workloads"][n] = row
     if copies:
         report["copies"] = copy_bench(dev, repeats, warmup, tiny)
@@ -307,15 +311,17 @@ def format_markdown(report: dict) -> str:
     title = (f"Preprocessing from raw inputs in memory, median ms ({report['card']}, torch {report['torch']}, "
              f"{report['date']}{', tiny inputs' if report['tiny'] else ''})")
     header = ("| workload | requests | transformers CPU | omnienc CPU | omnienc GPU (host input) "
-              "| omnienc GPU (input on GPU) | CPU processor / GPU | kernels | target |")
-    lines = [title, "", header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| omnienc GPU (input on GPU) | omnienc GPU, no graph (host input) | CPU processor / GPU | kernels "
+              "| target |")
+    lines = [title, "", header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in report["workloads"].items():
         speedup = (f"{r['hf_cpu']['median_ms'] / r['ours_gpu']['median_ms']:.0f}x"
                    if r["hf_cpu"] and r["ours_gpu"] else "-")
         target = "-" if r["target_ms"] is None else f"<= {r['target_ms']} ms" + (
             "" if r["ours_gpu"] is None else (" met" if r["ours_gpu"]["median_ms"] <= r["target_ms"] else " missed"))
         lines.append(f"| {name} | {r['requests']} | {_ms(r['hf_cpu'])} | {_ms(r['ours_cpu'])} | {_ms(r['ours_gpu'])} | "
-                     f"{_ms(r['ours_gpu_resident'])} | {speedup} | {r['kernels']['total']} | {target} |")
+                     f"{_ms(r['ours_gpu_resident'])} | {_ms(r.get('ours_gpu_eager'))} | {speedup} | "
+                     f"{r['kernels']['total']} | {target} |")
     if report["copies"]:
         cols = ["pageable", "pin_per_call", "pinned_reused", "host_fresh", "host_reused"]
         lines += ["", "Host-to-device copies, median ms (host_*: the host memcpy alone)", "",
