@@ -144,7 +144,7 @@ class PreprocessGraphs:
 
 
 def _config_key(cfg: PreprocessConfig) -> tuple:
-    return dataclasses.astuple(cfg)
+    return tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg))  # tuples and scalars
 
 
 def _owned(outputs: list) -> list:

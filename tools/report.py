@@ -131,7 +131,10 @@ def format_markdown(report: dict) -> str:
                      "frame counts. Their `runtime` encodes those media preprocessed on the device (float32). "
                      "transformers CPU: `Qwen2VLImageProcessorPil` / `WhisperFeatureExtractor`, one call per "
                      "request; GPU preprocessing: `preprocess_requests` (all requests in one pass, host inputs "
-                     "into one device buffer per dtype, see `omnienc.preprocess.staging`).")
+                     "copied into one device buffer per dtype, see `omnienc.preprocess.staging`); a one-request "
+                     "workload repeats its layout and so replays a preprocessing graph after the first calls, "
+                     "a many-request one (a mix that never repeats in serving) runs kernel by kernel "
+                     "(`graphs=False`).")
     lines.append("- CUDA timing: each call starts on an idle GPU and is bracketed by CUDA events. Only figures "
                  "of one run on one card compare.")
     service = report.get("service")
