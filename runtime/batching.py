@@ -7,6 +7,12 @@ clients answered together coming back, is over), whichever comes first. One work
 one after another: what arrives while it is busy waits; when it frees, a batch that has already
 closed goes at once, else it waits for its close.
 
+The service adds one close that depends on its completions (``close_on_return``, ``returned``): a
+batch also closes at once when a device is idle and at least as many requests are pending as the
+service delivered results since it last took a batch (the clients it answered are back).
+``group_arrivals`` cannot apply it: a trace's arrival times do not depend on when results were
+delivered, so the simulator batches by the other closes only (as if ``close_on_return`` were off).
+
 ``EncoderService`` applies the rule in real time; ``group_arrivals`` applies it to a trace, so the
 ``replay`` simulator and the tuner batch exactly as the service does. ``group_windows`` keeps the
 older fixed windows (``--step-ms``) for comparison with earlier results.
@@ -29,11 +35,14 @@ class BatchPolicy:
         max_batch: Most requests (both modalities together) in one batch, an integer >= 1.
         quiet_ms: Milliseconds without a new arrival after which a batch closes early, finite,
             >= 0; None: never early (only ``max_wait_ms`` or ``max_batch`` close it).
+        close_on_return: Close at once when a device is idle and the requests last answered are
+            back (see ``returned``); service only: ``group_arrivals`` ignores it.
     """
 
     max_wait_ms: float = 2.0
     max_batch: int = 64
     quiet_ms: float | None = None
+    close_on_return: bool = True
 
     def __post_init__(self) -> None:
         w = self.max_wait_ms
@@ -54,6 +63,8 @@ class BatchPolicy:
         object.__setattr__(self, "max_wait_ms", float(w))
         object.__setattr__(self, "max_batch", b)
         object.__setattr__(self, "quiet_ms", None if q is None else float(q))
+        if not isinstance(self.close_on_return, bool):
+            raise ValueError(f"close_on_return={self.close_on_return!r} must be True or False")
 
     def deadline(self, first_arrival_s: float) -> float:
         """When a batch whose first pending request arrived at ``first_arrival_s`` closes, in seconds
@@ -71,6 +82,14 @@ class BatchPolicy:
         if self.quiet_ms is not None:
             close = min(close, last_arrival_s + self.quiet_ms / 1e3)
         return close
+
+    def returned(self, pending: int, delivered: int, idle: bool) -> bool:
+        """Whether a batch closes at once because the clients last answered are back: a device is
+        ``idle`` (no job in flight) and at least ``delivered`` requests (>= 1: results delivered since
+        the service last took a batch) are ``pending``. Clients cannot be told apart, so this counts:
+        a closed loop whose answered clients all submitted again goes without waiting out
+        ``max_wait_ms``; if fewer come back, the batch waits for its other closes as before."""
+        return self.close_on_return and idle and 0 < delivered <= pending
 
     def describe(self) -> str:
         quiet = "" if self.quiet_ms is None else f" (or {self.quiet_ms:g} ms after the last while none arrives)"
@@ -95,6 +114,9 @@ def group_arrivals(
     where ``quiet`` is ``quiet_ms`` after the first pending arrival that the next one does not follow
     within ``quiet_ms``, and ``free`` is when the worker finished the previous batch; it takes the
     pending requests that arrived by then, at most ``max_batch`` (arrival order, ties by index).
+
+    ``policy.close_on_return`` is not applied: it depends on when results are delivered, which
+    arrival times given in advance do not follow (see the module docstring).
 
     Args:
         times_s: Arrival time of each request in seconds, finite, any order.

@@ -114,6 +114,7 @@ class Lane:
         self.modality = spec.name
         self.encoder = spec.encoder
         self.device = device
+        self._cuda = device.type == "cuda"
         self.use_graphs = use_graphs
         self.attention = attention
         self.eager_attention = eager_attention
@@ -129,7 +130,7 @@ class Lane:
             self._allocate(graph_buckets)
         self._plans: OrderedDict = OrderedDict()
         self._staged = None  # (key, plan) whose bytes the plan buffer holds (stream order), or None
-        self._sizes: dict = {}  # shape -> (demand, output rows)
+        self._sizes: dict = {}  # shape -> (demand, output rows, smallest bucket holding it or None)
         self.last_event = None  # the end event of the last run_pack, if it completed (CUDA)
         self._timings: deque = deque()
         self.captured = False
@@ -229,14 +230,16 @@ class Lane:
         return plan
 
     def sizes(self, shape) -> tuple:
-        """``(demand, output rows)`` of a request shape, cached (traffic repeats shapes)."""
+        """``(demand, output rows, bucket)`` of a request shape, ``bucket`` the smallest that holds
+        it alone (None: none does), cached (traffic repeats shapes)."""
         try:
             key = tuple(shape)
             hit = self._sizes.get(key)
         except TypeError:  # unhashable items (lists): not cached
             key = hit = None
         if hit is None:
-            hit = (self.spec.demand(shape), self.spec.out_rows(shape))
+            demand = self.spec.demand(shape)
+            hit = (demand, self.spec.out_rows(shape), self.bucket_set.smallest(demand.size, demand.batch))
             if key is not None:
                 if len(self._sizes) >= self.SIZE_CACHE_SIZE:
                     self._sizes.clear()
@@ -317,7 +320,7 @@ class Lane:
         if len(requests) == 1:  # the common case, without the packing's bookkeeping
             return [self._alone(requests[0], shapes[0], ids[0], sizes[0])]
         results: list = [None] * len(requests)
-        for rep in pack([d for d, _ in sizes], self.bucket_set):
+        for rep in pack([s[0] for s in sizes], self.bucket_set):
             idx = rep.members
             try:
                 outs = self.run_pack(rep.bucket, [requests[i] for i in idx], [shapes[i] for i in idx],
@@ -333,10 +336,8 @@ class Lane:
 
     def _alone(self, request, shape, index: int, size: tuple | None = None) -> tuple[object, Check | None]:
         size = size or self.sizes(shape)
-        demand = size[0]
         try:
-            return self.run_pack(self.bucket_set.smallest(demand.size, demand.batch), [request], [shape],
-                                 [index], [size])[0]
+            return self.run_pack(size[2], [request], [shape], [index], [size])[0]
         except Exception as e:  # noqa: BLE001 - delivered per request
             return e, None
 
@@ -346,31 +347,36 @@ class Lane:
         per request. Counts the run in the statistics. ``sizes``: each request's ``sizes(shape)``,
         if known."""
         self.last_event = None
-        cuda = self.device.type == "cuda"
+        cuda = self._cuda
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         else:
             t0 = time.perf_counter()
+        if sizes is None:
+            sizes = [self.sizes(s) for s in shapes]
+        if len(sizes) == 1:
+            units, used = sizes[0][0].size, sizes[0][1]
+        else:
+            units, used = sum(s[0].size for s in sizes), sum(s[1] for s in sizes)
         br = None if bucket is None else self.buckets[bucket]
-        sizes = sizes or [self.sizes(s) for s in shapes]
         if br is None:
             outputs = self._fallback(requests[0], shapes[0], ids[0])
         elif br.stats.graph:
-            outputs = self._replay(br, requests, shapes, sum(n for _, n in sizes))
+            outputs = self._replay(br, requests, shapes, used)
         else:
             outputs = self._eager_pack(requests, shapes, ids)
-        *tensors, flags = outputs
+        tensors, flags = outputs[:-1], outputs[-1]
         if cuda:
             host = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True)
             host.copy_(flags, non_blocking=True)
             flags = host
             end.record()
-        units = sum(d.size for d, _ in sizes)
-        stat = None if br is None else br.stats
-        if stat is None:
+        if br is None:
+            stat = None
             self.stats.add_fallback(units)
         else:
+            stat = br.stats
             stat.add(units)
         if cuda:
             self._timings.append((stat, start, end))
@@ -380,10 +386,11 @@ class Lane:
         else:
             self._add_ms(stat, (time.perf_counter() - t0) * 1e3)
         output = self.spec.output
-        if len(sizes) == 1 and tensors[0].shape[0] == sizes[0][1]:  # the whole output is the request's
-            return [(output(tuple(tensors)), Check(flags, 0, sizes[0][1]))]
+        if len(sizes) == 1 and tensors[0].shape[0] == used:  # the whole output is the request's
+            return [(output(tensors), Check(flags, 0, used))]
         results, row = [], 0
-        for _, n in sizes:
+        for s in sizes:
+            n = s[1]
             results.append((output(tuple(t[row : row + n] for t in tensors)), Check(flags, row, row + n)))
             row += n
         return results
@@ -400,8 +407,8 @@ class Lane:
         else:
             outputs = self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
         stacked, flags = outputs
-        stacked = stacked[:, :used].clone()
-        flags = flags[:used] if self.device.type == "cuda" else flags[:used].clone()
+        stacked = stacked.narrow_copy(1, 0, used)  # [n_outputs, used, width], one copy
+        flags = flags[:used] if self._cuda else flags.narrow_copy(0, 0, used)
         return (*stacked.unbind(0), flags)
 
     def _eager(self, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:

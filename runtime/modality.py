@@ -141,15 +141,19 @@ class AudioModality:
     def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
         """Each audio's whole chunks as one strided copy into ``out [rows, mel, F]``, then its tail
         chunk (the rest of that row zeroed): ``chunk_features``' layout without its pad and cat."""
-        frames = out.shape[2]
+        device, (mel, frames) = out.device, out.shape[1:]
         row = 0
         for r, shape in zip(requests, shapes):
-            feats = r.input_features.to(out.device, non_blocking=True)  # [mel, sum T]
+            feats = r.input_features.to(device, non_blocking=True)  # [mel, sum T]
+            s_mel, s_t = feats.stride()
+            offset = feats.storage_offset()
             start = 0
             for T in shape:
                 whole, tail = divmod(T, frames)
                 if whole:
-                    body = feats[:, start : start + whole * frames].unflatten(1, (whole, frames)).transpose(0, 1)
+                    # feats[:, start : start + whole * frames].unflatten(1, (whole, frames)).transpose(0, 1)
+                    # as one view: [whole, mel, frames]
+                    body = feats.as_strided((whole, mel, frames), (frames * s_t, s_mel, s_t), offset + start * s_t)
                     out[row : row + whole].copy_(body, non_blocking=True)
                     row += whole
                 if tail:

@@ -128,7 +128,7 @@ def _check_float(t, index: int, kind: str, field: str, ndim: int) -> None:
         _fail(index, kind, field, f"has dtype {t.dtype}; use float16, bfloat16, float32 or float64 (cast it first)")
     if not (t.is_cuda or t.is_cpu):
         _check_device(t, index, kind, field)
-    if t.dim() != ndim:
+    if len(t.shape) != ndim:
         _fail(index, kind, field, f"must have {ndim} dimensions, got shape {tuple(t.shape)}")
 
 
@@ -161,19 +161,21 @@ def validate_vision(req, index: int, in_features: int, merge: int,
     if not isinstance(req, VisionRequest):
         _fail(index, kind, "type", f"expected VisionRequest, got {type(req).__name__}")
     grid = _int_tensor(req.grid_thw, index, kind, "grid_thw")
-    if grid.dim() != 2 or grid.shape[1] != 3 or grid.shape[0] == 0:
-        _fail(index, kind, "grid_thw", f"must have shape [n, 3] with n >= 1, got {tuple(grid.shape)}")
+    shape = grid.shape
+    if len(shape) != 2 or shape[1] != 3 or shape[0] == 0:
+        _fail(index, kind, "grid_thw", f"must have shape [n, 3] with n >= 1, got {tuple(shape)}")
     triples = [tuple(row) for row in grid.tolist()]  # ints: grid is an integer tensor
+    need = 0
     for j, (t, h, w) in enumerate(triples):
-        if min(t, h, w) <= 0:
+        if t <= 0 or h <= 0 or w <= 0:
             _fail(index, kind, "grid_thw", f"item {j} is {(t, h, w)}: t, h and w must be positive")
         if h % merge or w % merge:
             _fail(index, kind, "grid_thw", f"item {j} is {(t, h, w)}: h and w must be multiples of {merge}")
+        need += t * h * w
     _check_float(req.pixel_values, index, kind, "pixel_values", 2)
     rows, dim = req.pixel_values.shape
     if dim != in_features:
         _fail(index, kind, "pixel_values", f"has {dim} values per patch, expected {in_features} (C*Tp*P*P)")
-    need = sum(t * h * w for t, h, w in triples)
     if rows != need:
         _fail(index, kind, "pixel_values", f"has {rows} rows but grid_thw needs sum(t*h*w) = {need}")
     if finite:
@@ -187,17 +189,20 @@ def validate_audio(req, index: int, num_mel_bins: int, finite: bool = True) -> l
     if not isinstance(req, AudioRequest):
         _fail(index, kind, "type", f"expected AudioRequest, got {type(req).__name__}")
     lens = _int_tensor(req.feature_lens, index, kind, "feature_lens")
-    if lens.dim() != 1 or lens.shape[0] == 0:
-        _fail(index, kind, "feature_lens", f"must be a 1-D tensor of at least one length, got shape {tuple(lens.shape)}")
+    shape = lens.shape
+    if len(shape) != 1 or shape[0] == 0:
+        _fail(index, kind, "feature_lens", f"must be a 1-D tensor of at least one length, got shape {tuple(shape)}")
     lengths = lens.tolist()  # ints: an integer tensor
     if min(lengths) <= 0:
         _fail(index, kind, "feature_lens", f"lengths must be positive, got {lengths}")
     _check_float(req.input_features, index, kind, "input_features", 2)
-    mel, T = req.input_features.shape
+    shape = req.input_features.shape
+    mel, T = shape
     if mel != num_mel_bins:
-        _fail(index, kind, "input_features", f"must be [num_mel_bins={num_mel_bins}, T], got {tuple(req.input_features.shape)}")
-    if sum(lengths) != T:
-        _fail(index, kind, "feature_lens", f"add up to {sum(lengths)} but input_features has T = {T} frames")
+        _fail(index, kind, "input_features", f"must be [num_mel_bins={num_mel_bins}, T], got {tuple(shape)}")
+    total = sum(lengths)
+    if total != T:
+        _fail(index, kind, "feature_lens", f"add up to {total} but input_features has T = {T} frames")
     if finite:
         check_finite(req.input_features, index, kind, "input_features")
     return lengths

@@ -427,6 +427,11 @@ def test_audio_fill_lays_out_chunks_as_chunk_features(encoders):
     rng = random.Random(7)
     shapes = [[rng.randint(1, 450) for _ in range(rng.randint(1, 3))] for _ in range(4)] + [[300], [100, 37]]
     reqs = [audio_request(s, aud.config) for s in shapes]
+    mel = aud.config.num_mel_bins
+    # strided features: transposed storage, and a view at an offset into a larger tensor
+    shapes += [[250, 130], [420]]
+    reqs += [AudioRequest(torch.randn(380, mel).t(), torch.tensor([250, 130])),
+             AudioRequest(torch.randn(mel + 1, 500)[1:, 40:460], torch.tensor([420]))]
     rows = sum(m.rows(s) for s in shapes)
     out = torch.randn(rows + 2, aud.config.num_mel_bins, aud.chunk_frames)
     stale = out[rows:].clone()

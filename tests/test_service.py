@@ -324,7 +324,7 @@ def test_output_device_gets_a_copy_and_one_runtime_works_as_a_list(encoders, run
 def test_the_service_batches_by_the_simulators_rule(encoders, runtime, monkeypatch):
     """Requests arrive in random clusters (gaps within a cluster well under quiet_ms, or well over it
 and under max_wait; between clusters well over max_wait): the batches the service forms are exactly
-    ``group_arrivals`` of the same times."""
+    ``group_arrivals`` of the same times (``close_on_return`` off: the simulator cannot replay it)."""
     from omnienc.runtime.batching import BatchPolicy, group_arrivals
 
     rng = random.Random()
@@ -340,7 +340,7 @@ and under max_wait; between clusters well over max_wait): the batches the servic
     real = runtime.launch
     monkeypatch.setattr(runtime, "launch", lambda rs, shapes=None: (seen.append([id(r) for r in rs]), real(rs, shapes))[1])
     with EncoderService(runtime, max_wait_ms=policy.max_wait_ms, max_batch=policy.max_batch,
-                        quiet_ms=policy.quiet_ms) as svc:
+                        quiet_ms=policy.quiet_ms, close_on_return=False) as svc:  # a rule of completions
         t0, futures = time.monotonic(), []
         for at, r in zip(times, reqs):
             time.sleep(max(t0 + at - time.monotonic(), 0.0))

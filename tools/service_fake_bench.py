@@ -112,13 +112,22 @@ def main(argv=None) -> None:
     p.add_argument("--max-wait-ms", type=float, default=2.0)
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--quiet-ms", type=float, default=-1, help="the service's quiet_ms (default: off)")
+    p.add_argument("--close-on-return", choices=("on", "off", "both"), default="both",
+                   help="the service's close_on_return; both: off and on, alternating, --rounds times")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=1, help="runs per setting (with both: alternating)")
     args = p.parse_args(argv)
+    settings = {"on": [True], "off": [False], "both": [False, True]}[args.close_on_return]
     for name in args.workloads.split(","):
-        r = run(name, args.seconds, args.host_ms, max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
-                quiet_ms=None if args.quiet_ms < 0 else args.quiet_ms)
-        print(f"{name}: closed loop {r['requests_per_s']:.0f} req/s, {r['requests_per_batch'] or 0:.2f} per batch; "
-              f"one encode of {r['clients']}: {r['encode_all_ms']['median_ms']:.2f} ms = "
-              f"{r['encode_all_requests_per_s']:.0f} req/s; ratio {r['ratio']:.3f}")
+        for k in range(args.rounds):
+            for close in settings if k % 2 == 0 else settings[::-1]:
+                r = run(name, args.seconds, args.host_ms, clients=args.clients, max_wait_ms=args.max_wait_ms,
+                        max_batch=args.max_batch, quiet_ms=None if args.quiet_ms < 0 else args.quiet_ms,
+                        close_on_return=close)
+                print(f"{name} close_on_return={'on' if close else 'off'}: closed loop "
+                      f"{r['requests_per_s']:.0f} req/s, {r['requests_per_batch'] or 0:.2f} per batch; "
+                      f"one encode of {r['clients']}: {r['encode_all_ms']['median_ms']:.2f} ms = "
+                      f"{r['encode_all_requests_per_s']:.0f} req/s; ratio {r['ratio']:.3f}")
 
 
 if __name__ == "__main__":
