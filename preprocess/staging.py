@@ -1,23 +1,25 @@
-"""Host inputs to the device: the inputs of a call as views of one device buffer.
+"""Inputs to the device: the inputs of a call as views of one device buffer.
 
-``Stager`` gathers every host input of a call (images, video frames, waveforms: one dtype per
-stager) and the values the caller writes on the host (``add_raw``: reflect-padded signals, frame
-indices) into one device buffer, whose slots come back as views.
+``Stager`` gathers every input of a call (images, video frames, waveforms: one dtype per stager; on
+the host or already on a device) and the values the caller writes on the host (``add_raw``: frame
+and padding indices) into one device buffer, whose slots come back as views; ``add_device`` slots
+are room the device work fills itself.
 
-Two ways to send, chosen by ``PIN_HOST_INPUTS``:
+Two ways to send host inputs, chosen by ``PIN_HOST_INPUTS``:
 
-* pageable (the default): each input is copied from where it lies straight into its device slot,
-  the ``add_raw`` slots from one host buffer. CUDA stages a pageable copy itself, after waiting for
-  the stream's earlier work: on an idle GPU that costs nothing, behind a running encode the host
-  waits for it;
+* pageable (the default): each input is copied from where it lies straight into its device slot
+  (no host copy, no host buffer but for the ``add_raw`` slots). CUDA stages a pageable copy itself,
+  after waiting for the stream's earlier work: on an idle GPU that costs nothing, behind a running
+  encode the host waits for it;
 * pinned: everything is first packed on the host into one buffer from torch's caching host
   allocator (``pin_memory=True``), then sent with one ``non_blocking`` copy.
 
-Measured on an H200 (same run, 2026-11-28, `docs/BENCHMARKS.md`), from host inputs: pinned staging
-took 0.54 ms for a 448x448 image, 4.1 ms for 1280x720 and 2.6 ms for 30 s of audio, against 0.23,
-0.73 and 0.96 ms for pageable copies on an idle GPU. Pinned staging never waits for the GPU, so an
-engine that preprocesses while the GPU encodes can set ``PIN_HOST_INPUTS``. On the CPU (or for
-tensors already on the device) nothing is copied.
+Measured on an H200 (2026-11-28, `docs/BENCHMARKS.md`), from host inputs: pinned staging took 0.54
+ms for a 448x448 image, 4.1 ms for 1280x720 and 2.6 ms for 30 s of audio, against 0.23, 0.73 and
+0.96 ms for pageable copies through a host buffer (session 5), and 0.21, 0.78 and 0.97 ms for
+pageable copies straight from the caller's arrays (session 6, kernel by kernel). Pinned staging never
+waits for the GPU, so an engine that preprocesses while the GPU encodes can set ``PIN_HOST_INPUTS``.
+Inputs already on a device are copied device to device; on the CPU the host buffer is the result.
 """
 
 from __future__ import annotations
