@@ -78,7 +78,7 @@ class PreprocessGraphs:
                 out = self._capture(key, plans, cfg)
                 if out is not None:
                     return out
-        self.counts["eager"] += 1
+            self.counts["eager"] += 1
         staged = Staged(plans, cfg, self.device)
         staged.send()
         return staged.finish()
