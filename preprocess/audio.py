@@ -10,9 +10,10 @@ hop_length=160, n_fft=400)`` gives when ``Qwen3OmniMoeProcessor`` calls it on on
 3. Slaney mel filter bank (0-8000 Hz, Slaney-normalized) -> ``log10(max(x, 1e-10))``;
 4. per audio: ``max(x, x.max() - 8)``, then ``(x + 4) / 4``.
 
-Several audios run as one batch (frames padded with zeros, whose log-mel is the floor -10 and so
-never the maximum); each audio is padded and normalized as if it were alone, so its features do not
-depend on what it is batched with. Output ``[num_mel_bins, sum T]``, audios in order.
+Several audios run as one batch: their reflect-padded signals lie in one concatenated signal
+(``MelLayout``), only each audio's own frames are taken (the samples between audios are never read),
+and each audio's floor is its own maximum - 8, so its features do not depend on what it is batched
+with. Output ``[num_mel_bins, sum T]``, audios in order.
 
 Resampling is polyphase with a Kaiser-windowed sinc (the filter ``scipy.signal.resample_poly``
 designs by default: cutoff at the lower Nyquist rate, 10 zero crossings each side of the output
@@ -206,21 +207,6 @@ def _frame_rows(layout: MelLayout, hop: int) -> list[int]:
     return [o // hop for o in layout.offsets]
 
 
-def _reflect_into(dst: torch.Tensor, x: torch.Tensor, pad: int) -> None:
-    """Writes ``x`` reflect-padded by ``pad`` on each side into ``dst`` (``len(x) + 2 * pad``), on the
-    host through NumPy (host tensors) or with torch (device tensors)."""
-    n = x.shape[0]
-    if dst.device.type == "cpu" and x.device.type == "cpu" and x.dtype != torch.bfloat16:
-        d, v = dst.numpy(), x.numpy()
-        d[pad : pad + n] = v
-        d[:pad] = v[pad:0:-1]
-        d[pad + n :] = v[n - 2 : n - pad - 2 : -1]
-        return
-    dst[pad : pad + n].copy_(x)
-    dst[:pad].copy_(x[1 : pad + 1].flip(0))
-    dst[pad + n :].copy_(x[n - pad - 1 : n - 1].flip(0))
-
-
 def log_mel_frames(signal: torch.Tensor, layout: MelLayout, config: PreprocessConfig | None = None,
                    index: torch.Tensor | None = None) -> torch.Tensor:
     """Whisper log-mel of every audio laid out in ``signal`` by ``layout``, in one batched pass.
@@ -281,16 +267,11 @@ def log_mel(waves: Sequence[torch.Tensor], config: PreprocessConfig | None = Non
     """
     cfg = config or PreprocessConfig()
     device = waves[0].device
-    layout = MelLayout.plan([w.shape[0] for w in waves], cfg.n_fft, cfg.hop_length)
-    signal = torch.zeros(layout.length, dtype=torch.float32, device=device)
-    for w, o in zip(waves, layout.offsets):
-        _reflect_into(signal[o : o + w.shape[0] + cfg.n_fft], w, cfg.n_fft // 2)
-    index = None
-    if len(waves) > 1:
-        host = torch.empty(2, sum(layout.lens), dtype=torch.int64)
-        mel_index(layout, cfg.hop_length, host)
-        index = host.to(device)
-    return log_mel_frames(signal, layout, cfg, index)
+    stager, index_stager = Stager(torch.float32, device), Stager(torch.int64, device)
+    finish, _ = stage_waveforms(list(waves), [cfg.sampling_rate] * len(waves), cfg, device, stager, index_stager)
+    stager.send()
+    index_stager.send()
+    return finish()
 
 
 # --- waveforms to features --------------------------------------------------------------------------
