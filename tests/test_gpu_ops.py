@@ -222,6 +222,17 @@ def reference(q, k, v, seqlens) -> torch.Tensor:
     return out
 
 
+def assert_as_accurate_as_fa2(out, q, k, v, seqlens, label: str) -> None:
+    """``out`` (attention of q, k, v over ``seqlens``) has q's shape and dtype and a max abs error
+    against the fp32 reference within 1.5x FlashAttention varlen's (+1e-3)."""
+    ref = reference(q, k, v, seqlens)
+    fa2 = varlen_attention(q, k, v, cu_of(seqlens), max(seqlens), None, "varlen")
+    assert out.shape == q.shape and out.dtype == q.dtype
+    err, err_fa2 = (out.float() - ref).abs().max().item(), (fa2.float() - ref).abs().max().item()
+    print(f"{label}: max abs err {err:.3g} (FA2 {err_fa2:.3g})")
+    assert err <= 1.5 * err_fa2 + 1e-3
+
+
 SEGMENTS = {
     "vision": [(196,), (784,), (196, 0, 784, 37, 0, 0), (3680, 256, 256, 128), (784,) * 8 + (128,)],
     "audio": [(104, 26), (104, 26, 0, 104, 3, 0), (104,) * 10 + (0,) * 6],
@@ -236,13 +247,8 @@ def test_cudnn_matches_reference(layout, seqlens):
     qkv = torch.randn(sum(seqlens), 3, heads, dim, **BF16)
     q, k, v = qkv_as_encoders_pass(qkv, layout)
     cu, bound = cu_of(seqlens), max(seqlens)
-    ref = reference(q, k, v, seqlens)
     out = varlen_attention(q, k, v, cu, bound, None, "cudnn")
-    fa2 = varlen_attention(q, k, v, cu, bound, None, "varlen")
-    assert out.shape == q.shape and out.dtype == q.dtype
-    err, err_fa2 = (out.float() - ref).abs().max().item(), (fa2.float() - ref).abs().max().item()
-    print(f"cudnn {layout} {seqlens[:6]}{'...' if len(seqlens) > 6 else ''}: max abs err {err:.3g} (FA2 {err_fa2:.3g})")
-    assert err <= 1.5 * err_fa2 + 1e-3
+    assert_as_accurate_as_fa2(out, q, k, v, seqlens, f"cudnn {layout} {seqlens[:6]}{'...' if len(seqlens) > 6 else ''}")
 
 
 @needs_cudnn
@@ -312,10 +318,5 @@ def test_dense_matches_reference(seqlens):
     qkv = torch.randn(sum(seqlens), 3, heads, dim, **BF16)
     q, k, v = qkv_as_encoders_pass(qkv, "vision")
     cu, bound = cu_of(seqlens), max(seqlens)
-    ref = reference(q, k, v, seqlens)
     out = varlen_attention(q, k, v, cu, bound, seqlens, "dense")
-    fa2 = varlen_attention(q, k, v, cu, bound, None, "varlen")
-    assert out.shape == q.shape and out.dtype == q.dtype
-    err, err_fa2 = (out.float() - ref).abs().max().item(), (fa2.float() - ref).abs().max().item()
-    print(f"dense {seqlens[:4]}: max abs err {err:.3g} (FA2 {err_fa2:.3g})")
-    assert err <= 1.5 * err_fa2 + 1e-3
+    assert_as_accurate_as_fa2(out, q, k, v, seqlens, f"dense {seqlens[:4]}")
