@@ -111,9 +111,10 @@ class PreprocessGraphs:
                 with torch.cuda.stream(self._stream):
                     staged.finish()  # warm-up on the capture stream (workspaces, plans)
                     # Not ``torch.cuda.graph``: it synchronizes and empties the allocator's cache,
-                    # and a failing capture would leave its stream context entered.
+                    # and a failing capture would leave its stream context entered. Errors of this
+                    # thread only: the runtime may be launching from another one meanwhile.
                     graph = torch.cuda.CUDAGraph()
-                    graph.capture_begin(pool=self._pool)
+                    graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
                     try:
                         outputs = staged.finish()
                     finally:

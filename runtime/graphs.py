@@ -72,6 +72,12 @@ def upload(plan, device: torch.device):
 _capture_streams: dict[int, torch.cuda.Stream] = {}
 
 
+def _capture_stream(device: int) -> torch.cuda.Stream:
+    if device not in _capture_streams:
+        _capture_streams[device] = torch.cuda.Stream(device)
+    return _capture_streams[device]
+
+
 def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int = 2):
     """Warms ``fn`` up on a side stream, then captures it, on the current device.
 
@@ -89,12 +95,33 @@ def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int =
         for _ in range(warmup):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
-    if device not in _capture_streams:
-        _capture_streams[device] = torch.cuda.Stream(device)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, stream=_capture_streams[device]):
+    with torch.cuda.graph(graph, pool=pool, stream=_capture_stream(device)):
         outputs = fn()
     return graph, outputs
 
 
-__all__ = ["PlanLayout", "capture", "upload", "with_tensors"]
+def capture_live(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None):
+    """Captures ``fn`` on the current device while other work may be running: no warm-up (the
+    caller has just run ``fn``'s work eagerly, which built every lazily made kernel plan and
+    workspace), no device synchronize and no emptying of the allocator's cache (what
+    ``torch.cuda.graph`` does on entry), and capture errors are this thread's only, so other
+    threads' GPU work neither breaks the capture nor fails because of it. A failing capture
+    raises; its stream is left as it was.
+
+    Returns:
+        (graph, outputs) as ``capture``.
+    """
+    stream = _capture_stream(torch.cuda.current_device())
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream):
+        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+        try:
+            outputs = fn()
+        finally:
+            graph.capture_end()
+    return graph, outputs
+
+
+__all__ = ["PlanLayout", "capture", "capture_live", "upload", "with_tensors"]

@@ -8,6 +8,15 @@ A lane runs a modality's requests in three ways (the words of ``runtime.stats``)
     eager run    a pack on an eager bucket (above ``graphs_up_to``): one eager call, unpadded;
     fallback     a request that fits no bucket: one eager call on it alone.
 
+and, with ``exact_graphs``, a fourth: a pack whose exact layout (its items' sizes, in order) comes
+back replays a CUDA graph captured for that layout, unpadded (an *exact replay*). A layout is
+captured at its ``EXACT_AT``-th sighting (that run is the eager call whose work the capture then
+records: it builds every kernel plan the capture needs); at most ``EXACT_GRAPHS`` are kept, least
+recently used out, in the lanes' one graph memory pool; a layout whose capture fails runs as before
+from then on. Repeated single requests (one 448x448 image, one 10 s clip, a camera's frames) and
+repeated packs (a closed loop of clients) then cost a replay: no padding, no eager launches, and
+attention chosen for the exact layout (``dense`` where it suits).
+
 Every run also computes, on the device, whether each output row is finite; a ``Check`` reads that
 flag vector once the run has finished, so nothing waits for the GPU while work is enqueued.
 """
@@ -46,6 +55,17 @@ class Check:
 
     def ok(self) -> bool:
         return bool(self.flags[self.start : self.stop].all())
+
+
+@dataclass
+class ExactGraph:
+    """A CUDA graph of one exact pack layout: its plan (kept alive: the graph reads it), the stacked
+    outputs and row flags it rewrites on replay, and its attention backend."""
+
+    plan: object
+    graph: torch.cuda.CUDAGraph
+    outputs: tuple[torch.Tensor, torch.Tensor]
+    attention: str
 
 
 @dataclass
@@ -96,6 +116,7 @@ class Lane:
         eager_attention: uncaptured runs' backend: ``"auto"`` takes ``dense`` (cuDNN over runs of
             equal-length segments) where the layout suits it (``encoders.attention.dense_layout``)
             and ``attention`` is ``"auto"`` or ``"fastest"``, else the lane's backend; or a backend name.
+        exact_graphs: capture graphs of repeated exact pack layouts (see the module docstring).
     """
 
     PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
@@ -107,9 +128,12 @@ class Lane:
     # bound holds per launching thread.
     DENSE_AFTER = 2
     DENSE_SHAPES = 128
+    EXACT_AT = 2  # a layout's graph is captured at this sighting
+    EXACT_GRAPHS = 16  # exact graphs kept (least recently used out)
+    EXACT_SEEN = 1024  # layouts whose sightings are remembered
 
     def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
-                 attention: str = "auto", eager_attention: str = "auto"):
+                 attention: str = "auto", eager_attention: str = "auto", exact_graphs: bool = False):
         self.spec = spec
         self.modality = spec.name
         self.encoder = spec.encoder
@@ -125,9 +149,10 @@ class Lane:
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
         self.bucket_set = BucketSet(buckets)
         self.inputs = self.plan_buffer = None
+        self.exact = bool(exact_graphs and buckets)
         graph_buckets = [b for b, br in self.buckets.items() if br.stats.graph]
-        if graph_buckets:
-            self._allocate(graph_buckets)
+        if graph_buckets or self.exact:
+            self._allocate(graph_buckets, list(self.buckets) if self.exact else [])
         self._plans: OrderedDict = OrderedDict()
         self._staged = None  # (key, plan) whose bytes the plan buffer holds (stream order), or None
         self._sizes: dict = {}  # shape -> (demand, output rows, smallest bucket holding it or None)
@@ -136,15 +161,20 @@ class Lane:
         self.captured = False
         self.capture_s = 0.0
         self.graph_memory_bytes = 0
+        self.pool = None  # the graph memory pool (shared with the other lane), once one exists
+        self._exact_graphs: OrderedDict[tuple, ExactGraph] = OrderedDict()
+        self._exact_seen: OrderedDict[tuple, int] = OrderedDict()  # layout -> sightings; -1: capture failed
+        self.exact_counts = {"captures": 0, "failures": 0, "evictions": 0}
 
     # -- static buffers -------------------------------------------------------------------------
-    def _allocate(self, graph_buckets: list[Bucket]) -> None:
-        """Static input rows and one plan byte buffer, sized for the largest graph bucket; each graph
-        bucket's views into them."""
+    def _allocate(self, graph_buckets: list[Bucket], exact_buckets: list[Bucket]) -> None:
+        """Static input rows and one plan byte buffer, sized for the largest graph bucket (the
+        largest of ``exact_buckets`` too: exact graphs read their inputs from the same rows); each
+        graph bucket's views into them."""
         m = self.spec
         layouts = {b: PlanLayout.of(m.plan([], b)) for b in graph_buckets}
-        rows = max(m.bucket_rows(b) for b in graph_buckets)
-        plan_bytes = max(layout.nbytes for layout in layouts.values())
+        rows = max(m.bucket_rows(b) for b in [*graph_buckets, *exact_buckets])
+        plan_bytes = max((layout.nbytes for layout in layouts.values()), default=0)
         self.inputs = m.input_buffer(rows, self.device)
         self.plan_buffer = torch.zeros(plan_bytes, dtype=torch.uint8, device=self.device)
         for b, layout in layouts.items():
@@ -210,10 +240,10 @@ class Lane:
         return [self.backend()]
 
 
-    def _forward(self, br: BucketRun, plan, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A graph bucket's forward: its outputs stacked ``[n_outputs, rows, width]`` (so copying a
-        pack's rows out is one copy) and the rows' finiteness flags."""
-        outputs = self.spec.run(br.inputs, plan, backend)
+    def _forward(self, inputs: torch.Tensor, plan, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A captured forward: its outputs stacked ``[n_outputs, rows, width]`` (so copying a pack's
+        rows out is one copy) and the rows' finiteness flags."""
+        outputs = self.spec.run(inputs, plan, backend)
         return torch.stack(outputs), row_flags(outputs)
 
     def _stage(self, br: BucketRun, shapes: list):
@@ -254,6 +284,7 @@ class Lane:
         runtime's lock, and outputs are copied out right after)."""
         t0 = time.perf_counter()
         cuda = self.device.type == "cuda"
+        self._exact_graphs.clear()  # a new capture: layouts are captured again as they come back
         if cuda:
             # Graph memory = what the private pool keeps reserved: measured with the allocator's
             # cache emptied before and after (warm-up activations go back to the cache).
@@ -272,7 +303,7 @@ class Lane:
                 else:
                     br.attention = candidates[0]
                     plan = self._stage(br, [])
-                    self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
+                    self._forward(br.inputs, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
             br.capture_s = time.perf_counter() - t1
             if progress is not None:
                 progress(self.modality, bucket, br.capture_s)
@@ -282,6 +313,7 @@ class Lane:
             self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
         self.capture_s = time.perf_counter() - t0
         self.captured = True
+        self.pool = pool or self.pool
         return pool
 
     def _capture_bucket(self, br: BucketRun, candidates: list[str], pool):
@@ -291,7 +323,7 @@ class Lane:
 
         def run(backend: str):
             nonlocal pool
-            captured[backend] = graphs.capture(lambda: self._forward(br, br.plan, backend), pool)
+            captured[backend] = graphs.capture(lambda: self._forward(br.inputs, br.plan, backend), pool)
             pool = pool or captured[backend][0].pool()
             return captured[backend][0].replay
 
@@ -360,12 +392,15 @@ class Lane:
         else:
             units, used = sum(s[0].size for s in sizes), sum(s[1] for s in sizes)
         br = None if bucket is None else self.buckets[bucket]
-        if br is None:
-            outputs = self._fallback(requests[0], shapes[0], ids[0])
-        elif br.stats.graph:
-            outputs = self._replay(br, requests, shapes, used)
-        else:
-            outputs = self._eager_pack(requests, shapes, ids)
+        outputs = self._exact(requests, shapes, used) if self.exact and br is not None else None
+        exact = outputs is not None
+        if outputs is None:
+            if br is None:
+                outputs = self._fallback(requests[0], shapes[0], ids[0])
+            elif br.stats.graph:
+                outputs = self._replay(br, requests, shapes, used)
+            else:
+                outputs = self._eager_pack(requests, shapes, ids)
         tensors, flags = outputs[:-1], outputs[-1]
         if cuda:
             host = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True)
@@ -377,7 +412,7 @@ class Lane:
             self.stats.add_fallback(units)
         else:
             stat = br.stats
-            stat.add(units)
+            stat.add(units, exact=exact)
         if cuda:
             self._timings.append((stat, start, end))
             while len(self._timings) > self.TIMINGS_PENDING:
@@ -405,7 +440,77 @@ class Lane:
             br.graph.replay()
             outputs = br.outputs
         else:
-            outputs = self._forward(br, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
+            outputs = self._forward(br.inputs, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
+        return self._rows_out(outputs, used)
+
+    def _exact(self, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
+        """The pack by its exact layout's graph: a replay if it has one; at the layout's
+        ``EXACT_AT``-th sighting an eager run of exactly these requests, then the capture of that
+        run's work. None: the pack runs on its bucket as usual."""
+        key = tuple(x for s in shapes for x in s)  # the items, however grouped into requests
+        entry = self._exact_graphs.get(key)
+        if entry is not None:
+            self._exact_graphs.move_to_end(key)
+            self.spec.fill(requests, shapes, self.inputs)
+            entry.graph.replay()
+            return self._rows_out(entry.outputs, used)
+        seen = self._exact_seen.pop(key, 0)
+        self._exact_seen[key] = seen if seen < 0 else seen + 1
+        while len(self._exact_seen) > self.EXACT_SEEN:
+            self._exact_seen.popitem(last=False)
+        if seen < 0 or seen + 1 < self.EXACT_AT:
+            return None
+        return self._exact_capture(key, requests, shapes, used)
+
+    def _exact_capture(self, key: tuple, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
+        m = self.spec
+        host_plan = m.plan(shapes)  # unpadded
+        backend = self.exact_backend(host_plan.seqlens)
+        inputs = self.inputs[: sum(m.rows(s) for s in shapes)]
+        try:
+            plan = upload(host_plan, self.device)
+            m.fill(requests, shapes, inputs)
+            first = self._forward(inputs, plan, backend)  # this pack's results; warms up what the capture needs
+        except torch.OutOfMemoryError:
+            self._exact_seen[key] = -1
+            self.exact_counts["failures"] += 1
+            return None
+        try:
+            graph, outputs = graphs.capture_live(lambda: self._forward(inputs, plan, backend), self.pool)
+        except Exception:  # noqa: BLE001 - an uncapturable layout runs on its bucket from now on
+            self._exact_seen[key] = -1
+            self.exact_counts["failures"] += 1
+        else:
+            self.pool = self.pool or graph.pool()
+            self.exact_counts["captures"] += 1
+            if len(self._exact_graphs) >= self.EXACT_GRAPHS:
+                self._exact_graphs.popitem(last=False)
+                self.exact_counts["evictions"] += 1
+            self._exact_graphs[key] = ExactGraph(plan, graph, outputs, backend)
+        return self._rows_out(first, used)
+
+    def exact_backend(self, seqlens) -> str:
+        """The attention backend of an exact graph over segments ``seqlens``: ``dense`` where the
+        layout suits it (as uncaptured runs; its cuDNN plans count against ``DENSE_SHAPES``), else
+        the lane's backend."""
+        enc = self.encoder
+        if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
+                and dense_layout(seqlens) and self._dense_room(segment_runs(seqlens))):
+            return "dense"
+        return self.backend()
+
+    def _dense_room(self, runs: list[tuple[int, int]]) -> bool:
+        """Admits every run's shape to ``dense`` at once if all fit among the ``DENSE_SHAPES``."""
+        new = {shape for shape in runs if shape not in self._dense_seen}
+        if len(self._dense_seen) + len(new) > self.DENSE_SHAPES:
+            return False
+        for shape in runs:
+            self._dense_seen[shape] = self.DENSE_AFTER
+        return True
+
+    def _rows_out(self, outputs: tuple[torch.Tensor, torch.Tensor], used: int) -> tuple[torch.Tensor, ...]:
+        """Copies of the first ``used`` rows of stacked outputs, and their flags (on CUDA a view: the
+        caller copies them to the host right away, in stream order)."""
         stacked, flags = outputs
         stacked = stacked.narrow_copy(1, 0, used)  # [n_outputs, used, width], one copy
         flags = flags[:used] if self._cuda else flags.narrow_copy(0, 0, used)
@@ -484,8 +589,17 @@ class Lane:
         d.update(graphs=sum(br.graph is not None for br in self.buckets.values()), capture_s=self.capture_s,
                  graph_memory_bytes=self.graph_memory_bytes,
                  eager_attention=dict(self._eager_attention_runs),  # uncaptured runs per attention backend
-                 dense_shapes=sum(n >= self.DENSE_AFTER for n in self._dense_seen.values()))
+                 dense_shapes=sum(n >= self.DENSE_AFTER for n in self._dense_seen.values()),
+                 exact_graphs=len(self._exact_graphs), exact_attention=self._exact_attention(),
+                 **{f"exact_{k}": v for k, v in self.exact_counts.items()})
         return d
+
+    def _exact_attention(self) -> dict[str, int]:
+        """Exact graphs held per attention backend."""
+        out: dict[str, int] = {}
+        for e in self._exact_graphs.values():
+            out[e.attention] = out.get(e.attention, 0) + 1
+        return out
 
     def reset_stats(self) -> None:
         self._drain_timings(wait=True)
@@ -495,4 +609,4 @@ class Lane:
             self.buckets[s.bucket].stats = s
 
 
-__all__ = ["BucketRun", "Check", "Lane", "row_flags"]
+__all__ = ["BucketRun", "Check", "ExactGraph", "Lane", "row_flags"]

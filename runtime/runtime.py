@@ -113,11 +113,14 @@ class EncoderRuntime:
             takes ``dense`` -- torch's cuDNN attention over runs of equal-length segments, e.g. one
             large image or a video's frames -- where the layout suits it, else ``attention``'s
             backend; or one backend name.
+        exact_graphs: capture a CUDA graph of a pack's exact layout when it comes back (its
+            ``Lane.EXACT_AT``-th sighting) and replay it, unpadded, from then on (``runtime.lane``);
+            None: on with CUDA graphs.
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
                  use_cuda_graphs: bool | None = None, trace_path=None, attention: str = "auto",
-                 eager_attention: str = "auto"):
+                 eager_attention: str = "auto", exact_graphs: bool | None = None):
         if vision is None and audio is None:
             raise ValueError("EncoderRuntime needs at least one encoder (vision= or audio=)")
         grid = grid or BucketGrid.default()
@@ -146,12 +149,13 @@ class EncoderRuntime:
                 "these encoders resolve to 'sdpa' (or 'dense' was asked for) -- use bf16 weights or use_cuda_graphs=False"
             )
         self.use_cuda_graphs = use_cuda_graphs
-        _check_memory(self.device, grid, vision, audio, use_cuda_graphs)
+        self.exact_graphs = use_cuda_graphs if exact_graphs is None else bool(exact_graphs)
+        _check_memory(self.device, grid, vision, audio, use_cuda_graphs, self.exact_graphs)
         self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention,
-                            eager_attention)
+                            eager_attention, self.exact_graphs)
                        if vision is not None else None)
         self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
-                           eager_attention)
+                           eager_attention, self.exact_graphs)
                       if audio is not None else None)
         self._cuda = self.device.type == "cuda"
         self._lane_of = {lane.spec.request_type: lane for lane in self.lanes()}  # exact request type -> lane
@@ -276,7 +280,8 @@ class EncoderRuntime:
 
     def stats(self) -> dict:
         """Totals over both modalities, and each modality's statistics (see ``stats.ModalityStats``):
-        ``replays`` (graph buckets), ``eager_runs`` (eager buckets), ``fallbacks`` (fit no bucket)."""
+        ``replays`` (graph buckets), ``eager_runs`` (eager buckets), ``fallbacks`` (fit no bucket);
+        ``exact_replays``: those of the first two that ran on their exact layout's graph."""
         with self._lock:
             per = {lane.modality: lane.stats_dict() for lane in self.lanes()}
         units = sum(s["units"] for s in per.values())
@@ -285,6 +290,7 @@ class EncoderRuntime:
             "requests": sum(s["requests"] for s in per.values()),
             "replays": sum(s["replays"] for s in per.values()),
             "eager_runs": sum(s["eager_runs"] for s in per.values()),
+            "exact_replays": sum(s["exact_replays"] for s in per.values()),
             "fallbacks": sum(s["fallbacks"] for s in per.values()),
             "padded_share": padded / (units + padded) if units + padded else 0.0,  # bucket units of both
             "captures": self.captures,
@@ -301,14 +307,19 @@ class EncoderRuntime:
             self.recorder.close()
 
 
-def _check_memory(device: torch.device, grid: BucketGrid, vision, audio, graphs: bool) -> None:
+def _check_memory(device: torch.device, grid: BucketGrid, vision, audio, graphs: bool, exact: bool = False) -> None:
     """Refuses a grid whose static buffers (and, with graphs, an estimate of the largest graph's
-    activations) cannot fit the device's free memory, before allocating anything."""
+    activations; with exact graphs, of any bucket's) cannot fit the device's free memory, before
+    allocating anything."""
     need, parts = 0, []
+    graphs = graphs or exact
     for name, enc, g in (("vision", vision, grid.vision), ("audio", audio, grid.audio)):
-        if enc is None or g is None or not g.graph_buckets:
+        if enc is None or g is None:
             continue
-        top = max(g.graph_buckets)
+        candidates = g.buckets if exact else g.graph_buckets
+        if not candidates:
+            continue
+        top = max(candidates)
         row, act = _row_bytes(name, enc)
         rows = top.size if name == "vision" else top.size // 100
         n = rows * (row + (act if graphs else 0))
@@ -327,7 +338,8 @@ def _check_memory(device: torch.device, grid: BucketGrid, vision, audio, graphs:
         raise ValueError(
             f"the grid's largest graph buckets need about {need / 2**30:.2f} GiB of static buffers"
             f"{' and graph activations' if graphs else ''} ({', '.join(parts)}), more than the "
-            f"{free / 2**30:.2f} GiB free on {device}: use smaller buckets (or graphs_up_to) in the grid")
+            f"{free / 2**30:.2f} GiB free on {device}: use smaller buckets (or graphs_up_to) in the grid"
+            f"{', or exact_graphs=False' if exact else ''}")
 
 
 def _row_bytes(modality: str, enc) -> tuple[int, int]:

@@ -8,6 +8,10 @@ Words, used the same way in code, stats keys, command-line tables and docs:
     eager bucket   a bucket above ``graphs_up_to``: packs land in it the same way but run eagerly,
                    *unpadded*, on exactly their requests; a run is an *eager run*, not a replay.
     fallback       a request that fits no bucket: it runs eagerly, alone.
+    exact replay   a pack on either kind of bucket whose exact layout (its items' sizes, in order)
+                   was seen before replays a CUDA graph captured for that layout, unpadded; it counts
+                   among its bucket's runs (replays or eager runs) and in ``exact``. The runtime
+                   only: the simulator does not predict them (it prices every pack on its bucket).
 
 Units are patches (vision) or mel frames (audio); ``ms`` is GPU time: measured with CUDA events by
 the runtime (wall time on the CPU), predicted by a cost model in the simulator.
@@ -34,6 +38,7 @@ class BucketStats:
         units: Real units over those runs.
         padded_units: Padding units computed over those runs (always 0 for an eager bucket).
         ms: GPU time of those runs.
+        exact: Those runs that were exact replays (unpadded).
     """
 
     bucket: Bucket
@@ -42,12 +47,16 @@ class BucketStats:
     units: int = 0
     padded_units: int = 0
     ms: float = 0.0
+    exact: int = 0
 
-    def add(self, units: int, ms: float = 0.0) -> None:
-        """Counts one run of ``units`` real units (padded up to the bucket's size when a graph bucket)."""
+    def add(self, units: int, ms: float = 0.0, exact: bool = False) -> None:
+        """Counts one run of ``units`` real units (padded up to the bucket's size when a graph bucket
+        and not an exact replay)."""
         self.runs += 1
         self.units += units
-        if self.graph:
+        if exact:
+            self.exact += 1
+        elif self.graph:
             self.padded_units += self.bucket.size - units
         self.ms += ms
 
@@ -65,7 +74,7 @@ class BucketStats:
         return {
             "size": self.bucket.size, "batch": self.bucket.batch, "graph": self.graph, "runs": self.runs,
             "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
-            "ms": self.ms, "ms_mean": self.ms_mean,
+            "ms": self.ms, "ms_mean": self.ms_mean, "exact": self.exact,
         }
 
 
@@ -137,6 +146,11 @@ class ModalityStats:
         return sum(b.units for b in self.buckets if not b.graph)
 
     @property
+    def exact_replays(self) -> int:
+        """Runs (of either kind of bucket) that replayed a graph of their exact layout."""
+        return sum(b.exact for b in self.buckets)
+
+    @property
     def runs(self) -> int:
         """Replays, eager runs and fallbacks: every forward this modality ran."""
         return self.replays + self.eager_runs + self.fallbacks
@@ -174,7 +188,7 @@ class ModalityStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "unit": UNITS[self.modality], "requests": self.requests, "replays": self.replays,
-            "eager_runs": self.eager_runs, "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
+            "eager_runs": self.eager_runs, "exact_replays": self.exact_replays, "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
             "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
             "fallback_units": self.fallback_units, "work": self.work, "ms": self.ms, "replay_ms": self.replay_ms,
             "eager_run_ms": self.eager_run_ms, "fallback_ms": self.fallback_ms,

@@ -265,6 +265,58 @@ def test_encode_mixed_uses_graphs_and_reports_pool_memory(runtime):
 
 
 @torch.inference_mode()
+def test_exact_graphs_replay_repeated_layouts(runtime):
+    """Layouts that come back -- one 448x448 image (a graph bucket), one 1280x736 image and eight
+    448x448 images together (eager buckets), one 10 s clip, eight 10 s clips -- are captured at their
+    second sighting and replayed after: each call's results equal the encoder's own on its inputs
+    (bf16 rounding apart: other attention kernels) and stay intact after later replays; launching a
+    replayed layout, a bucket replay or an eager run never waits for the GPU."""
+    from omnienc.runtime import AudioRequest, VisionRequest
+
+    rt, _ = runtime
+    vis, aud = rt.vision.encoder, rt.audio.encoder
+
+    def image(h, w):
+        return VisionRequest(torch.randn(h * w, vis.in_features, device=CUDA), torch.tensor([[1, h, w]]))
+
+    def clip(frames=1000):
+        return AudioRequest(torch.randn(aud.config.num_mel_bins, frames, device=CUDA), torch.tensor([frames]))
+
+    layouts = {"image448": lambda: [image(28, 28)], "image720p": lambda: [image(46, 80)],
+               "images8x448": lambda: [image(28, 28) for _ in range(8)], "audio10s": lambda: [clip()],
+               "audios8x10s": lambda: [clip() for _ in range(8)]}
+    for name, make in layouts.items():
+        before = rt.stats()
+        kept = []
+        for _ in range(4):
+            reqs = make()
+            outs = rt.encode(reqs)
+            check_outputs(vis, aud, reqs, outs)
+            kept.append(([o.embeds.clone() for o in outs], outs))
+        after = rt.stats()
+        lane = "audio" if name.startswith("audio") else "vision"
+        captures = after[lane]["exact_captures"] - before[lane]["exact_captures"]
+        exact = after["exact_replays"] - before["exact_replays"]
+        print(f"exact {name}: {captures} capture, {exact} exact runs, attention {after[lane]['exact_attention']}")
+        assert captures == 1 and exact == 3 and after[lane]["exact_failures"] == before[lane]["exact_failures"]
+        for copies, outs in kept:
+            assert all(torch.equal(c, o.embeds) for c, o in zip(copies, outs))
+
+    def no_sync(reqs, what):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            batch = rt.launch(reqs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert len(batch.result()) == len(reqs), what
+
+    no_sync(layouts["image448"](), "exact replay")
+    no_sync([image(20, 30)], "bucket replay")
+    no_sync(layouts["image720p"]() + [image(46, 78)], "eager run")
+
+
+@torch.inference_mode()
 def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     """16 threads push 20,000 mixed requests at a service of max_pending 256: clients that get
     ServiceBusy back off and retry, no future is lost, a sample (every 250th) matches eager encoding,

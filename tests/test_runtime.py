@@ -439,3 +439,90 @@ def test_audio_fill_lays_out_chunks_as_chunk_features(encoders):
     expect = torch.cat([chunk_features(r.input_features, s, aud.n_window) for r, s in zip(reqs, shapes)])
     torch.testing.assert_close(out[:rows], expect, rtol=0, atol=0)
     torch.testing.assert_close(out[rows:], stale, rtol=0, atol=0)  # nothing past the pack's rows
+
+
+class FakeGraph:
+    """Stands in for a captured CUDA graph on the CPU: ``replay`` reruns the captured function and
+    writes its results into the tensors the capture returned, as a graph rewrites its static outputs."""
+
+    def __init__(self, fn):
+        self.fn, self.replays = fn, 0
+        self.outputs = fn()
+
+    def replay(self):
+        for static, new in zip(self.outputs, self.fn()):
+            static.copy_(new)
+        self.replays += 1
+
+    def pool(self):
+        return "pool"
+
+
+@torch.no_grad()
+def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
+    """A pack whose exact layout comes back is captured at its second sighting (that run is eager and
+    unpadded) and replayed after; results are each call's own (a later replay does not change an
+    earlier result), unpadded, and a bad request in a replayed pack fails alone. A layout whose
+    capture fails is never captured again; the graphs kept are bounded, least recently used out."""
+    from omnienc.runtime import graphs
+
+    vis, aud = encoders
+    captured, fail = [], set()
+
+    def fake_capture(fn, pool=None):
+        key = len(captured)
+        captured.append(key)
+        if key in fail:
+            raise RuntimeError("injected capture failure")
+        g = FakeGraph(fn)
+        return g, g.outputs
+
+    monkeypatch.setattr(graphs, "capture_live", fake_capture)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, exact_graphs=True)
+    rt.capture(progress=False)
+
+    def layout():  # two vision requests in one pack, one audio request; fresh inputs each call
+        return [vision_request([[1, 4, 6]], vis.config), vision_request([[2, 2, 4]], vis.config),
+                audio_request([230], aud.config)]
+
+    results = []
+    for call in range(4):
+        reqs = layout()
+        outs = rt.encode(reqs)
+        check_against_direct(encoders, reqs, outs)
+        results.append((reqs, [o.embeds.clone() for o in outs], outs))
+        s = rt.stats()
+        assert s["vision"]["exact_captures"] == s["audio"]["exact_captures"] == (1 if call >= 1 else 0)
+        assert s["exact_replays"] == (0 if call == 0 else 2 * call)  # the capture's eager run counts too
+    for reqs, before, outs in results:  # every result still its own after later replays
+        assert all(torch.equal(b, o.embeds) for b, o in zip(before, outs))
+    s = rt.stats()
+    b = s["vision"]["buckets"]["64x4"]  # 40 patches in 3 segments
+    assert b["exact"] == 3 and b["runs"] == 4 and s["vision"]["exact_graphs"] == 1
+    assert b["padded_units"] == 64 - 40  # the first call only
+
+    bad = layout()
+    shapes = rt.validate(bad)  # then a NaN: the check on outputs (what CUDA runs) must catch it
+    bad[0].pixel_values[3, 5] = float("nan")
+    batch = rt.launch(bad, shapes)
+    out = batch.results()
+    assert isinstance(out[0], ValueError) and "request 0" in str(out[0])
+    check_against_direct(encoders, bad[1:], out[1:])
+
+    # A failing capture: that layout runs on its bucket from then on, never captured again.
+    fail.add(len(captured))
+    one = lambda: [vision_request([[1, 6, 6]], vis.config)]  # noqa: E731
+    for _ in range(4):
+        reqs = one()
+        check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()["vision"]
+    assert s["exact_failures"] == 1 and s["exact_graphs"] == 1 and len(captured) == 3
+
+    # At most EXACT_GRAPHS kept.
+    rt.vision.EXACT_GRAPHS = 2
+    for side in (2, 4, 8):
+        for _ in range(2):
+            reqs = [vision_request([[1, 2, side]], vis.config)]
+            check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()["vision"]
+    assert s["exact_graphs"] == 2 and s["exact_evictions"] == 2 and s["exact_captures"] == 4

@@ -70,13 +70,15 @@ VARIANTS = {
     "graphs_fastest": Variant("graphs with each bucket's attention chosen by measurement (FA2 varlen or cuDNN)",
                               runtime={"attention": "fastest"}),
     "graphs_cudnn": Variant("graphs with cuDNN attention everywhere", runtime={"attention": "cudnn"}),
+    "graphs_no_exact": Variant("graphs without exact-layout graphs (every pack on its bucket: padded replays, "
+                               "eager runs)", runtime={"exact_graphs": False}),
     "graphs_eager_varlen": Variant("graphs with uncaptured runs on FA2 varlen (no dense cuDNN runs)",
                                    runtime={"eager_attention": "varlen"}),
     "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths), any layout, no admission",
                                   runtime={"eager_attention": "dense"}),
 }
-DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_unfused", "graphs_gelu_torch", "graphs_gelu_triton",
-                    "graphs_fastest", "graphs_every_bucket")
+DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_no_exact", "graphs_unfused", "graphs_gelu_torch",
+                    "graphs_gelu_triton", "graphs_fastest", "graphs_every_bucket")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
