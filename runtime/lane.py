@@ -149,7 +149,7 @@ class Lane:
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
         self.bucket_set = BucketSet(buckets)
         self.inputs = self.plan_buffer = None
-        self.exact = bool(exact_graphs and buckets)
+        self.exact = self._exact_ready = bool(exact_graphs and buckets)
         graph_buckets = [b for b, br in self.buckets.items() if br.stats.graph]
         if graph_buckets or self.exact:
             self._allocate(graph_buckets, list(self.buckets) if self.exact else [])
@@ -442,6 +442,13 @@ class Lane:
         else:
             outputs = self._forward(br.inputs, with_tensors(plan, br.layout.views(self.plan_buffer)), br.attention)
         return self._rows_out(outputs, used)
+
+    def set_exact(self, on: bool) -> None:
+        """Turns exact graphs on or off (off keeps the graphs held; on needs a lane built with
+        ``exact_graphs``: their inputs share the static buffer, sized for it)."""
+        if on and not self._exact_ready:
+            raise ValueError(f"{self.modality}: exact graphs need a runtime built with exact_graphs=True")
+        self.exact = bool(on)
 
     def _exact(self, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
         """The pack by its exact layout's graph: a replay if it has one; at the layout's

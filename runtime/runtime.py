@@ -149,13 +149,13 @@ class EncoderRuntime:
                 "these encoders resolve to 'sdpa' (or 'dense' was asked for) -- use bf16 weights or use_cuda_graphs=False"
             )
         self.use_cuda_graphs = use_cuda_graphs
-        self.exact_graphs = use_cuda_graphs if exact_graphs is None else bool(exact_graphs)
-        _check_memory(self.device, grid, vision, audio, use_cuda_graphs, self.exact_graphs)
+        exact = use_cuda_graphs if exact_graphs is None else bool(exact_graphs)
+        _check_memory(self.device, grid, vision, audio, use_cuda_graphs, exact)
         self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention,
-                            eager_attention, self.exact_graphs)
+                            eager_attention, exact)
                        if vision is not None else None)
         self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
-                           eager_attention, self.exact_graphs)
+                           eager_attention, exact)
                       if audio is not None else None)
         self._cuda = self.device.type == "cuda"
         self._lane_of = {lane.spec.request_type: lane for lane in self.lanes()}  # exact request type -> lane
@@ -168,6 +168,20 @@ class EncoderRuntime:
             from .trace import TraceRecorder
 
             self.recorder = TraceRecorder(trace_path)
+
+    @property
+    def exact_graphs(self) -> bool:
+        """Whether packs of a repeated exact layout replay that layout's graph (``runtime.lane``)."""
+        return any(lane.exact for lane in self.lanes())
+
+    @exact_graphs.setter
+    def exact_graphs(self, on: bool) -> None:
+        """Off: every pack runs on its bucket (graphs held are kept); on: needs a runtime built with
+        ``exact_graphs`` (ValueError otherwise)."""
+        with self._lock:
+            for lane in self.lanes():
+                if lane.buckets:
+                    lane.set_exact(on)
 
     def _on_device(self):
         """Makes the runtime's device current (Triton launches, streams and events follow it)."""

@@ -518,6 +518,18 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
     s = rt.stats()["vision"]
     assert s["exact_failures"] == 1 and s["exact_graphs"] == 1 and len(captured) == 3
 
+    # Off: packs run on their buckets (padded replays), graphs kept; on again: replays. A runtime
+    # built without them cannot turn them on.
+    rt.exact_graphs = False
+    before = rt.stats()
+    reqs = layout()
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    after = rt.stats()
+    assert after["exact_replays"] == before["exact_replays"] and after["replays"] == before["replays"] + 2
+    rt.exact_graphs = True
+    with pytest.raises(ValueError, match="exact_graphs=True"):
+        EncoderRuntime(vision=vis, audio=aud, grid=GRID).exact_graphs = True
+
     # At most EXACT_GRAPHS kept.
     rt.vision.EXACT_GRAPHS = 2
     for side in (2, 4, 8):

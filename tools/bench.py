@@ -61,7 +61,15 @@ from omnienc.tools.floor import (
 from omnienc.tools.models import Models, build_models, encoder_configs
 from omnienc.tools.report import RAW_COLUMNS, format_markdown, write_outputs  # RAW_COLUMNS: raw workloads only
 from omnienc.tools.bench_preprocess import omnienc_preprocess, transformers_preprocess
-from omnienc.tools.workloads import WORKLOADS, Inputs, Workload, all_workloads, make_inputs, preprocess_config
+from omnienc.tools.workloads import (
+    NEVER_REPEATED,
+    WORKLOADS,
+    Inputs,
+    Workload,
+    all_workloads,
+    make_inputs,
+    preprocess_config,
+)
 
 COLUMNS = ("hf_per_request", "hf_batched", "native_eager", "runtime", "floor", "raw_hf", "raw_cpu_runtime",
            "raw_gpu_runtime", "pre_cpu", "pre_gpu")
@@ -358,7 +366,10 @@ def run_bench(
                         report["workloads"][n]["results"][c] = {"error": "capture failed"}
                         bar.update(1)
             return
+        exact = rt.exact_graphs
         for n in chosen:
+            if exact:
+                rt.exact_graphs = n not in NEVER_REPEATED
             try:  # what one encode of this workload does: replays, eager fallbacks, padding
                 rt.reset_stats()
                 rt.encode(inputs[n].requests)
