@@ -181,8 +181,8 @@ def test_impl_choice_on_the_cpu():
 
 
 def encoders_front_end(chunks, convs, conv_valid):
-    """The audio encoder's front-end as it was written before ``ops.audio_front`` (the spec of its
-    reference): conv1 as unfold + linear, cuDNN for conv2 and conv3, GELU and mask after each."""
+    """The audio encoder's front-end as separate passes, the spec of ``ops.audio_front``'s
+    reference: conv1 as unfold + linear, conv2d for conv2 and conv3, GELU and mask after each."""
     (w1, b1), *rest = convs
     C = chunks.shape[0]
     x = chunks[:, None].to(w1.dtype)
@@ -463,6 +463,16 @@ def test_audio_front_triton_matches_reference(interpreter, dtype):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     else:
         assert rel_err64(out, exact) <= 1.5 * rel_err64(ref, exact)
+
+
+def test_fusion_front_field():
+    """``Fusion`` takes 2-tuples (``front`` stays ``auto``); ``UNFUSED`` unfuses the front-end too;
+    ``block_out`` looks at its own two fields only."""
+    from omnienc.encoders.block import UNFUSED, Fusion
+
+    assert Fusion(*("torch", "torch")) == ("torch", "torch", "auto") and not Fusion("torch", "torch").fused_blocks
+    assert UNFUSED.front == "torch" and not UNFUSED.fused_blocks and Fusion("auto", "torch", "torch").fused_blocks
+    assert Fusion("auto", "auto", "triton").resolve(torch.zeros(1), "gelu") == ("auto", "torch", "triton")
 
 
 def test_audio_front_impl_choice_on_the_cpu():
