@@ -29,6 +29,7 @@ from torch import nn
 
 from .attention import varlen_attention
 from .block import UNFUSED, BlockWeights, Fusion, Norm, activation, block_out, block_qkv, with_options
+from .ops import audio_front
 
 
 def conv_len(n: int) -> int:
@@ -239,8 +240,9 @@ class AudioEncoder(nn.Module):
     Args:
         config: transformers' ``Qwen3OmniMoeAudioEncoderConfig``.
         attn_backend: see ``encoders.attention``.
-        fusion: how each layer fuses residual adds, LayerNorms and GELU (``block.Fusion``);
-            ``block.UNFUSED`` runs the separate passes of the reference.
+        fusion: how the conv front-end and each layer fuse their elementwise work (residual adds,
+            LayerNorms, GELU, masks; ``block.Fusion``); ``block.UNFUSED`` runs the separate passes
+            of the reference.
     """
 
     def __init__(self, config, attn_backend: str = "auto", fusion: Fusion = Fusion()):
@@ -296,24 +298,15 @@ class AudioEncoder(nn.Module):
     def front_end(self, chunks: torch.Tensor, conv_valid: torch.Tensor) -> torch.Tensor:
         """The three stride-2 convolutions with GELU, steps beyond ``conv_valid`` zeroed after each.
 
-        ``chunks [C, mel, F]`` -> ``[C, t3, ch * f3]`` (channel-major features, as HF flattens them).
-        The first convolution (one input channel) is a GEMM over the 3x3 patches, written
-        channels-last; the other two run channels-last in cuDNN.
+        ``chunks [C, mel, F]`` -> ``[C, t3, ch * f3]`` (channel-major features, as HF flattens them);
+        activations channels-last throughout (cuDNN's native layout). ``fusion.front`` picks the
+        passes (``ops.audio_front``): ``torch``, the reference, runs conv1 as a GEMM over the 3x3
+        patches, conv2 and conv3 in cuDNN, then a GELU pass and a mask pass after each and a copy
+        to flatten; ``triton`` (``auto`` on CUDA) runs conv1 with its GELU and mask as one kernel
+        and conv2 and conv3 without bias, each followed by one bias + GELU + mask (+ flatten) pass.
         """
-        C = chunks.shape[0]
-        x = chunks[:, None].to(self.dtype)  # [C, 1, mel, F]
-        f1, t1 = conv_len(x.shape[2]), conv_len(x.shape[3])
-        c1 = self.conv2d1
-        patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2)  # [C, f1 * t1, 9]
-        x = F.linear(patches, c1.weight.view(c1.out_channels, -1), c1.bias)  # [C, f1 * t1, ch]
-        x = x.view(C, f1, t1, -1).permute(0, 3, 1, 2)  # [C, ch, f1, t1], channels-last memory
-        for i, conv in enumerate((None, self.conv2d2, self.conv2d3)):
-            if conv is not None:
-                x = conv(x)
-            keep = torch.arange(x.shape[-1], device=x.device) < conv_valid[:, i : i + 1]  # [C, t_i]
-            x = F.gelu(x) * keep[:, None, None, :].to(x.dtype)
-        C, ch, f, t = x.shape
-        return x.permute(0, 3, 1, 2).reshape(C, t, ch * f)
+        convs = [(c.weight, c.bias) for c in (self.conv2d1, self.conv2d2, self.conv2d3)]
+        return audio_front(chunks, convs, conv_valid, self.fusion.front)
 
     def plan(self, feature_lens, num_chunks=None, num_tokens=None, num_segments=None) -> AudioPlan:
         """Host-side plan for ``feature_lens`` (a ``[B]`` tensor or a list); CPU tensors."""

@@ -79,22 +79,30 @@ _APPROXIMATE = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 
 class Fusion(NamedTuple):
-    """How ``block_out`` runs: ``norm`` for residual add + LayerNorm (``ops.add_layernorm``'s impl:
-    ``auto``, ``triton`` or ``torch`` = the unfused reference) and ``gelu`` for fc1 + GELU
-    (``ops.linear_gelu``'s impl: ``torch``, ``epilogue`` or ``triton``; ``auto`` = the cuBLASLt
-    epilogue for tanh-GELU on CUDA, else torch)."""
+    """Which fused ops the encoders run (each field an op's ``impl``; ``torch`` = the unfused
+    reference): ``norm`` for residual add + LayerNorm (``ops.add_layernorm``: ``auto``, ``triton``
+    or ``torch``), ``gelu`` for fc1 + GELU (``ops.linear_gelu``: ``torch``, ``epilogue`` or
+    ``triton``; ``auto`` = the cuBLASLt epilogue for tanh-GELU on CUDA, else torch) and ``front``
+    for the audio conv front-end (``ops.audio_front``: ``auto``, ``triton`` or ``torch``; the vision
+    encoder has none). A 2-tuple ``(norm, gelu)`` leaves ``front`` at ``auto``."""
 
     norm: str = "auto"
     gelu: str = "auto"
+    front: str = "auto"
 
     def resolve(self, x: torch.Tensor, act: str) -> Fusion:
         gelu = self.gelu
         if gelu == "auto":
             gelu = "epilogue" if x.is_cuda and _APPROXIMATE.get(act) == "tanh" else "torch"
-        return Fusion(self.norm, gelu)
+        return self._replace(gelu=gelu)
+
+    @property
+    def fused_blocks(self) -> bool:
+        """Whether ``block_out`` calls the ops (else it runs its own unfused code)."""
+        return (self.norm, self.gelu) != ("torch", "torch")
 
 
-UNFUSED = Fusion("torch", "torch")
+UNFUSED = Fusion("torch", "torch", "torch")
 
 
 def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm, act: str,
@@ -105,7 +113,7 @@ def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm
     ``fusion``: a resolved ``Fusion`` (``UNFUSED``: separate passes, the reference).
     Returns the new residual and ``next_norm`` of it.
     """
-    if fusion != UNFUSED and act in _APPROXIMATE:
+    if fusion.fused_blocks and act in _APPROXIMATE:
         x, h = add_layernorm(x, F.linear(o.flatten(1), w.out_w, w.out_b), None, *w.norm2, impl=fusion.norm)
         m = linear_gelu(h, w.fc1_w, w.fc1_b, _APPROXIMATE[act], impl=fusion.gelu)
         return add_layernorm(x, F.linear(m, w.fc2_w, w.fc2_b), None, *next_norm, clamp=clamp, impl=fusion.norm)

@@ -3,7 +3,9 @@
 Fused ops, bf16 at the encoders' real widths and odd row counts: the Triton kernels against their
 PyTorch references (residual sum bit-identical, the rest within one rounding) and against float64
 (error at most 1.5x the unfused sequence's), alone and composed into a block's second half;
-captured in a CUDA graph and replayed on new inputs.
+captured in a CUDA graph and replayed on new inputs. The audio conv front-end at real sizes (80
+chunks of [128 mel, 100 frames], 480 channels, some chunks cut): the fused path against float64, as
+accurate as the unfused bf16 path, and captured and replayed with new chunks and lengths.
 cuDNN attention (skipped without ``nvidia-cudnn-frontend``): per-segment float32 SDPA as the
 reference at the vision (16 x 72) and audio (20 x 64) layouts the encoders pass, zero-length
 segments included, error no worse than FlashAttention varlen's; capture, then replay with other
@@ -18,9 +20,11 @@ import torch.nn.functional as F
 from fused_blocks import block_params, exact_block_out, fused_block_out, unfused_block_out
 
 from omnienc.encoders.attention import available_backends, cudnn_available, fastest_backend, varlen_attention
+from omnienc.encoders.audio import conv_lens
 from omnienc.encoders.ops import (
     add_layernorm_torch,
     add_layernorm_triton,
+    audio_front,
     bias_gelu_torch,
     bias_gelu_triton,
     linear_gelu,
@@ -191,6 +195,78 @@ def test_fused_block_bf16_real_sizes(layout, T, gelu_impl):
     print(f"fused block {layout} T={T} gelu={gelu_impl}: rel err (fused, unfused) x {errs[0][0]:.3g}, "
           f"{errs[0][1]:.3g}; h {errs[1][0]:.3g}, {errs[1][1]:.3g}")
     assert all(f <= 1.5 * u for f, u in errs)
+
+
+# ---- audio conv front-end --------------------------------------------------------------------------
+
+
+def front_inputs(C: int, seed: int = 0):
+    """bf16 chunks ``[C, 128, 100]`` (the runtime's buffer), the three convs' weights as the
+    encoder holds them (conv2 and conv3 channels-last), ``conv_valid [C, 3]`` with the last quarter
+    of the chunks cut at random lengths (short audios) and the rest whole."""
+    g = torch.Generator(device=CUDA).manual_seed(seed)
+
+    def r(*shape, s=1.0):
+        return (torch.randn(*shape, device=CUDA, generator=g) * s).to(torch.bfloat16)
+
+    ch = 480
+    chunks = r(C, 128, 100)
+    w1 = r(ch, 1, 3, 3, s=1 / 3)
+    w2, w3 = (r(ch, ch, 3, 3, s=(9 * ch) ** -0.5).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    convs = [(w1, r(ch, s=0.3)), (w2, r(ch, s=0.3)), (w3, r(ch, s=0.3))]
+    lens = [100] * (C - C // 4) + torch.randint(1, 100, (C // 4,), generator=g, device=CUDA).tolist()
+    conv_valid = torch.tensor([conv_lens(n) for n in lens], device=CUDA)
+    return chunks, convs, conv_valid
+
+
+def assert_as_accurate_as_unfused(out, unfused, exact, label: str) -> None:
+    """``out`` has the unfused output's shape and dtype, and both its relative L2 and max abs error
+    against the float64 reference are within 1.5x the unfused bf16 path's (+1e-3 on the max)."""
+    assert out.shape == unfused.shape and out.dtype == unfused.dtype
+    err, err_unfused = rel_err64(out, exact), rel_err64(unfused, exact)
+    top, top_unfused = (out.double() - exact).abs().max().item(), (unfused.double() - exact).abs().max().item()
+    print(f"{label}: rel err {err:.3g} (unfused {err_unfused:.3g}), max abs {top:.3g} (unfused {top_unfused:.3g})")
+    assert err <= 1.5 * err_unfused and top <= 1.5 * top_unfused + 1e-3
+
+
+@needs_triton
+@pytest.mark.parametrize("C", [10, 80])
+def test_audio_front_bf16_real_sizes(C):
+    chunks, convs, conv_valid = front_inputs(C)
+    exact = audio_front(chunks.double(), [(w.double(), b.double()) for w, b in convs], conv_valid, impl="torch")
+    unfused = audio_front(chunks, convs, conv_valid, impl="torch")
+    fused = audio_front(chunks, convs, conv_valid, impl="triton")
+    assert fused.shape == (C, 13, 480 * 16) and fused.is_contiguous()
+    assert (fused[exact == 0] == 0).all()  # the masked steps, cut chunks' included
+    assert_as_accurate_as_unfused(fused, unfused, exact, f"audio front {C} chunks")
+    # float32 chunks (the eager encoder's ``chunk_features``) are rounded to bf16 inside the kernel
+    assert torch.equal(audio_front(chunks.float(), convs, conv_valid, impl="triton"), fused)
+
+
+@needs_triton
+def test_audio_front_capture_and_replay():
+    """The fused front-end in a CUDA graph (the runtime's use), replayed on new chunks and new
+    valid lengths."""
+    chunks, convs, conv_valid = front_inputs(16)
+
+    def step():
+        return audio_front(chunks, convs, conv_valid, impl="triton")
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    for seed in (1, 2):
+        new_chunks, _, new_valid = front_inputs(16, seed)
+        chunks.copy_(new_chunks)
+        conv_valid.copy_(new_valid)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, step())
 
 
 # ---- cuDNN attention --------------------------------------------------------------------------------

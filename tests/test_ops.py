@@ -4,7 +4,9 @@ References: in float32 each is exactly the unfused code it replaces (the encoder
 functions are recomposed from the ops and compared bit for bit). Triton kernels: run in Triton's
 interpreter on CPU tensors (skipped when triton does not import) against their references over
 dtypes, odd row counts and widths: the residual sum is bit-identical, everything else within one
-rounding of the dtype, and the error against float64 at most 1.5x the unfused sequence's.
+rounding of the dtype, and the error against float64 at most 1.5x the unfused sequence's. The audio
+front-end's kernels likewise, on odd sizes with masks that cut some chunks, and the whole audio
+encoder with them against transformers.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ import torch
 import torch.nn.functional as F
 from fused_blocks import block_params, exact_block_out, fused_block_out, unfused_block_out
 
+from omnienc.encoders.audio import conv_lens
 from omnienc.encoders.ops import (
     add_layernorm,
     add_layernorm_torch,
     add_layernorm_triton,
+    audio_front,
     bias_gelu,
+    bias_gelu_mask,
+    bias_gelu_mask_torch,
+    bias_gelu_mask_triton,
     bias_gelu_torch,
     bias_gelu_triton,
+    conv1_gelu_mask,
+    conv1_gelu_mask_triton,
     linear_gelu,
 )
 from omnienc.encoders.ops._triton import interpreting
@@ -171,6 +180,48 @@ def test_impl_choice_on_the_cpu():
             bias_gelu(y, b, impl="triton")
 
 
+def encoders_front_end(chunks, convs, conv_valid):
+    """The audio encoder's front-end as separate passes, the spec of ``ops.audio_front``'s
+    reference: conv1 as unfold + linear, conv2d for conv2 and conv3, GELU and mask after each."""
+    (w1, b1), *rest = convs
+    C = chunks.shape[0]
+    x = chunks[:, None].to(w1.dtype)
+    f1, t1 = (x.shape[2] - 1) // 2 + 1, (x.shape[3] - 1) // 2 + 1
+    patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2)
+    x = F.linear(patches, w1.view(w1.shape[0], -1), b1)
+    x = x.view(C, f1, t1, -1).permute(0, 3, 1, 2)
+    for i, conv in enumerate((None, *rest)):
+        if conv is not None:
+            x = F.conv2d(x, conv[0], conv[1], 2, 1)
+        keep = torch.arange(x.shape[-1]) < conv_valid[:, i : i + 1]
+        x = F.gelu(x) * keep[:, None, None, :].to(x.dtype)
+    C, ch, f, t = x.shape
+    return x.permute(0, 3, 1, 2).reshape(C, t, ch * f)
+
+
+def front_inputs(C: int, mel: int, frames: int, ch: int, dtype):
+    """Chunks, the three convs' (weight, bias) (the later two channels-last, as the encoder keeps
+    them) and ``conv_valid [C, 3]``: chunk 0 full length, the others cut at random lengths (>= 1)."""
+    chunks = torch.randn(C, mel, frames)  # float32, as the reference casts them
+    w1 = (torch.randn(ch, 1, 3, 3) / 3).to(dtype)
+    w2, w3 = ((torch.randn(ch, ch, 3, 3) / (3 * ch**0.5)).to(dtype).contiguous(memory_format=torch.channels_last)
+              for _ in range(2))
+    b1, b2, b3 = ((torch.randn(ch) * 0.3).to(dtype) for _ in range(3))
+    lens = [frames] + torch.randint(1, frames + 1, (C - 1,)).tolist()
+    conv_valid = torch.tensor([[a, b, c] for a, b, c in map(conv_lens, lens)])
+    return chunks, [(w1, b1), (w2, b2), (w3, b3)], conv_valid
+
+
+def test_audio_front_reference_is_the_encoders_code():
+    """float32 on the CPU: ``audio_front`` (its ``auto`` is the reference there) and the encoder's
+    ``front_end`` are the code they replace, bit for bit."""
+    chunks, convs, conv_valid = front_inputs(5, 13, 11, 24, torch.float32)
+    want = encoders_front_end(chunks, convs, conv_valid)
+    assert torch.equal(audio_front(chunks, convs, conv_valid), want)
+    assert torch.equal(audio_front(chunks, convs, conv_valid, impl="torch"), want)
+    assert (want[1:] == 0).any() and want.shape == (5, 2, 24 * 2)
+
+
 # ---- Triton kernels in the interpreter ----------------------------------------------------------------
 
 LN_CASES = [  # (rows, width, dtype, bias, clamp)
@@ -282,6 +333,17 @@ def test_fused_block_bf16_in_the_interpreter(interpreter, approximate):
 # ---- the benchmark's wiring -------------------------------------------------------------------------
 
 
+def assert_front_groups_compare_like_with_like(kb, impl: str) -> None:
+    """The front-end groups on a tiny shape: every checked variant within a few bf16 roundings of
+    its group's reference (a missing bias or a wrong mask is off by ~0.1)."""
+    for group, args, variants in kb._front_groups(kb.FrontShape("tiny", 3, 13, 11, 24), torch.device("cpu"), impl):
+        ref = variants[0].fn(*args)
+        for v in variants:
+            if v.check:
+                assert kb._max_err(v.fn(*args), ref) < 0.05, (group, v.name)
+        assert any(v.bytes for v in variants) or all(v.flops for v in variants)
+
+
 def test_kernel_bench_groups_compare_like_with_like():
     """Every checked variant of every group computes its group's reference (here with the ops'
     PyTorch paths on a tiny shape; within a few bf16 roundings, as a bias folded after the GEMM
@@ -296,6 +358,7 @@ def test_kernel_bench_groups_compare_like_with_like():
                 if v.check and "epilogue" not in v.name:
                     assert kb._max_err(v.fn(*args), ref) < 0.05, (group, v.name)
             assert any(v.bytes for v in variants) or all(v.flops for v in variants)
+    assert_front_groups_compare_like_with_like(kb, "torch")
     rows = [{"shape": "s", "group": "g", "variant": "a", "us": 2.0, "gbs": 2400.0, "peak_share": 0.5,
              "max_abs_err": 0.0},
             {"shape": "s", "group": "g", "variant": "b", "error": "boom", "max_abs_err": None},
@@ -304,3 +367,140 @@ def test_kernel_bench_groups_compare_like_with_like():
     assert lines[2] == "| s | g | a | 2.0 | 2400 (50%) |  | 0 |"
     assert lines[3] == "| s | g | b | error: boom |  |  |  |"
     assert lines[4] == "| s | g | c | 10.0 |  | 300 | 0.0039 |"
+
+
+def test_kernel_bench_front_groups_with_the_kernels(interpreter):
+    from omnienc.tools import kernel_bench as kb
+
+    assert [s.tokens for s in kb.FRONT_SHAPES] == [130, 1040]
+    assert_front_groups_compare_like_with_like(kb, "triton")
+
+
+# ---- the audio front-end's kernels ------------------------------------------------------------------
+#
+# bf16 tolerance: the reference rounds what it computes before GELU (the convolution's output, and on
+# the CPU its bias sum again: ``F.linear`` rounds ``x @ W^T``, then ``+ b``; or ``y + b``), then
+# GELU's output; the kernels round GELU of the float32 pre-activation once. Each rounding is within
+# half an ulp (<= 2^-8 |v| in bf16) and |GELU'| <= 1.13, so the two differ by at most about
+# ``ULP * (|ref| + |terms rounded before GELU|)``: ``rounded`` is that sum of magnitudes. float32:
+# only the order of the products and the erf differ.
+
+
+def assert_front_close(out, ref, rounded, dtype):
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        return
+    tol = ULP[dtype] * (ref.float().abs() + rounded.float().abs()) + 1e-6
+    bad = (out.float() - ref.float()).abs() > tol
+    assert not bad.any(), f"{int(bad.sum())} values off: {out[bad][:4]} vs {ref[bad][:4]}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("C,mel,frames,ch", [(4, 13, 11, 24), (3, 16, 100, 8), (2, 7, 20, 130)])
+def test_conv1_gelu_mask_triton_matches_reference(interpreter, dtype, C, mel, frames, ch):
+    torch.manual_seed(C * mel + frames)
+    chunks, convs, conv_valid = front_inputs(C, mel, frames, ch, dtype)
+    (w, b), valid = convs[0], conv_valid[:, 0]
+    out = conv1_gelu_mask_triton(chunks, w, b, valid)
+    ref = conv1_gelu_mask(chunks, w, b, valid, impl="torch")
+    f1, t1 = ref.shape[2:]
+    assert out.shape == ref.shape == (C, ch, f1, t1) and out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.stride() == ref.stride()
+    xw = F.conv2d(chunks[:, None].to(dtype).double(), w.double(), None, 2, 1)
+    z = xw + b.double()[:, None, None]  # the exact pre-activation
+    keep = (torch.arange(t1) < valid[:, None])[:, None, None, :]
+    assert (~keep).any() and keep[0].all()  # some chunks cut, chunk 0 whole
+    assert (out[~keep.expand_as(out)] == 0).all()
+    assert_front_close(out, ref, z.abs() + xw.abs(), dtype)
+    if dtype != torch.float32:
+        exact = F.gelu(z) * keep
+        assert rel_err64(out, exact) <= 1.5 * rel_err64(ref, exact) + 1e-12
+    # chunks already in the weights' dtype, and a strided view of them, read the same
+    same = conv1_gelu_mask_triton(torch.cat([chunks, chunks], 2)[..., :frames].to(dtype), w, b, valid)
+    assert torch.equal(same, out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("flatten", [False, True])
+@pytest.mark.parametrize("C,ch,f,t", [(3, 24, 7, 6), (2, 130, 4, 13), (4, 8, 32, 3)])
+def test_bias_gelu_mask_triton_matches_reference(interpreter, dtype, flatten, C, ch, f, t):
+    torch.manual_seed(C * ch + f * t)
+    y = (torch.randn(C, ch, f, t) * 3).to(dtype).contiguous(memory_format=torch.channels_last)
+    b = (torch.randn(ch) * 0.3).to(dtype)
+    valid = torch.tensor([t] + torch.randint(1, t + 1, (C - 1,)).tolist())
+    valid[-1] = max(1, t - 2)  # at least one chunk cut
+    out = bias_gelu_mask_triton(y, b, valid, flatten)
+    ref = bias_gelu_mask_torch(y, b, valid, flatten)
+    assert out.shape == ref.shape and out.dtype == dtype
+    if flatten:
+        assert out.shape == (C, t, ch * f) and out.is_contiguous()
+    else:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    z = y.double() + b.double()[:, None, None]
+    keep = (torch.arange(t) < valid[:, None])[:, None, None, :]
+    exact = F.gelu(z) * keep
+    if flatten:
+        z, exact = (v.permute(0, 3, 1, 2).reshape(C, t, ch * f) for v in (z, exact))
+    assert (out[exact == 0] == 0).all()
+    assert_front_close(out, ref, z, dtype)
+    if dtype != torch.float32:
+        assert rel_err64(out, exact) <= 1.5 * rel_err64(ref, exact) + 1e-12
+    # any input layout (contiguous NCHW here) gives the same values
+    assert torch.equal(bias_gelu_mask(y.contiguous(), b, valid, flatten, impl="triton"), out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_audio_front_triton_matches_reference(interpreter, dtype):
+    """The three convolutions with the kernels (conv2 and conv3 without bias, then bias_gelu_mask)
+    against the reference, and against float64: no worse than 1.5x the reference's error."""
+    torch.manual_seed(7)
+    chunks, convs, conv_valid = front_inputs(4, 16, 100, 24, dtype)
+    out = audio_front(chunks, convs, conv_valid, impl="triton")
+    ref = audio_front(chunks, convs, conv_valid, impl="torch")
+    assert out.shape == ref.shape == (4, 13, 24 * 2) and out.is_contiguous()
+    exact = encoders_front_end(chunks.to(dtype).double(), [(w.double(), b.double()) for w, b in convs], conv_valid)
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    else:
+        assert rel_err64(out, exact) <= 1.5 * rel_err64(ref, exact)
+
+
+def test_fusion_front_field():
+    """``Fusion`` takes 2-tuples (``front`` stays ``auto``); ``UNFUSED`` unfuses the front-end too;
+    ``block_out`` looks at its own two fields only."""
+    from omnienc.encoders.block import UNFUSED, Fusion
+
+    assert Fusion(*("torch", "torch")) == ("torch", "torch", "auto") and not Fusion("torch", "torch").fused_blocks
+    assert UNFUSED.front == "torch" and not UNFUSED.fused_blocks and Fusion("auto", "torch", "torch").fused_blocks
+    assert Fusion("auto", "auto", "triton").resolve(torch.zeros(1), "gelu") == ("auto", "torch", "triton")
+
+
+def test_audio_front_impl_choice_on_the_cpu():
+    chunks, convs, conv_valid = front_inputs(2, 13, 11, 24, torch.float32)
+    with pytest.raises(ValueError, match="unknown impl"):
+        audio_front(chunks, convs, conv_valid, impl="cuda")
+    if not interpreting():
+        with pytest.raises(ValueError, match="CUDA tensors"):
+            conv1_gelu_mask(chunks, *convs[0], conv_valid[:, 0], impl="triton")
+    else:
+        with pytest.raises(ValueError, match="int64"):
+            conv1_gelu_mask_triton(chunks, *convs[0], conv_valid[:, 0].int())
+        with pytest.raises(ValueError, match="bias"):
+            bias_gelu_mask_triton(torch.randn(2, 24, 3, 3), convs[1][1][:8], conv_valid[:, 1])
+
+
+@torch.no_grad()
+def test_audio_encoder_with_triton_front_matches_hf(interpreter, audio_pair):
+    """The whole audio encoder with ``fusion.front = "triton"`` (the kernels in the interpreter)
+    against transformers' module, float32: short audios (masked conv outputs), whole chunks and a
+    zero-padded tail, alone and packed in one call."""
+    from conftest import rel_err
+
+    hf, native = audio_pair
+    fused = native.with_options(fusion=("auto", "auto", "triton"))
+    lens = [37, 100, 801]
+    feats = [torch.randn(hf.config.num_mel_bins, T) for T in lens]
+    ref = torch.cat([hf(f, torch.tensor([f.shape[1]])).last_hidden_state for f in feats])
+    out = fused(torch.cat(feats, dim=1), torch.tensor(lens))
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) <= 1e-5

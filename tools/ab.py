@@ -63,7 +63,9 @@ VARIANTS = {
     "graphs_every_bucket": Variant("graphs for every bucket of the grid, its graphs_up_to ignored", every_bucket=True),
     "graphs_compiled": Variant("graphs over compile_blocks() (torch.compile of the per-block math)", compiled=True),
     "graphs_unfused": Variant("graphs with residual add, LayerNorm and GELU as separate passes (no fused ops)",
-                              vision={"fusion": ("torch", "torch")}, audio={"fusion": ("torch", "torch")}),
+                              vision={"fusion": ("torch", "torch")}, audio={"fusion": ("torch", "torch", "torch")}),
+    "graphs_front_unfused": Variant("graphs with the audio conv front-end as separate passes (unfold + linear, "
+                                    "GELU, mask)", audio={"fusion": ("auto", "auto", "torch")}),
     "graphs_gelu_torch": Variant("graphs with fused add+LayerNorm but the vision GELU as its own pass (no epilogue)",
                                  vision={"fusion": ("auto", "torch")}),
     "graphs_gelu_triton": Variant("graphs with fc1 unbiased and bias+GELU as one Triton pass (both encoders)",

@@ -2,7 +2,8 @@
 (``python -m omnienc.tools.kernel_bench --out DIR``; CUDA, bf16).
 
 Shapes: vision T = 784, 3136, 6272 tokens x hidden 1152 (MLP 4304, tanh-GELU, LN eps 1e-6); audio
-L = 130, 1040 tokens x d_model 1280 (FFN 5120, exact GELU, LN eps 1e-5).
+L = 130, 1040 tokens x d_model 1280 (FFN 5120, exact GELU, LN eps 1e-5); the audio conv front-end at
+10 and 80 chunks of [128 mel, 100 frames] (one and eight 10 s clips), 480 channels.
 
 Per shape, three groups:
     ``add+LN``        the op alone: ``x + y; F.layer_norm`` vs ``add_layernorm`` (bias kept in the GEMM,
@@ -13,6 +14,13 @@ Per shape, three groups:
     ``fc1+GELU``      ``linear_gelu`` impls ``torch`` / ``epilogue`` (tanh only) / ``triton``, and the
                       elementwise part alone: ``F.gelu(y + b)`` vs ``bias_gelu`` (and ``F.gelu(y)``,
                       the pass today's code pays after the GEMM).
+
+Per front-end shape (``ops.audio_front``; the reference is the encoder's ``fusion.front="torch"``):
+    ``front``         the three convolutions with their epilogues as the encoder runs them.
+    ``conv1+GELU+mask``  ``F.unfold`` + ``F.linear`` (K = 9), GELU, mask vs ``conv1_gelu_mask``.
+    ``conv2 epilogue``, ``conv3 epilogue + flatten``  on an unbiased conv output: ``gelu(y + b) *
+                      keep`` (+ the permute/reshape copy) vs ``bias_gelu_mask``, and the passes
+                      today's code pays after a biased convolution (``gelu(y) * keep``).
 
 Every variant is checked against its group's first (the unfused reference) before it is timed (max
 abs error, reported); timing captures ``--inner`` calls in a CUDA graph and replays it ``--repeats``
@@ -33,7 +41,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..encoders.ops import add_layernorm, bias_gelu, linear_gelu
+from ..encoders.audio import conv_lens
+from ..encoders.ops import (
+    add_layernorm,
+    audio_front,
+    bias_gelu,
+    bias_gelu_mask,
+    conv1_gelu_mask,
+    gelu_mask,
+    linear_gelu,
+)
 from .attn_bench import _time_graph
 
 
@@ -54,6 +71,22 @@ SHAPES = (
     Shape("audio 130", 130, 1280, 5120, "none", 1e-5),
     Shape("audio 1040", 1040, 1280, 5120, "none", 1e-5),
 )
+
+
+@dataclass(frozen=True)
+class FrontShape:
+    name: str
+    chunks: int
+    mel: int = 128
+    frames: int = 100
+    channels: int = 480
+
+    @property
+    def tokens(self) -> int:
+        return self.chunks * conv_lens(self.frames)[2]
+
+
+FRONT_SHAPES = (FrontShape("audio front 10 chunks", 10), FrontShape("audio front 80 chunks", 80))
 
 
 @dataclass
@@ -119,6 +152,61 @@ def _groups(s: Shape, device, impl: str = "triton") -> list[tuple[str, tuple, li
     return groups
 
 
+def _front_groups(s: FrontShape, device, impl: str = "triton") -> list[tuple[str, tuple, list[Variant]]]:
+    """(group, args, variants) for one front-end shape, as ``_groups``; every chunk of full length
+    (the mask costs the same whatever it keeps)."""
+    bf = {"device": device, "dtype": torch.bfloat16}
+    C, ch, el = s.chunks, s.channels, 2
+    chunks = torch.randn(C, s.mel, s.frames, **bf)
+    w1 = torch.randn(ch, 1, 3, 3, **bf) / 3
+    w2, w3 = (torch.randn(ch, ch, 3, 3, **bf).div(3 * ch**0.5).contiguous(memory_format=torch.channels_last)
+              for _ in range(2))
+    b1, b2, b3 = (torch.randn(ch, **bf) * 0.3 for _ in range(3))
+    convs = [(w1, b1), (w2, b2), (w3, b3)]
+    valid = torch.tensor(conv_lens(s.frames), device=device).repeat(C, 1)  # [C, 3]
+    f1, f2, f3 = conv_lens(s.mel)
+    t1, t2, t3 = conv_lens(s.frames)
+    y2 = F.conv2d(conv1_gelu_mask(chunks, w1, b1, valid[:, 0], impl="torch"), w2, None, 2, 1)  # [C, ch, f2, t2]
+    y3 = F.conv2d(gelu_mask(y2 + b2[:, None, None], valid[:, 1]), w3, None, 2, 1)  # [C, ch, f3, t3]
+    flops = 2 * 9 * C * ch * (f1 * t1 + ch * (f2 * t2 + f3 * t3))
+    n1, n2, n3 = C * ch * f1 * t1, C * ch * f2 * t2, C * ch * f3 * t3
+    return [
+        ("front", (chunks,), [
+            Variant("unfold+linear, conv2d x2; gelu, mask, flatten", lambda x: audio_front(x, convs, valid, "torch"),
+                    flops=flops),
+            Variant("audio_front", lambda x: audio_front(x, convs, valid, impl), flops=flops),
+        ]),
+        ("conv1+GELU+mask", (chunks,), [
+            Variant("unfold + linear; gelu; mask", lambda x: conv1_gelu_mask(x, w1, b1, valid[:, 0], "torch"),
+                    (chunks.numel() + n1) * el),
+            Variant("conv1_gelu_mask", lambda x: conv1_gelu_mask(x, w1, b1, valid[:, 0], impl),
+                    (chunks.numel() + n1) * el),
+        ]),
+        ("conv2 epilogue", (y2,), [
+            Variant("gelu(y + b) * keep", lambda y: bias_gelu_mask(y, b2, valid[:, 1], impl="torch"), 2 * n2 * el),
+            Variant("bias_gelu_mask", lambda y: bias_gelu_mask(y, b2, valid[:, 1], impl=impl), 2 * n2 * el),
+            Variant("gelu(y) * keep (today's passes)", lambda y: gelu_mask(y, valid[:, 1]), 2 * n2 * el,
+                    check=False),
+        ]),
+        ("conv3 epilogue + flatten", (y3,), [
+            Variant("gelu(y + b) * keep; flatten", lambda y: bias_gelu_mask(y, b3, valid[:, 2], True, "torch"),
+                    2 * n3 * el),
+            Variant("bias_gelu_mask(flatten)", lambda y: bias_gelu_mask(y, b3, valid[:, 2], True, impl),
+                    2 * n3 * el),
+            Variant("gelu(y) * keep; flatten (today's passes)", lambda y: gelu_mask(y, valid[:, 2], True),
+                    2 * n3 * el, check=False),
+        ]),
+    ]
+
+
+def _cases(device):
+    """(shape name, tokens, groups builder) of every shape, the blocks' then the front-end's."""
+    for s in SHAPES:
+        yield s.name, s.tokens, lambda s=s: _groups(s, device)
+    for s in FRONT_SHAPES:
+        yield s.name, s.tokens, lambda s=s: _front_groups(s, device)
+
+
 def _max_err(out, ref) -> float:
     outs = out if isinstance(out, tuple) else (out,)
     refs = ref if isinstance(ref, tuple) else (ref,)
@@ -127,12 +215,12 @@ def _max_err(out, ref) -> float:
 
 def run_all(inner: int, repeats: int, peak_gbs: float, device) -> list[dict]:
     rows = []
-    for s in SHAPES:
+    for name, tokens, groups in _cases(device):
         torch.manual_seed(0)
-        for group, args, variants in _groups(s, device):
+        for group, args, variants in groups():
             ref = variants[0].fn(*args)
             for v in variants:
-                row = {"shape": s.name, "tokens": s.tokens, "group": group, "variant": v.name}
+                row = {"shape": name, "tokens": tokens, "group": group, "variant": v.name}
                 try:
                     row["max_abs_err"] = _max_err(v.fn(*args), ref) if v.check else None
                     row["us"] = _time_graph(v.fn, args, inner, repeats) * 1e3
@@ -147,7 +235,7 @@ def run_all(inner: int, repeats: int, peak_gbs: float, device) -> list[dict]:
                     row["tflops"] = v.flops / row["us"] / 1e6
                 rows.append(row)
                 shown = f"{row['us']:.1f} us" if "us" in row else row["error"]
-                print(f"{s.name} / {group} / {v.name}: {shown}", flush=True)
+                print(f"{name} / {group} / {v.name}: {shown}", flush=True)
             del ref
         torch.cuda.empty_cache()
     return rows
