@@ -163,6 +163,7 @@ def _front_groups(s: FrontShape, device, impl: str = "triton") -> list[tuple[str
               for _ in range(2))
     b1, b2, b3 = (torch.randn(ch, **bf) * 0.3 for _ in range(3))
     convs = [(w1, b1), (w2, b2), (w3, b3)]
+    w1cl = w1.contiguous(memory_format=torch.channels_last)
     valid = torch.tensor(conv_lens(s.frames), device=device).repeat(C, 1)  # [C, 3]
     f1, f2, f3 = conv_lens(s.mel)
     t1, t2, t3 = conv_lens(s.frames)
@@ -180,6 +181,9 @@ def _front_groups(s: FrontShape, device, impl: str = "triton") -> list[tuple[str
             Variant("unfold + linear; gelu; mask", lambda x: conv1_gelu_mask(x, w1, b1, valid[:, 0], "torch"),
                     (chunks.numel() + n1) * el),
             Variant("conv1_gelu_mask", lambda x: conv1_gelu_mask(x, w1, b1, valid[:, 0], impl),
+                    (chunks.numel() + n1) * el),
+            Variant("cuDNN conv2d (1 channel in); bias_gelu_mask",
+                    lambda x: bias_gelu_mask(F.conv2d(x[:, None], w1cl, None, 2, 1), b1, valid[:, 0], impl=impl),
                     (chunks.numel() + n1) * el),
         ]),
         ("conv2 epilogue", (y2,), [

@@ -9,15 +9,19 @@ largest activations of the encoder (conv1's output is ``[C, 480, 64, 50]``):
     after each ``F.gelu(x) * keep`` (``keep = t < valid[c]``): a GELU pass and a mask pass
     at the end ``permute(0, 3, 1, 2).reshape(C, t, ch * f)``: a copy
 
-The fused path runs one Triton kernel per convolution's epilogue:
+The fused path runs one Triton pass per convolution's epilogue:
 
-    ``conv1_gelu_mask``   conv1 itself (9 taps, zero padding), + bias, GELU, mask, one store
+    ``conv1_gelu_mask``   conv1 as one aligned GEMM without bias over patches cut by one strided
+                          copy (``conv1_patches``: taps padded to 16 columns), then the epilogue
     ``bias_gelu_mask``    after a convolution computed *without* bias: + bias, GELU, mask, and for
                           the last one the flatten to ``[C, t, ch * f]``, one read and one store
 
-Numerics: the kernels work in float32 from the (rounded) inputs and round once at the end, where
-the reference rounds the convolution's output and then the GELU: within about one rounding of it
-and at least as close to the exact result. ``keep`` multiplies, as the reference does (a masked
+(Measured and dropped: conv1 as one Triton kernel computing the 9 taps itself, 10.0 ms against the
+reference's 1.44 ms for 80 chunks on an H200, ``docs/BENCHMARKS.md``.)
+
+Numerics: the epilogue works in float32 from the convolution's rounded output and rounds once at
+the end (+ bias, GELU, mask), where the reference rounds the biased convolution's output and then
+the GELU: within about one rounding of it. ``keep`` multiplies, as the reference does (a masked
 step is ``+-0``; NaN stays NaN).
 
 Layouts: ``[C, ch, f, t]`` tensors here are channels-last in memory (physically ``[C, f, t, ch]``),
@@ -97,34 +101,6 @@ def _kernels():
     """The Triton kernels, built on first use."""
 
     @triton.jit
-    def conv1_kernel(x_ptr, w_ptr, b_ptr, valid_ptr, o_ptr, rows, mel, frames, f1, t1, ch,
-                     sx_c, sx_f, sx_t, s_valid,
-                     BLOCK_P: tl.constexpr, BLOCK_CH: tl.constexpr):
-        # rows: output positions (c, fi, ti) in memory order of o = [C, f1, t1, ch]
-        row = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)  # [BLOCK_P]
-        col = tl.program_id(1) * BLOCK_CH + tl.arange(0, BLOCK_CH)  # [BLOCK_CH]
-        in_rows, in_cols = row < rows, col < ch
-        ti = row % t1
-        fi = (row // t1) % f1
-        c = row // (t1 * f1)
-        dtype = o_ptr.dtype.element_ty
-        acc = tl.zeros((BLOCK_P, BLOCK_CH), dtype=tl.float32)
-        for k in tl.static_range(9):
-            fx = 2 * fi - 1 + k // 3
-            tx = 2 * ti - 1 + k % 3
-            inside = in_rows & (fx >= 0) & (fx < mel) & (tx >= 0) & (tx < frames)
-            # the input rounded to the weights' dtype first, as the reference's ``.to(dtype)``
-            x = tl.load(x_ptr + c * sx_c + fx * sx_f + tx * sx_t, mask=inside, other=0.0)
-            x = x.to(dtype).to(tl.float32)
-            w = tl.load(w_ptr + col * 9 + k, mask=in_cols, other=0.0).to(tl.float32)
-            acc += x[:, None] * w[None, :]
-        acc += tl.load(b_ptr + col, mask=in_cols, other=0.0).to(tl.float32)[None, :]
-        keep = (ti < tl.load(valid_ptr + c * s_valid, mask=in_rows, other=0)).to(tl.float32)[:, None]
-        # PyTorch's exact GELU, z * 0.5 * (1 + erf(z / sqrt(2))), times the 0/1 mask
-        g = acc * 0.5 * (1.0 + tl.math.erf(acc * 0.7071067811865476)) * keep
-        tl.store(o_ptr + row[:, None] * ch + col[None, :], g.to(dtype), mask=in_rows[:, None] & in_cols[None, :])
-
-    @triton.jit
     def epilogue_kernel(y_ptr, b_ptr, valid_ptr, o_ptr, f, t, ch, t_blocks,
                         sy_c, sy_ch, sy_f, sy_t, so_c, so_ch, so_f, so_t, s_valid,
                         BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_CH: tl.constexpr):
@@ -145,7 +121,7 @@ def _kernels():
         g = z * 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476)) * keep  # exact GELU, masked
         tl.store(o_ptr + c * so_c + col * so_ch + fi * so_f + ti * so_t, g.to(dtype), mask=mask)
 
-    return conv1_kernel, epilogue_kernel
+    return epilogue_kernel
 
 
 def _check_vectors(op: str, ch: int, bias: torch.Tensor, valid: torch.Tensor, C: int, dtype) -> None:
@@ -154,12 +130,6 @@ def _check_vectors(op: str, ch: int, bias: torch.Tensor, valid: torch.Tensor, C:
                          f"got {tuple(bias.shape)} {bias.dtype}")
     if valid.shape != (C,) or valid.dtype != torch.int64:
         raise ValueError(f"{op}: valid must be a [{C}] int64 vector, got {tuple(valid.shape)} {valid.dtype}")
-
-
-def _conv1_tile(ch: int) -> tuple[int, int]:
-    """(positions, channels) of a conv1 tile of 4096 outputs, channels up to 128."""
-    block_ch = min(128, triton.next_power_of_2(ch))
-    return 4096 // block_ch, block_ch
 
 
 def _epilogue_tile(f: int, t: int, ch: int) -> tuple[int, int, int]:
@@ -171,25 +141,36 @@ def _epilogue_tile(f: int, t: int, ch: int) -> tuple[int, int, int]:
     return block_t, block_f, block_ch
 
 
+def conv1_patches(chunks: torch.Tensor, dtype: torch.dtype, k: int = 16) -> torch.Tensor:
+    """The 3x3 stride-2 patches of one-channel chunks ``[C, mel, F]`` as ``[C * f1 * t1, k]`` rows
+    (taps row-major, zero padding at the borders, then ``k - 9`` zero columns so a GEMM over them
+    is aligned), in ``dtype``: one pad and one strided copy, where ``F.unfold`` launches one kernel
+    per chunk."""
+    C, mel, frames = chunks.shape
+    f1, t1 = _conv_len(mel), _conv_len(frames)
+    x = F.pad(chunks.to(dtype), (1, 1, 1, 1))  # [C, mel + 2, F + 2]
+    sc, sf, st = x.stride()
+    taps = x.as_strided((C, f1, t1, 3, 3), (sc, 2 * sf, 2 * st, sf, st))
+    out = torch.zeros(C * f1 * t1, k, dtype=dtype, device=chunks.device)
+    out[:, :9].view(C, f1, t1, 3, 3).copy_(taps)
+    return out
+
+
 def conv1_gelu_mask_triton(chunks: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                            valid: torch.Tensor) -> torch.Tensor:
-    """Same contract as ``conv1_gelu_mask``, one kernel (CUDA, or CPU under ``TRITON_INTERPRET=1``)."""
-    if not triton_available():
-        raise ValueError("conv1_gelu_mask_triton needs triton")
+    """Same contract as ``conv1_gelu_mask``: the patches (``conv1_patches``) times the weights in
+    one aligned GEMM without bias, written channels-last, then ``bias_gelu_mask_triton``'s one pass
+    (CUDA, or CPU under ``TRITON_INTERPRET=1``)."""
     C, mel, frames = chunks.shape
     ch = weight.shape[0]
     if weight.shape != (ch, 1, 3, 3):
         raise ValueError(f"conv1_gelu_mask: weight must be [ch, 1, 3, 3], got {tuple(weight.shape)}")
     _check_vectors("conv1_gelu_mask", ch, bias, valid, C, weight.dtype)
     f1, t1 = _conv_len(mel), _conv_len(frames)
-    out = torch.empty(C, f1, t1, ch, dtype=weight.dtype, device=chunks.device)  # [C, f1, t1, ch]
-    rows = C * f1 * t1
-    if rows and ch:
-        block_p, block_ch = _conv1_tile(ch)
-        grid = (triton.cdiv(rows, block_p), triton.cdiv(ch, block_ch))
-        _kernels()[0][grid](chunks, weight.contiguous(), bias, valid, out, rows, mel, frames, f1, t1, ch,
-                            *chunks.stride(), valid.stride(0), BLOCK_P=block_p, BLOCK_CH=block_ch, num_warps=4)
-    return out.permute(0, 3, 1, 2)  # [C, ch, f1, t1], channels-last memory
+    w = torch.zeros(ch, 16, dtype=weight.dtype, device=weight.device)
+    w[:, :9] = weight.view(ch, 9)
+    y = (conv1_patches(chunks, weight.dtype) @ w.t()).view(C, f1, t1, ch).permute(0, 3, 1, 2)
+    return bias_gelu_mask_triton(y, bias, valid)
 
 
 def bias_gelu_mask_triton(y: torch.Tensor, bias: torch.Tensor, valid: torch.Tensor,
@@ -210,7 +191,7 @@ def bias_gelu_mask_triton(y: torch.Tensor, bias: torch.Tensor, valid: torch.Tens
         block_t, block_f, block_ch = _epilogue_tile(f, t, ch)
         t_blocks = triton.cdiv(t, block_t)
         grid = (C * t_blocks, triton.cdiv(ch, block_ch))
-        _kernels()[1][grid](y, bias, valid, out, f, t, ch, t_blocks, *y.stride(), *so, valid.stride(0),
+        _kernels()[grid](y, bias, valid, out, f, t, ch, t_blocks, *y.stride(), *so, valid.stride(0),
                             BLOCK_T=block_t, BLOCK_F=block_f, BLOCK_CH=block_ch, num_warps=4)
     return out if flatten else out.permute(0, 3, 1, 2)
 
@@ -226,7 +207,7 @@ def conv1_gelu_mask(chunks: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         chunks: ``[C, mel, F]`` any float dtype, cast to ``weight``'s first.
         weight: ``[ch, 1, 3, 3]``; bias: ``[ch]`` of weight's dtype.
         valid: ``[C]`` int64 time steps to keep after the convolution (``conv_valid[:, 0]``).
-        impl: ``auto`` (the Triton kernel on CUDA when Triton imports), ``triton`` or ``torch``.
+        impl: ``auto`` (the fused path on CUDA when Triton imports), ``triton`` or ``torch``.
 
     Returns:
         ``[C, ch, f1, t1]`` in weight's dtype, channels-last memory (physically ``[C, f1, t1, ch]``).
