@@ -11,7 +11,8 @@ A lane runs a modality's requests in three ways (the words of ``runtime.stats``)
 and, with ``exact_graphs``, a fourth: a pack whose exact layout (its items' sizes, in order) comes
 back replays a CUDA graph captured for that layout, unpadded (an *exact replay*). A layout is
 captured at its ``EXACT_AT``-th sighting (that run is the eager call whose work the capture then
-records: it builds every kernel plan the capture needs); at most ``EXACT_GRAPHS`` are kept, least
+records: it builds every kernel plan the capture needs) if captures have been paying for themselves
+(``EXACT_CREDIT``: a token bucket refilled by exact replays); at most ``EXACT_GRAPHS`` are kept, least
 recently used out, in the lanes' one graph memory pool; a layout whose capture fails runs as before
 from then on. Repeated single requests (one 448x448 image, one 10 s clip, a camera's frames) and
 repeated packs (a closed loop of clients) then cost a replay: no padding, no eager launches, and
@@ -131,6 +132,14 @@ class Lane:
     EXACT_AT = 2  # a layout's graph is captured at this sighting
     EXACT_GRAPHS = 16  # exact graphs kept (least recently used out)
     EXACT_SEEN = 1024  # layouts whose sightings are remembered
+    # Captures are paid for by replays (a token bucket): a capture spends a credit, an exact replay
+    # earns one, and every EXACT_REFILL packs run otherwise earn one, up to EXACT_CREDIT. Traffic whose
+    # layouts come back a second time but not a third (a replayed trace of big mixed packs) would
+    # otherwise capture at every pack: measured on an H200, a 2,000-request chat mix run twice fell
+    # from 105.8 to 83.5 req/s with 371 captures (docs/BENCHMARKS.md); repeated layouts earn their
+    # credits back at once.
+    EXACT_CREDIT = 16
+    EXACT_REFILL = 64
 
     def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
                  attention: str = "auto", eager_attention: str = "auto", exact_graphs: bool = False):
@@ -164,7 +173,9 @@ class Lane:
         self.pool = None  # the graph memory pool (shared with the other lane), once one exists
         self._exact_graphs: OrderedDict[tuple, ExactGraph] = OrderedDict()
         self._exact_seen: OrderedDict[tuple, int] = OrderedDict()  # layout -> sightings; -1: capture failed
-        self.exact_counts = {"captures": 0, "failures": 0, "evictions": 0}
+        # graph_replays: replays of held exact graphs (exact runs less the captures' eager runs)
+        self.exact_counts = {"captures": 0, "graph_replays": 0, "failures": 0, "evictions": 0, "refused": 0}
+        self._exact_credit = float(self.EXACT_CREDIT)
 
     # -- static buffers -------------------------------------------------------------------------
     def _allocate(self, graph_buckets: list[Bucket], exact_buckets: list[Bucket]) -> None:
@@ -458,15 +469,22 @@ class Lane:
         entry = self._exact_graphs.get(key)
         if entry is not None:
             self._exact_graphs.move_to_end(key)
+            self.exact_counts["graph_replays"] += 1
+            self._exact_credit = min(self._exact_credit + 1.0, self.EXACT_CREDIT)
             self.spec.fill(requests, shapes, self.inputs)
             entry.graph.replay()
             return self._rows_out(entry.outputs, used)
+        self._exact_credit = min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
         seen = self._exact_seen.pop(key, 0)
         self._exact_seen[key] = seen if seen < 0 else seen + 1
         while len(self._exact_seen) > self.EXACT_SEEN:
             self._exact_seen.popitem(last=False)
         if seen < 0 or seen + 1 < self.EXACT_AT:
             return None
+        if self._exact_credit < 1.0:  # captures have not been paying: this layout waits its turn
+            self.exact_counts["refused"] += 1
+            return None
+        self._exact_credit -= 1.0
         return self._exact_capture(key, requests, shapes, used)
 
     def _exact_capture(self, key: tuple, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:

@@ -538,3 +538,37 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
             check_against_direct(encoders, reqs, rt.encode(reqs))
     s = rt.stats()["vision"]
     assert s["exact_graphs"] == 2 and s["exact_evictions"] == 2 and s["exact_captures"] == 4
+
+
+@torch.no_grad()
+def test_exact_captures_are_paid_for_by_replays(encoders, monkeypatch):
+    """Layouts that come back once and never again (a trace replayed twice) stop costing captures
+    once the credit is spent: at most the credit plus one capture per EXACT_REFILL other packs; a
+    layout that keeps coming back is still captured, and its replays earn credit back."""
+    from omnienc.runtime import graphs
+
+    vis, _ = encoders
+    captures = []
+
+    def fake_capture(fn, pool=None):
+        g = FakeGraph(fn)
+        captures.append(g)
+        return g, g.outputs
+
+    monkeypatch.setattr(graphs, "capture_live", fake_capture)
+    rt = EncoderRuntime(vision=vis, grid=GRID, exact_graphs=True)
+    lane = rt.vision
+    lane.EXACT_CREDIT, lane.EXACT_REFILL, lane._exact_credit = 3, 4, 3.0
+    runs = 0
+    for side in range(1, 11):  # ten layouts, each seen twice in a row: every second sighting wants a capture
+        for _ in range(2):
+            rt.encode([vision_request([[1, 2, 2 * side]], vis.config)])
+            runs += 1
+    s = rt.stats()["vision"]
+    assert s["exact_refused"] > 0 and s["exact_captures"] + s["exact_refused"] == 10
+    assert s["exact_captures"] <= 3 + runs // 4 and s["exact_graph_replays"] == 0
+    for _ in range(12):  # one layout, again and again: captured once credit allows, then replayed
+        reqs = [vision_request([[1, 4, 4]], vis.config)]
+        check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()["vision"]
+    assert s["exact_graphs"] >= 1 and s["exact_graph_replays"] >= 6 and lane._exact_credit >= 1.0
