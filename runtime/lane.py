@@ -488,6 +488,9 @@ class Lane:
         return self._exact_capture(key, requests, shapes, used)
 
     def _exact_capture(self, key: tuple, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
+        """Runs the pack eagerly on its exact plan (its results), then captures that work as the
+        layout's graph; a failed capture marks the layout (it runs on its bucket from then on). None
+        if even the eager run is out of memory (the bucket path then retries as usual)."""
         m = self.spec
         host_plan = m.plan(shapes)  # unpadded
         backend = self.exact_backend(host_plan.seqlens)
