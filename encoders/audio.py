@@ -302,8 +302,9 @@ class AudioEncoder(nn.Module):
         activations channels-last throughout (cuDNN's native layout). ``fusion.front`` picks the
         passes (``ops.audio_front``): ``torch``, the reference, runs conv1 as a GEMM over the 3x3
         patches, conv2 and conv3 in cuDNN, then a GELU pass and a mask pass after each and a copy
-        to flatten; ``triton`` (``auto`` on CUDA) runs conv1 with its GELU and mask as one kernel
-        and conv2 and conv3 without bias, each followed by one bias + GELU + mask (+ flatten) pass.
+        to flatten; ``triton`` (``auto`` on CUDA) runs conv1 as one aligned GEMM over its patches
+        and conv2 and conv3 in cuDNN, all without bias, each followed by one Triton pass of bias +
+        GELU + mask (+ flatten for the last).
         """
         convs = [(c.weight, c.bias) for c in (self.conv2d1, self.conv2d2, self.conv2d3)]
         return audio_front(chunks, convs, conv_valid, self.fusion.front)

@@ -4,9 +4,10 @@ reference beside it (the reference is what the CPU and float32 paths run).
     ``add_layernorm``  residual add (+ bias, + optional clamp) and LayerNorm in one pass
     ``linear_gelu``    fc1 + bias + GELU (tanh or exact) three ways: torch, cuBLASLt epilogue, Triton
     ``bias_gelu``      the elementwise part alone: ``F.gelu(y + b)``
-    ``audio_front``    the audio conv front-end's epilogues: ``conv1_gelu_mask`` (conv1 + bias +
-                       exact GELU + time mask in one kernel) and ``bias_gelu_mask`` (bias + GELU +
-                       mask after conv2 and conv3, the last one also flattening to ``[C, t, ch * f]``)
+    ``audio_front``    the audio conv front-end's epilogues: ``conv1_gelu_mask`` (conv1 as one
+                       aligned GEMM over its patches, then bias + exact GELU + time mask in one pass)
+                       and ``bias_gelu_mask`` (bias + GELU + mask after conv2 and conv3, the last one
+                       also flattening to ``[C, t, ch * f]``)
 """
 
 from ._triton import triton_available
