@@ -30,11 +30,7 @@ from torch import nn
 from .attention import varlen_attention
 from .block import UNFUSED, BlockWeights, Fusion, Norm, activation, block_out, block_qkv, with_options
 from .ops import audio_front
-
-
-def conv_len(n: int) -> int:
-    """Output length of one Conv2d(k=3, s=2, p=1) along time; 0 stays 0."""
-    return (n - 1) // 2 + 1 if n > 0 else 0
+from .ops.audio_front import conv_len
 
 
 def conv_lens(n: int) -> tuple[int, int, int]:

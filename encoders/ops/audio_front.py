@@ -49,8 +49,8 @@ except ImportError:  # the Triton kernels are optional; the reference needs noth
     triton = tl = None
 
 
-def _conv_len(n: int) -> int:
-    """Output length of a Conv2d(k=3, s=2, p=1) along one axis."""
+def conv_len(n: int) -> int:
+    """Output length of one Conv2d(k=3, s=2, p=1) along an axis; 0 stays 0."""
     return (n - 1) // 2 + 1 if n > 0 else 0
 
 
@@ -79,7 +79,7 @@ def conv1_gelu_mask_torch(chunks: torch.Tensor, weight: torch.Tensor, bias: torc
     channels-last, then ``gelu_mask``. Same contract as ``conv1_gelu_mask``."""
     C = chunks.shape[0]
     x = chunks[:, None].to(weight.dtype)  # [C, 1, mel, F]
-    f1, t1 = _conv_len(x.shape[2]), _conv_len(x.shape[3])
+    f1, t1 = conv_len(x.shape[2]), conv_len(x.shape[3])
     patches = F.unfold(x, 3, padding=1, stride=2).transpose(1, 2)  # [C, f1 * t1, 9]
     x = F.linear(patches, weight.view(weight.shape[0], -1), bias)  # [C, f1 * t1, ch]
     x = x.view(C, f1, t1, -1).permute(0, 3, 1, 2)  # [C, ch, f1, t1], channels-last memory
@@ -97,8 +97,8 @@ def bias_gelu_mask_torch(y: torch.Tensor, bias: torch.Tensor, valid: torch.Tenso
 
 
 @functools.lru_cache(maxsize=1)
-def _kernels():
-    """The Triton kernels, built on first use."""
+def _epilogue_kernel():
+    """The epilogue's Triton kernel, built on first use."""
 
     @triton.jit
     def epilogue_kernel(y_ptr, b_ptr, valid_ptr, o_ptr, f, t, ch, t_blocks,
@@ -147,7 +147,7 @@ def conv1_patches(chunks: torch.Tensor, dtype: torch.dtype, k: int = 16) -> torc
     is aligned), in ``dtype``: one pad and one strided copy, where ``F.unfold`` launches one kernel
     per chunk."""
     C, mel, frames = chunks.shape
-    f1, t1 = _conv_len(mel), _conv_len(frames)
+    f1, t1 = conv_len(mel), conv_len(frames)
     x = F.pad(chunks.to(dtype), (1, 1, 1, 1))  # [C, mel + 2, F + 2]
     sc, sf, st = x.stride()
     taps = x.as_strided((C, f1, t1, 3, 3), (sc, 2 * sf, 2 * st, sf, st))
@@ -166,9 +166,8 @@ def conv1_gelu_mask_triton(chunks: torch.Tensor, weight: torch.Tensor, bias: tor
     if weight.shape != (ch, 1, 3, 3):
         raise ValueError(f"conv1_gelu_mask: weight must be [ch, 1, 3, 3], got {tuple(weight.shape)}")
     _check_vectors("conv1_gelu_mask", ch, bias, valid, C, weight.dtype)
-    f1, t1 = _conv_len(mel), _conv_len(frames)
-    w = torch.zeros(ch, 16, dtype=weight.dtype, device=weight.device)
-    w[:, :9] = weight.view(ch, 9)
+    f1, t1 = conv_len(mel), conv_len(frames)
+    w = F.pad(weight.view(ch, 9), (0, 7))  # [ch, 16], as the patches
     y = (conv1_patches(chunks, weight.dtype) @ w.t()).view(C, f1, t1, ch).permute(0, 3, 1, 2)
     return bias_gelu_mask_triton(y, bias, valid)
 
@@ -191,8 +190,8 @@ def bias_gelu_mask_triton(y: torch.Tensor, bias: torch.Tensor, valid: torch.Tens
         block_t, block_f, block_ch = _epilogue_tile(f, t, ch)
         t_blocks = triton.cdiv(t, block_t)
         grid = (C * t_blocks, triton.cdiv(ch, block_ch))
-        _kernels()[grid](y, bias, valid, out, f, t, ch, t_blocks, *y.stride(), *so, valid.stride(0),
-                            BLOCK_T=block_t, BLOCK_F=block_f, BLOCK_CH=block_ch, num_warps=4)
+        _epilogue_kernel()[grid](y, bias, valid, out, f, t, ch, t_blocks, *y.stride(), *so, valid.stride(0),
+                                 BLOCK_T=block_t, BLOCK_F=block_f, BLOCK_CH=block_ch, num_warps=4)
     return out if flatten else out.permute(0, 3, 1, 2)
 
 
