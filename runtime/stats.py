@@ -188,7 +188,8 @@ class ModalityStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "unit": UNITS[self.modality], "requests": self.requests, "replays": self.replays,
-            "eager_runs": self.eager_runs, "exact_replays": self.exact_replays, "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
+            "eager_runs": self.eager_runs, "exact_replays": self.exact_replays, "fallbacks": self.fallbacks,
+            "runs": self.runs, "fallback_share": self.fallback_share,
             "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
             "fallback_units": self.fallback_units, "work": self.work, "ms": self.ms, "replay_ms": self.replay_ms,
             "eager_run_ms": self.eager_run_ms, "fallback_ms": self.fallback_ms,

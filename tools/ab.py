@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import statistics
 import time
@@ -161,7 +160,7 @@ def run(args) -> int:
     inputs = {w: make_inputs(table[w], base_vis.config, base_aud.config, device, torch.bfloat16) for w in workloads}
     extra: dict[str, float] = {}
     fns: dict[str, dict] = {}  # variant -> workload -> a call doing the workload once
-    setups: dict[str, dict] = {}  # variant -> workload -> what to set before its calls (exact graphs)
+    exact: dict[str, object] = {}  # variant -> its runtime, where it has exact graphs (off for the mixes)
     keep = []  # the variants' runtimes, alive until every round is done
     with torch.inference_mode():
         for name in variants:
@@ -189,16 +188,15 @@ def run(args) -> int:
 
             fns[name] = {w: runtime_fn(rt, inputs[w].requests, v.unbatched) for w in workloads}
             if rt.exact_graphs:
-                setups[name] = {w: functools.partial(setattr, rt, "exact_graphs", w not in NEVER_REPEATED)
-                                for w in workloads}
+                exact[name] = rt
         rounds = max(1, args.rounds)
         per_round = max(1, -(-args.repeats // rounds))
         samples = {w: {name: [] for name in variants} for w in workloads}
         for r in range(rounds):
             for w in workloads:
                 for name in variants:
-                    if name in setups:
-                        setups[name][w]()
+                    if name in exact:
+                        exact[name].exact_graphs = w not in NEVER_REPEATED
                     samples[w][name] += sample_ms(fns[name][w], per_round, warmup=3 if r == 0 else 1)
     results = {w: {name: statistics.median(ts) for name, ts in row.items()} for w, row in samples.items()}
     card = torch.cuda.get_device_name(device)
