@@ -30,6 +30,7 @@ from omnienc.encoders.ops import (
     linear_gelu,
     triton_available,
 )
+from omnienc.runtime.graphs import capture
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -156,14 +157,7 @@ def test_fused_ops_capture_and_replay():
         x_new, h = add_layernorm_triton(x, y, bias, w, b, 1e-6)
         return x_new, h, bias_gelu_triton(z, zb, "tanh")
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = step()
+    graph, outs = capture(step, warmup=1)
     for _ in range(2):
         for t in (x, y, z):
             t.copy_(torch.randn_like(t))
@@ -252,14 +246,7 @@ def test_audio_front_capture_and_replay():
     def step():
         return audio_front(chunks, convs, conv_valid, impl="triton")
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = step()
+    graph, out = capture(step, warmup=1)
     for seed in (1, 2):
         new_chunks, _, new_valid = front_inputs(16, seed)
         chunks.copy_(new_chunks)
@@ -340,14 +327,7 @@ def test_cudnn_capture_replays_new_segments(layout):
     q, k, v = qkv_as_encoders_pass(qkv, layout)
     cu = cu_of(plans[0])
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        varlen_attention(q, k, v, cu, bound, None, "cudnn")
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = varlen_attention(q, k, v, cu, bound, None, "cudnn")
+    graph, out = capture(lambda: varlen_attention(q, k, v, cu, bound, None, "cudnn"), warmup=1)
     for seqlens in plans:
         cu.copy_(cu_of(seqlens))
         qkv.copy_(torch.randn_like(qkv))
@@ -369,15 +349,7 @@ def test_fastest_backend_on_real_graphs():
     cu = cu_of(seqlens)
 
     def run(backend):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            varlen_attention(q, k, v, cu, max(seqlens), None, backend)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            varlen_attention(q, k, v, cu, max(seqlens), None, backend)
-        return graph.replay
+        return capture(lambda: varlen_attention(q, k, v, cu, max(seqlens), None, backend), warmup=1)[0].replay
 
     backends = available_backends(CUDA, torch.bfloat16, dim)
     best, times = fastest_backend(run, backends, repeats=10)
