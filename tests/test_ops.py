@@ -380,7 +380,8 @@ def test_kernel_bench_front_groups_with_the_kernels(interpreter):
 #
 # bf16 tolerance: the reference rounds what it computes before GELU (the convolution's output, and on
 # the CPU its bias sum again: ``F.linear`` rounds ``x @ W^T``, then ``+ b``; or ``y + b``), then
-# GELU's output; the kernels round GELU of the float32 pre-activation once. Each rounding is within
+# GELU's output; the fused path rounds the unbiased convolution's output (conv1's GEMM, cuDNN for
+# conv2 and conv3), then GELU of the float32 pre-activation once. Each rounding is within
 # half an ulp (<= 2^-8 |v| in bf16) and |GELU'| <= 1.13, so the two differ by at most about
 # ``ULP * (|ref| + |terms rounded before GELU|)``: ``rounded`` is that sum of magnitudes. float32:
 # only the order of the products and the erf differ.
