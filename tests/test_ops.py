@@ -607,3 +607,29 @@ def test_lane_row_flags_takes_outputs_or_their_stack():
     want = row_flags_torch(outs)
     assert not want.all() and want.any()
     assert torch.equal(lane_row_flags(outs), want) and torch.equal(lane_row_flags(torch.stack(outs)), want)
+
+
+def test_kernel_bench_flag_groups():
+    """The row-flags groups on a tiny shape: every variant's flags are the reference's, some rows
+    flagged (torch impl here; the kernel under the interpreter in the next test)."""
+    from omnienc.tools import kernel_bench as kb
+
+    assert [(s.outputs, s.rows, s.width) for s in kb.FLAG_SHAPES] == [(4, 196, 2048), (1, 130, 2048),
+                                                                       (1, 1040, 2048)]
+    assert_flag_groups_agree(kb, "torch")
+
+
+def test_kernel_bench_flag_groups_with_the_kernel(interpreter):
+    from omnienc.tools import kernel_bench as kb
+
+    assert_flag_groups_agree(kb, "triton")
+
+
+def assert_flag_groups_agree(kb, impl: str) -> None:
+    for shape in (kb.FlagShape("tiny", 4, 9, 40), kb.FlagShape("tiny", 1, 5, 33)):
+        for group, args, variants in kb._flag_groups(shape, torch.device("cpu"), impl):
+            ref = variants[0].fn(*args)
+            assert ref.dtype == torch.bool and not ref.all()
+            for v in variants:
+                assert torch.equal(v.fn(*args), ref), (group, v.name)
+            assert all(v.bytes for v in variants)
