@@ -38,6 +38,7 @@ from ..encoders.attention import (
     resolve_backend,
     segment_runs,
 )
+from ..encoders.ops.finite import row_flags as finite_row_flags
 from . import graphs
 from .graphs import PlanLayout, upload, with_tensors
 from .grid import Bucket, ModalityGrid
@@ -97,12 +98,11 @@ class BucketRun:
     capture_s: float = 0.0
 
 
-def row_flags(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """``[rows]`` bool: every value of the row finite in every output tensor."""
-    ok = torch.isfinite(outputs[0]).all(-1)
-    for o in outputs[1:]:
-        ok &= torch.isfinite(o).all(-1)
-    return ok
+def row_flags(outputs: tuple[torch.Tensor, ...] | torch.Tensor) -> torch.Tensor:
+    """``[rows]`` bool: every value of the row finite in every output tensor. ``outputs``: the
+    ``[rows, width]`` outputs, or them stacked ``[n_outputs, rows, width]``. One Triton pass on
+    CUDA, capturable (``encoders.ops.finite``); the PyTorch reference elsewhere."""
+    return finite_row_flags(outputs)
 
 
 class Lane:
@@ -255,7 +255,8 @@ class Lane:
         """A captured forward: its outputs stacked ``[n_outputs, rows, width]`` (so copying a pack's
         rows out is one copy) and the rows' finiteness flags."""
         outputs = self.spec.run(inputs, plan, backend)
-        return torch.stack(outputs), row_flags(outputs)
+        stacked = torch.stack(outputs)
+        return stacked, row_flags(stacked)  # the flags read the stacked copy: one tensor, no other copy
 
     def _stage(self, br: BucketRun, shapes: list):
         """Puts the pack's plan into the plan buffer (one copy; none when the buffer already holds

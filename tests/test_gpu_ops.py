@@ -6,6 +6,8 @@ PyTorch references (residual sum bit-identical, the rest within one rounding) an
 captured in a CUDA graph and replayed on new inputs. The audio conv front-end at real sizes (80
 chunks of [128 mel, 100 frames], 480 channels, some chunks cut): the fused path against float64, as
 accurate as the unfused bf16 path, and captured and replayed with new chunks and lengths.
+Output row flags at the encoders' output shapes, bf16 and float32, NaN and inf planted: the
+kernel's flags exactly the reference's, over the outputs, stacked and strided; captured and replayed.
 cuDNN attention (skipped without ``nvidia-cudnn-frontend``): per-segment float32 SDPA as the
 reference at the vision (16 x 72) and audio (20 x 64) layouts the encoders pass, zero-length
 segments included, error no worse than FlashAttention varlen's; capture, then replay with other
@@ -28,6 +30,9 @@ from omnienc.encoders.ops import (
     bias_gelu_torch,
     bias_gelu_triton,
     linear_gelu,
+    row_flags,
+    row_flags_torch,
+    row_flags_triton,
     triton_available,
 )
 from omnienc.runtime.graphs import capture
@@ -254,6 +259,68 @@ def test_audio_front_capture_and_replay():
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, step())
+
+
+# ---- output row flags -------------------------------------------------------------------------------
+
+# (outputs, rows, width): one 448x448 image's vision outputs, one and eight 10 s clips' audio output,
+# an odd bucket's rows, a narrow width, more outputs than one launch reads
+FLAG_SHAPES = [(4, 196, 2048), (1, 130, 2048), (1, 1040, 2048), (4, 785, 2048), (2, 7, 1280), (6, 33, 2048)]
+
+
+def planted(n: int, rows: int, cols: int, seed: int, dtype=torch.bfloat16) -> list[torch.Tensor]:
+    """``n`` random CUDA ``[rows, cols]`` tensors with the dtype's largest finite values of both
+    signs, then a NaN, +inf and -inf (twice each), at random (tensor, row, column) places."""
+    g = torch.Generator().manual_seed(seed)
+    ts = [(torch.randn(rows, cols, generator=g) * 3).to(device=CUDA, dtype=dtype) for _ in range(n)]
+    big = torch.finfo(dtype).max
+    for v in [big, -big, float("nan"), float("inf"), float("-inf")] * 2:
+        k, r, c = (int(torch.randint(m, (1,), generator=g)) for m in (n, rows, cols))
+        ts[k][r, c] = v
+    return ts
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n,rows,cols", FLAG_SHAPES)
+def test_row_flags_matches_reference(n, rows, cols, dtype):
+    """The kernel over the outputs, over them stacked and over strided views of them: exactly the
+    reference's flags; ``auto`` runs the kernel on CUDA."""
+    for seed in range(3):
+        ts = planted(n, rows, cols, seed, dtype)
+        want = row_flags_torch(ts)
+        assert want.dtype == torch.bool and want.shape == (rows,) and not want.all()
+        for got in (row_flags(ts), row_flags_triton(ts), row_flags_triton(torch.stack(ts))):
+            assert got.is_cuda and torch.equal(got, want)
+        halves = [t[:, ::2] for t in ts]  # column stride 2
+        assert torch.equal(row_flags_triton(halves), row_flags_torch(halves))
+        inner = torch.stack(ts, dim=1).transpose(0, 1)  # [n, rows, cols], rows of stride n * cols
+        assert torch.equal(row_flags_triton(inner), want)
+
+
+@needs_triton
+@pytest.mark.parametrize("n,rows", [(4, 196), (1, 1040)])
+def test_row_flags_capture_and_replay(n, rows):
+    """In a CUDA graph (the runtime's use: ``Lane._forward`` stacks, then flags the stack), replayed
+    on new outputs with other bad rows."""
+    ts = planted(n, rows, 2048, seed=0)
+    stacked = torch.stack(ts)
+
+    def step():
+        return row_flags(ts), row_flags(stacked), row_flags(torch.stack(ts))
+
+    graph, outs = capture(step, warmup=1)
+    for seed in (1, 2, 3):
+        new = planted(n, rows, 2048, seed)
+        for t, fresh in zip(ts, new):
+            t.copy_(fresh)
+        stacked.copy_(torch.stack(new))
+        graph.replay()
+        torch.cuda.synchronize()
+        want = row_flags_torch(new)
+        assert not want.all()
+        for out in outs:
+            assert torch.equal(out, want)
 
 
 # ---- cuDNN attention --------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ from omnienc.encoders.ops import (
     conv1_gelu_mask,
     conv1_gelu_mask_triton,
     linear_gelu,
+    row_flags,
+    row_flags_torch,
+    row_flags_triton,
 )
 from omnienc.encoders.ops._triton import interpreting
 
@@ -505,3 +508,128 @@ def test_audio_encoder_with_triton_front_matches_hf(interpreter, audio_pair):
     out = fused(torch.cat(feats, dim=1), torch.tensor(lens))
     assert out.shape == ref.shape
     assert rel_err(out, ref) <= 1e-5
+
+
+# ---- output row finiteness flags --------------------------------------------------------------------
+
+
+def planted(n: int, rows: int, cols: int, dtype, seed: int, bad: int = 6) -> list[torch.Tensor]:
+    """``n`` random ``[rows, cols]`` tensors with the dtype's largest finite values of both signs
+    at random (tensor, row, column) places (finite: they must not flag a row), then ``bad`` NaN /
+    +inf / -inf at random places."""
+    g = torch.Generator().manual_seed(seed)
+    ts = [(torch.randn(rows, cols, generator=g) * 3).to(dtype) for _ in range(n)]
+    big = torch.finfo(dtype).max
+    for v in [big, -big] * 2 + ([float("nan"), float("inf"), float("-inf")] * bad)[:bad]:
+        k, r, c = (int(torch.randint(m, (1,), generator=g)) for m in (n, rows, cols))
+        ts[k][r, c] = v
+    return ts
+
+
+FLAG_CASES = [  # (tensors, rows, cols, dtype)
+    (1, 1, 1, torch.float32),
+    (1, 13, 33, torch.float32),
+    (1, 37, 130, torch.bfloat16),
+    (4, 7, 48, torch.bfloat16),
+    (4, 29, 67, torch.float32),
+    (4, 5, 2049, torch.bfloat16),  # two column steps
+    (3, 11, 20, torch.float16),
+]
+
+
+@pytest.mark.parametrize("n,rows,cols,dtype", FLAG_CASES)
+def test_row_flags_triton_matches_reference(interpreter, n, rows, cols, dtype):
+    """The kernel over the tensors and over them stacked: exactly the reference's flags (which are
+    today's ``isfinite(o).all(-1)`` chain), some rows flagged, the largest finite values not."""
+    for seed in range(3):
+        ts = planted(n, rows, cols, dtype, seed=seed * 1000 + rows * cols + n, bad=min(rows, 6) if seed else 1)
+        want = torch.isfinite(ts[0]).all(-1)
+        for t in ts[1:]:
+            want &= torch.isfinite(t).all(-1)
+        assert torch.equal(row_flags_torch(ts), want)
+        assert torch.equal(row_flags_torch(torch.stack(ts)), want)
+        for got in (row_flags_triton(ts), row_flags_triton(torch.stack(ts)), row_flags(ts, impl="triton")):
+            assert got.dtype == torch.bool and got.shape == (rows,)
+            assert torch.equal(got, want), (got, want)
+        if rows > 1:
+            assert not want.all()
+    huge = [torch.full((rows, cols), torch.finfo(dtype).max, dtype=dtype) for _ in range(n)]
+    assert row_flags_triton(huge).all() and row_flags_triton([-t for t in huge]).all()
+
+
+def test_row_flags_triton_reads_views_in_place(interpreter):
+    """Strided rows, strided and transposed columns, a stacked view whose tensors are not
+    contiguous, more tensors than one launch reads (a second launch ANDs), mixed dtypes."""
+    base = planted(1, 30, 90, torch.bfloat16, seed=1, bad=0)[0]
+    base[12, 5], base[22, 20], base[3, 50] = float("nan"), float("inf"), float("-inf")  # rows 4, 7, 3 below
+    views = [base[::3, :40], base[1::3, ::2], base[2::3, 7:50], base[:10, 45:].t()[:10].t()]
+    assert all(v.shape[0] == 10 for v in views) and not any(v.is_contiguous() for v in views)
+    want = row_flags_torch(views)
+    assert torch.equal(row_flags_triton(views), want) and (~want).nonzero().flatten().tolist() == [3, 4, 7]
+    inner = torch.stack(planted(3, 9, 24, torch.float32, seed=2), dim=1)  # [rows, n, cols]
+    stacked = inner.transpose(0, 1)  # [n, rows, cols] view, rows of stride n * cols
+    assert torch.equal(row_flags_triton(stacked), row_flags_torch(stacked))
+    assert torch.equal(row_flags_triton(stacked[:, :, ::3]), row_flags_torch(stacked[:, :, ::3]))
+    many = planted(6, 17, 21, torch.float32, seed=3) + [t.bfloat16() for t in planted(3, 17, 5, torch.float32, seed=4)]
+    got = row_flags_triton(many)
+    assert torch.equal(got, row_flags_torch(many)) and not got.all()
+    for k in range(len(many)):  # each tensor's bad rows count, whichever launch reads it
+        assert torch.equal(row_flags_triton(many[:k] + [torch.zeros_like(many[k]).fill_(float("nan"))]),
+                           torch.zeros(17, dtype=torch.bool))
+
+
+def test_row_flags_edges_and_impl_choice(interpreter):
+    assert row_flags_triton(torch.empty(0, 8)).shape == (0,)
+    assert row_flags_triton([torch.empty(5, 0), torch.empty(5, 0)]).tolist() == [True] * 5
+    assert row_flags_triton(torch.empty(0, 5, 8)).tolist() == [True] * 5 == row_flags_torch(torch.empty(0, 5, 8)).tolist()
+    x = planted(2, 6, 10, torch.float32, seed=5)
+    assert torch.equal(row_flags(x), row_flags_torch(x))  # auto on CPU tensors: the reference
+    x64 = [t.double() for t in x]
+    assert torch.equal(row_flags(x64), row_flags_torch(x64))
+    with pytest.raises(ValueError, match="reads"):
+        row_flags(x64, impl="triton")
+    with pytest.raises(ValueError, match="rows"):
+        row_flags([x[0], x[1][:5]], impl="triton")
+    with pytest.raises(ValueError, match="non-empty"):
+        row_flags([])
+    with pytest.raises(ValueError, match=r"\[rows, cols\]"):
+        row_flags_torch([torch.stack(x)])
+    with pytest.raises(ValueError, match="unknown impl"):
+        row_flags(x, impl="cuda")
+
+
+def test_lane_row_flags_takes_outputs_or_their_stack():
+    """``runtime.lane.row_flags`` (what every run computes): the reference's flags on the CPU, for
+    the outputs as returned and for them stacked as the captured forward passes them."""
+    from omnienc.runtime.lane import row_flags as lane_row_flags
+
+    outs = tuple(planted(4, 23, 40, torch.bfloat16, seed=6))
+    want = row_flags_torch(outs)
+    assert not want.all() and want.any()
+    assert torch.equal(lane_row_flags(outs), want) and torch.equal(lane_row_flags(torch.stack(outs)), want)
+
+
+def test_kernel_bench_flag_groups():
+    """The row-flags groups on a tiny shape: every variant's flags are the reference's, some rows
+    flagged (torch impl here; the kernel under the interpreter in the next test)."""
+    from omnienc.tools import kernel_bench as kb
+
+    assert [(s.outputs, s.rows, s.width) for s in kb.FLAG_SHAPES] == [(4, 196, 2048), (1, 130, 2048),
+                                                                       (1, 1040, 2048)]
+    assert_flag_groups_agree(kb, "torch")
+
+
+def test_kernel_bench_flag_groups_with_the_kernel(interpreter):
+    from omnienc.tools import kernel_bench as kb
+
+    assert_flag_groups_agree(kb, "triton")
+
+
+def assert_flag_groups_agree(kb, impl: str) -> None:
+    for shape in (kb.FlagShape("tiny", 4, 9, 40), kb.FlagShape("tiny", 1, 5, 33)):
+        for group, args, variants in kb._flag_groups(shape, torch.device("cpu"), impl):
+            ref = variants[0].fn(*args)
+            assert ref.dtype == torch.bool and not ref.all()
+            for v in variants:
+                assert torch.equal(v.fn(*args), ref), (group, v.name)
+            assert all(v.bytes for v in variants)

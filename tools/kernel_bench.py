@@ -3,7 +3,9 @@
 
 Shapes: vision T = 784, 3136, 6272 tokens x hidden 1152 (MLP 4304, tanh-GELU, LN eps 1e-6); audio
 L = 130, 1040 tokens x d_model 1280 (FFN 5120, exact GELU, LN eps 1e-5); the audio conv front-end at
-10 and 80 chunks of [128 mel, 100 frames] (one and eight 10 s clips), 480 channels.
+10 and 80 chunks of [128 mel, 100 frames] (one and eight 10 s clips), 480 channels; the runtime's
+output row flags at the vision encoder's 4 x [196, 2048] (one 448x448 image) and the audio
+encoder's [130, 2048] and [1040, 2048] (one and eight 10 s clips).
 
 Per shape, three groups:
     ``add+LN``        the op alone: ``x + y; F.layer_norm`` vs ``add_layernorm`` (bias kept in the GEMM,
@@ -21,6 +23,13 @@ Per front-end shape (``ops.audio_front``; the reference is the encoder's ``fusio
     ``conv2 epilogue``, ``conv3 epilogue + flatten``  on an unbiased conv output: ``gelu(y + b) *
                       keep`` (+ the permute/reshape copy) vs ``bias_gelu_mask``, and the passes
                       today's code pays after a biased convolution (``gelu(y) * keep``).
+
+Per row-flags shape (``ops.finite``; the reference is ``row_flags_torch``, today's per-output
+``isfinite(o).all(-1)`` and ``&=``; a few NaN and inf planted so the flags compared are not all True):
+    ``row flags``     of the outputs as the encoder returns them vs ``row_flags`` over them (one
+                      launch) vs ``row_flags`` over them stacked (what the lane's captured forward reads).
+    ``stack + flags`` the captured forward's tail: ``torch.stack`` then the reference's flags of the
+                      outputs vs ``torch.stack`` then ``row_flags`` of the stacked tensor.
 
 Every variant is checked against its group's first (the unfused reference) before it is timed (max
 abs error, reported); timing captures ``--inner`` calls in a CUDA graph and replays it ``--repeats``
@@ -50,6 +59,8 @@ from ..encoders.ops import (
     conv1_gelu_mask,
     gelu_mask,
     linear_gelu,
+    row_flags,
+    row_flags_torch,
 )
 from .attn_bench import _time_graph
 
@@ -87,6 +98,22 @@ class FrontShape:
 
 
 FRONT_SHAPES = (FrontShape("audio front 10 chunks", 10), FrontShape("audio front 80 chunks", 80))
+
+
+@dataclass(frozen=True)
+class FlagShape:
+    name: str
+    outputs: int  # tensors per run
+    rows: int
+    width: int = 2048
+
+    @property
+    def tokens(self) -> int:
+        return self.rows
+
+
+FLAG_SHAPES = (FlagShape("vision flags 1 image", 4, 196), FlagShape("audio flags 1 clip", 1, 130),
+               FlagShape("audio flags 8 clips", 1, 1040))
 
 
 @dataclass
@@ -203,12 +230,46 @@ def _front_groups(s: FrontShape, device, impl: str = "triton") -> list[tuple[str
     ]
 
 
+def _flag_groups(s: FlagShape, device, impl: str = "triton") -> list[tuple[str, tuple, list[Variant]]]:
+    """(group, args, variants) for one row-flags shape, as ``_groups``: bf16 outputs with a NaN,
+    a +inf and a -inf planted in rows of different outputs (the last one where there are several)."""
+    outs = [torch.randn(s.rows, s.width, device=device, dtype=torch.bfloat16) for _ in range(s.outputs)]
+    for k, (row, value) in enumerate([(0, float("nan")), (s.rows // 2, float("inf")), (s.rows - 1, float("-inf"))]):
+        outs[k % s.outputs][row, (k * 977) % s.width] = value
+    stacked = torch.stack(outs)
+    nbytes = stacked.numel() * stacked.element_size()
+    read = nbytes + s.rows  # the outputs read once, the bool flags written once
+
+    def stack_then_flags(of_stacked: bool):
+        """The stack, then the flags; only the flags are returned and compared (the stacked copy
+        holds the planted NaN, which would make any error NaN)."""
+        def fn(*o):
+            st = torch.stack(o)
+            return row_flags(st, impl=impl) if of_stacked else row_flags_torch(o)
+        return fn
+
+    return [
+        ("row flags", tuple(outs), [
+            Variant("isfinite(o).all(-1) &= ... (per output)", lambda *o: row_flags_torch(o), read),
+            Variant("row_flags (outputs)", lambda *o: row_flags(o, impl=impl), read),
+            Variant("row_flags (stacked)", lambda *o: row_flags(stacked, impl=impl), read),
+        ]),
+        ("stack + flags", tuple(outs), [
+            Variant("stack; flags of the outputs (torch)", stack_then_flags(False), read + nbytes),
+            Variant("stack; row_flags(stacked)", stack_then_flags(True), read + nbytes),
+        ]),
+    ]
+
+
 def _cases(device):
-    """(shape name, tokens, groups builder) of every shape, the blocks' then the front-end's."""
+    """(shape name, tokens, groups builder) of every shape: the blocks', the front-end's, the row
+    flags'."""
     for s in SHAPES:
         yield s.name, s.tokens, lambda s=s: _groups(s, device)
     for s in FRONT_SHAPES:
         yield s.name, s.tokens, lambda s=s: _front_groups(s, device)
+    for s in FLAG_SHAPES:
+        yield s.name, s.tokens, lambda s=s: _flag_groups(s, device)
 
 
 def _max_err(out, ref) -> float:

@@ -8,6 +8,8 @@ reference beside it (the reference is what the CPU and float32 paths run).
                        aligned GEMM over its patches, then bias + exact GELU + time mask in one pass)
                        and ``bias_gelu_mask`` (bias + GELU + mask after conv2 and conv3, the last one
                        also flattening to ``[C, t, ch * f]``)
+    ``row_flags``      per output row, whether every value of every output is finite (the
+                       runtime's check of each run), one pass over one or several tensors
 """
 
 from ._triton import triton_available
@@ -23,6 +25,7 @@ from .audio_front import (
     conv_gelu_mask,
     gelu_mask,
 )
+from .finite import row_flags, row_flags_torch, row_flags_triton
 from .linear_gelu import bias_gelu, bias_gelu_torch, bias_gelu_triton, linear_gelu
 
 __all__ = [
@@ -42,5 +45,8 @@ __all__ = [
     "conv_gelu_mask",
     "gelu_mask",
     "linear_gelu",
+    "row_flags",
+    "row_flags_torch",
+    "row_flags_triton",
     "triton_available",
 ]
