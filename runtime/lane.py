@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..encoders.attention import (
-    DENSE_MIN_SEQLEN,
     available_backends,
-    cudnn_supported,
     dense_layout,
     dense_supported,
     fastest_backend,
@@ -118,9 +116,7 @@ class Lane:
         attention: the attention backend of every run, or ``"auto"``: the encoder's default.
         eager_attention: uncaptured runs' backend: ``"auto"`` takes ``dense`` (cuDNN over runs of
             equal-length segments) where the layout suits it (``encoders.attention.dense_layout``)
-            and ``attention`` is ``"auto"`` or ``"fastest"``; else, for a run of at least
-            ``EAGER_CUDNN_TOKENS`` tokens with a segment of ``DENSE_MIN_SEQLEN`` or more, the cuDNN
-            frontend's varlen attention where it is installed; else the lane's backend. Or a backend name.
+            and ``attention`` is ``"auto"`` or ``"fastest"``, else the lane's backend; or a backend name.
         exact_graphs: capture graphs of repeated exact pack layouts (see the module docstring).
     """
 
@@ -133,10 +129,6 @@ class Lane:
     # bound holds per launching thread.
     DENSE_AFTER = 2
     DENSE_SHAPES = 128
-    # The cuDNN frontend's varlen attention costs ~0.2 ms of host time per call (27 per vision
-    # forward) and runs long multi-segment layouts 1.4-1.5x faster than FlashAttention: uncaptured
-    # runs of this many tokens are GPU-bound enough for it to pay.
-    EAGER_CUDNN_TOKENS = 8192
     EXACT_AT = 2  # a layout's graph is captured at this sighting
     EXACT_GRAPHS = 16  # exact graphs kept (least recently used out)
     EXACT_SEEN = 1024  # layouts whose sightings are remembered
@@ -232,9 +224,6 @@ class Lane:
         if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
                 and dense_layout(seqlens) and self._admit_dense(segment_runs(seqlens))):
             return "dense"
-        if (self.attention in ("auto", "fastest") and sum(seqlens) >= self.EAGER_CUDNN_TOKENS
-                and max(seqlens) >= DENSE_MIN_SEQLEN and cudnn_supported(self.device, enc.dtype, enc.head_dim)):
-            return "cudnn"
         return self.backend()
 
     def _admit_dense(self, runs: list[tuple[int, int]]) -> bool:
@@ -563,8 +552,8 @@ class Lane:
         m.fill(requests, shapes, inputs)
         host_plan = m.plan(shapes)
         plan = upload(host_plan, self.device)
-        # The frontend's ``cudnn`` only for long runs (its per-call host work made a run of 8 images
-        # 448x448 slower on an H200: 23.2 vs 16.2 ms); torch's own cuDNN SDPA on equal-length runs.
+        # Not the frontend's ``cudnn`` (its per-call host work made uncaptured runs slower on an
+        # H200: 8 images 448x448 23.2 vs 16.2 ms), but torch's own cuDNN SDPA on equal-length runs.
         backend = self.eager_backend(host_plan.seqlens)
         self._eager_attention_runs[backend] = self._eager_attention_runs.get(backend, 0) + 1
         outputs = m.run(inputs, plan, backend)

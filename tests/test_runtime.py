@@ -416,27 +416,6 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     check_against_direct(encoders, reqs, outs)
 
 
-def test_long_uncaptured_runs_take_the_cudnn_frontend_where_dense_does_not_suit(encoders, monkeypatch):
-    """``eager_attention="auto"``: a run of at least ``EAGER_CUDNN_TOKENS`` tokens with a segment of
-    ``DENSE_MIN_SEQLEN`` or more goes to the cuDNN frontend (where installed) unless ``dense`` takes
-    it; shorter runs, audio's short windows, and lanes without the frontend keep their backend."""
-    from omnienc.runtime import lane as lane_mod
-
-    vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
-    lane, big = rt.vision, lane_mod.Lane.EAGER_CUDNN_TOKENS
-    mixed = (196, 784, 1200, 3680, big)  # distinct lengths: dense would see one run per length
-    assert lane.eager_backend(mixed) == "sdpa"  # no frontend here
-    monkeypatch.setattr(lane_mod, "cudnn_supported", lambda *a: True)
-    assert lane.eager_backend(mixed) == "cudnn"
-    assert lane.eager_backend((196, 784)) == "sdpa"  # short: host-bound, the frontend's calls would cost
-    assert rt.audio.eager_backend((104, 26) * (big // 100)) == "sdpa"  # long, but windows of < 128
-    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
-    assert [lane.eager_backend((big,)) for _ in range(2)] == ["cudnn", "dense"]  # dense once admitted
-    lane.eager_attention = "sdpa"
-    assert lane.eager_backend(mixed) == "sdpa"  # a named backend is kept
-
-
 def test_audio_fill_lays_out_chunks_as_chunk_features(encoders):
     """``AudioModality.fill`` writes whole chunks and zero-padded tails straight into a buffer holding
     stale values: the rows equal ``chunk_features`` of each request."""
