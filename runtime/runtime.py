@@ -115,7 +115,10 @@ class EncoderRuntime:
             backend; or one backend name.
         exact_graphs: capture a CUDA graph of a pack's exact layout when it comes back (its
             ``Lane.EXACT_AT``-th sighting) and replay it, unpadded, from then on (``runtime.lane``);
-            None: on with CUDA graphs.
+            None: on with CUDA graphs. Such a capture runs while serving and, as every torch
+            capture, marks the device's default CUDA generator capturing: another thread's random
+            op on that generator meanwhile fails (README, "Known hazard"); threads that sample
+            concurrently should use their own ``torch.Generator``, or pass False.
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,

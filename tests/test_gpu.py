@@ -265,6 +265,57 @@ def test_encode_mixed_uses_graphs_and_reports_pool_memory(runtime):
 
 
 @torch.inference_mode()
+def test_live_captures_and_other_threads_random_ops(runtime):
+    """Exact-layout graphs are captured while serving. torch registers the device's default CUDA
+    generator with every capture and marks it capturing until the capture ends, so meanwhile a
+    random op drawn from the default generator on another thread fails ("Offset increment outside
+    graph capture"): a known hazard (README, Limitations), reproduced here. A thread drawing from its
+    own ``torch.Generator`` keeps working, and the captured results equal the encoder's."""
+    import threading
+
+    from omnienc.runtime import VisionRequest
+
+    rt, _ = runtime
+    vis, aud = rt.vision.encoder, rt.audio.encoder
+
+    def run(private: bool) -> tuple[int, list[str]]:
+        rt.vision._exact_seen.clear()
+        before = rt.stats()["vision"]["exact_captures"]
+        stop, errors, draws = threading.Event(), [], [0]
+
+        def sampler():
+            gen = torch.Generator(device=CUDA) if private else None
+            while not stop.is_set():
+                try:
+                    torch.multinomial(torch.rand(64, 1000, device=CUDA, generator=gen), 1, generator=gen)
+                    draws[0] += 1
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(f"{type(e).__name__}: {e}")
+                    return
+
+        t = threading.Thread(target=sampler, daemon=True)
+        t.start()
+        try:
+            for h, w in ((22, 30), (24, 26), (30, 18), (26, 26), (20, 34), (32, 20)):
+                for _ in range(3):  # captured at the second sighting, replayed at the third
+                    gen = torch.Generator(device=CUDA)
+                    px = torch.randn(h * w, vis.in_features, device=CUDA, generator=gen)
+                    reqs = [VisionRequest(px, torch.tensor([[1, h, w]]))]
+                    check_outputs(vis, aud, reqs, rt.encode(reqs))
+        finally:
+            stop.set()
+            t.join(30)
+        captures = rt.stats()["vision"]["exact_captures"] - before
+        print(f"live captures ({'own' if private else 'default'} generator): {captures}, "
+              f"sampler draws {draws[0]}, errors {errors[:1]}")
+        assert captures == 6 and draws[0] > 0
+        return draws[0], errors
+
+    assert run(private=True)[1] == []
+    _, errors = run(private=False)
+    assert all("Offset increment outside graph capture" in e for e in errors)  # the hazard, when hit
+
+
 def test_exact_graphs_replay_repeated_layouts(runtime):
     """Layouts that come back -- one 448x448 image (a graph bucket), one 1280x736 image and eight
     448x448 images together (eager buckets), one 10 s clip, eight 10 s clips -- are captured at their
@@ -337,12 +388,16 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
 
     def make(i):
         r = random.Random(rng.random() + i)
+        # each client draws from its own generator: exact graphs are captured live meanwhile, and a
+        # capture marks the default generator capturing (test_live_captures_and_other_threads_random_ops)
+        gen = torch.Generator(device=CUDA)
+        gen.manual_seed(r.randrange(2**31))
         if r.random() < 0.5:
             t = 1 if r.random() < 0.9 else 2 * r.randint(1, 4)
             h, w = 2 * r.randint(4, 28), 2 * r.randint(4, 28)
-            return VisionRequest(torch.randn(t * h * w, 1536, device=CUDA), torch.tensor([[t, h, w]]))
+            return VisionRequest(torch.randn(t * h * w, 1536, device=CUDA, generator=gen), torch.tensor([[t, h, w]]))
         lens = [r.randint(20, 3000) for _ in range(1 if r.random() < 0.8 else 2)]
-        return AudioRequest(torch.randn(128, sum(lens), device=CUDA), torch.tensor(lens))
+        return AudioRequest(torch.randn(128, sum(lens), device=CUDA, generator=gen), torch.tensor(lens))
 
     def rss() -> int:  # resident bytes now
         with open("/proc/self/statm") as f:
