@@ -5,9 +5,10 @@ waiting for its result and submitting the next; against one ``encode`` of the 8 
 ``FakeRuntime``: real validation and packing (the tiny encoders' runtime), a ``launch`` that spends
 ``--host-ms`` of host time and returns a batch that a fake GPU finishes after ``fixed + per_request
 * n`` ms, one batch after another (a device runs its batches serially, in launch order). The
-default costs are those of H200 measurements (docs/BENCHMARKS.md: one image448 ~3.3 ms, 8 of them
-~16.1 ms; one audio10s ~2.2 ms, 8 ~6.1 ms), so the ratio here shows what the service's batching and
-thread hops cost against the GPU time, without a GPU.
+default costs fit that line through H200 measurements of the graphed runtime (one image448 ~2.7 ms,
+8 of them together ~14.4 ms; one audio10s ~1.9 ms, 8 together ~4.6 ms), so the ratio here shows what
+the service's batching and thread hand-offs cost against the GPU time, without a GPU. The shorter the
+GPU time of a batch of 8 (audio10s), the larger the share of those hand-offs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from omnienc.runtime import AudioRequest, EncoderRuntime, EncoderService, Vision
 from omnienc.tools.models import tiny_configs
 
 # (fixed ms per batch, ms per request) of a fake GPU, and the request shape, per workload.
-WORKLOADS = {"image448": ((1.5, 1.83), "vision", [(1, 28, 28)]), "audio10s": ((1.68, 0.56), "audio", [1000])}
+WORKLOADS = {"image448": ((1.03, 1.67), "vision", [(1, 28, 28)]), "audio10s": ((1.51, 0.386), "audio", [1000])}
 
 
 class FakeBatch:
