@@ -371,7 +371,8 @@ class EncoderService:
             self._delivered += delivered
             dev.jobs -= 1
             dev.queued_ms = max(dev.queued_ms - job.predicted_ms, 0.0) if dev.jobs else 0.0
-            self._cv.notify_all()
+            if self._pending:  # else the batcher waits for a submit, and the first one wakes it
+                self._cv.notify_all()
 
     def _device_failed(self, dev: _Device, job: _Job, error: Exception) -> None:
         """Marks ``dev`` unhealthy and sends its job once to the other devices (or fails it)."""
