@@ -218,13 +218,17 @@ class Lane:
 
     def eager_backend(self, seqlens) -> str:
         """The backend of an uncaptured run over segments ``seqlens`` (see ``eager_attention``)."""
-        enc = self.encoder
         if self.eager_attention != "auto":
+            enc = self.encoder
             return resolve_backend(self.eager_attention, self.device, enc.dtype, enc.head_dim)
-        if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
-                and dense_layout(seqlens) and self._admit_dense(segment_runs(seqlens))):
-            return "dense"
-        return self.backend()
+        return "dense" if self._dense_suits(seqlens) and self._admit_dense(segment_runs(seqlens)) else self.backend()
+
+    def _dense_suits(self, seqlens) -> bool:
+        """Whether ``dense`` may take a run over ``seqlens``: the lane's attention is ``auto`` or
+        ``fastest``, cuDNN runs these tensors, and the layout suits it (``dense_layout``)."""
+        enc = self.encoder
+        return (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
+                and dense_layout(seqlens))
 
     def _admit_dense(self, runs: list[tuple[int, int]]) -> bool:
         """Counts a sighting of each run's shape; True when every one has been seen ``DENSE_AFTER``
@@ -522,11 +526,7 @@ class Lane:
         """The attention backend of an exact graph over segments ``seqlens``: ``dense`` where the
         layout suits it (as uncaptured runs; its cuDNN plans count against ``DENSE_SHAPES``), else
         the lane's backend."""
-        enc = self.encoder
-        if (self.attention in ("auto", "fastest") and dense_supported(self.device, enc.dtype, enc.head_dim)
-                and dense_layout(seqlens) and self._dense_room(segment_runs(seqlens))):
-            return "dense"
-        return self.backend()
+        return "dense" if self._dense_suits(seqlens) and self._dense_room(segment_runs(seqlens)) else self.backend()
 
     def _dense_room(self, runs: list[tuple[int, int]]) -> bool:
         """Admits every run's shape to ``dense`` at once if all fit among the ``DENSE_SHAPES``."""
