@@ -245,3 +245,14 @@ def test_bench_configs_are_the_shared_ones():
         got = encoder_configs(tiny=tiny)
         assert [c.to_dict() for c in got] == [c.to_dict() for c in expected]
         assert all(c._attn_implementation == "sdpa" for c in got)
+
+
+def test_launch_bench_runs_the_replay_path(capsys):
+    """``tools/launch_bench`` times ``launch`` over stub graph replays: it runs (it had drifted from
+    ``Lane._forward``'s signature unnoticed) and reports each workload."""
+    from omnienc.tools import launch_bench
+
+    # --host-finite: without it the tool stubs the input scan out for the whole process
+    launch_bench.main(["--workloads", "image448,audio10s", "--repeats", "3", "--rounds", "1", "--host-finite"])
+    out = capsys.readouterr().out
+    assert "image448: launch" in out and "audio10s: launch" in out

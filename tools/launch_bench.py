@@ -74,7 +74,7 @@ def stub_capture(rt: EncoderRuntime, requests: list) -> None:
             br.attention = lane.backend()
             lane._stage(br, [])
             with torch.inference_mode():
-                br.outputs = lane._forward(br, br.plan, br.attention)
+                br.outputs = lane._forward(br.inputs, br.plan, br.attention)
             br.graph = StubGraph()
 
 
@@ -104,7 +104,15 @@ def main(argv=None) -> None:
         from omnienc.runtime import requests as requests_module
 
         requests_module.check_finite = lambda *a: None
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args) -> None:
     rt = build_runtime()
     for name in args.workloads.split(","):
         reqs = make_requests(rt, name)
