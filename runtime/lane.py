@@ -361,8 +361,8 @@ class Lane:
     def run(self, requests: list, shapes: list, ids: list[int]) -> list[tuple[object, Check | None]]:
         """Packs and runs validated requests (``ids``: their indices in the caller's call, for
         errors). Returns per request ``(output, check)`` or ``(exception, None)``, in order; nothing
-        here waits for the GPU."""
-        self._drain_timings()
+        here waits for the GPU (finished runs' timings are read by ``drain_timings``, which the runtime
+        calls once the launch's work is enqueued)."""
         self.stats.requests += len(requests)
         sizes = [self.sizes(s) for s in shapes]
         if len(requests) == 1:  # the common case, without the packing's bookkeeping
@@ -542,7 +542,10 @@ class Lane:
         caller copies them to the host right away, in stream order)."""
         stacked, flags = outputs
         stacked = stacked.narrow_copy(1, 0, used)  # [n_outputs, used, width], one copy
-        flags = flags[:used] if self._cuda else flags.narrow_copy(0, 0, used)
+        if self._cuda:
+            flags = flags if flags.shape[0] == used else flags[:used]
+        else:
+            flags = flags.narrow_copy(0, 0, used)
         return (*stacked.unbind(0), flags)
 
     def _eager(self, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
@@ -602,14 +605,14 @@ class Lane:
         end.synchronize()
         self._add_ms(stat, start.elapsed_time(end))
 
-    def _drain_timings(self, wait: bool = False) -> None:
+    def drain_timings(self, wait: bool = False) -> None:
         """Adds finished runs' GPU times to the statistics (all of them, waiting, if ``wait``)."""
         while self._timings and (wait or self._timings[0][2].query()):
             self._resolve(*self._timings.popleft())
 
     def stats_dict(self) -> dict:
         """The modality's statistics (``stats.ModalityStats.to_dict``) plus what capture did."""
-        self._drain_timings(wait=True)
+        self.drain_timings(wait=True)
         d = self.stats.to_dict()
         for b, br in self.buckets.items():
             d["buckets"][f"{b.size}x{b.batch}"].update(
@@ -631,7 +634,7 @@ class Lane:
         return out
 
     def reset_stats(self) -> None:
-        self._drain_timings(wait=True)
+        self.drain_timings(wait=True)
         self._eager_attention_runs = {}
         self.stats = new_modality_stats(self.modality, list(self.buckets), lambda b: self.buckets[b].stats.graph)
         for s in self.stats.buckets:
