@@ -389,14 +389,16 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     lane = rt.vision
     assert lane.eager_backend((3520,)) == "sdpa"  # the CPU: no cuDNN attention
     monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
-    # A shape runs dense from its second sighting (cuDNN builds a graph per shape) ...
-    assert [lane.eager_backend((3520,)) for _ in range(3)] == ["sdpa", "dense", "dense"]
-    assert [lane.eager_backend((784,) * 8) for _ in range(2)] == ["sdpa", "dense"]
+    # A shape runs dense from its DENSE_AFTER-th sighting (cuDNN builds a graph per shape) ...
+    n = lane_mod.Lane.DENSE_AFTER
+    assert n >= 2
+    assert [lane.eager_backend((3520,)) for _ in range(n + 1)] == ["sdpa"] * (n - 1) + ["dense"] * 2
+    assert [lane.eager_backend((784,) * 8) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
     assert lane.eager_backend((784, 100)) == "sdpa" and rt.audio.eager_backend((104, 26)) == "sdpa"
     # ... and at most DENSE_SHAPES shapes ever do: a new one past that keeps the lane's backend.
     monkeypatch.setattr(lane_mod.Lane, "DENSE_SHAPES", 3)
-    assert [lane.eager_backend((1024,)) for _ in range(2)] == ["sdpa", "dense"]
-    assert [lane.eager_backend((2048,)) for _ in range(3)] == ["sdpa"] * 3
+    assert [lane.eager_backend((1024,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
+    assert [lane.eager_backend((2048,)) for _ in range(n + 1)] == ["sdpa"] * (n + 1)
     assert lane.eager_backend((784,) * 8) == "dense" and len(lane._dense_seen) == 3
     assert rt.stats()["vision"]["dense_shapes"] == 3
     lane.eager_attention = "sdpa"
