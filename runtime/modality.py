@@ -56,7 +56,16 @@ class VisionModality:
         return (torch.zeros if zero else torch.empty)(rows, enc.in_features, dtype=enc.dtype, device=device)
 
     def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
-        """Copies the requests' inputs into the first rows of ``out``; returns the rows written."""
+        """Copies the requests' inputs into the first rows of ``out``; returns the rows written.
+        Several requests whose inputs are on ``out``'s device: one ``cat`` into those rows (one
+        launch); otherwise one copy per request (host inputs travel by their own copies)."""
+        if len(requests) > 1:
+            srcs = [r.pixel_values for r in requests]
+            device = out.device
+            if all(x.device == device for x in srcs):
+                rows = sum(x.shape[0] for x in srcs)
+                torch.cat(srcs, out=out[:rows])
+                return rows
         row = 0
         for r in requests:
             n = r.pixel_values.shape[0]
@@ -139,12 +148,16 @@ class AudioModality:
         return (torch.zeros if zero else torch.empty)(shape, dtype=enc.dtype, device=device)
 
     def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int:
-        """Each audio's whole chunks as one strided copy into ``out [rows, mel, F]``, then its tail
-        chunk (the rest of that row zeroed): ``chunk_features``' layout without its pad and cat."""
+        """Every audio's chunks into ``out [rows, mel, F]`` by one ``cat`` of views: an audio's whole
+        chunks are one strided view of its features, a tail chunk is its frames zero-padded to ``F``
+        (``chunk_features``' layout, without its own pad and cat). Features on the host are copied to
+        the device first."""
         device, (mel, frames) = out.device, out.shape[1:]
-        row = 0
+        pieces, row = [], 0
         for r, shape in zip(requests, shapes):
-            feats = r.input_features.to(device, non_blocking=True)  # [mel, sum T]
+            feats = r.input_features
+            if feats.device != device:
+                feats = feats.to(device, non_blocking=True)  # [mel, sum T]
             s_mel, s_t = feats.stride()
             offset = feats.storage_offset()
             start = 0
@@ -153,14 +166,17 @@ class AudioModality:
                 if whole:
                     # feats[:, start : start + whole * frames].unflatten(1, (whole, frames)).transpose(0, 1)
                     # as one view: [whole, mel, frames]
-                    body = feats.as_strided((whole, mel, frames), (frames * s_t, s_mel, s_t), offset + start * s_t)
-                    out[row : row + whole].copy_(body, non_blocking=True)
+                    pieces.append(feats.as_strided((whole, mel, frames), (frames * s_t, s_mel, s_t), offset + start * s_t))
                     row += whole
                 if tail:
-                    out[row, :, :tail].copy_(feats[:, start + whole * frames : start + T], non_blocking=True)
-                    out[row, :, tail:].zero_()
+                    part = feats[:, start + whole * frames : start + T]
+                    pieces.append(torch.nn.functional.pad(part, (0, frames - tail)).unsqueeze(0))
                     row += 1
                 start += T
+        if len(pieces) == 1:
+            out[:row].copy_(pieces[0], non_blocking=True)
+        else:
+            torch.cat(pieces, out=out[:row])
         return row
 
     def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]:
