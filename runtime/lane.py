@@ -129,7 +129,10 @@ class Lane:
     # new shapes keep the lane's backend). torch's cache is per thread: the bound holds per launching
     # thread. Measured on an H200, the 2,000-request mix of the throughput bench (315 distinct shapes,
     # 141 of them seen once): admitted at the 2nd sighting 129.5 req/s, the 4th 130.9, the 8th 139.9,
-    # never 139.6; a 32-request mix repeated (23 shapes, every call) keeps dense's 9% from the 8th call.
+    # never 139.6 (a plan-build credit at the 2nd sighting, as exact captures have: 127.8 vs 141.5 at
+    # the 8th, same call: the dense runs themselves lose on packs of many small images). A 32-request
+    # mix repeated (its shapes every call) keeps dense's 7-9% from its 8th call; before, at 1.05-1.08x
+    # of the native encoders.
     DENSE_AFTER = 8
     DENSE_SHAPES = 128
     EXACT_AT = 2  # a layout's graph is captured at this sighting
