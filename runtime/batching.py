@@ -112,7 +112,8 @@ def group_arrivals(
     A batch opens at the first pending arrival ``t0`` and closes at
     ``max(free, min(policy.deadline(t0), arrival of the max_batch-th pending request, quiet))``,
     where ``quiet`` is ``quiet_ms`` after the first pending arrival that the next one does not follow
-    within ``quiet_ms``, and ``free`` is when the worker finished the previous batch; it takes the
+    within ``quiet_ms`` (arrivals before ``free`` always follow: the worker sees them together), and
+    ``free`` is when the worker finished the previous batch; it takes the
     pending requests that arrived by then, at most ``max_batch`` (arrival order, ties by index).
 
     ``policy.close_on_return`` is not applied: it depends on when results are delivered, which
@@ -139,7 +140,9 @@ def group_arrivals(
         close = min(policy.deadline(first), fills)
         if policy.quiet_ms is not None:
             quiet, j = policy.quiet_ms / 1e3, k
-            while j + 1 < n and j + 1 < k + cap and times_s[order[j + 1]] <= times_s[order[j]] + quiet:
+            # The window moves with each arrival; arrivals while the worker is still busy all join it.
+            while j + 1 < n and j + 1 < k + cap and (times_s[order[j + 1]] <= times_s[order[j]] + quiet
+                                                      or times_s[order[j + 1]] <= free):
                 j += 1
             close = min(close, times_s[order[j]] + quiet)
         close = max(free, close)
