@@ -175,7 +175,7 @@ class AudioModality:
                 start += T
         if len(pieces) == 1:
             out[:row].copy_(pieces[0], non_blocking=True)
-        else:
+        elif pieces:
             torch.cat(pieces, out=out[:row])
         return row
 
