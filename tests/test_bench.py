@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 
 import pytest
+import torch
 
 from omnienc.tools import bench, workloads
 from omnienc.tools.floor import audio_chunks_tokens, audio_gemms, gemm_flops, time_gemms, vision_gemms
@@ -178,6 +180,24 @@ def test_floor_times_on_cpu():
     vcfg, _ = encoder_configs(tiny=True)
     t = time_gemms(vision_gemms(vcfg, 64), "cpu", repeats=3, warmup=1)
     assert t.repeats == 3 and t.median_ms > 0 and math.isfinite(t.median_ms)
+
+
+def test_measure_warms_up_fully_when_asked():
+    """A slow call stops the warm-up once it took a quarter of the budget; ``full_warmup`` (an
+    explicit ``--warmup``) runs every warm-up call, then the timed ones."""
+    from omnienc.tools.floor import measure
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)
+
+    t = measure(slow, torch.device("cpu"), repeats=2, warmup=6, budget_s=0.04)
+    assert t.warmup == 1 and len(calls) == 1 + t.repeats
+    calls.clear()
+    t = measure(slow, torch.device("cpu"), repeats=2, warmup=6, budget_s=0.04, full_warmup=True)
+    assert t.warmup == 6 and len(calls) == 6 + t.repeats
 
 
 def test_a_failing_cell_is_reported_not_fatal(tmp_path, monkeypatch):

@@ -232,7 +232,9 @@ def run_bench(
         tiny: tiny configs (CPU tests); default: the released checkpoint's sizes.
         workloads, columns: subsets by name (default: all, in the canonical order).
         repeats: timed calls per cell (default 30 on CUDA, 5 on the CPU).
-        warmup: untimed calls first (default 3 on CUDA, 1 on the CPU).
+        warmup: untimed calls first (default 3 on CUDA, 1 on the CPU; a slow cell stops warming up
+            once it took a quarter of its budget). Given, every one of them runs (a steady state that
+            needs so many calls, e.g. dense attention admitted at a shape's 8th sighting).
         cell_budget_s: slow cells get fewer repeats so each takes about this long (at least 5);
             None or 0: always ``repeats``.
         grid: the runtime's ``BucketGrid`` (default ``BucketGrid.default()``).
@@ -250,6 +252,7 @@ def run_bench(
     if bad:
         raise ValueError(f"unknown workload(s)/column(s) {bad}; workloads: {list(all_w)}; columns: {list(COLUMNS)}")
     repeats = repeats if repeats is not None else (30 if cuda else 5)
+    full_warmup = warmup is not None
     warmup = warmup if warmup is not None else (3 if cuda else 1)
     if repeats < 1 or warmup < 0:
         raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
@@ -274,6 +277,7 @@ def run_bench(
             "weights": "random (HF init; omnienc loads HF's state_dict)",
             "repeats": repeats,
             "warmup": warmup,
+            "full_warmup": full_warmup,
             "cell_budget_s": budget,
             "grid": grid_name,
             "grid_buckets": grid.to_dict(),
@@ -308,7 +312,7 @@ def run_bench(
         bar.set_postfix_str(f"{col} {name}")
         try:
             with torch.inference_mode():
-                t = timing() if timing is not None else measure(make_fn(), dev, repeats, warmup, budget)
+                t = timing() if timing is not None else measure(make_fn(), dev, repeats, warmup, budget, full_warmup=full_warmup)
             report["workloads"][name]["results"][col] = t.to_dict()
         except Exception as e:  # keep measuring the other cells; the report lists the failure
             report["workloads"][name]["results"][col] = {"error": fail(f"{col} / {name}", e)}
@@ -473,7 +477,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--workloads", default=None, help=f"comma list (default all): {','.join(WORKLOADS)}")
     p.add_argument("--columns", default=None, help=f"comma list (default all): {','.join(COLUMNS)}")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per cell (default 30 on CUDA, 5 on CPU)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls per cell (default 3 on CUDA, 1 on CPU)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls per cell, all of them (default 3 on CUDA, 1 on CPU, fewer for a slow cell)")
     p.add_argument("--cell-budget", type=float, default=6.0,
                    help="seconds: slow cells get fewer repeats (at least 5) so each takes about this long "
                    "(default 6; 0: always --repeats)")

@@ -133,6 +133,7 @@ def measure(
     warmup: int,
     budget_s: float | None = None,
     min_repeats: int = 5,
+    full_warmup: bool = False,
 ) -> Timing:
     """Times ``fn`` call by call; returns median, p10, p90 over the timed calls.
 
@@ -142,7 +143,8 @@ def measure(
     Args:
         repeats: timed calls (at most).
         warmup: untimed calls first (at least one if ``budget_s`` is set; warm-up stops early once it
-            took a quarter of the budget).
+            took a quarter of the budget, unless ``full_warmup``: then every one of them runs, e.g. to
+            reach a steady state that needs so many calls).
         budget_s: if set, slow calls get fewer repeats: ``budget_s / (warm-up time per call)``, but
             never fewer than ``min(min_repeats, repeats)``.
     """
@@ -166,7 +168,7 @@ def measure(
     t0 = time.perf_counter()
     while len(warm) < want:
         warm.append(once())
-        if budget_s is not None and time.perf_counter() - t0 > budget_s / 4:
+        if budget_s is not None and not full_warmup and time.perf_counter() - t0 > budget_s / 4:
             break
     n = max(repeats, 1)
     if budget_s is not None:

@@ -87,7 +87,7 @@ def format_markdown(report: dict) -> str:
         lines.append(f"- runtime grid: {meta['grid']}: capture failed ({cap['error']})")
     budget = f"; slow cells fewer so a cell takes ~{meta['cell_budget_s']:g} s, at least 5" if meta["cell_budget_s"] else ""
     lines.append(f"- timing: ms per workload, median (p10-p90) over up to {meta['repeats']} calls after "
-                 f"{meta['warmup']} warm-up{budget}")
+                 f"{meta['warmup']} warm-up{' (all of them)' if meta.get('full_warmup') else ''}{budget}")
     lines.append("")
     ratio_cols = []
     if "runtime" in cols and "hf_per_request" in cols:
