@@ -25,7 +25,7 @@ flag vector once the run has finished, so nothing waits for the GPU while work i
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +38,7 @@ from ..encoders.attention import (
     resolve_backend,
     segment_runs,
 )
-from ..encoders.ops.finite import row_flags as finite_row_flags
+from ..encoders.ops.finite import row_flags  # per output row: all finite (one Triton pass on CUDA)
 from . import graphs
 from .graphs import PlanLayout, upload, with_tensors
 from .grid import Bucket, ModalityGrid
@@ -96,13 +96,6 @@ class BucketRun:
     attention: str | None = None
     attention_ms: dict[str, float] = field(default_factory=dict)
     capture_s: float = 0.0
-
-
-def row_flags(outputs: tuple[torch.Tensor, ...] | torch.Tensor) -> torch.Tensor:
-    """``[rows]`` bool: every value of the row finite in every output tensor. ``outputs``: the
-    ``[rows, width]`` outputs, or them stacked ``[n_outputs, rows, width]``. One Triton pass on
-    CUDA, capturable (``encoders.ops.finite``); the PyTorch reference elsewhere."""
-    return finite_row_flags(outputs)
 
 
 class Lane:
@@ -634,10 +627,7 @@ class Lane:
 
     def _exact_attention(self) -> dict[str, int]:
         """Exact graphs held per attention backend."""
-        out: dict[str, int] = {}
-        for e in self._exact_graphs.values():
-            out[e.attention] = out.get(e.attention, 0) + 1
-        return out
+        return dict(Counter(e.attention for e in self._exact_graphs.values()))
 
     def reset_stats(self) -> None:
         self.drain_timings(wait=True)
