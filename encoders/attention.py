@@ -44,8 +44,11 @@ CAPTURABLE = ("varlen", "cudnn")  # preference order: the first wins a tie in ``
 _HALF = (torch.float16, torch.bfloat16)
 # ``dense_layout``: the fewest tokens per segment and the most runs for which ``dense`` is chosen
 # (measured on an H200: dense over the 4-8 runs of each mixed32 vision pack beat one varlen call).
+# A big call may have more runs, one per DENSE_RUN_TOKENS tokens: a run's SDPA costs ~60 us of host
+# time per layer, about the GPU time of a vision layer over 1,024 tokens, so the host keeps ahead.
 DENSE_MIN_SEQLEN = 128
 DENSE_MAX_RUNS = 16
+DENSE_RUN_TOKENS = 1024
 
 
 def varlen_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -111,11 +114,15 @@ def segment_runs(seqlens: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def dense_layout(seqlens: Sequence[int], min_seqlen: int = DENSE_MIN_SEQLEN, max_runs: int = DENSE_MAX_RUNS) -> bool:
-    """Whether ``dense`` suits this layout: at most ``max_runs`` runs (one call each) and every
-    segment at least ``min_seqlen`` tokens (short segments gain little and would multiply cuDNN's
-    cached graphs, one per ``[B, L]`` shape)."""
+def dense_layout(seqlens: Sequence[int], min_seqlen: int = DENSE_MIN_SEQLEN, max_runs: int | None = None) -> bool:
+    """Whether ``dense`` suits this layout: at most ``max_runs`` runs (one call each; default
+    ``DENSE_MAX_RUNS``, or one per ``DENSE_RUN_TOKENS`` tokens if more) and every segment at least
+    ``min_seqlen`` tokens (short segments gain little and would multiply cuDNN's cached graphs, one
+    per ``[B, L]`` shape)."""
     runs = segment_runs(seqlens)
+    if max_runs is None:
+        per_run = DENSE_RUN_TOKENS
+        max_runs = max(DENSE_MAX_RUNS, sum(c * n for c, n in runs) // per_run if per_run > 0 else 0)
     return 0 < len(runs) <= max_runs and all(n >= min_seqlen for _, n in runs)
 
 

@@ -5,7 +5,8 @@ A lane runs a modality's requests in three ways (the words of ``runtime.stats``)
     replay       a pack on a graph bucket: its plan is padded to the bucket, staged into static
                  buffers with one copy, and the bucket's CUDA graph replays (or, with graphs off, the
                  same forward runs eagerly on the same buffers);
-    eager run    a pack on an eager bucket (above ``graphs_up_to``): one eager call, unpadded;
+    eager run    a pack on an eager bucket (above ``graphs_up_to``): one eager call, unpadded (a
+                 launch's eager packs share one call, ``packing.eager_groups``);
     fallback     a request that fits no bucket: one eager call on it alone.
 
 and, with ``exact_graphs``, a fourth: a pack whose exact layout (its items' sizes, in order) comes
@@ -42,7 +43,7 @@ from ..encoders.ops.finite import row_flags  # per output row: all finite (one T
 from . import graphs
 from .graphs import PlanLayout, upload, with_tensors
 from .grid import Bucket, ModalityGrid
-from .packing import BucketSet, pack
+from .packing import EAGER_MERGE, BucketSet, eager_groups, pack
 from .stats import BucketStats, ModalityStats, new_modality_stats
 
 
@@ -139,6 +140,9 @@ class Lane:
     # credits back at once.
     EXACT_CREDIT = 16
     EXACT_REFILL = 64
+    # Packs on eager buckets run as one call of at most EAGER_MERGE times the largest bucket's size
+    # (``packing.eager_groups``; 0: each alone).
+    EAGER_MERGE = EAGER_MERGE
 
     def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
                  attention: str = "auto", eager_attention: str = "auto", exact_graphs: bool = False):
@@ -156,6 +160,8 @@ class Lane:
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
         self.bucket_set = BucketSet(buckets)
+        self._largest = max((b.size for b in buckets), default=0)
+        self.eager_merges = 0  # eager calls that ran several packs
         self.inputs = self.plan_buffer = None
         self.exact = self._exact_ready = bool(exact_graphs and buckets)
         graph_buckets = [b for b, br in self.buckets.items() if br.stats.graph]
@@ -361,17 +367,20 @@ class Lane:
         """Packs and runs validated requests (``ids``: their indices in the caller's call, for
         errors). Returns per request ``(output, check)`` or ``(exception, None)``, in order; nothing
         here waits for the GPU (finished runs' timings are read by ``drain_timings``, which the runtime
-        calls once the launch's work is enqueued)."""
+        calls once the launch's work is enqueued). Packs on eager buckets run as one call
+        (``packing.eager_groups``), but for those an exact graph replays or captures."""
         self.stats.requests += len(requests)
         sizes = [self.sizes(s) for s in shapes]
         if len(requests) == 1:  # the common case, without the packing's bookkeeping
             return [self._alone(requests[0], shapes[0], ids[0], sizes[0])]
         results: list = [None] * len(requests)
-        for rep in pack([s[0] for s in sizes], self.bucket_set):
-            idx = rep.members
+        reps = pack([s[0] for s in sizes], self.bucket_set)
+        groups = eager_groups(reps, [self._mergeable(r, shapes) for r in reps], self.EAGER_MERGE * self._largest)
+        for group in groups:
+            idx = [i for rep in group for i in rep.members]
+            args = [requests[i] for i in idx], [shapes[i] for i in idx], [ids[i] for i in idx], [sizes[i] for i in idx]
             try:
-                outs = self.run_pack(rep.bucket, [requests[i] for i in idx], [shapes[i] for i in idx],
-                                     [ids[i] for i in idx], [sizes[i] for i in idx])
+                outs = self.run_pack(group[0].bucket, *args) if len(group) == 1 else self._run_merged(group, *args)
             except Exception as e:  # noqa: BLE001 - a fault in one pack: find its culprits alone
                 if len(idx) == 1:
                     outs = [(e, None)]
@@ -381,6 +390,37 @@ class Lane:
                 results[i] = o
         return results
 
+    def _mergeable(self, rep, shapes: list) -> bool:
+        """Whether a pack may share an eager call with others: it is on an eager bucket and, with
+        exact graphs, its layout has no graph and is not due for one (its sighting is counted)."""
+        if rep.bucket is None or self.buckets[rep.bucket].stats.graph:
+            return False
+        if not self.exact:
+            return True
+        key = tuple(x for i in rep.members for x in shapes[i])
+        if key in self._exact_graphs or self._exact_due(key):
+            return False  # run_pack replays or captures it
+        self._sighted(key)
+        return True
+
+    def _run_merged(self, group: list, requests: list, shapes: list, ids: list[int],
+                    sizes: list) -> list[tuple[object, Check]]:
+        """Several eager buckets' packs (``group``, whose members these requests are, in order) as one
+        eager call; each pack counts as a run of its bucket, the call's time shared by units. On
+        out-of-memory, pack by pack."""
+        try:
+            return self.run_pack(None, requests, shapes, ids, sizes, group=group)
+        except torch.OutOfMemoryError:
+            if self._cuda:
+                torch.cuda.empty_cache()
+        outs, at = [], 0
+        for rep in group:
+            n = len(rep.members)
+            outs += self.run_pack(rep.bucket, requests[at : at + n], shapes[at : at + n], ids[at : at + n],
+                                  sizes[at : at + n])
+            at += n
+        return outs
+
     def _alone(self, request, shape, index: int, size: tuple | None = None) -> tuple[object, Check | None]:
         size = size or self.sizes(shape)
         try:
@@ -389,10 +429,11 @@ class Lane:
             return e, None
 
     def run_pack(self, bucket: Bucket | None, requests: list, shapes: list,
-                 ids: list[int], sizes: list | None = None) -> list[tuple[object, Check]]:
+                 ids: list[int], sizes: list | None = None, group: list | None = None) -> list[tuple[object, Check]]:
         """Runs one pack on ``bucket`` (None: a fallback of one request); returns ``(output, check)``
         per request. Counts the run in the statistics. ``sizes``: each request's ``sizes(shape)``,
-        if known."""
+        if known. ``group``: eager buckets' packs whose requests these are, run as one eager call
+        (``bucket`` None)."""
         self.last_event = None
         cuda = self._cuda
         if cuda:
@@ -409,7 +450,9 @@ class Lane:
         br = None if bucket is None else self.buckets[bucket]
         outputs = self._exact(requests, shapes, used) if self.exact and br is not None else None
         exact = outputs is not None
-        if outputs is None:
+        if group is not None:
+            outputs = self._eager(requests, shapes)
+        elif outputs is None:
             if br is None:
                 outputs = self._fallback(requests[0], shapes[0], ids[0])
             elif br.stats.graph:
@@ -422,7 +465,12 @@ class Lane:
             host.copy_(flags, non_blocking=True)
             flags = host
             end.record()
-        if br is None:
+        if group is not None:
+            stat = tuple((self.buckets[r.bucket].stats, r.size / units) for r in group)
+            for r in group:
+                self.buckets[r.bucket].stats.add(r.size)
+            self.eager_merges += 1
+        elif br is None:
             stat = None
             self.stats.add_fallback(units)
         else:
@@ -478,11 +526,7 @@ class Lane:
             self.spec.fill(requests, shapes, self.inputs)
             entry.graph.replay()
             return self._rows_out(entry.outputs, used)
-        self._exact_credit = min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
-        seen = self._exact_seen.pop(key, 0)
-        self._exact_seen[key] = seen if seen < 0 else seen + 1
-        while len(self._exact_seen) > self.EXACT_SEEN:
-            self._exact_seen.popitem(last=False)
+        seen = self._sighted(key)
         if seen < 0 or seen + 1 < self.EXACT_AT:
             return None
         if self._exact_credit < 1.0:  # captures have not been paying: this layout waits its turn
@@ -490,6 +534,22 @@ class Lane:
             return None
         self._exact_credit -= 1.0
         return self._exact_capture(key, requests, shapes, used)
+
+    def _sighted(self, key: tuple) -> int:
+        """Counts a sighting of a layout that has no graph (each earns captures a fraction of a
+        credit); returns its sightings before this one (-1: its capture failed)."""
+        self._exact_credit = min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
+        seen = self._exact_seen.pop(key, 0)
+        self._exact_seen[key] = seen if seen < 0 else seen + 1
+        while len(self._exact_seen) > self.EXACT_SEEN:
+            self._exact_seen.popitem(last=False)
+        return seen
+
+    def _exact_due(self, key: tuple) -> bool:
+        """Whether a sighting of this layout (no graph held) now would capture it; changes nothing."""
+        seen = self._exact_seen.get(key, 0)
+        credit = min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
+        return seen >= 0 and seen + 1 >= self.EXACT_AT and credit >= 1.0
 
     def _exact_capture(self, key: tuple, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
         """Runs the pack eagerly on its exact plan (its results), then captures that work as the
@@ -594,8 +654,13 @@ class Lane:
         return tuple(torch.cat(ts) for ts in zip(*parts))
 
     # -- statistics -----------------------------------------------------------------------------
-    def _add_ms(self, stat: BucketStats | None, ms: float) -> None:
-        if stat is None:
+    def _add_ms(self, stat: BucketStats | tuple | None, ms: float) -> None:
+        """Adds a run's time to its bucket (None: the fallbacks; a tuple of ``(bucket stats, share)``:
+        a merged call's packs)."""
+        if isinstance(stat, tuple):
+            for s, share in stat:
+                s.ms += ms * share
+        elif stat is None:
             self.stats.fallback_ms += ms
         else:
             stat.ms += ms
@@ -620,6 +685,7 @@ class Lane:
         d.update(graphs=sum(br.graph is not None for br in self.buckets.values()), capture_s=self.capture_s,
                  graph_memory_bytes=self.graph_memory_bytes,
                  eager_attention=dict(self._eager_attention_runs),  # uncaptured runs per attention backend
+                 eager_merges=self.eager_merges,
                  dense_shapes=sum(n >= self.DENSE_AFTER for n in self._dense_seen.values()),
                  exact_graphs=len(self._exact_graphs), exact_attention=self._exact_attention(),
                  **{f"exact_{k}": v for k, v in self.exact_counts.items()})
@@ -632,6 +698,7 @@ class Lane:
     def reset_stats(self) -> None:
         self.drain_timings(wait=True)
         self._eager_attention_runs = {}
+        self.eager_merges = 0
         self.stats = new_modality_stats(self.modality, list(self.buckets), lambda b: self.buckets[b].stats.graph)
         for s in self.stats.buckets:
             self.buckets[s.bucket].stats = s

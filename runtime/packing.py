@@ -165,3 +165,44 @@ def pack(demands: Sequence[Demand], buckets: Sequence[Bucket] | BucketSet) -> li
         bucket is overfilled in size or batch.
     """
     return (buckets if isinstance(buckets, BucketSet) else BucketSet(buckets)).pack(demands)
+
+
+# A call that merges eager packs holds at most this many times the grid's largest bucket size.
+EAGER_MERGE = 4
+
+
+def eager_groups(replays: Sequence[Replay], mergeable: Sequence[bool], cap: int) -> list[list[Replay]]:
+    """Which packs run as one call.
+
+    Packs on eager buckets gain nothing from running apart (an eager run is unpadded), and each
+    call costs host work and kernel launches per layer; so the ``mergeable`` ones gather, in order,
+    first-fit into groups of at most ``cap`` units. Every other pack (a graph bucket, a fallback,
+    an eager pack held back) is a group of its own, in place.
+
+    Args:
+        replays: Packs from ``pack``.
+        mergeable: One flag per pack.
+        cap: Most units in one group (a single pack over it still forms its own group); below 1,
+            nothing merges.
+
+    Returns:
+        Groups, each a list of packs; every pack in exactly one; ordered by their first pack.
+    """
+    if len(mergeable) != len(replays):
+        raise ValueError(f"eager_groups: {len(mergeable)} flags for {len(replays)} replays")
+    groups: list[list[Replay]] = []
+    open_: list[tuple[int, list[Replay]]] = []  # [units, group] of groups that may take more
+    for r, merge in zip(replays, mergeable):
+        if merge and cap >= 1:
+            for k, (units, group) in enumerate(open_):
+                if units + r.size <= cap:
+                    group.append(r)
+                    open_[k] = (units + r.size, group)
+                    break
+            else:
+                group = [r]
+                open_.append((r.size, group))
+                groups.append(group)
+        else:
+            groups.append([r])
+    return groups

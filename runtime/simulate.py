@@ -7,7 +7,8 @@ predicted GPU time.
 2. Each batch's requests of one modality are packed with ``packing.pack``, as the runtime packs one
    ``encode`` call.
 3. Each pack is a *replay* (a graph bucket, padded), an *eager run* (an eager bucket above
-   ``graphs_up_to``, unpadded) or a *fallback* (fits no bucket); its GPU time comes from a
+   ``graphs_up_to``, unpadded; a batch's eager runs share one call, ``packing.eager_groups``, as in
+   the runtime) or a *fallback* (fits no bucket); its GPU time comes from a
    ``CostModel`` (default: the packaged calibration), with vision attention priced by the pack's
    ``attention_segments`` (how its members cut the run into segments).
 
@@ -23,7 +24,7 @@ from typing import Any
 from omnienc.runtime.batching import BatchPolicy, group_arrivals, group_windows
 from omnienc.runtime.costs import CostModel, attention_segments, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid
-from omnienc.runtime.packing import BucketSet, Demand, Replay, pack
+from omnienc.runtime.packing import EAGER_MERGE, BucketSet, Demand, Replay, eager_groups, pack
 from omnienc.runtime.stats import UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -84,6 +85,7 @@ class _Tally:
                  costs: CostModel) -> None:
         self.modality, self.costs = modality, costs
         self.buckets = BucketSet(buckets)
+        self._largest = max((b.size for b in self.buckets.buckets), default=0)
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
         self._by_bucket = {b.bucket: b for b in self.stats.buckets}
         self._ms: dict[tuple, float] = {}
@@ -106,8 +108,15 @@ class _Tally:
             return 0.0, []
         total = 0.0
         replays = pack(demands, self.buckets)
-        for r in replays:
-            if r.bucket is None:
+        eager = [r.bucket is not None and not self._by_bucket[r.bucket].graph for r in replays]
+        for group in eager_groups(replays, eager, EAGER_MERGE * self._largest):
+            if len(group) > 1:  # one eager call over the packs' members, its time shared by units
+                members = tuple(i for r in group for i in r.members)
+                merged = Replay(None, members, sum(r.size for r in group), sum(r.batch for r in group))
+                ms = self._run_ms(merged, False, demands)
+                for r in group:
+                    self._by_bucket[r.bucket].add(r.size, ms * r.size / merged.size)
+            elif (r := group[0]).bucket is None:
                 ms = self._run_ms(r, False, demands)
                 self.stats.add_fallback(r.size, ms)
             else:

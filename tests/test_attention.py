@@ -13,6 +13,7 @@ from omnienc.encoders.attention import (
     BACKENDS,
     CAPTURABLE,
     DENSE_MAX_RUNS,
+    DENSE_RUN_TOKENS,
     available_backends,
     cudnn_available,
     dense_layout,
@@ -135,6 +136,9 @@ def test_dense_layout_wants_few_long_runs():
     assert not dense_layout((104, 26))  # audio windows: short
     assert not dense_layout((784, 100))  # a short segment
     assert not dense_layout(tuple(range(300, 300 + DENSE_MAX_RUNS + 1)))  # too many runs
+    big = tuple(range(2000, 2000 + 2 * DENSE_MAX_RUNS))  # a big call: one run per DENSE_RUN_TOKENS tokens
+    assert dense_layout(big) and not dense_layout(big, max_runs=DENSE_MAX_RUNS)
+    assert not dense_layout(big + tuple(range(128, 128 + sum(big) // DENSE_RUN_TOKENS)))
     assert not dense_layout(())
     assert dense_layout((784, 100), min_seqlen=100)
 

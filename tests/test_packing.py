@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omnienc.runtime.grid import Bucket
-from omnienc.runtime.packing import BucketSet, Demand, Replay, audio_demand, pack, vision_demand
+from omnienc.runtime.packing import BucketSet, Demand, Replay, audio_demand, eager_groups, pack, vision_demand
 
 B, D = Bucket, Demand
 
@@ -140,3 +140,39 @@ def test_pack_fewer_replays_than_requests():
     demands = [D(rng.randint(100, 1000), 1) for _ in range(50)]
     replays = pack(demands, [B(16384, 64)])
     assert len(replays) == -(-sum(d.size for d in demands) // 16384)  # all fit a few bins
+
+
+def _r(first: int, size: int) -> Replay:
+    return Replay(B(4096, 8), (first,), size, 1)
+
+
+# (sizes, mergeable, cap, expected groups as lists of first members)
+EAGER_GROUP_CASES = {
+    "all merge under the cap": ([100, 200, 300], [1, 1, 1], 1000, [[0, 1, 2]]),
+    "others stay alone, in place": ([100, 200, 300], [1, 0, 1], 1000, [[0, 2], [1]]),
+    "first fit over the cap": ([600, 600, 300, 400], [1, 1, 1, 1], 1000, [[0, 2], [1, 3]]),
+    "a pack over the cap alone": ([1500, 100], [1, 1], 1000, [[0], [1]]),
+    "cap 0 merges nothing": ([100, 200], [1, 1], 0, [[0], [1]]),
+    "nothing mergeable": ([100, 200], [0, 0], 1000, [[0], [1]]),
+    "empty": ([], [], 1000, []),
+}
+
+
+@pytest.mark.parametrize("sizes, mergeable, cap, expected", EAGER_GROUP_CASES.values(), ids=EAGER_GROUP_CASES.keys())
+def test_eager_groups_table(sizes, mergeable, cap, expected):
+    reps = [_r(i, n) for i, n in enumerate(sizes)]
+    groups = eager_groups(reps, [bool(m) for m in mergeable], cap)
+    assert [[r.members[0] for r in g] for g in groups] == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3000), st.booleans()), max_size=30), st.integers(0, 8000))
+def test_eager_groups_properties(items, cap):
+    reps = [_r(i, n) for i, (n, _) in enumerate(items)]
+    groups = eager_groups(reps, [m for _, m in items], cap)
+    assert sorted(r.members[0] for g in groups for r in g) == list(range(len(items)))  # each once
+    for g in groups:
+        if len(g) > 1:  # merged: only mergeable packs, within the cap
+            assert all(items[r.members[0]][1] for r in g) and sum(r.size for r in g) <= cap
+    with pytest.raises(ValueError, match="flags"):
+        eager_groups(reps, [True] * (len(reps) + 1), cap)

@@ -95,6 +95,26 @@ def test_simulate_predicts_time_from_the_cost_model():
     assert (eager.replays, eager.eager_runs, eager.fallbacks) == (1, 1, 1)
 
 
+def test_simulate_prices_a_batchs_eager_packs_as_one_call():
+    """As the runtime runs them: a batch's packs on eager buckets are one eager call (each still a
+    run of its bucket), its predicted time shared by units."""
+    costs = CostModel.load()
+    grid = ModalityGrid("vision", (B(256, 1), B(4096, 1)), graphs_up_to=256)
+    demands = [[vision_demand_of(1, 50, 60), vision_demand_of(1, 60, 50), vision_demand_of(1, 8, 8)]]
+    stats, reps = simulate_modality(demands, "vision", grid.buckets, grid.is_graph, costs)
+    e = stats.bucket(B(4096, 1))
+    assert (e.runs, e.units, stats.replays) == (2, 6000, 1) and len(reps) == 3
+    segments = 6000**2 / (2 * 3000**2)
+    assert e.ms == pytest.approx(costs.eager_ms("vision", 6000, segments))
+    assert e.ms < 2 * costs.eager_ms("vision", 3000, 1)  # one fixed part, not two
+
+
+def vision_demand_of(t, h, w):
+    from omnienc.runtime.packing import vision_demand
+
+    return vision_demand([(t, h, w)])
+
+
 def test_simulate_with_a_busy_worker(tmp_path, capsys):
     """With --busy, what arrives while the worker runs a batch (its predicted time) waits and goes
     together: arrivals at 0, 2.5 and 6 ms with a 2 ms wait are three batches when the worker is free

@@ -278,6 +278,67 @@ def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
     assert calls == [2, 1, 1]
 
 
+@torch.no_grad()
+def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
+    """A launch's packs on eager buckets run as one eager call (each pack still a run of its bucket,
+    each request its own result); out of memory there, pack by pack; with exact graphs, a layout
+    due for capture (or held) runs alone and replays after."""
+    from omnienc.runtime import graphs
+
+    vis, aud = encoders
+    monkeypatch.setattr(graphs, "capture_live", lambda fn, pool=None: (g := FakeGraph(fn), g.outputs))
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, exact_graphs=True)
+    rt.capture(progress=False)
+    lane = rt.vision
+    calls = []
+    real = type(lane)._eager
+
+    def counted(self, reqs, shapes):
+        calls.append(len(reqs))
+        return real(self, reqs, shapes)
+
+    monkeypatch.setattr(type(lane), "_eager", counted)
+
+    def mix():  # two eager packs of 240 and 224 patches (each alone in a 256 bucket), one of 48 (a graph bucket)
+        return [vision_request([[1, 12, 20]], vis.config), vision_request([[1, 16, 14]], vis.config),
+                vision_request([[1, 6, 8]], vis.config)]
+
+    reqs = mix()
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()["vision"]
+    assert calls == [2] and s["eager_merges"] == 1 and s["eager_runs"] == 2 and s["replays"] == 1
+    assert sum(b["units"] for b in s["buckets"].values() if not b["graph"]) == 464
+
+    calls.clear()  # second sighting: each layout is due for its exact graph, so runs alone (captured)
+    reqs = mix()
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    s = rt.stats()["vision"]
+    assert s["eager_merges"] == 1 and s["exact_captures"] == 3 and calls == []
+    reqs = mix()
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    assert rt.stats()["vision"]["exact_graph_replays"] == 3
+
+    rt.exact_graphs = False  # no exact graphs: merged again; out of memory there, pack by pack
+    calls.clear()
+    fail = [True]
+
+    def flaky(self, reqs, shapes):
+        calls.append(len(reqs))
+        if len(reqs) > 1 and fail.pop() if fail else False:
+            raise torch.OutOfMemoryError("injected")
+        return real(self, reqs, shapes)
+
+    monkeypatch.setattr(type(lane), "_eager", flaky)
+    reqs = mix()
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    assert calls == [2, 1, 1] and rt.stats()["vision"]["eager_merges"] == 1
+    lane.EAGER_MERGE = 0  # off: each pack alone
+    calls.clear()
+    reqs = mix()
+    check_against_direct(encoders, reqs, rt.encode(reqs))
+    assert calls == [1, 1]
+
+
 def test_ab_variants_are_real_parameters(encoders):
     """Every `omnienc ab` variant builds from constructor and grid parameters (no patches), and the
     encoder views it makes share the weights and give the same results on the CPU."""
