@@ -377,6 +377,9 @@ class Lane:
         reps = pack([s[0] for s in sizes], self.bucket_set)
         groups = eager_groups(reps, [self._mergeable(r, shapes) for r in reps], self.EAGER_MERGE * self._largest)
         for group in groups:
+            if len(group) > 1 and self.exact:  # merged packs' layouts are sighted here (else in run_pack)
+                for rep in group:
+                    self._sighted(tuple(x for i in rep.members for x in shapes[i]))
             idx = [i for rep in group for i in rep.members]
             args = [requests[i] for i in idx], [shapes[i] for i in idx], [ids[i] for i in idx], [sizes[i] for i in idx]
             try:
@@ -392,16 +395,13 @@ class Lane:
 
     def _mergeable(self, rep, shapes: list) -> bool:
         """Whether a pack may share an eager call with others: it is on an eager bucket and, with
-        exact graphs, its layout has no graph and is not due for one (its sighting is counted)."""
+        exact graphs, its layout has no graph and is not due for one (changes nothing)."""
         if rep.bucket is None or self.buckets[rep.bucket].stats.graph:
             return False
         if not self.exact:
             return True
         key = tuple(x for i in rep.members for x in shapes[i])
-        if key in self._exact_graphs or self._exact_due(key):
-            return False  # run_pack replays or captures it
-        self._sighted(key)
-        return True
+        return key not in self._exact_graphs and not self._exact_due(key)  # else run_pack replays or captures it
 
     def _run_merged(self, group: list, requests: list, shapes: list, ids: list[int],
                     sizes: list) -> list[tuple[object, Check]]:

@@ -303,6 +303,12 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
         return [vision_request([[1, 12, 20]], vis.config), vision_request([[1, 16, 14]], vis.config),
                 vision_request([[1, 6, 8]], vis.config)]
 
+    lone = [vision_request([[1, 14, 18]], vis.config), vision_request([[1, 4, 8]], vis.config)]  # one eager pack
+    check_against_direct(encoders, lone, rt.encode(lone))
+    s = rt.stats()["vision"]  # its first sighting, counted once: no capture yet
+    assert calls == [1] and s["exact_captures"] == 0 and s["eager_merges"] == 0
+    calls.clear()
+    rt.reset_stats()
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
     s = rt.stats()["vision"]
