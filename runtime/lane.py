@@ -112,6 +112,8 @@ class Lane:
             equal-length segments) where the layout suits it (``encoders.attention.dense_layout``)
             and ``attention`` is ``"auto"`` or ``"fastest"``, else the lane's backend; or a backend name.
         exact_graphs: capture graphs of repeated exact pack layouts (see the module docstring).
+        eager_merge: a launch's eager packs share one call of at most this many times the largest
+            bucket's size (``EAGER_MERGE``; 0: each alone).
     """
 
     PLAN_CACHE_SIZE = 64  # packed host plans kept (pinned on CUDA); a few hundred KB each at most
@@ -140,12 +142,10 @@ class Lane:
     # credits back at once.
     EXACT_CREDIT = 16
     EXACT_REFILL = 64
-    # Packs on eager buckets run as one call of at most EAGER_MERGE times the largest bucket's size
-    # (``packing.eager_groups``; 0: each alone).
-    EAGER_MERGE = EAGER_MERGE
 
     def __init__(self, spec, grid: ModalityGrid | None, device: torch.device, use_graphs: bool,
-                 attention: str = "auto", eager_attention: str = "auto", exact_graphs: bool = False):
+                 attention: str = "auto", eager_attention: str = "auto", exact_graphs: bool = False,
+                 eager_merge: int = EAGER_MERGE):
         self.spec = spec
         self.modality = spec.name
         self.encoder = spec.encoder
@@ -161,6 +161,7 @@ class Lane:
         self.buckets: dict[Bucket, BucketRun] = {s.bucket: BucketRun(s.bucket, s) for s in self.stats.buckets}
         self.bucket_set = BucketSet(buckets)
         self._largest = max((b.size for b in buckets), default=0)
+        self.eager_merge = eager_merge  # a merged eager call's most units, in largest bucket sizes (0: off)
         self.eager_merges = 0  # eager calls that ran several packs
         self.inputs = self.plan_buffer = None
         self.exact = self._exact_ready = bool(exact_graphs and buckets)
@@ -375,7 +376,7 @@ class Lane:
             return [self._alone(requests[0], shapes[0], ids[0], sizes[0])]
         results: list = [None] * len(requests)
         reps = pack([s[0] for s in sizes], self.bucket_set)
-        groups = eager_groups(reps, [self._mergeable(r, shapes) for r in reps], self.EAGER_MERGE * self._largest)
+        groups = eager_groups(reps, [self._mergeable(r, shapes) for r in reps], self.eager_merge * self._largest)
         for group in groups:
             if len(group) > 1 and self.exact:  # merged packs' layouts are sighted here (else in run_pack)
                 for rep in group:

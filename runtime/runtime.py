@@ -18,6 +18,7 @@ import torch
 from ..encoders.attention import BACKENDS, resolve_backend
 from .grid import BucketGrid
 from .lane import Check, Lane
+from .packing import EAGER_MERGE
 from .modality import AudioModality, VisionModality
 from .requests import (
     AudioRequest, NonFiniteOutput, VisionRequest, check_finite, validate_audio, validate_vision,
@@ -119,11 +120,14 @@ class EncoderRuntime:
             capture, marks the device's default CUDA generator capturing: another thread's random
             op on that generator meanwhile fails (README, "Known hazard"); threads that sample
             concurrently should use their own ``torch.Generator``, or pass False.
+        eager_merge: a launch's packs on eager buckets run as one eager call of at most this many
+            times the grid's largest bucket size (``packing.eager_groups``); 0: each alone. Out of
+            memory in a merged call, its packs run one by one.
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
                  use_cuda_graphs: bool | None = None, trace_path=None, attention: str = "auto",
-                 eager_attention: str = "auto", exact_graphs: bool | None = None):
+                 eager_attention: str = "auto", exact_graphs: bool | None = None, eager_merge: int = EAGER_MERGE):
         if vision is None and audio is None:
             raise ValueError("EncoderRuntime needs at least one encoder (vision= or audio=)")
         grid = grid or BucketGrid.default()
@@ -139,6 +143,8 @@ class EncoderRuntime:
             raise ValueError(f"attention={attention!r}: use 'auto', 'fastest' or one of {BACKENDS}")
         if eager_attention not in BACKENDS:
             raise ValueError(f"eager_attention={eager_attention!r}: use one of {BACKENDS}")
+        if isinstance(eager_merge, bool) or not isinstance(eager_merge, int) or eager_merge < 0:
+            raise ValueError(f"eager_merge={eager_merge!r}: use an integer >= 0 (0: each eager pack alone)")
         names = [e.attn_backend if attention in ("auto", "fastest") else attention for e in encoders]
         capturable = all(resolve_backend(n, self.device, e.dtype, e.head_dim) not in ("sdpa", "dense")
                          for n, e in zip(names, encoders))
@@ -155,10 +161,10 @@ class EncoderRuntime:
         exact = use_cuda_graphs if exact_graphs is None else bool(exact_graphs)
         _check_memory(self.device, grid, vision, audio, use_cuda_graphs, exact)
         self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention,
-                            eager_attention, exact)
+                            eager_attention, exact, eager_merge)
                        if vision is not None else None)
         self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
-                           eager_attention, exact)
+                           eager_attention, exact, eager_merge)
                       if audio is not None else None)
         self._cuda = self.device.type == "cuda"
         self._lane_of = {lane.spec.request_type: lane for lane in self.lanes()}  # exact request type -> lane

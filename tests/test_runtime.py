@@ -338,7 +338,7 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
     assert calls == [2, 1, 1] and rt.stats()["vision"]["eager_merges"] == 1
-    lane.EAGER_MERGE = 0  # off: each pack alone
+    lane.eager_merge = 0  # off: each pack alone (EncoderRuntime(eager_merge=0))
     calls.clear()
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
@@ -378,6 +378,9 @@ def test_ab_variants_are_real_parameters(encoders):
         assert rel_err(rt.encode([req])[0].embeds, ref) <= TOL, name
     with pytest.raises(ValueError, match="unknown VisionEncoder option"):
         vis.with_options(fused=True)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="eager_merge"):
+            EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_merge=bad)
 
 
 def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):

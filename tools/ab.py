@@ -78,6 +78,8 @@ VARIANTS = {
                                    runtime={"eager_attention": "varlen"}),
     "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths), any layout, no admission",
                                   runtime={"eager_attention": "dense"}),
+    "graphs_no_merge": Variant("graphs with a launch's eager packs each run alone (not as one eager call)",
+                               runtime={"eager_merge": 0}),
 }
 DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_no_exact", "graphs_unfused", "graphs_gelu_torch",
                     "graphs_gelu_triton", "graphs_fastest", "graphs_every_bucket")
