@@ -338,6 +338,13 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
     assert calls == [2, 1, 1] and rt.stats()["vision"]["eager_merges"] == 1
+    bad = mix()  # a NaN in one merged request (past validation, as CUDA inputs are): it fails alone
+    shapes = rt.validate(bad)
+    bad[1].pixel_values[7, 3] = float("nan")
+    calls.clear()
+    out = rt.launch(bad, shapes).results()
+    assert calls == [2] and isinstance(out[1], ValueError) and "request 1" in str(out[1])
+    check_against_direct(encoders, [bad[0], bad[2]], [out[0], out[2]])
     lane.eager_merge = 0  # off: each pack alone (EncoderRuntime(eager_merge=0))
     calls.clear()
     reqs = mix()
