@@ -8,7 +8,7 @@ predicted GPU time.
    ``encode`` call.
 3. Each pack is a *replay* (a graph bucket, padded), an *eager run* (an eager bucket above
    ``graphs_up_to``, unpadded; a batch's eager runs share one call, ``packing.eager_groups``, as in
-   the runtime) or a *fallback* (fits no bucket); its GPU time comes from a
+   a runtime with the default ``eager_merge``) or a *fallback* (fits no bucket); its GPU time comes from a
    ``CostModel`` (default: the packaged calibration), with vision attention priced by the pack's
    ``attention_segments`` (how its members cut the run into segments).
 
