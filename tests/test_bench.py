@@ -276,3 +276,16 @@ def test_launch_bench_runs_the_replay_path(capsys):
     launch_bench.main(["--workloads", "image448,audio10s", "--repeats", "3", "--rounds", "1", "--host-finite"])
     out = capsys.readouterr().out
     assert "image448: launch" in out and "audio10s: launch" in out
+
+
+def test_runs_cell_names_merged_eager_calls():
+    """The table's runtime-runs cell counts replays, eager runs (and how many calls merged several of
+    them) and fallbacks, over both modalities."""
+    from omnienc.tools.report import _replays
+
+    stats = {"vision": {"replays": 2, "eager_runs": 4, "eager_merges": 1, "fallbacks": 0},
+             "audio": {"replays": 3, "eager_runs": 0, "eager_merges": 0, "fallbacks": 1}}
+    assert _replays({"runtime_stats": stats}) == "5 +4 eager runs (1 merged call) +1 fallbacks"
+    stats["vision"]["eager_merges"] = 0
+    assert _replays({"runtime_stats": stats}) == "5 +4 eager runs +1 fallbacks"
+    assert _replays({}) == "-"

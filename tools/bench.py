@@ -446,6 +446,7 @@ def _runtime_summary(stats: dict) -> dict:
         s = stats.get(modality)
         if s:
             out[modality] = {"replays": s["replays"], "eager_runs": s["eager_runs"], "fallbacks": s["fallbacks"],
+                             "eager_merges": s.get("eager_merges", 0),
                              "exact_replays": s["exact_replays"], "padded_share": round(s["padded_share"], 4),
                              "buckets": [k for k, b in s["buckets"].items() if b["runs"]]}
     return out

@@ -36,8 +36,10 @@ def _replays(e: dict) -> str:
         return "-"
     replays = sum(v["replays"] for v in s.values())
     eager = sum(v.get("eager_runs", 0) for v in s.values())
+    merged = sum(v.get("eager_merges", 0) for v in s.values())  # calls that ran several eager packs
     fallbacks = sum(v["fallbacks"] for v in s.values())
-    return f"{replays}" + (f" +{eager} eager runs" if eager else "") + (f" +{fallbacks} fallbacks" if fallbacks else "")
+    eager_text = f" +{eager} eager runs" + (f" ({merged} merged call{'s' * (merged != 1)})" if merged else "") if eager else ""
+    return f"{replays}" + eager_text + (f" +{fallbacks} fallbacks" if fallbacks else "")
 
 
 RAW_COLUMNS = ("raw_hf", "raw_cpu_runtime", "raw_gpu_runtime", "pre_cpu", "pre_gpu")
