@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
+from itertools import accumulate
 from dataclasses import dataclass, field
 
 import torch
@@ -378,9 +379,6 @@ class Lane:
         reps = pack([s[0] for s in sizes], self.bucket_set)
         groups = eager_groups(reps, [self._mergeable(r, shapes) for r in reps], self.eager_merge * self._largest)
         for group in groups:
-            if len(group) > 1 and self.exact:  # merged packs' layouts are sighted here (else in run_pack)
-                for rep in group:
-                    self._sighted(tuple(x for i in rep.members for x in shapes[i]))
             idx = [i for rep in group for i in rep.members]
             args = [requests[i] for i in idx], [shapes[i] for i in idx], [ids[i] for i in idx], [sizes[i] for i in idx]
             try:
@@ -407,19 +405,21 @@ class Lane:
     def _run_merged(self, group: list, requests: list, shapes: list, ids: list[int],
                     sizes: list) -> list[tuple[object, Check]]:
         """Several eager buckets' packs (``group``, whose members these requests are, in order) as one
-        eager call; each pack counts as a run of its bucket, the call's time shared by units. On
-        out-of-memory, pack by pack."""
+        eager call; each pack counts as a run of its bucket, the call's time shared by units, and, with
+        exact graphs, a sighting of its layout. On out-of-memory, pack by pack (``run_pack`` counts
+        the sightings then)."""
+        cuts = list(accumulate((len(rep.members) for rep in group), initial=0))  # pack k: [cuts[k], cuts[k+1])
+        spans = list(zip(cuts, cuts[1:]))
         try:
-            return self.run_pack(None, requests, shapes, ids, sizes, group=group)
+            outs = self.run_pack(None, requests, shapes, ids, sizes, group=group)
         except torch.OutOfMemoryError:
             if self._cuda:
                 torch.cuda.empty_cache()
-        outs, at = [], 0
-        for rep in group:
-            n = len(rep.members)
-            outs += self.run_pack(rep.bucket, requests[at : at + n], shapes[at : at + n], ids[at : at + n],
-                                  sizes[at : at + n])
-            at += n
+            return [o for rep, (a, b) in zip(group, spans)
+                    for o in self.run_pack(rep.bucket, requests[a:b], shapes[a:b], ids[a:b], sizes[a:b])]
+        if self.exact:
+            for a, b in spans:
+                self._sighted(tuple(x for s in shapes[a:b] for x in s))
         return outs
 
     def _alone(self, request, shape, index: int, size: tuple | None = None) -> tuple[object, Check | None]:

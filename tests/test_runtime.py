@@ -345,6 +345,12 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
     out = rt.launch(bad, shapes).results()
     assert calls == [2] and isinstance(out[1], ValueError) and "request 1" in str(out[1])
     check_against_direct(encoders, [bad[0], bad[2]], [out[0], out[2]])
+    rt.exact_graphs = True  # out of memory with exact graphs: each layout sighted once, by its own run
+    new = [vision_request([[1, 12, 18]], vis.config), vision_request([[1, 14, 16]], vis.config)]
+    fail.append(True)
+    check_against_direct(encoders, new, rt.encode(new))
+    assert [lane._exact_seen[(s,)] for s in ((1, 12, 18), (1, 14, 16))] == [1, 1]
+    rt.exact_graphs = False
     lane.eager_merge = 0  # off: each pack alone (EncoderRuntime(eager_merge=0))
     calls.clear()
     reqs = mix()
