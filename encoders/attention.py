@@ -121,8 +121,8 @@ def dense_layout(seqlens: Sequence[int], min_seqlen: int = DENSE_MIN_SEQLEN, max
     per ``[B, L]`` shape)."""
     runs = segment_runs(seqlens)
     if max_runs is None:
-        per_run = DENSE_RUN_TOKENS
-        max_runs = max(DENSE_MAX_RUNS, sum(c * n for c, n in runs) // per_run if per_run > 0 else 0)
+        tokens = sum(c * n for c, n in runs)
+        max_runs = max(DENSE_MAX_RUNS, tokens // DENSE_RUN_TOKENS if DENSE_RUN_TOKENS > 0 else 0)
     return 0 < len(runs) <= max_runs and all(n >= min_seqlen for _, n in runs)
 
 

@@ -18,8 +18,8 @@ import torch
 from ..encoders.attention import BACKENDS, resolve_backend
 from .grid import BucketGrid
 from .lane import Check, Lane
-from .packing import EAGER_MERGE
 from .modality import AudioModality, VisionModality
+from .packing import EAGER_MERGE
 from .requests import (
     AudioRequest, NonFiniteOutput, VisionRequest, check_finite, validate_audio, validate_vision,
 )
