@@ -13,6 +13,7 @@ import omnienc.runtime.tune as tuner
 from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.costs import CostModel, Probe, estimate_activation_bytes, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
+from omnienc.runtime.packing import vision_demand
 from omnienc.runtime.simulate import batches, simulate, simulate_modality
 from omnienc.runtime.trace import TraceRecord, read_trace, write_trace
 from omnienc.tools import replay, tracegen, tune
@@ -100,19 +101,13 @@ def test_simulate_prices_a_batchs_eager_packs_as_one_call():
     run of its bucket), its predicted time shared by units."""
     costs = CostModel.load()
     grid = ModalityGrid("vision", (B(256, 1), B(4096, 1)), graphs_up_to=256)
-    demands = [[vision_demand_of(1, 50, 60), vision_demand_of(1, 60, 50), vision_demand_of(1, 8, 8)]]
+    demands = [[vision_demand([(1, 50, 60)]), vision_demand([(1, 60, 50)]), vision_demand([(1, 8, 8)])]]
     stats, reps = simulate_modality(demands, "vision", grid.buckets, grid.is_graph, costs)
     e = stats.bucket(B(4096, 1))
     assert (e.runs, e.units, stats.replays) == (2, 6000, 1) and len(reps) == 3
     segments = 6000**2 / (2 * 3000**2)
     assert e.ms == pytest.approx(costs.eager_ms("vision", 6000, segments))
     assert e.ms < 2 * costs.eager_ms("vision", 3000, 1)  # one fixed part, not two
-
-
-def vision_demand_of(t, h, w):
-    from omnienc.runtime.packing import vision_demand
-
-    return vision_demand([(t, h, w)])
 
 
 def test_simulate_with_a_busy_worker(tmp_path, capsys):
