@@ -17,7 +17,8 @@ Backends:
                 takes new ``cu_seqlens`` of the same length and bound. Never chosen by ``auto``:
                 which of ``varlen`` and ``cudnn`` is faster depends on the layout (cuDNN wins on
                 large and multi-segment vision packs, loses on small ones and on audio), so a
-                caller measures (``available_backends``, ``fastest_backend``).
+                caller measures (``available_backends``, ``fastest_backend``); the runtime also
+                gives it big uncaptured vision calls, in ``cudnn_layout`` (``runtime.lane``).
     ``dense``:  equal-length segments as one ``[B, H, L, D]`` batch: consecutive segments of one length
                 form a run, one ``scaled_dot_product_attention`` call per run, pinned to cuDNN on CUDA
                 (1.3-1.6x FlashAttention varlen at head_dim 72 on an H200 when segments are long).
@@ -30,6 +31,7 @@ Backends:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import statistics
@@ -49,6 +51,10 @@ _HALF = (torch.float16, torch.bfloat16)
 DENSE_MIN_SEQLEN = 128
 DENSE_MAX_RUNS = 16
 DENSE_RUN_TOKENS = 1024
+# ``cudnn_layout``: the frontend builds (~16-45 ms) and caches one cuDNN graph per segment count and
+# bound, whatever the lengths and token count; rounding both up makes a few graphs serve every layout.
+CUDNN_SEGMENT_STEP = 16
+CUDNN_BOUND_STEP = 1024
 
 
 def varlen_supported(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
@@ -124,6 +130,26 @@ def dense_layout(seqlens: Sequence[int], min_seqlen: int = DENSE_MIN_SEQLEN, max
         tokens = sum(c * n for c, n in runs)
         max_runs = max(DENSE_MAX_RUNS, tokens // DENSE_RUN_TOKENS if DENSE_RUN_TOKENS > 0 else 0)
     return 0 < len(runs) <= max_runs and all(n >= min_seqlen for _, n in runs)
+
+
+def cudnn_layout(cu_seqlens: torch.Tensor, seqlens: Sequence[int], max_seqlen: int) -> tuple[torch.Tensor, tuple[int, ...], int]:
+    """The same segments in a layout whose ``cudnn`` graph recurs: zero-length segments appended up
+    to a multiple of ``CUDNN_SEGMENT_STEP``, and the bound rounded up to a multiple of
+    ``CUDNN_BOUND_STEP`` (an upper bound, as a bucket's). The frontend keys its graphs on those two,
+    not on lengths or tokens, and builds one per key (tens of ms): exact counts and bounds would
+    build one for nearly every uncaptured layout. Returns ``(cu_seqlens, seqlens, max_seqlen)``."""
+    n = len(seqlens)
+    count = -(-max(n, 1) // CUDNN_SEGMENT_STEP) * CUDNN_SEGMENT_STEP
+    bound = -(-max(max_seqlen, 1) // CUDNN_BOUND_STEP) * CUDNN_BOUND_STEP
+    if count > n:
+        cu_seqlens = torch.cat([cu_seqlens, cu_seqlens[-1:].expand(count - n)])
+    return cu_seqlens, (*seqlens, *[0] * (count - n)), bound
+
+
+def cudnn_plan(plan):
+    """A host plan (``VisionPlan`` / ``AudioPlan``) in ``cudnn_layout``: a new plan, the same tokens."""
+    cu, seqlens, bound = cudnn_layout(plan.cu_seqlens, plan.seqlens, plan.max_seqlen)
+    return dataclasses.replace(plan, cu_seqlens=cu, seqlens=seqlens, max_seqlen=bound)
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqlens: Sequence[int]) -> torch.Tensor:

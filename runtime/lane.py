@@ -34,11 +34,15 @@ import torch
 
 from ..encoders.attention import (
     available_backends,
+    cudnn_layout,
+    cudnn_plan,
+    cudnn_supported,
     dense_layout,
     dense_supported,
     fastest_backend,
     resolve_backend,
     segment_runs,
+    varlen_attention,
 )
 from ..encoders.ops.finite import row_flags  # per output row: all finite (one Triton pass on CUDA)
 from . import graphs
@@ -111,7 +115,9 @@ class Lane:
         attention: the attention backend of every run, or ``"auto"``: the encoder's default.
         eager_attention: uncaptured runs' backend: ``"auto"`` takes ``dense`` (cuDNN over runs of
             equal-length segments) where the layout suits it (``encoders.attention.dense_layout``)
-            and ``attention`` is ``"auto"`` or ``"fastest"``, else the lane's backend; or a backend name.
+            and ``attention`` is ``"auto"`` or ``"fastest"`` -- but a call of at least the modality's
+            ``eager_cudnn_tokens`` takes ``cudnn`` where the extra is installed (on a rounded plan,
+            ``encoders.attention.cudnn_plan``) -- else the lane's backend; or a backend name.
         exact_graphs: capture graphs of repeated exact pack layouts (see the module docstring).
         eager_merge: a launch's eager packs share one call of at most this many times the largest
             bucket's size (``EAGER_MERGE``; 0: each alone).
@@ -156,6 +162,7 @@ class Lane:
         self.attention = attention
         self.eager_attention = eager_attention
         self._dense_seen: dict[tuple[int, int], int] = {}  # [B, L] shape -> sightings (<= DENSE_SHAPES keys)
+        self.eager_cudnn_tokens = spec.eager_cudnn_tokens  # uncaptured calls this big take ``cudnn`` (0: never)
         self._eager_attention_runs: dict[str, int] = {}  # backend -> uncaptured runs on it (stats)
         buckets = grid.buckets if grid is not None else ()
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
@@ -228,7 +235,17 @@ class Lane:
         if self.eager_attention != "auto":
             enc = self.encoder
             return resolve_backend(self.eager_attention, self.device, enc.dtype, enc.head_dim)
+        if self._cudnn_suits(seqlens):
+            return "cudnn"
         return "dense" if self._dense_suits(seqlens) and self._admit_dense(segment_runs(seqlens)) else self.backend()
+
+    def _cudnn_suits(self, seqlens) -> bool:
+        """Whether cuDNN's varlen attention takes an uncaptured call over ``seqlens``: the lane's
+        attention is ``auto`` or ``fastest``, the call holds at least ``eager_cudnn_tokens`` tokens,
+        and the ``cudnn`` extra runs these tensors."""
+        enc = self.encoder
+        return (0 < self.eager_cudnn_tokens <= sum(seqlens) and self.attention in ("auto", "fastest")
+                and cudnn_supported(self.device, enc.dtype, enc.head_dim))
 
     def _dense_suits(self, seqlens) -> bool:
         """Whether ``dense`` may take a run over ``seqlens``: the lane's attention is ``auto`` or
@@ -331,6 +348,7 @@ class Lane:
             if progress is not None:
                 progress(self.modality, bucket, br.capture_s)
         if cuda:
+            self._warm_cudnn()
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
             self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
@@ -338,6 +356,18 @@ class Lane:
         self.captured = True
         self.pool = pool or self.pool
         return pool
+
+    def _warm_cudnn(self) -> None:
+        """Where big uncaptured calls may take ``cudnn``, one small such call now: the frontend's
+        start-up (its import, a handle, its first graph: ~0.9 s on an H100) is paid by the capture,
+        not by the first big request."""
+        enc = self.encoder
+        if not self._cudnn_suits((self.eager_cudnn_tokens,)):
+            return
+        q, k, v = torch.randn(3, 64, enc.num_heads, enc.head_dim, device=self.device, dtype=enc.dtype).unbind(0)
+        cu, _, bound = cudnn_layout(torch.tensor([0, 64], dtype=torch.int32), (64,), 64)
+        with torch.inference_mode():
+            varlen_attention(q, k, v, cu.to(self.device), bound, None, "cudnn")
 
     def _capture_bucket(self, br: BucketRun, candidates: list[str], pool):
         """Captures ``br``'s graph with each candidate backend, keeps the fastest replay."""
@@ -614,10 +644,10 @@ class Lane:
         inputs = m.input_buffer(sum(m.rows(s) for s in shapes), self.device, zero=False)
         m.fill(requests, shapes, inputs)
         host_plan = m.plan(shapes)
-        plan = upload(host_plan, self.device)
-        # Not the frontend's ``cudnn`` (its per-call host work made uncaptured runs slower on an
-        # H200: 8 images 448x448 23.2 vs 16.2 ms), but torch's own cuDNN SDPA on equal-length runs.
         backend = self.eager_backend(host_plan.seqlens)
+        if backend == "cudnn":
+            host_plan = cudnn_plan(host_plan)  # a segment count and bound whose cuDNN graph recurs
+        plan = upload(host_plan, self.device)
         self._eager_attention_runs[backend] = self._eager_attention_runs.get(backend, 0) + 1
         outputs = m.run(inputs, plan, backend)
         return (*outputs, row_flags(outputs))

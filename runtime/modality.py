@@ -25,6 +25,12 @@ class VisionModality:
     name = "vision"
     request_type = VisionRequest
     input_field = "pixel_values"
+    # Uncaptured calls of at least this many tokens take cuDNN's varlen attention where the extra is
+    # installed (``Lane.eager_backend``), before ``dense``: long, many-segment layouts, where it runs
+    # 1.2-1.5x FlashAttention at head_dim 72 and its ~0.2 ms of host time per layer hides behind the
+    # GPU (H100, session 11: mixed32 0.926x the native encoders vs 0.981x with dense, the service's
+    # 2,000-request mix 149.6 vs 140.7 req/s; docs/BENCHMARKS.md).
+    eager_cudnn_tokens = 8192
 
     def __init__(self, encoder: VisionEncoder):
         self.encoder = encoder
@@ -111,6 +117,7 @@ class AudioModality:
     name = "audio"
     request_type = AudioRequest
     input_field = "input_features"
+    eager_cudnn_tokens = 0  # never: audio windows are short (~104 tokens), where cuDNN loses to FlashAttention
 
     def __init__(self, encoder: AudioEncoder):
         if encoder.chunk_frames != AUDIO_CHUNK_FRAMES:

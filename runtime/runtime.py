@@ -111,9 +111,13 @@ class EncoderRuntime:
             ``cudnn`` extra -- times them on a typical fill and keeps the fastest; eager runs keep the
             encoder's backend), or one backend name for every run.
         eager_attention: the backend of uncaptured runs (eager buckets, fallbacks): ``"auto"``
-            takes ``dense`` -- torch's cuDNN attention over runs of equal-length segments, e.g. one
-            large image or a video's frames -- where the layout suits it, else ``attention``'s
-            backend; or one backend name.
+            takes cuDNN's varlen attention for vision calls of at least ``eager_cudnn_tokens`` where the
+            ``cudnn`` extra is installed, else ``dense`` -- torch's cuDNN attention over runs of
+            equal-length segments, e.g. one large image or a video's frames -- where the layout suits
+            it, else ``attention``'s backend; or one backend name.
+        eager_cudnn_tokens: the fewest tokens of an uncaptured vision call that takes cuDNN's varlen
+            attention under ``eager_attention="auto"`` (None: ``VisionModality.eager_cudnn_tokens``,
+            8,192; 0: never).
         exact_graphs: capture a CUDA graph of a pack's exact layout when it comes back (its
             ``Lane.EXACT_AT``-th sighting) and replay it, unpadded, from then on (``runtime.lane``);
             None: on with CUDA graphs. Such a capture runs while serving and, as every torch
@@ -127,7 +131,8 @@ class EncoderRuntime:
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
                  use_cuda_graphs: bool | None = None, trace_path=None, attention: str = "auto",
-                 eager_attention: str = "auto", exact_graphs: bool | None = None, eager_merge: int = EAGER_MERGE):
+                 eager_attention: str = "auto", exact_graphs: bool | None = None, eager_merge: int = EAGER_MERGE,
+                 eager_cudnn_tokens: int | None = None):
         if vision is None and audio is None:
             raise ValueError("EncoderRuntime needs at least one encoder (vision= or audio=)")
         grid = grid or BucketGrid.default()
@@ -145,6 +150,9 @@ class EncoderRuntime:
             raise ValueError(f"eager_attention={eager_attention!r}: use one of {BACKENDS}")
         if isinstance(eager_merge, bool) or not isinstance(eager_merge, int) or eager_merge < 0:
             raise ValueError(f"eager_merge={eager_merge!r}: use an integer >= 0 (0: each eager pack alone)")
+        if eager_cudnn_tokens is not None and (isinstance(eager_cudnn_tokens, bool) or not isinstance(eager_cudnn_tokens, int)
+                                               or eager_cudnn_tokens < 0):
+            raise ValueError(f"eager_cudnn_tokens={eager_cudnn_tokens!r}: use None (the default) or an integer >= 0 (0: never)")
         names = [e.attn_backend if attention in ("auto", "fastest") else attention for e in encoders]
         capturable = all(resolve_backend(n, self.device, e.dtype, e.head_dim) not in ("sdpa", "dense")
                          for n, e in zip(names, encoders))
@@ -163,6 +171,8 @@ class EncoderRuntime:
         self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention,
                             eager_attention, exact, eager_merge)
                        if vision is not None else None)
+        if self.vision is not None and eager_cudnn_tokens is not None:
+            self.vision.eager_cudnn_tokens = eager_cudnn_tokens
         self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
                            eager_attention, exact, eager_merge)
                       if audio is not None else None)

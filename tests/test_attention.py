@@ -13,9 +13,12 @@ from omnienc.encoders.attention import (
     BACKENDS,
     CAPTURABLE,
     DENSE_MAX_RUNS,
+    CUDNN_BOUND_STEP,
+    CUDNN_SEGMENT_STEP,
     DENSE_RUN_TOKENS,
     available_backends,
     cudnn_available,
+    cudnn_plan,
     dense_layout,
     fastest_backend,
     resolve_backend,
@@ -157,3 +160,26 @@ def test_dense_matches_per_segment_sdpa(seqlens):
         varlen_attention(q, k, v, cu, max(seqlens), (*seqlens, 1), "dense")
     with pytest.raises(ValueError, match="'dense' attention backend needs the segment lengths"):
         varlen_attention(q, k, v, cu, max(seqlens), None, "dense")
+
+
+@pytest.mark.parametrize("widths", [(3,), (2, 2, 1, 5, 3), tuple(range(1, 2 * CUDNN_SEGMENT_STEP + 2))])
+def test_cudnn_plan_rounds_the_graph_key_and_keeps_the_result(widths):
+    """``cudnn_plan`` pads with zero-length segments to a multiple of CUDNN_SEGMENT_STEP and rounds the
+    bound up to a multiple of CUDNN_BOUND_STEP; the segments, so the attention, stay the same."""
+    from omnienc.encoders.vision import plan_vision
+
+    plan = plan_vision([(1, 2, 2 * w) for w in widths], 2, 16)  # one frame of 2 x 2w patches each
+    keyed = cudnn_plan(plan)
+    n, count = len(plan.seqlens), len(keyed.seqlens)
+    assert count % CUDNN_SEGMENT_STEP == 0 and n <= count < n + CUDNN_SEGMENT_STEP
+    assert keyed.seqlens[:n] == plan.seqlens and not any(keyed.seqlens[n:])
+    assert keyed.max_seqlen % CUDNN_BOUND_STEP == 0 and plan.max_seqlen <= keyed.max_seqlen < plan.max_seqlen + CUDNN_BOUND_STEP
+    assert keyed.cu_seqlens.dtype == torch.int32
+    assert keyed.cu_seqlens.tolist() == [0, *torch.tensor(keyed.seqlens).cumsum(0).tolist()]
+    assert plan.cu_seqlens.shape[0] == n + 1  # the plan given is unchanged
+    torch.testing.assert_close(keyed.pos_index, plan.pos_index, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(len(widths))
+    q, k, v = torch.randn(3, plan.num_tokens, 2, 8, generator=g).unbind(0)
+    ref = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, "sdpa")
+    out = varlen_attention(q, k, v, keyed.cu_seqlens, keyed.max_seqlen, keyed.seqlens, "sdpa")
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)

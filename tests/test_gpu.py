@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 
 import pytest
 import torch
@@ -218,6 +219,33 @@ def test_dense_eager_runs_match_hf(vision_models, runtime, grid):
     report(f"{name} embeds", ref.pooler_output, h16.pooler_output, out.embeds)
     for i, (a, b, c) in enumerate(zip(ref.deepstack_features, h16.deepstack_features, out.deepstack)):
         report(f"{name} deepstack[{i}]", a, b, c)
+
+
+@torch.inference_mode()
+def test_big_uncaptured_calls_on_cudnn_varlen_match_hf(vision_models, runtime):
+    """An uncaptured call of at least ``eager_cudnn_tokens`` tokens (before ``dense`` admits its
+    shapes) runs cuDNN's varlen attention on a rounded plan: as accurate against HF float32 as HF's
+    own bf16."""
+    from omnienc.encoders.attention import cudnn_available
+    from omnienc.runtime import VisionRequest
+
+    if not cudnn_available():
+        pytest.skip("nvidia-cudnn-frontend is not installed (the cudnn extra)")
+    hf32, hf16, _ = vision_models
+    rt, _ = runtime
+    grid = [[1, 60, 60], [1, 46, 80], [1, 20, 34], [1, 16, 16]]  # 8,216 patches, four segment lengths
+    n = sum(t * h * w for t, h, w in grid)
+    assert n >= rt.vision.eager_cudnn_tokens
+    px = torch.randn(n, rt.vision.encoder.in_features, device=CUDA)
+    g = torch.tensor(grid, device=CUDA)
+    ref, h16 = hf32(px, grid_thw=g), hf16(px.bfloat16(), grid_thw=g)
+    assert "cudnn.sdpa.fwd.torch_op" in sys.modules  # the frontend started at capture (Lane._warm_cudnn)
+    before = rt.stats()["vision"]["eager_attention"].get("cudnn", 0)
+    out = rt.encode([VisionRequest(px, torch.tensor(grid))])[0]
+    assert rt.stats()["vision"]["eager_attention"].get("cudnn", 0) == before + 1
+    report("runtime cudnn varlen 4 images 8216 patches embeds", ref.pooler_output, h16.pooler_output, out.embeds)
+    for i, (a, b, c) in enumerate(zip(ref.deepstack_features, h16.deepstack_features, out.deepstack)):
+        report(f"runtime cudnn varlen 4 images deepstack[{i}]", a, b, c)
 
 
 def test_every_bucket_replays_to_the_eager_result(runtime, monkeypatch):

@@ -394,6 +394,9 @@ def test_ab_variants_are_real_parameters(encoders):
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="eager_merge"):
             EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_merge=bad)
+        with pytest.raises(ValueError, match="eager_cudnn_tokens"):
+            EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=bad)
+    assert EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=0).vision.eager_cudnn_tokens == 0
 
 
 def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
@@ -498,6 +501,47 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     assert used == ["dense", "dense"]  # each a fallback, alone; named, so no sightings wait
     v = rt.stats()["vision"]
     assert v["eager_attention"] == {"dense": 2} and v["dense_shapes"] == 0  # named: no admission kept
+    check_against_direct(encoders, reqs, outs)
+
+
+def test_big_uncaptured_calls_take_cudnn_varlen_with_a_recurring_graph_key(encoders, monkeypatch):
+    """``eager_attention="auto"``, the ``cudnn`` extra present: an uncaptured vision call of at least
+    ``eager_cudnn_tokens`` tokens runs cuDNN's varlen attention (before ``dense``, whose sightings it
+    does not count) on a plan whose segment count and bound are rounded (``cudnn_plan``); smaller
+    calls and audio keep their backends; the outputs are the direct encoder's."""
+    from omnienc.encoders.attention import CUDNN_BOUND_STEP, CUDNN_SEGMENT_STEP
+    from omnienc.runtime import lane as lane_mod
+
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    lane = rt.vision
+    assert lane.eager_cudnn_tokens == 8192 and rt.audio.eager_cudnn_tokens == 0
+    assert lane.eager_backend((9000,)) == "sdpa"  # the CPU: no cuDNN
+    monkeypatch.setattr(lane_mod, "cudnn_supported", lambda *a: True)
+    assert lane.eager_backend((9000,)) == "cudnn" and lane.eager_backend((4000, 4000, 192)) == "cudnn"
+    assert lane.eager_backend((4000, 4000)) == "sdpa"  # below the bound
+    assert rt.audio.eager_backend((104,) * 100) == "sdpa"
+    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
+    n = lane.DENSE_AFTER
+    assert [lane.eager_backend((9000,)) for _ in range(n + 1)] == ["cudnn"] * (n + 1)  # big: before dense
+    assert [lane.eager_backend((3000,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]  # smaller: as before
+    assert list(lane._dense_seen) == [(1, 3000)]  # the big call's shape was never counted
+    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: False)
+    lane.eager_cudnn_tokens = 500  # the tiny encoders' calls are small
+    used = []
+    real = vis.run
+
+    def run(x, plan, backend=None):
+        used.append((backend, len(plan.seqlens), plan.max_seqlen, plan.cu_seqlens.shape[0]))
+        return real(x, plan, "sdpa" if backend == "cudnn" else backend)  # the CPU runs the rounded plan
+
+    monkeypatch.setattr(vis, "run", run)
+    reqs = [vision_request([[2, 16, 18]], vis.config), vision_request([[1, 20, 20]], vis.config)]  # fit no bucket
+    outs = rt.encode(reqs)
+    assert [u[0] for u in used] == ["cudnn", "sdpa"]  # 576 + 400 tokens, each alone
+    backend, segments, bound, cu = used[0]
+    assert segments == cu - 1 == CUDNN_SEGMENT_STEP and bound == CUDNN_BOUND_STEP
+    assert rt.stats()["vision"]["eager_attention"] == {"cudnn": 1, "sdpa": 1}
     check_against_direct(encoders, reqs, outs)
 
 

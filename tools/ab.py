@@ -74,8 +74,10 @@ VARIANTS = {
     "graphs_cudnn": Variant("graphs with cuDNN attention everywhere", runtime={"attention": "cudnn"}),
     "graphs_no_exact": Variant("graphs without exact-layout graphs (every pack on its bucket: padded replays, "
                                "eager runs)", runtime={"exact_graphs": False}),
-    "graphs_eager_varlen": Variant("graphs with uncaptured runs on FA2 varlen (no dense cuDNN runs)",
-                                   runtime={"eager_attention": "varlen"}),
+    "graphs_eager_varlen": Variant("graphs with uncaptured runs on FA2 varlen (no cuDNN: no dense runs, no varlen "
+                                   "cuDNN for big calls)", runtime={"eager_attention": "varlen"}),
+    "graphs_no_eager_cudnn": Variant("graphs with big uncaptured vision calls on dense/FA2 as before, not cuDNN varlen",
+                                     runtime={"eager_cudnn_tokens": 0}),
     "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths), any layout, no admission",
                                   runtime={"eager_attention": "dense"}),
     "graphs_no_merge": Variant("graphs with a launch's eager packs each run alone (not as one eager call)",
