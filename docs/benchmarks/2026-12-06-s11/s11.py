@@ -2,7 +2,9 @@
 Variants: fa (before: dense from a shape's 8th sighting, else FlashAttention), cudnn (cuDNN varlen for
 calls >= 8192 tokens, never dense), both (dense once admitted, else cuDNN varlen for big calls).
 argv: mix            mixed32, one process, native + each variant's own runtime, alternating rounds
-      tput VARIANT   the service's 2,000-request mix on one GPU, this variant, own process"""
+      tput VARIANT   the service's 2,000-request mix on one GPU, this variant, own process
+      small          image720p, images8x448, video16x448: the cuDNN bound at 8192 (these calls keep
+                     FlashAttention, then dense from a shape's 8th sighting) vs 2048 (cuDNN varlen)"""
 import sys
 import time
 import torch
@@ -75,9 +77,33 @@ def tput(vis, aud, variant):
         print("no frontend cache:", e)
 
 
+@torch.inference_mode()
+def small(vis, aud):
+    from omnienc.tools.workloads import all_workloads, make_inputs
+    from omnienc.tools.floor import measure
+    rts = {t: EncoderRuntime(vis, aud, eager_cudnn_tokens=t) for t in (8192, 2048)}
+    for rt in rts.values():
+        rt.capture(progress=False)
+    for name in ("image720p", "images8x448", "video16x448"):
+        x = make_inputs(all_workloads()[name], vis.config, aud.config, dev, torch.bfloat16)
+        for rt in rts.values():
+            rt.exact_graphs = False  # uncaptured runs only (the bench's exact graphs would replay from call 2)
+        fns = {"native": lambda: vis(x.vision[0], x.vision[1])}
+        fns |= {f"t{t}": (lambda rt=rt: rt.encode(x.requests)) for t, rt in rts.items()}
+        res = {k: [] for k in fns}
+        for rnd in range(4):  # round 0: calls 1-6 (FlashAttention for t8192), later rounds dense for it
+            for k, f in fns.items():
+                res[k].append(measure(f, dev, 6, 0 if rnd == 0 else 1, 2.0).median_ms)
+        print(f"{name}: " + "  ".join(f"{k} " + "/".join(f"{v:.2f}" for v in vs) for k, vs in res.items()), flush=True)
+    for t, rt in rts.items():
+        print(f"t{t}: eager attention {rt.stats()['vision']['eager_attention']}", flush=True)
+
+
 if __name__ == "__main__":
     vis, aud = build_encoders(None, dev, "bfloat16", "real")
     if sys.argv[1] == "mix":
         mix(vis, aud)
+    elif sys.argv[1] == "small":
+        small(vis, aud)
     else:
         tput(vis, aud, sys.argv[2])
