@@ -348,10 +348,10 @@ class Lane:
             if progress is not None:
                 progress(self.modality, bucket, br.capture_s)
         if cuda:
-            self._warm_cudnn()
             torch.cuda.synchronize(self.device)
             torch.cuda.empty_cache()
             self.graph_memory_bytes = torch.cuda.memory_reserved(self.device) - before
+            self._warm_cudnn()  # after the graph memory is measured: none of it is graph memory
         self.capture_s = time.perf_counter() - t0
         self.captured = True
         self.pool = pool or self.pool
