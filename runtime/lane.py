@@ -65,6 +65,12 @@ class Check:
         return bool(self.flags[self.start : self.stop].all())
 
 
+def _layout(shapes: list) -> tuple:
+    """A pack's exact layout, the key of its exact graph: its items in order, however grouped into
+    requests."""
+    return tuple(x for s in shapes for x in s)
+
+
 @dataclass
 class ExactGraph:
     """A CUDA graph of one exact pack layout: its plan (kept alive: the graph reads it), the stacked
@@ -289,7 +295,7 @@ class Lane:
     def _stage(self, br: BucketRun, shapes: list):
         """Puts the pack's plan into the plan buffer (one copy; none when the buffer already holds
         it: the same bucket and items as the last staging, which runs before in stream order)."""
-        key = (br.bucket, tuple(x for s in shapes for x in s))  # the items, however grouped
+        key = (br.bucket, _layout(shapes))
         staged = self._staged
         if staged is not None and staged[0] == key:
             return staged[1]
@@ -359,8 +365,8 @@ class Lane:
 
     def _warm_cudnn(self) -> None:
         """Where big uncaptured calls may take ``cudnn``, one small such call now: the frontend's
-        start-up (its import, a handle, its first graph: ~0.9 s on an H100) is paid by the capture,
-        not by the first big request."""
+        start-up (its import, a handle, its first graph: ~1 s on a warm H100 machine, ~11 s on a
+        fresh one) is paid by the capture, not by the first big request."""
         enc = self.encoder
         if not self._cudnn_suits((self.eager_cudnn_tokens,)):
             return
@@ -429,7 +435,7 @@ class Lane:
             return False
         if not self.exact:
             return True
-        key = tuple(x for i in rep.members for x in shapes[i])
+        key = _layout([shapes[i] for i in rep.members])
         return key not in self._exact_graphs and not self._exact_due(key)  # else run_pack replays or captures it
 
     def _run_merged(self, group: list, requests: list, shapes: list, ids: list[int],
@@ -449,7 +455,7 @@ class Lane:
                     for o in self.run_pack(rep.bucket, requests[a:b], shapes[a:b], ids[a:b], sizes[a:b])]
         if self.exact:
             for a, b in spans:
-                self._sighted(tuple(x for s in shapes[a:b] for x in s))
+                self._sighted(_layout(shapes[a:b]))
         return outs
 
     def _alone(self, request, shape, index: int, size: tuple | None = None) -> tuple[object, Check | None]:
@@ -548,7 +554,7 @@ class Lane:
         """The pack by its exact layout's graph: a replay if it has one; at the layout's
         ``EXACT_AT``-th sighting an eager run of exactly these requests, then the capture of that
         run's work. None: the pack runs on its bucket as usual."""
-        key = tuple(x for s in shapes for x in s)  # the items, however grouped into requests
+        key = _layout(shapes)
         entry = self._exact_graphs.get(key)
         if entry is not None:
             self._exact_graphs.move_to_end(key)
@@ -569,7 +575,7 @@ class Lane:
     def _sighted(self, key: tuple) -> int:
         """Counts a sighting of a layout that has no graph (each earns captures a fraction of a
         credit); returns its sightings before this one (-1: its capture failed)."""
-        self._exact_credit = min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
+        self._exact_credit = self._credit_after_sighting()
         seen = self._exact_seen.pop(key, 0)
         self._exact_seen[key] = seen if seen < 0 else seen + 1
         while len(self._exact_seen) > self.EXACT_SEEN:
@@ -579,8 +585,11 @@ class Lane:
     def _exact_due(self, key: tuple) -> bool:
         """Whether a sighting of this layout (no graph held) now would capture it; changes nothing."""
         seen = self._exact_seen.get(key, 0)
-        credit = min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
-        return seen >= 0 and seen + 1 >= self.EXACT_AT and credit >= 1.0
+        return seen >= 0 and seen + 1 >= self.EXACT_AT and self._credit_after_sighting() >= 1.0
+
+    def _credit_after_sighting(self) -> float:
+        """The capture credit once a sighting has earned its fraction (at most ``EXACT_CREDIT``)."""
+        return min(self._exact_credit + 1.0 / self.EXACT_REFILL, self.EXACT_CREDIT)
 
     def _exact_capture(self, key: tuple, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
         """Runs the pack eagerly on its exact plan (its results), then captures that work as the

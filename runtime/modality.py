@@ -27,7 +27,7 @@ class VisionModality:
     input_field = "pixel_values"
     # Uncaptured calls of at least this many tokens take cuDNN's varlen attention where the extra is
     # installed (``Lane.eager_backend``), before ``dense``: long, many-segment layouts, where it runs
-    # 1.2-1.5x FlashAttention at head_dim 72 and its ~0.2 ms of host time per layer hides behind the
+    # 1.2-1.5x FlashAttention at head_dim 72 and its ~0.3 ms of host time per layer hides behind the
     # GPU (H100, session 11: mixed32 0.926x the native encoders vs 0.981x with dense, the service's
     # 2,000-request mix 149.6 vs 140.7 req/s; docs/BENCHMARKS.md).
     eager_cudnn_tokens = 8192
