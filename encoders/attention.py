@@ -34,12 +34,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import statistics
 import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..cuda.timing import median_ms
 
 BACKENDS = ("auto", "sdpa", "varlen", "cudnn", "dense")
 CAPTURABLE = ("varlen", "cudnn")  # preference order: the first wins a tie in ``fastest_backend``
@@ -265,21 +266,6 @@ def varlen_attention(
     return out
 
 
-def _cuda_event_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median milliseconds of one ``fn()`` on the current stream: CUDA events around each call,
-    after ``warmup`` calls; one host sync at the end."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
-    for start, end in events:
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return statistics.median(start.elapsed_time(end) for start, end in events)
-
-
 def fastest_backend(
     run: Callable[[str], Callable[[], object]],
     backends: Sequence[str],
@@ -296,7 +282,7 @@ def fastest_backend(
             earlier one.
         repeats: timed calls per candidate (after warm-up calls); the median counts.
         timer: ``timer(fn, repeats) -> ms``; default: CUDA events around each call on the current
-            stream (``_cuda_event_ms``). Tests pass a fake.
+            stream (``cuda.timing.median_ms``). Tests pass a fake.
 
     Returns:
         ``(best, {backend: ms})``. A candidate whose ``run`` or timing raises gets ``inf`` and a
@@ -304,7 +290,7 @@ def fastest_backend(
     """
     if not backends:
         raise ValueError("fastest_backend needs at least one candidate backend")
-    timer = timer or _cuda_event_ms
+    timer = timer or median_ms
     times: dict[str, float] = {}
     for name in backends:
         try:

@@ -267,7 +267,7 @@ def log_mel(waves: Sequence[torch.Tensor], config: PreprocessConfig | None = Non
     """
     cfg = config or PreprocessConfig()
     device = waves[0].device
-    stager, index_stager = Stager(torch.float32, device), Stager(torch.int64, device)
+    stager, index_stager = (Stager(t, device, cfg.pin_host_inputs) for t in (torch.float32, torch.int64))
     finish, _ = stage_waveforms(list(waves), [cfg.sampling_rate] * len(waves), cfg, device, stager, index_stager)
     stager.send()
     index_stager.send()
@@ -373,7 +373,7 @@ def preprocess_waveforms(waveforms, sampling_rate: int | Sequence[int] = 16000,
     cfg = config or PreprocessConfig()
     xs, rates = check_waveforms(waveforms, sampling_rate, cfg)
     device = _resolve_device(device, xs)
-    stager, index_stager = Stager(torch.float32, device), Stager(torch.int64, device)
+    stager, index_stager = (Stager(t, device, cfg.pin_host_inputs) for t in (torch.float32, torch.int64))
     feats, lens = stage_waveforms(xs, rates, cfg, device, stager, index_stager)
     stager.send()
     index_stager.send()

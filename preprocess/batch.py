@@ -4,7 +4,7 @@ images grouped by size across requests, one batched log-mel for every audio.
 Calling ``preprocess_images`` / ``preprocess_video`` / ``preprocess_waveforms`` once per request
 launches one group of kernels per request; ``preprocess_many`` plans every request on the host
 first (validation, sizes, frame sampling, the audio layout), moves all host inputs into one device
-buffer per dtype (``staging.Stager``: pageable copies, or one pinned copy with ``PIN_HOST_INPUTS``),
+buffer per dtype (``staging.Stager``: pageable copies, or one pinned copy with ``pin_host_inputs``),
 then runs:
 
 * images: per distinct (source size, target size) across all requests, one batched resize and one
@@ -79,9 +79,8 @@ def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *, 
         items: ``RawImages``, ``RawVideo`` and ``RawAudio`` in any order.
         device: where the work runs and the outputs live (default: the inputs' accelerator, else CPU).
         graphs: on CUDA, replay a CUDA graph for a layout (every item's kind and sizes) seen before
-            (``graphs.PreprocessGraphs``: captured at its second sighting, at most
-            ``MAX_GRAPHS`` per device); False: always launch the kernels one by one; None (default):
-            ``graphs.ENABLED`` (on unless the environment sets ``OMNIENC_PREPROCESS_GRAPHS=0``).
+            (``graphs.PreprocessGraphs``: captured at its second sighting, at most 16 per device);
+            False: always launch the kernels one by one; None (default): ``config.graphs``.
 
     Returns:
         One ``VisionInputs`` / ``AudioInputs`` per item, in order, equal to what the per-request
@@ -97,7 +96,7 @@ def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *, 
     if device.type == "cuda":
         from . import graphs as g
 
-        if g.ENABLED if graphs is None else graphs:
+        if cfg.graphs if graphs is None else graphs:
             return g.graphs_for(device).run(plans, cfg)
     staged = Staged(plans, cfg, device)
     staged.send()
@@ -151,7 +150,8 @@ class Staged:
 
     def __init__(self, plans: list[tuple], cfg: PreprocessConfig, device: torch.device):
         self.plans, self.cfg, self.device = plans, cfg, device
-        self.u8, self.f32, self.i64 = (Stager(t, device) for t in (torch.uint8, torch.float32, torch.int64))
+        self.u8, self.f32, self.i64 = (Stager(t, device, cfg.pin_host_inputs)
+                                       for t in (torch.uint8, torch.float32, torch.int64))
         self.images = ImageBatch(cfg, device)
         for p in plans:
             if p[0] == "image":

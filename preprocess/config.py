@@ -59,6 +59,11 @@ class PreprocessConfig:
         max_frames: at most this many frames per video (uniformly subsampled).
         num_mel_bins: mel bands of the audio features.
         sampling_rate, hop_length, n_fft: Whisper's STFT (fixed: the audio encoder was trained on them).
+        graphs: on CUDA, replay a CUDA graph of a layout seen before (``preprocess.graphs``): ~10
+            Python launches per request become one replay.
+        pin_host_inputs: send host inputs through one pinned buffer and one asynchronous copy,
+            which never waits for the GPU, instead of pageable copies straight from the caller's
+            arrays, which measured faster on an idle GPU (``staging``; docs/BENCHMARKS.md).
     """
 
     patch_size: int = 16
@@ -75,6 +80,8 @@ class PreprocessConfig:
     video_min_frames: int = VIDEO_MIN_FRAMES
     max_frames: int = MAX_FRAMES
     num_mel_bins: int = 128
+    graphs: bool = True
+    pin_host_inputs: bool = False
     sampling_rate: int = field(default=SAMPLING_RATE, init=False)
     hop_length: int = field(default=HOP_LENGTH, init=False)
     n_fft: int = field(default=N_FFT, init=False)
@@ -105,6 +112,9 @@ class PreprocessConfig:
         if self.video_min_pixels > self.video_max_pixels:
             raise PreprocessConfigError(
                 f"video_min_pixels {self.video_min_pixels} is larger than video_max_pixels {self.video_max_pixels}")
+        for name in ("graphs", "pin_host_inputs"):
+            if not isinstance(getattr(self, name), bool):
+                raise PreprocessConfigError(f"{name} is {getattr(self, name)!r}; it must be True or False")
         if not self.video_fps >= 0:
             raise PreprocessConfigError(f"video_fps is {self.video_fps}; pass 0 (every frame) or a positive rate")
 

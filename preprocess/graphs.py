@@ -8,34 +8,29 @@ are copied into the graph's static buffers (the copies a launch makes anyway), t
 replayed, and the outputs are copied out to tensors the caller owns.
 
 ``preprocess_many`` uses them on CUDA unless told not to (``graphs=False``, or
-``OMNIENC_PREPROCESS_GRAPHS=0`` in the environment). ``PreprocessGraphs`` (one per device,
-``graphs_for``) captures a layout at its ``ADMIT_AT``-th sighting (the first runs eagerly, and
-fills every lazily built constant and FFT plan the capture then needs), keeps at most
-``MAX_GRAPHS`` (least recently used first out), shares one memory pool between them, and remembers
-the last ``MAX_SEEN`` layouts it saw. A layout whose capture fails runs eagerly from then on.
+``PreprocessConfig(graphs=False)``). ``PreprocessGraphs`` (one per device, ``graphs_for``) keeps its
+graphs in a ``cuda.GraphCache``: a layout is captured at its ``admit_at``-th sighting (the first
+runs eagerly, and fills every lazily built constant and FFT plan the capture then needs), at most
+``max_graphs`` are kept (least recently used first out) in one memory pool, the last ``max_seen``
+layouts' sightings are remembered, and a layout whose capture fails runs eagerly from then on.
 Replays of one device's graphs take a lock (their buffers are shared) and are ordered on the GPU
 after the previous replay's copies out; the eager path takes none.
 
 What it does not cover: a layout never repeated (traffic of ever new sizes) runs eagerly, as
-before; the first sightings pay the eager cost and the ``ADMIT_AT``-th a capture (a few ms).
+before; the first sightings pay the eager cost and the ``admit_at``-th a capture (a few ms).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
-from collections import OrderedDict
 
 import torch
 
+from ..cuda import GraphCache
+from ..cuda import graphs as cuda_graphs
 from .batch import Staged, layout_key
 from .config import PreprocessConfig
-
-ENABLED = os.environ.get("OMNIENC_PREPROCESS_GRAPHS", "1") != "0"  # preprocess_many's default
-ADMIT_AT = 2  # a layout is captured at this sighting
-MAX_GRAPHS = 16  # graphs kept per device
-MAX_SEEN = 256  # layouts remembered per device (for their sightings)
 
 
 @dataclasses.dataclass
@@ -48,42 +43,40 @@ class _Entry:
 
 
 class PreprocessGraphs:
-    """Captured preprocessing graphs of one CUDA device (see the module docstring)."""
+    """Captured preprocessing graphs of one CUDA device (see the module docstring).
 
-    def __init__(self, device: torch.device, max_graphs: int = MAX_GRAPHS, admit_at: int = ADMIT_AT):
+    Args:
+        device: the CUDA device.
+        max_graphs: graphs kept (least recently used out): each holds its static buffers.
+        admit_at: a layout is captured at this sighting (the first builds what the capture needs).
+        max_seen: layouts whose sightings are remembered.
+    """
+
+    def __init__(self, device: torch.device, max_graphs: int = 16, admit_at: int = 2, max_seen: int = 256):
         self.device = torch.device(device)
-        self.max_graphs, self.admit_at = max_graphs, admit_at
-        self._graphs: OrderedDict[tuple, _Entry] = OrderedDict()
-        self._seen: OrderedDict[tuple, int] = OrderedDict()  # sightings; -1: capture failed
+        self.cache = GraphCache(max_graphs, admit_at, max_seen)
         self._lock = threading.Lock()
-        self._pool = None
-        self._stream: torch.cuda.Stream | None = None
+        self._stream: torch.cuda.Stream | None = None  # this device's capture stream, not the runtime's
         self._done: torch.cuda.Event | None = None  # after the last replay's copies out
-        self.counts = {"eager": 0, "replays": 0, "captures": 0, "failures": 0, "evictions": 0}
+        self.eager = 0  # runs without a graph
 
-    def run(self, plans: list[tuple], cfg: PreprocessConfig) -> list:
+    def run(self, plans: list, cfg: PreprocessConfig) -> list:
         """The outputs of ``plans`` (``batch.plan_items``), by a graph replay if the layout has one."""
         key = (layout_key(plans), _config_key(cfg))
         with self._lock:
-            entry = self._graphs.get(key)
+            entry = self.cache.lookup(key)
             if entry is not None:
-                self._graphs.move_to_end(key)
-                self.counts["replays"] += 1
                 return self._replay(entry, plans, cfg)
-            seen = self._seen.pop(key, 0)
-            self._seen[key] = -1 if seen < 0 else seen + 1
-            while len(self._seen) > MAX_SEEN:
-                self._seen.popitem(last=False)
-            if seen >= 0 and seen + 1 >= self.admit_at:
-                out = self._capture(key, plans, cfg)
-                if out is not None:
-                    return out
-            self.counts["eager"] += 1
+            if self.cache.admit(key):
+                entry = self.cache.capture(key, lambda: self._capture(plans, cfg))
+                if entry is not None:
+                    return self._replay(entry, plans, cfg)
+            self.eager += 1
         staged = Staged(plans, cfg, self.device)
         staged.send()
         return staged.finish()
 
-    def _replay(self, entry: _Entry, plans: list[tuple], cfg: PreprocessConfig) -> list:
+    def _replay(self, entry: _Entry, plans: list, cfg: PreprocessConfig) -> list:
         stream = torch.cuda.current_stream(self.device)
         if self._done is not None:
             stream.wait_event(self._done)  # the last replay's copies out, on whichever stream
@@ -95,53 +88,31 @@ class PreprocessGraphs:
         self._done.record(stream)
         return out
 
-    def _capture(self, key: tuple, plans: list[tuple], cfg: PreprocessConfig) -> list | None:
-        """Captures the layout's device work and replays it for these inputs; None (and the
-        layout marked eager) if the capture fails."""
+    def _capture(self, plans: list, cfg: PreprocessConfig) -> _Entry:
+        """Captures the layout's device work on static input buffers (after one eager run on the
+        capture stream, for the workspaces and FFT plans the capture needs)."""
         dev = self.device
-        try:
-            with torch.cuda.device(dev):
-                staged = Staged(plans, cfg, dev)
-                u8 = torch.empty(staged.u8.size, dtype=torch.uint8, device=dev)
-                f32 = torch.empty(staged.f32.size, dtype=torch.float32, device=dev)
-                staged.send(u8, f32)
-                if self._stream is None:
-                    self._stream = torch.cuda.Stream(dev)
-                self._stream.wait_stream(torch.cuda.current_stream(dev))
-                with torch.cuda.stream(self._stream):
-                    staged.finish()  # warm-up on the capture stream (workspaces, plans)
-                    # Not ``torch.cuda.graph``: it synchronizes and empties the allocator's cache,
-                    # and a failing capture would leave its stream context entered. Errors of this
-                    # thread only: the runtime may be launching from another one meanwhile.
-                    graph = torch.cuda.CUDAGraph()
-                    graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
-                    try:
-                        outputs = staged.finish()
-                    finally:
-                        graph.capture_end()
-                torch.cuda.current_stream(dev).wait_stream(self._stream)
-        except Exception:  # noqa: BLE001 - an uncapturable layout runs eagerly
-            self.counts["failures"] += 1
-            self._seen[key] = -1
-            return None
-        self._pool = graph.pool()
-        self.counts["captures"] += 1
-        if len(self._graphs) >= self.max_graphs:
-            self._graphs.popitem(last=False)
-            self.counts["evictions"] += 1
-        entry = self._graphs[key] = _Entry(graph, staged, u8, f32, outputs)
-        return self._replay(entry, plans, cfg)
+        with torch.cuda.device(dev):
+            staged = Staged(plans, cfg, dev)
+            u8 = torch.empty(staged.u8.size, dtype=torch.uint8, device=dev)
+            f32 = torch.empty(staged.f32.size, dtype=torch.float32, device=dev)
+            staged.send(u8, f32)
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(dev)
+            graph, outputs = cuda_graphs.capture_live(staged.finish, self.cache.pool, self._stream, warmup=1)
+        return _Entry(graph, staged, u8, f32, outputs)
 
     def stats(self) -> dict:
         """Counts of eager runs, replays, captures, failed captures and evictions; graphs held."""
         with self._lock:
-            return {**self.counts, "graphs": len(self._graphs)}
+            c = self.cache.counts
+            return {"eager": self.eager, "replays": c["replays"], "captures": c["captures"],
+                    "failures": c["failures"], "evictions": c["evictions"], "graphs": len(self.cache)}
 
     def clear(self) -> None:
         """Drops every graph and sighting."""
         with self._lock:
-            self._graphs.clear()
-            self._seen.clear()
+            self.cache.clear()
 
 
 def _config_key(cfg: PreprocessConfig) -> tuple:
@@ -184,4 +155,4 @@ def graphs_for(device: torch.device) -> PreprocessGraphs:
         return _per_device[device]
 
 
-__all__ = ["ADMIT_AT", "ENABLED", "MAX_GRAPHS", "PreprocessGraphs", "graphs_for"]
+__all__ = ["PreprocessGraphs", "graphs_for"]

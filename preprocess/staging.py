@@ -5,20 +5,17 @@ the host or already on a device) and the values the caller writes on the host (`
 and padding indices) into one device buffer, whose slots come back as views; ``add_device`` slots
 are room the device work fills itself.
 
-Two ways to send host inputs, chosen by ``PIN_HOST_INPUTS``:
+Two ways to send host inputs, chosen by ``PreprocessConfig.pin_host_inputs`` (``pin``):
 
 * pageable (the default): each input is copied from where it lies straight into its device slot
   (no host copy, no host buffer but for the ``add_raw`` slots). CUDA stages a pageable copy itself,
   after waiting for the stream's earlier work: on an idle GPU that costs nothing, behind a running
   encode the host waits for it;
 * pinned: everything is first packed on the host into one buffer from torch's caching host
-  allocator (``pin_memory=True``), then sent with one ``non_blocking`` copy.
+  allocator (``pin_memory=True``), then sent with one ``non_blocking`` copy. It never waits for the
+  GPU, so an engine that preprocesses while the GPU encodes may want it; on an idle GPU it measured
+  slower (docs/BENCHMARKS.md, "Preprocessing").
 
-Measured on an H200 (2026-11-28, `docs/BENCHMARKS.md`), from host inputs: pinned staging took 0.54
-ms for a 448x448 image, 4.1 ms for 1280x720 and 2.6 ms for 30 s of audio, against 0.23, 0.73 and
-0.96 ms for pageable copies through a host buffer (session 5), and 0.21, 0.78 and 0.97 ms for
-pageable copies straight from the caller's arrays (session 6, kernel by kernel). Pinned staging never
-waits for the GPU, so an engine that preprocesses while the GPU encodes can set ``PIN_HOST_INPUTS``.
 Inputs already on a device are copied device to device; on the CPU the host buffer is the result.
 """
 
@@ -27,14 +24,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-
-PIN_HOST_INPUTS = False  # see the module docstring: measured slower on an H200 host
-
-
-def pinned_supported(device: torch.device) -> bool:
-    """Whether host inputs for ``device`` go through pinned memory (CUDA, with ``PIN_HOST_INPUTS``)."""
-    return device.type == "cuda" and PIN_HOST_INPUTS
 
 
 class Stager:
@@ -47,11 +36,13 @@ class Stager:
     ``add_device(shape)`` (room on the device only, never copied: the caller fills it there).
     Consecutive reservations are adjacent, so a run of slots is one span of the device buffer
     (``span``). ``send()`` copies; ``get(slot)`` is then the slot's device tensor.
-    On the CPU the host buffer is the result and ``send`` copies nothing.
+    On the CPU the host buffer is the result and ``send`` copies nothing. ``pin``: host inputs go
+    through one pinned buffer (CUDA only; see the module docstring).
     """
 
-    def __init__(self, dtype: torch.dtype, device: torch.device):
+    def __init__(self, dtype: torch.dtype, device: torch.device, pin: bool = False):
         self.dtype, self.device = dtype, torch.device(device)
+        self.pinned = pin and self.device.type == "cuda"
         # (kind, sources, offset, shape): kind "src" (sources: arrays, rows in order), "raw", "dev"
         self._items: list[tuple[str, list | None, int, tuple]] = []
         self._size = 0
@@ -90,14 +81,14 @@ class Stager:
         self._on_pack.append(fill)
 
     def _through_host(self) -> bool:
-        return self.device.type == "cpu" or pinned_supported(self.device)
+        return self.device.type == "cpu" or self.pinned
 
     def pack(self) -> None:
-        """Allocates the host buffer (pinned when ``pinned_supported``) and copies the sources in
+        """Allocates the host buffer (pinned when ``pinned``) and copies the sources in
         where they travel through it; then runs the ``on_pack`` fills. Pageable copies need host
         memory only for the ``add_raw`` slots."""
         if self._through_host():
-            self._host = torch.empty(self._size, dtype=self.dtype, pin_memory=pinned_supported(self.device))
+            self._host = torch.empty(self._size, dtype=self.dtype, pin_memory=self.pinned)
             for kind, sources, offset, shape in self._items:
                 if kind == "src":
                     for rows, src in _rows_of(sources, shape):
@@ -126,7 +117,7 @@ class Stager:
             self.pack()
         if self.device.type == "cpu":
             self._dev = self._host
-        elif pinned_supported(self.device):
+        elif self.pinned:
             self._dev = self._host.to(self.device, non_blocking=True) if into is None else \
                 into[: self._size].copy_(self._host, non_blocking=True)
         else:
@@ -187,17 +178,18 @@ def host_copy(dst: torch.Tensor, src) -> None:
     d[...] = src.numpy() if isinstance(src, torch.Tensor) else src
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``x`` on ``device``: as is if it is there, else through a pinned buffer (see ``Stager``)."""
+def to_device(x: torch.Tensor, device: torch.device, pin: bool = False) -> torch.Tensor:
+    """``x`` on ``device``: as is if it is there, else copied (through a pinned buffer with ``pin``,
+    see ``Stager``)."""
     device = torch.device(device)
     if x.device == device or (device.type == x.device.type and device.index is None):
         return x
-    if x.device.type != "cpu" or not pinned_supported(device) or x.is_pinned():
+    if x.device.type != "cpu" or not (pin and device.type == "cuda") or x.is_pinned():
         return x.to(device, non_blocking=True)  # pageable: synchronous, through the driver
-    s = Stager(x.dtype, device)
+    s = Stager(x.dtype, device, pin)
     slot = s.add(x)
     s.send()
     return s.get(slot)
 
 
-__all__ = ["Stager", "host_copy", "pinned_supported", "to_device"]
+__all__ = ["Stager", "host_copy", "to_device"]

@@ -1,16 +1,17 @@
 """The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service.
 
-The pure planning modules (grid, packing, batching, costs, trace, simulate, tune) import without
-torch; the runtime, service and request types load on first use (calibration: ``runtime.calibrate``),
-so ``omnienc replay`` and ``tune`` start instantly.
+The pure planning modules (config, grid, packing, batching, costs, trace, simulate, tune) import
+without torch; the runtime, service and request types load on first use (calibration:
+``runtime.calibrate``), so ``omnienc simulate`` and ``tune`` start instantly.
 """
 
 from importlib import import_module
 
 from .batching import BatchPolicy, group_arrivals
+from .config import Attention, RuntimeConfig
 from .costs import CostError, CostModel, estimate_activation_bytes, estimate_flops
 from .grid import Bucket, BucketGrid, GridError, ModalityGrid
-from .packing import BucketSet, Demand, Replay, audio_demand, pack, vision_demand
+from .packing import BucketSet, Demand, Pack, audio_demand, pack, vision_demand
 from .simulate import SimReport, simulate
 from .stats import BucketStats, ModalityStats
 from .trace import TraceError, TraceRecord, TraceRecorder, read_trace, write_trace
@@ -22,6 +23,7 @@ _LAZY = {
     "ServiceClosed": ".service",
     "ServiceBusy": ".service",
     "Batch": ".runtime",
+    "Modality": ".modality",
     "VisionRequest": ".requests",
     "AudioRequest": ".requests",
     "VisionOutput": ".requests",
@@ -37,9 +39,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AudioOutput", "AudioRequest", "Batch", "BatchPolicy", "Bucket", "BucketGrid", "BucketSet", "BucketStats",
-    "CostError", "CostModel", "Demand", "EncoderRuntime", "EncoderService", "GridError", "ModalityGrid",
-    "ModalityStats", "Replay", "ServiceBusy", "ServiceClosed", "SimReport", "TraceError", "TraceRecord", "TraceRecorder",
+    "Attention", "AudioOutput", "AudioRequest", "Batch", "BatchPolicy", "Bucket", "BucketGrid", "BucketSet", "BucketStats",
+    "CostError", "CostModel", "Demand", "EncoderRuntime", "EncoderService", "GridError", "Modality", "ModalityGrid",
+    "ModalityStats", "Pack", "RuntimeConfig", "ServiceBusy", "ServiceClosed", "SimReport", "TraceError", "TraceRecord", "TraceRecorder",
     "TuneResult", "VisionOutput", "VisionRequest", "audio_demand", "estimate_activation_bytes",
     "estimate_flops", "group_arrivals", "pack", "preprocess_requests", "read_trace", "simulate", "vision_demand", "write_trace",
 ]

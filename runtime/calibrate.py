@@ -11,12 +11,13 @@ then times:
 
 Each point: ``warmup`` untimed runs, then ``repeats`` timed ones, each started on an idle GPU and
 bracketed by CUDA events (``perf_counter`` on the CPU); the model uses the median, the file keeps
-every sample. With the ``real`` probes it takes well under 2 minutes on an H200.
+every sample. The ``real`` probes take a minute or two on a GPU (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import platform
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from ..cuda import elapsed_ms
 from .costs import KINDS, MODALITIES, CostModel, Probe
 from .grid import AUDIO_CHUNK_FRAMES, Bucket, BucketGrid, ModalityGrid
 from .requests import AudioRequest, VisionRequest
@@ -92,26 +94,6 @@ def run_pack(lane, bucket: Bucket, requests: list, shapes: list) -> list:
     """Runs one pack of validated ``requests`` on ``bucket`` of ``lane`` (staging, replay, split);
     returns ``(output, check)`` per request."""
     return lane.run_pack(bucket, requests, shapes, list(range(len(requests))))
-
-
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    """Returns ``time(fn) -> ms``: one run of ``fn`` started on an idle device."""
-    if device.type == "cuda":
-        def time_cuda(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize(device)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        return time_cuda
-
-    def time_host(fn):
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-    return time_host
 
 
 def _samples(fn: Callable[[], object], timer, warmup: int, repeats: int) -> tuple[float, ...]:
@@ -197,7 +179,7 @@ def calibrate(
                 for b in batches:
                     items(s, b)
     say = progress or (lambda line: None)
-    timer = _timer(device)
+    timer = functools.partial(elapsed_ms, device=device)
     t0 = time.perf_counter()
     rt = EncoderRuntime(vision=vision, audio=audio, grid=probe_grid(probes, dtype_name))
     rt.capture(progress=False)

@@ -53,7 +53,7 @@ import numpy as np
 import yaml
 
 from .grid import AUDIO_CHUNK_FRAMES, DTYPES, PATCHES_PER_TOKEN, Bucket, GridError
-from .packing import Demand, Replay
+from .packing import Demand, Pack
 
 MODALITIES = ("vision", "audio")
 KINDS = ("replay", "eager")
@@ -221,17 +221,17 @@ class CostModel:
         fixed launch cost included."""
         return self._surface(modality, "eager")(units, items)
 
-    def run_ms(self, modality: str, replay: Replay, graph: bool, segments: float | None = None) -> float:
+    def run_ms(self, modality: str, pack: Pack, graph: bool, segments: float | None = None) -> float:
         """GPU ms of one pack from ``packing.pack``: a replay of its bucket when ``graph`` (the bucket
         is a graph bucket), else an eager run of its members (an eager bucket, or a fallback, whose
         ``bucket`` is None). ``segments``: as many equal segments as the pack's attention costs
-        (``attention_segments``); default ``replay.batch``."""
-        segs = replay.batch if segments is None else segments
+        (``attention_segments``); default ``pack.batch``."""
+        segs = pack.batch if segments is None else segments
         if graph:
-            if replay.bucket is None:
+            if pack.bucket is None:
                 raise CostError("a fallback (bucket None) is an eager run; call run_ms(..., graph=False)")
-            return self.replay_ms(modality, replay.bucket, segs)
-        return self.eager_ms(modality, replay.size, segs)
+            return self.replay_ms(modality, pack.bucket, segs)
+        return self.eager_ms(modality, pack.size, segs)
 
     def _surface(self, modality: str, kind: str) -> Surface:
         try:

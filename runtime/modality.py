@@ -1,14 +1,18 @@
-"""What the generic lane needs to know of a modality: the small interface ``Lane`` runs over.
+"""What the lane and the runtime know of a modality: the ``Modality`` protocol and its two members.
 
-A modality turns requests into encoder inputs and plans, runs the encoder, and cuts its outputs per
-request. Shapes are the host-side forms ``validate`` returns: a list of ``(t, h, w)`` per vision
-request, a list of frame counts per audio request. Input *rows* are what the static input buffer
-holds per unit: patches (vision) or 100-frame chunks (audio).
+A modality validates its requests, turns them into encoder inputs and plans, runs the encoder, and
+cuts its outputs per request. Shapes are the host-side forms ``validate`` returns: a list of
+``(t, h, w)`` per vision request, a list of frame counts per audio request. Input *rows* are what the
+static input buffer holds per unit: patches (vision) or 100-frame chunks (audio). Nothing above this
+module branches on vision or audio: a new modality is a class with these members (the runtime's
+``modalities=`` argument takes it).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -16,7 +20,60 @@ from ..encoders.audio import AudioEncoder, audio_output_length
 from ..encoders.vision import VisionEncoder
 from .grid import AUDIO_CHUNK_FRAMES, Bucket
 from .packing import Demand, audio_demand, vision_demand
-from .requests import AudioOutput, AudioRequest, VisionOutput, VisionRequest
+from .requests import AudioOutput, AudioRequest, VisionOutput, VisionRequest, validate_audio, validate_vision
+
+
+@dataclass(frozen=True)
+class EncoderFacts:
+    """What the runtime needs of an encoder beyond running it: where it runs and what its
+    attention takes (``encoders.attention`` chooses backends by these)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    head_dim: int
+    num_heads: int
+    attn_backend: str
+
+
+class Modality(Protocol):
+    """One kind of request, as the lane runs it and the runtime validates it.
+
+    Attributes:
+        name: the stats' and the grid's key (``"vision"``, ``"audio"``).
+        request_type: the request class it takes (subclasses too).
+        input_field: the request's input tensor, named when its values are not finite.
+        eager_cudnn: whether big uncaptured calls may take cuDNN's varlen attention.
+        encoder: the encoder it runs.
+    """
+
+    name: str
+    request_type: type
+    input_field: str
+    eager_cudnn: bool
+    encoder: object
+
+    @property
+    def facts(self) -> EncoderFacts: ...
+
+    def validate(self, request, index: int, finite: bool): ...
+    def demand(self, shape) -> Demand: ...
+    def rows(self, shape) -> int: ...
+    def bucket_rows(self, bucket: Bucket) -> int: ...
+    def out_rows(self, shape) -> int: ...
+    def row_bytes(self) -> tuple[int, int]: ...
+    def plan(self, shapes: list, bucket: Bucket | None = None): ...
+    def input_buffer(self, rows: int, device: torch.device, zero: bool = True) -> torch.Tensor: ...
+    def fill(self, requests: list, shapes: list, out: torch.Tensor) -> int: ...
+    def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]: ...
+    def output(self, tensors: tuple[torch.Tensor, ...]): ...
+    def items(self, request, shape) -> list[tuple[object, list]]: ...
+    def typical_shapes(self, bucket: Bucket) -> list: ...
+    def typical_request(self, shape): ...
+    def record(self, recorder, shape) -> None: ...
+
+
+def _facts(enc, num_heads: int) -> EncoderFacts:
+    return EncoderFacts(enc.device, enc.dtype, enc.head_dim, num_heads, enc.attn_backend)
 
 
 class VisionModality:
@@ -25,15 +82,29 @@ class VisionModality:
     name = "vision"
     request_type = VisionRequest
     input_field = "pixel_values"
-    # Uncaptured calls of at least this many tokens take cuDNN's varlen attention where the extra is
-    # installed (``Lane.eager_backend``), before ``dense``: long, many-segment layouts, where it runs
-    # 1.2-1.5x FlashAttention at head_dim 72 and its ~0.3 ms of host time per layer hides behind the
-    # GPU (H100, session 11: mixed32 0.926x the native encoders vs 0.981x with dense, the service's
-    # 2,000-request mix 149.6 vs 140.7 req/s; docs/BENCHMARKS.md).
-    eager_cudnn_tokens = 8192
+    eager_cudnn = True  # long many-segment calls, where cuDNN varlen beats FlashAttention
 
     def __init__(self, encoder: VisionEncoder):
         self.encoder = encoder
+
+    @property
+    def facts(self) -> EncoderFacts:
+        return _facts(self.encoder, self.encoder.num_heads)
+
+    def validate(self, request, index: int, finite: bool) -> list[tuple[int, int, int]]:
+        """Checks a ``VisionRequest`` (``requests.validate_vision``); returns its grid triples."""
+        enc = self.encoder
+        return validate_vision(request, index, enc.in_features, enc.merge, finite)
+
+    def row_bytes(self) -> tuple[int, int]:
+        """(static input bytes, estimated peak activation bytes) per patch."""
+        enc = self.encoder
+        size, c = _itemsize(enc.dtype), enc.config
+        values = 3 * c.hidden_size + 2 * c.intermediate_size + c.out_hidden_size * (len(enc.deepstack_visual_indexes) + 1)
+        return enc.in_features * size, values * size + 56
+
+    def record(self, recorder, shape) -> None:
+        recorder.record_vision(shape)
 
     def demand(self, shape) -> Demand:
         return vision_demand(shape)
@@ -117,7 +188,7 @@ class AudioModality:
     name = "audio"
     request_type = AudioRequest
     input_field = "input_features"
-    eager_cudnn_tokens = 0  # never: audio windows are short (~104 tokens), where cuDNN loses to FlashAttention
+    eager_cudnn = False  # audio windows are short (~104 tokens), where cuDNN loses to FlashAttention
 
     def __init__(self, encoder: AudioEncoder):
         if encoder.chunk_frames != AUDIO_CHUNK_FRAMES:
@@ -126,6 +197,26 @@ class AudioModality:
         self.encoder = encoder
         enc = encoder
         self.window = enc.tokens_per_chunk * max(enc.n_window_infer // enc.chunk_frames, 1)
+
+    @property
+    def facts(self) -> EncoderFacts:
+        return _facts(self.encoder, self.encoder.config.encoder_attention_heads)
+
+    def validate(self, request, index: int, finite: bool) -> list[int]:
+        """Checks an ``AudioRequest`` (``requests.validate_audio``); returns its lengths."""
+        return validate_audio(request, index, self.encoder.config.num_mel_bins, finite)
+
+    def row_bytes(self) -> tuple[int, int]:
+        """(static input bytes, estimated peak activation bytes) per 100-frame chunk."""
+        enc = self.encoder
+        size, c = _itemsize(enc.dtype), enc.config
+        tokens = enc.tokens_per_chunk
+        conv = 2 * c.downsample_hidden_size * (c.num_mel_bins // 2) * (enc.chunk_frames // 2)
+        values = conv + tokens * (3 * c.d_model + 2 * c.encoder_ffn_dim + c.output_dim)
+        return c.num_mel_bins * enc.chunk_frames * size, values * size + 24 * tokens
+
+    def record(self, recorder, shape) -> None:
+        recorder.record_audio(shape)
 
     def demand(self, shape) -> Demand:
         return audio_demand(shape)
@@ -214,4 +305,11 @@ class AudioModality:
                             torch.tensor(shape))
 
 
-__all__ = ["AudioModality", "VisionModality"]
+BUILT_IN = (VisionModality, AudioModality)  # the modalities ``EncoderRuntime(vision=, audio=)`` builds
+
+
+def _itemsize(dtype) -> int:
+    return dtype.itemsize if hasattr(dtype, "itemsize") else 2
+
+
+__all__ = ["BUILT_IN", "AudioModality", "EncoderFacts", "Modality", "VisionModality"]

@@ -1,7 +1,8 @@
-"""Packing requests into bucket replays: pure functions over sizes (no torch).
+"""Packing requests into buckets: pure functions over sizes (no torch).
 
-Shared by the runtime, the ``replay`` simulator and the tuner, so all three agree on which
-bucket a mix of requests lands in.
+Shared by the runtime, the simulator (``omnienc simulate``) and the tuner, so all three agree on
+which bucket a mix of requests lands in. A ``Pack`` is one run: the requests that run together on
+one bucket (a graph replay or an eager run), or a request that fits no bucket (a fallback).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, Bucket, check_int
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """What one request needs from a replay.
+    """What one request needs from a bucket.
 
     Attributes:
         size: Units, >= 1: patches (vision) or chunk-padded mel frames (audio).
@@ -77,12 +78,12 @@ def audio_demand(frames: Iterable[int]) -> Demand:
 
 
 @dataclass(frozen=True, slots=True)
-class Replay:
-    """One graph replay (or one eager run) and the requests it carries.
+class Pack:
+    """Requests that run together: on one bucket, or alone when the request fits no bucket.
 
     Attributes:
         bucket: The smallest bucket holding all members; None when the request fits no bucket
-            and runs eagerly (then it is the only member).
+            and runs eagerly alone (then it is the only member).
         members: Request indices into the ``pack`` input, ascending.
         size: Units used, the sum of the members' sizes (<= ``bucket.size``).
         batch: Segments used, the sum of the members' batches (<= ``bucket.batch``).
@@ -95,7 +96,7 @@ class Replay:
 
     @property
     def padded_share(self) -> float:
-        """Share of the bucket's units that are padding; 0.0 for an eager run."""
+        """Share of the bucket's units that are padding if it replays the bucket; 0.0 for a fallback."""
         return 0.0 if self.bucket is None else 1.0 - self.size / self.bucket.size
 
 
@@ -125,14 +126,14 @@ class BucketSet:
         start = bisect.bisect_left(self._sizes, size)
         return next((b for b in self.buckets[start:] if b.holds(size, batch)), None)
 
-    def pack(self, demands: Sequence[Demand]) -> list[Replay]:
+    def pack(self, demands: Sequence[Demand]) -> list[Pack]:
         """See :func:`pack`."""
-        replays: list[Replay] = []
+        packs: list[Pack] = []
         bins: list[list[int]] = []  # [size, batch, *members]
         for i in sorted(range(len(demands)), key=lambda i: (-demands[i].size, -demands[i].batch, i)):
             d = demands[i]
             if not self.fits(d.size, d.batch):
-                replays.append(Replay(None, (i,), d.size, d.batch))
+                packs.append(Pack(None, (i,), d.size, d.batch))
                 continue
             for b in bins:
                 if self.fits(b[0] + d.size, b[1] + d.batch):
@@ -142,15 +143,15 @@ class BucketSet:
             else:
                 bins.append([d.size, d.batch, i])
         for size, batch, *members in bins:
-            replays.append(Replay(self.smallest(size, batch), tuple(sorted(members)), size, batch))
-        replays.sort(key=lambda r: r.members[0])
-        return replays
+            packs.append(Pack(self.smallest(size, batch), tuple(sorted(members)), size, batch))
+        packs.sort(key=lambda p: p.members[0])
+        return packs
 
 
-def pack(demands: Sequence[Demand], buckets: Sequence[Bucket] | BucketSet) -> list[Replay]:
-    """Packs requests that arrive together into as few replays as possible.
+def pack(demands: Sequence[Demand], buckets: Sequence[Bucket] | BucketSet) -> list[Pack]:
+    """Packs requests that arrive together into as few packs as possible.
 
-    A request that fits no bucket becomes its own eager replay. The others are packed first-fit
+    A request that fits no bucket becomes a pack of its own, without a bucket. The others are packed first-fit
     decreasing (by size, then batch, then index): each goes to the first open bin whose combined
     (size, batch) still fits one real bucket, else opens a new bin. Each bin then gets the
     smallest bucket (by size, then batch) that holds it. Deterministic.
@@ -161,17 +162,13 @@ def pack(demands: Sequence[Demand], buckets: Sequence[Bucket] | BucketSet) -> li
             prepared once for many calls.
 
     Returns:
-        Replays ordered by their first member; every request is in exactly one replay, and no
+        Packs ordered by their first member; every request is in exactly one pack, and no
         bucket is overfilled in size or batch.
     """
     return (buckets if isinstance(buckets, BucketSet) else BucketSet(buckets)).pack(demands)
 
 
-# A call that merges eager packs holds at most this many times the grid's largest bucket size.
-EAGER_MERGE = 4
-
-
-def eager_groups(replays: Sequence[Replay], mergeable: Sequence[bool], cap: int) -> list[list[Replay]]:
+def eager_groups(packs: Sequence[Pack], mergeable: Sequence[bool], cap: int) -> list[list[Pack]]:
     """Which packs run as one call.
 
     Packs on eager buckets gain nothing from running apart (an eager run is unpadded), and each
@@ -180,7 +177,7 @@ def eager_groups(replays: Sequence[Replay], mergeable: Sequence[bool], cap: int)
     an eager pack held back) is a group of its own, in place.
 
     Args:
-        replays: Packs from ``pack``.
+        packs: Packs from ``pack``.
         mergeable: One flag per pack.
         cap: Most units in one group (a single pack over it still forms its own group); below 1,
             nothing merges.
@@ -188,11 +185,11 @@ def eager_groups(replays: Sequence[Replay], mergeable: Sequence[bool], cap: int)
     Returns:
         Groups, each a list of packs; every pack in exactly one; ordered by their first pack.
     """
-    if len(mergeable) != len(replays):
-        raise ValueError(f"eager_groups: {len(mergeable)} flags for {len(replays)} replays")
-    groups: list[list[Replay]] = []
-    open_: list[tuple[int, list[Replay]]] = []  # [units, group] of groups that may take more
-    for r, merge in zip(replays, mergeable):
+    if len(mergeable) != len(packs):
+        raise ValueError(f"eager_groups: {len(mergeable)} flags for {len(packs)} packs")
+    groups: list[list[Pack]] = []
+    open_: list[tuple[int, list[Pack]]] = []  # [units, group] of groups that may take more
+    for r, merge in zip(packs, mergeable):
         if merge and cap >= 1:
             for k, (units, group) in enumerate(open_):
                 if units + r.size <= cap:

@@ -3,26 +3,26 @@
 ``launch(requests)`` validates every request (host metadata only), packs each modality's requests
 into its buckets (``packing.pack``), enqueues the runs on the device and returns a ``Batch`` at once;
 ``Batch.result()`` waits for that work and checks each request's outputs. ``encode`` is both.
-The runs themselves live in ``lane.Lane`` (one per modality, generic over ``modality.*Modality``).
+The runs themselves live in ``lane.Lane`` (one per modality, generic over ``modality.Modality``);
+every knob is in ``config.RuntimeConfig``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Sequence
 
 import torch
 
-from ..encoders.attention import BACKENDS, resolve_backend
+from ..encoders.attention import resolve_backend
+from .config import RuntimeConfig
 from .grid import BucketGrid
 from .lane import Check, Lane
-from .modality import AudioModality, VisionModality
-from .packing import EAGER_MERGE
-from .requests import (
-    AudioRequest, NonFiniteOutput, VisionRequest, check_finite, validate_audio, validate_vision,
-)
+from .modality import BUILT_IN, AudioModality, Modality, VisionModality
+from .requests import NonFiniteOutput, check_finite
 
 
 _NO_DEVICE = contextlib.nullcontext()  # reusable: what ``_on_device`` enters off CUDA
@@ -37,10 +37,11 @@ class Batch:
     every request's outputs for NaN/inf; a request that fails does not affect the others.
     """
 
-    def __init__(self, requests: list, results: list, event: torch.cuda.Event | None):
+    def __init__(self, requests: list, results: list, event: torch.cuda.Event | None, runtime: EncoderRuntime):
         self._requests = requests
         self._raw = results  # per request: (output, Check) or (exception, None)
         self._event = event
+        self._runtime = runtime  # names a failed request's input field
         self._results: list | None = None
 
     @property
@@ -84,7 +85,7 @@ class Batch:
         if check is None or check.ok():
             return output
         r = self._requests[i]
-        kind, field = type(r).__name__, ("pixel_values" if isinstance(r, VisionRequest) else "input_features")
+        kind, field = type(r).__name__, self._runtime.lane_of(r).spec.input_field
         try:
             check_finite(getattr(r, field), i, kind, field)
         except ValueError as e:
@@ -104,58 +105,40 @@ class EncoderRuntime:
         grid: the bucket grid; a modality absent from it runs every request as a fallback. Default:
             the packaged ``configs/qwen3_omni.yaml``.
         device: where the encoders live (default: their device).
-        use_cuda_graphs: None -> graphs on CUDA when attention is capturable, eager elsewhere.
-        trace_path: if given, every request's shape is appended to this JSONL trace.
-        attention: ``"auto"`` (each encoder's own ``attn_backend``: FlashAttention varlen on CUDA),
-            ``"fastest"`` (each graph bucket captures every capturable backend -- cuDNN too, with the
-            ``cudnn`` extra -- times them on a typical fill and keeps the fastest; eager runs keep the
-            encoder's backend), or one backend name for every run.
-        eager_attention: the backend of uncaptured runs (eager buckets, fallbacks): ``"auto"``
-            takes cuDNN's varlen attention for vision calls of at least ``eager_cudnn_tokens`` where the
-            ``cudnn`` extra is installed, else ``dense`` -- torch's cuDNN attention over runs of
-            equal-length segments, e.g. one large image or a video's frames -- where the layout suits
-            it, else ``attention``'s backend; or one backend name.
-        eager_cudnn_tokens: the fewest tokens of an uncaptured vision call that takes cuDNN's varlen
-            attention under ``eager_attention="auto"`` (None: ``VisionModality.eager_cudnn_tokens``,
-            8,192; 0: never).
-        exact_graphs: capture a CUDA graph of a pack's exact layout when it comes back (its
-            ``Lane.EXACT_AT``-th sighting) and replay it, unpadded, from then on (``runtime.lane``);
-            None: on with CUDA graphs. Such a capture runs while serving and, as every torch
-            capture, marks the device's default CUDA generator capturing: another thread's random
-            op on that generator meanwhile fails (README, "Known hazard"); threads that sample
-            concurrently should use their own ``torch.Generator``, or pass False.
-        eager_merge: a launch's packs on eager buckets run as one eager call of at most this many
-            times the grid's largest bucket size (``packing.eager_groups``); 0: each alone. Out of
-            memory in a merged call, its packs run one by one.
+        config: every other knob (``RuntimeConfig``; default: its defaults).
+        modalities: other modalities, each a ``(Modality, its ModalityGrid or None)`` pair.
+        **settings: ``RuntimeConfig`` fields over ``config`` (``attention="fastest"``,
+            ``exact_graphs=False``, ...; ``eager_cudnn_tokens=None`` keeps the default).
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
-                 use_cuda_graphs: bool | None = None, trace_path=None, attention: str = "auto",
-                 eager_attention: str = "auto", exact_graphs: bool | None = None, eager_merge: int = EAGER_MERGE,
-                 eager_cudnn_tokens: int | None = None):
-        if vision is None and audio is None:
-            raise ValueError("EncoderRuntime needs at least one encoder (vision= or audio=)")
+                 config: RuntimeConfig | None = None, *, modalities: Sequence[tuple[Modality, object]] = (),
+                 **settings):
+        config = config or RuntimeConfig()
+        if settings.get("eager_cudnn_tokens", 0) is None:
+            del settings["eager_cudnn_tokens"]
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(RuntimeConfig)})
+        if unknown:
+            raise TypeError(f"EncoderRuntime: unknown setting(s) {unknown}; see RuntimeConfig for every knob")
+        self.config = config = config.replace(**settings) if settings else config
         grid = grid or BucketGrid.default()
         self.grid = grid
-        self.device = torch.device(device) if device is not None else (vision or audio).device
+        specs = [(VisionModality(vision), grid.vision)] if vision is not None else []
+        specs += [(AudioModality(audio), grid.audio)] if audio is not None else []
+        specs += list(modalities)
+        if not specs:
+            raise ValueError("EncoderRuntime needs at least one encoder (vision= or audio=)")
+        facts = [m.facts for m, _ in specs]
+        self.device = torch.device(device) if device is not None else facts[0].device
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        encoders = [e for e in (vision, audio) if e is not None]
-        for enc in encoders:
-            if enc.device != self.device:
-                raise ValueError(f"encoder is on {enc.device} but the runtime's device is {self.device}")
-        if attention not in ("auto", "fastest", *BACKENDS):
-            raise ValueError(f"attention={attention!r}: use 'auto', 'fastest' or one of {BACKENDS}")
-        if eager_attention not in BACKENDS:
-            raise ValueError(f"eager_attention={eager_attention!r}: use one of {BACKENDS}")
-        if isinstance(eager_merge, bool) or not isinstance(eager_merge, int) or eager_merge < 0:
-            raise ValueError(f"eager_merge={eager_merge!r}: use an integer >= 0 (0: each eager pack alone)")
-        if eager_cudnn_tokens is not None and (isinstance(eager_cudnn_tokens, bool) or not isinstance(eager_cudnn_tokens, int)
-                                               or eager_cudnn_tokens < 0):
-            raise ValueError(f"eager_cudnn_tokens={eager_cudnn_tokens!r}: use None (the default) or an integer >= 0 (0: never)")
-        names = [e.attn_backend if attention in ("auto", "fastest") else attention for e in encoders]
-        capturable = all(resolve_backend(n, self.device, e.dtype, e.head_dim) not in ("sdpa", "dense")
-                         for n, e in zip(names, encoders))
+        for f in facts:
+            if f.device != self.device:
+                raise ValueError(f"encoder is on {f.device} but the runtime's device is {self.device}")
+        mode = config.attention
+        capturable = all(resolve_backend(f.attn_backend if mode.picks else mode.value, self.device, f.dtype,
+                                         f.head_dim) not in ("sdpa", "dense") for f in facts)
+        use_cuda_graphs = config.use_cuda_graphs
         if use_cuda_graphs is None:
             use_cuda_graphs = self.device.type == "cuda" and capturable
         if use_cuda_graphs and self.device.type != "cuda":
@@ -166,32 +149,26 @@ class EncoderRuntime:
                 "these encoders resolve to 'sdpa' (or 'dense' was asked for) -- use bf16 weights or use_cuda_graphs=False"
             )
         self.use_cuda_graphs = use_cuda_graphs
-        exact = use_cuda_graphs if exact_graphs is None else bool(exact_graphs)
-        _check_memory(self.device, grid, vision, audio, use_cuda_graphs, exact)
-        self.vision = (Lane(VisionModality(vision), grid.vision, self.device, use_cuda_graphs, attention,
-                            eager_attention, exact, eager_merge)
-                       if vision is not None else None)
-        if self.vision is not None and eager_cudnn_tokens is not None:
-            self.vision.eager_cudnn_tokens = eager_cudnn_tokens
-        self.audio = (Lane(AudioModality(audio), grid.audio, self.device, use_cuda_graphs, attention,
-                           eager_attention, exact, eager_merge)
-                      if audio is not None else None)
+        exact = use_cuda_graphs if config.exact_graphs is None else config.exact_graphs
+        _check_memory(self.device, specs, use_cuda_graphs, exact)
+        self._lanes = [Lane(m, g, self.device, config, use_cuda_graphs, exact) for m, g in specs]
+        named = {lane.modality: lane for lane in self._lanes}
+        self.vision, self.audio = named.get("vision"), named.get("audio")
         self._cuda = self.device.type == "cuda"
-        self._lane_of = {lane.spec.request_type: lane for lane in self.lanes()}  # exact request type -> lane
-        self._vision_dims = (vision.in_features, vision.merge) if vision is not None else None
-        self._mel_bins = audio.config.num_mel_bins if audio is not None else None
+        self._lane_of = {lane.spec.request_type: lane for lane in self._lanes}  # exact request type -> lane
+        self._finite_on_host = not self._cuda
         self._lock = threading.Lock()
         self.captures = 0
         self.recorder = None
-        if trace_path is not None:
+        if config.trace_path is not None:
             from .trace import TraceRecorder
 
-            self.recorder = TraceRecorder(trace_path)
+            self.recorder = TraceRecorder(config.trace_path)
 
     @property
     def exact_graphs(self) -> bool:
         """Whether packs of a repeated exact layout replay that layout's graph (``runtime.lane``)."""
-        return any(lane.exact for lane in self.lanes())
+        return any(lane.exact_on for lane in self._lanes)
 
     @exact_graphs.setter
     def exact_graphs(self, on: bool) -> None:
@@ -204,14 +181,32 @@ class EncoderRuntime:
 
     def _on_device(self):
         """Makes the runtime's device current (Triton launches, streams and events follow it); when
-        it already is, nothing to switch (the usual case: the context's enter and exit cost ~4 us of
-        host time on an H200 host)."""
+        it already is, nothing to switch (the usual case: the context's enter and exit cost host
+        time)."""
         if not self._cuda or torch.cuda.current_device() == self.device.index:
             return _NO_DEVICE
         return torch.cuda.device(self.device)
 
     def lanes(self) -> list[Lane]:
-        return [lane for lane in (self.vision, self.audio) if lane is not None]
+        """One lane per modality, in order (vision, audio, then the others)."""
+        return list(self._lanes)
+
+    def lane_of(self, request) -> Lane | None:
+        """The lane that runs ``request`` (by its type; None: no encoder of this runtime takes it)."""
+        lane = self._lane_of.get(type(request))
+        if lane is None:  # a subclass of a request type
+            lane = next((ln for ln in self._lanes if isinstance(request, ln.spec.request_type)), None)
+        return lane
+
+    def route(self, requests: Sequence) -> list[tuple[Lane, list[int]]]:
+        """Per lane that has some of ``requests``, the indices of those, ascending."""
+        routes = []
+        for lane in self._lanes:
+            kind = lane.spec.request_type
+            idx = [i for i, r in enumerate(requests) if isinstance(r, kind)]
+            if idx:
+                routes.append((lane, idx))
+        return routes
 
     def capture(self, progress: bool = True) -> dict:
         """Captures every graph bucket's CUDA graph (CUDA) or runs each once (elsewhere).
@@ -241,28 +236,31 @@ class EncoderRuntime:
             bar.close()
         return {
             "capture_s": sum(lane.capture_s for lane in self.lanes()),
-            "graph_memory_bytes": sum(lane.graph_memory_bytes for lane in self.lanes()),
-            "graphs": sum(br.graph is not None for lane in self.lanes() for br in lane.buckets.values()),
+            "graph_memory_bytes": sum(lane.buckets.graph_memory_bytes for lane in self.lanes()),
+            "graphs": sum(lane.buckets.graphs for lane in self.lanes()),
         }
 
     def validate(self, requests: Sequence) -> list:
         """Checks every request's structure; returns their host-side shapes. Raises ``ValueError``
         naming the first bad request's index and field. On the CPU it also checks that inputs are
         finite; on CUDA that is done per request on the outputs, without waiting for the GPU."""
-        shapes, finite = [], self.device.type != "cuda"
+        shapes, finite, lane_of = [], self._finite_on_host, self._lane_of
         for i, r in enumerate(requests):
-            if isinstance(r, VisionRequest):
-                if self.vision is None:
-                    raise ValueError(f"request {i} (VisionRequest): this runtime has no vision encoder")
-                in_features, merge = self._vision_dims
-                shapes.append(validate_vision(r, i, in_features, merge, finite))
-            elif isinstance(r, AudioRequest):
-                if self.audio is None:
-                    raise ValueError(f"request {i} (AudioRequest): this runtime has no audio encoder")
-                shapes.append(validate_audio(r, i, self._mel_bins, finite))
-            else:
-                raise ValueError(f"request {i}: expected VisionRequest or AudioRequest, got {type(r).__name__}")
+            lane = lane_of.get(type(r)) or self.lane_of(r)
+            if lane is None:
+                raise ValueError(self._refusal(i, r))
+            shapes.append(lane.spec.validate(r, i, finite))
         return shapes
+
+    def _refusal(self, index: int, request) -> str:
+        """Why ``request`` has no lane: its modality's encoder is missing, or no modality takes it."""
+        kind = type(request).__name__
+        for m in BUILT_IN:
+            if isinstance(request, m.request_type):
+                return f"request {index} ({kind}): this runtime has no {m.name} encoder"
+        known = [m.request_type.__name__ for m in BUILT_IN]
+        known += [lane.spec.request_type.__name__ for lane in self._lanes if lane.spec.request_type.__name__ not in known]
+        return f"request {index}: expected {' or '.join(known)}, got {kind}"
 
     def launch(self, requests: Sequence, shapes: list | None = None) -> Batch:
         """Validates (unless ``shapes`` from ``validate`` are given), packs and enqueues ``requests``;
@@ -280,20 +278,16 @@ class EncoderRuntime:
             last = None  # the lane that ran last
             if len(requests) == 1:  # the common case: its lane alone
                 r = requests[0]
-                lane = self._lane_of.get(type(r)) or next(
-                    (ln for ln in self.lanes() if isinstance(r, ln.spec.request_type)), None)  # a subclass
+                lane = self._lane_of.get(type(r)) or self.lane_of(r)
                 if lane is not None:
                     results = lane.run(requests, shapes, [0])
                     last = lane
             else:
-                for lane in self.lanes():
-                    kind = lane.spec.request_type
-                    idx = [i for i, r in enumerate(requests) if isinstance(r, kind)]
-                    if idx:
-                        out = lane.run([requests[i] for i in idx], [shapes[i] for i in idx], idx)
-                        for i, o in zip(idx, out):
-                            results[i] = o
-                        last = lane
+                for lane, idx in self.route(requests):
+                    out = lane.run([requests[i] for i in idx], [shapes[i] for i in idx], idx)
+                    for i, o in zip(idx, out):
+                        results[i] = o
+                    last = lane
             if self._cuda and requests:
                 # The last run's end event follows all of this call's work on the stream; a new one
                 # when that run failed (its pack's requests then carry their errors).
@@ -303,10 +297,10 @@ class EncoderRuntime:
                     event.record()
             if self.recorder is not None:
                 for r, s in zip(requests, shapes):
-                    (self.recorder.record_vision if isinstance(r, VisionRequest) else self.recorder.record_audio)(s)
-            for lane in self.lanes():  # earlier runs' GPU times into the statistics, after this call's enqueue
+                    self.lane_of(r).spec.record(self.recorder, s)
+            for lane in self._lanes:  # earlier runs' GPU times into the statistics, after this call's enqueue
                 lane.drain_timings()
-        return Batch(requests, results, event)
+        return Batch(requests, results, event, self)
 
     def encode(self, requests: Sequence) -> list:
         """Encodes requests of both modalities; returns ``VisionOutput``/``AudioOutput`` in input order.
@@ -346,24 +340,23 @@ class EncoderRuntime:
             self.recorder.close()
 
 
-def _check_memory(device: torch.device, grid: BucketGrid, vision, audio, graphs: bool, exact: bool = False) -> None:
+def _check_memory(device: torch.device, specs: list, graphs: bool, exact: bool = False) -> None:
     """Refuses a grid whose static buffers (and, with graphs, an estimate of the largest graph's
     activations; with exact graphs, of any bucket's) cannot fit the device's free memory, before
-    allocating anything."""
+    allocating anything. ``specs``: ``(modality, its grid or None)`` pairs."""
     need, parts = 0, []
     graphs = graphs or exact
-    for name, enc, g in (("vision", vision, grid.vision), ("audio", audio, grid.audio)):
-        if enc is None or g is None:
+    for m, g in specs:
+        if g is None:
             continue
         candidates = g.buckets if exact else g.graph_buckets
         if not candidates:
             continue
         top = max(candidates)
-        row, act = _row_bytes(name, enc)
-        rows = top.size if name == "vision" else top.size // 100
-        n = rows * (row + (act if graphs else 0))
+        row, act = m.row_bytes()
+        n = m.bucket_rows(top) * (row + (act if graphs else 0))
         need += n
-        parts.append(f"{name} {top.size}x{top.batch}: {n / 2**30:.2f} GiB")
+        parts.append(f"{m.name} {top.size}x{top.batch}: {n / 2**30:.2f} GiB")
     if not need:
         return
     if device.type == "cuda":
@@ -379,19 +372,6 @@ def _check_memory(device: torch.device, grid: BucketGrid, vision, audio, graphs:
             f"{' and graph activations' if graphs else ''} ({', '.join(parts)}), more than the "
             f"{free / 2**30:.2f} GiB free on {device}: use smaller buckets (or graphs_up_to) in the grid"
             f"{', or exact_graphs=False' if exact else ''}")
-
-
-def _row_bytes(modality: str, enc) -> tuple[int, int]:
-    """(static input bytes, estimated peak activation bytes) per input row (patch or audio chunk)."""
-    size = enc.dtype.itemsize if hasattr(enc.dtype, "itemsize") else 2
-    c = enc.config
-    if modality == "vision":
-        values = 3 * c.hidden_size + 2 * c.intermediate_size + c.out_hidden_size * (len(enc.deepstack_visual_indexes) + 1)
-        return enc.in_features * size, values * size + 56
-    tokens = enc.tokens_per_chunk
-    conv = 2 * c.downsample_hidden_size * (c.num_mel_bins // 2) * (enc.chunk_frames // 2)
-    values = conv + tokens * (3 * c.d_model + 2 * c.encoder_ffn_dim + c.output_dim)
-    return c.num_mel_bins * enc.chunk_frames * size, values * size + 24 * tokens
 
 
 __all__ = ["Batch", "EncoderRuntime"]

@@ -8,7 +8,7 @@ Threads:
     batcher      when a device has room (fewer than two jobs), closes a batch by
                  ``batching.BatchPolicy`` (``max_wait_ms``
                  after the oldest pending request's arrival, ``quiet_ms`` after the newest with none
-                 since, or at ``max_batch``: the rule the ``replay`` simulator applies to traces; and,
+                 since, or at ``max_batch``: the rule the simulator applies to traces; and,
                  with ``close_on_return``, at once when a device is idle and as many requests are
                  pending as results were delivered since the last batch: a rule of completions, which
                  the simulator cannot replay), packs it with the runtime's own packing, and
@@ -34,7 +34,7 @@ from concurrent.futures import Future
 import torch
 
 from .batching import BatchPolicy
-from .packing import pack
+from .packing import Pack
 from .runtime import EncoderRuntime
 
 
@@ -94,10 +94,10 @@ def _packaged_cost() -> Callable:
         return default_cost
 
 
-def default_cost(modality: str, replay, graph: bool) -> float:
+def default_cost(modality: str, pack: Pack, graph: bool) -> float:
     """A stand-in predicted time (ms) of a pack when no cost model is given: proportional to its
     work, with a fixed part per run (vision patches weigh ~4x audio frames)."""
-    units = replay.bucket.size if (replay.bucket is not None and graph) else replay.size
+    units = pack.bucket.size if (pack.bucket is not None and graph) else pack.size
     return 0.5 + units * (2.5e-3 if modality == "vision" else 6e-4)
 
 
@@ -115,15 +115,13 @@ class EncoderService:
         close_on_return: a batch also closes at once when a device is idle (no job in flight) and at
             least as many requests are pending as the service delivered results since it last took a
             batch (``BatchPolicy.returned``): closed-loop clients that are all back do not wait out
-            ``max_wait_ms``. Default on: tools/service_fake_bench (8 closed-loop clients, 2 CPU
-            cores) audio10s ratio 0.73 -> 0.84, image448 0.89 -> 0.93; overloaded (32 clients,
-            max_batch 8; 1200 requests at once) unchanged, as no device is idle there. Off: exactly
-            the simulator's rule.
+            ``max_wait_ms`` (it raised closed-loop throughput and left an overloaded service, where no
+            device is idle, as it was: docs/BENCHMARKS.md). Off: exactly the simulator's rule.
         max_batch: at most this many requests per batch (an integer >= 1).
         max_pending: at most this many requests outstanding, queued or running (an integer >= 1).
         output_device: where results are delivered (default: the device that encoded them); the copy
             is enqueued on the producing device's stream, without waiting.
-        cost: ``cost(modality, replay, graph) -> ms``, the predicted GPU time of a pack (default: the
+        cost: ``cost(modality, pack, graph) -> ms``, the predicted GPU time of a pack (default: the
             packaged measured model's ``CostModel.run_ms``; pass the deployment's own calibration).
     """
 
@@ -228,9 +226,8 @@ class EncoderService:
             self._room.notify()
 
     # -- batcher --------------------------------------------------------------------------------
-    # One job running on the GPU, one prepared behind it; the rest waits to batch up. (A rule that
-    # took the next batch only when the one in flight was predicted to end within a launch's host
-    # time measured lower on an H200: closed loop 0.54 vs 0.67, overload soak 329 vs 374 req/s.)
+    # One job running on the GPU, one prepared behind it; the rest waits to batch up (a rule timed by
+    # predicted job ends measured lower: docs/BENCHMARKS.md).
     JOBS_PER_DEVICE = 2
 
     def _take(self) -> list | None:
@@ -279,17 +276,13 @@ class EncoderService:
             [d for d in self._devices if d is not exclude] or self._devices
         jobs: dict[int, list] = {}
         with self._lock:
-            for lane in self.runtime.lanes():
-                idx = [i for i, (r, _, _) in enumerate(live) if isinstance(r, lane.spec.request_type)]
-                if not idx:
-                    continue
-                for rep in pack([lane.spec.demand(live[i][1]) for i in idx], lane.bucket_set):
-                    graph = rep.bucket is not None and lane.buckets[rep.bucket].stats.graph
-                    ms = self.cost(lane.modality, rep, graph)
+            for lane, idx in self.runtime.route([r for r, _, _ in live]):
+                for p, graph in lane.pack([live[i][1] for i in idx]):
+                    ms = self.cost(lane.modality, p, graph)
                     dev = min(devices, key=lambda d: d.queued_ms + ms)
                     dev.queued_ms += ms
                     jobs.setdefault(dev.index, [[], 0.0])
-                    jobs[dev.index][0] += [live[idx[m]] for m in rep.members]
+                    jobs[dev.index][0] += [live[idx[m]] for m in p.members]
                     jobs[dev.index][1] += ms
             for index in jobs:
                 self._devices[index].jobs += 1

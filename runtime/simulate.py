@@ -1,5 +1,5 @@
-"""Replays a request trace against a bucket grid on the host: what the runtime would run, and its
-predicted GPU time.
+"""Simulates a request trace on a bucket grid, on the host: what the runtime would run, and its
+predicted GPU time (``omnienc simulate``).
 
 1. Requests are batched as ``EncoderService`` batches them (``batching.group_arrivals`` with a
    ``BatchPolicy``: wait up to ``max_wait_ms`` after the first pending request, at most ``max_batch``
@@ -23,8 +23,9 @@ from typing import Any
 
 from omnienc.runtime.batching import BatchPolicy, group_arrivals, group_windows
 from omnienc.runtime.costs import CostModel, attention_segments, estimate_flops
+from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.grid import Bucket, BucketGrid
-from omnienc.runtime.packing import EAGER_MERGE, BucketSet, Demand, Replay, eager_groups, pack
+from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, pack
 from omnienc.runtime.stats import UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -85,12 +86,13 @@ class _Tally:
                  costs: CostModel) -> None:
         self.modality, self.costs = modality, costs
         self.buckets = BucketSet(buckets)
-        self._largest = max((b.size for b in self.buckets.buckets), default=0)
+        # a launch's eager packs merge as in a runtime of the default configuration
+        self._merge_units = RuntimeConfig.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
         self._by_bucket = {b.bucket: b for b in self.stats.buckets}
         self._ms: dict[tuple, float] = {}
 
-    def _run_ms(self, r: Replay, graph: bool, demands: Sequence[Demand]) -> float:
+    def _run_ms(self, r: Pack, graph: bool, demands: Sequence[Demand]) -> float:
         segs = r.batch
         if self.modality == "vision" and (len(r.members) > 1 or graph):  # else: one member, its own segments
             size = r.bucket.size if graph else r.size
@@ -101,18 +103,18 @@ class _Tally:
             ms = self._ms[key] = self.costs.run_ms(self.modality, r, graph, segs)
         return ms
 
-    def add(self, demands: Sequence[Demand]) -> tuple[float, list[Replay]]:
+    def add(self, demands: Sequence[Demand]) -> tuple[float, list[Pack]]:
         """Packs one batch; returns its predicted ms and its packs."""
         self.stats.requests += len(demands)
         if not demands:
             return 0.0, []
         total = 0.0
-        replays = pack(demands, self.buckets)
-        eager = [r.bucket is not None and not self._by_bucket[r.bucket].graph for r in replays]
-        for group in eager_groups(replays, eager, EAGER_MERGE * self._largest):
+        packs = pack(demands, self.buckets)
+        eager = [r.bucket is not None and not self._by_bucket[r.bucket].graph for r in packs]
+        for group in eager_groups(packs, eager, self._merge_units):
             if len(group) > 1:  # one eager call over the packs' members, its time shared by units
                 members = tuple(i for r in group for i in r.members)
-                merged = Replay(None, members, sum(r.size for r in group), sum(r.batch for r in group))
+                merged = Pack(None, members, sum(r.size for r in group), sum(r.batch for r in group))
                 ms = self._run_ms(merged, False, demands)
                 for r in group:
                     self._by_bucket[r.bucket].add(r.size, ms * r.size / merged.size)
@@ -124,13 +126,13 @@ class _Tally:
                 ms = self._run_ms(r, b.graph, demands)
                 b.add(r.size, ms)
             total += ms
-        return total, replays
+        return total, packs
 
 
 def simulate_modality(
     groups: Iterable[Sequence[Demand]], modality: str, buckets: Iterable[Bucket],
     is_graph: Callable[[Bucket], bool] | None = None, costs: CostModel | None = None,
-) -> tuple[ModalityStats, list[Replay]]:
+) -> tuple[ModalityStats, list[Pack]]:
     """Packs each batch of one modality and tallies its runs with predicted ms.
 
     Args:
@@ -145,10 +147,10 @@ def simulate_modality(
         The stats, and every pack in order (batch after batch; members index into their batch).
     """
     tally = _Tally(modality, buckets, is_graph, costs or CostModel.load())
-    replays: list[Replay] = []
+    packs: list[Pack] = []
     for group in groups:
-        replays += tally.add(group)[1]
-    return tally.stats, replays
+        packs += tally.add(group)[1]
+    return tally.stats, packs
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ class ModalityStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "unit": UNITS[self.modality], "requests": self.requests, "replays": self.replays,
+            "unit": UNITS.get(self.modality, "units"), "requests": self.requests, "replays": self.replays,
             "eager_runs": self.eager_runs, "exact_replays": self.exact_replays, "fallbacks": self.fallbacks,
             "runs": self.runs, "fallback_share": self.fallback_share,
             "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,

@@ -39,7 +39,7 @@ import numpy as np
 from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.costs import CostModel, estimate_activation_bytes
 from omnienc.runtime.grid import Bucket, BucketGrid, GridError, ModalityGrid
-from omnienc.runtime.packing import Demand, Replay
+from omnienc.runtime.packing import Demand, Pack
 from omnienc.runtime.simulate import Batching, batches, resolve_batching, simulate, simulate_modality
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -220,14 +220,14 @@ def tune_modality(
             if (b,) not in eager_options:
                 eager_options.append((b,))
 
-    scored: dict[tuple, tuple[float, list[Replay]]] = {}
+    scored: dict[tuple, tuple[float, list[Pack]]] = {}
 
-    def score(graphs: tuple[Bucket, ...], eager: tuple[Bucket, ...]) -> tuple[float, list[Replay]]:
+    def score(graphs: tuple[Bucket, ...], eager: tuple[Bucket, ...]) -> tuple[float, list[Pack]]:
         key = (graphs, eager)
         if key not in scored:
             gs = set(graphs)
-            stats, replays = simulate_modality(groups, modality, graphs + eager, gs.__contains__, costs)
-            scored[key] = stats.ms, replays
+            stats, packs = simulate_modality(groups, modality, graphs + eager, gs.__contains__, costs)
+            scored[key] = stats.ms, packs
         return scored[key]
 
     best: list[Choice] = [Choice(np.inf)] * (max_graphs + 1)

@@ -269,7 +269,7 @@ def test_bench_configs_are_the_shared_ones():
 
 def test_launch_bench_runs_the_replay_path(capsys):
     """``tools/launch_bench`` times ``launch`` over stub graph replays: it runs (it had drifted from
-    ``Lane._forward``'s signature unnoticed) and reports each workload."""
+    ``buckets.forward``'s signature unnoticed) and reports each workload."""
     from omnienc.tools import launch_bench
 
     # --host-finite: without it the tool stubs the input scan out for the whole process

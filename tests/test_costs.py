@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from omnienc.runtime.calibrate import PROBES, audio_items, probe_grid, vision_items
 from omnienc.runtime.costs import CostError, CostModel, Probe, Surface, attention_segments
 from omnienc.runtime.grid import Bucket
-from omnienc.runtime.packing import Demand, Replay, audio_demand, vision_demand
+from omnienc.runtime.packing import Demand, Pack, audio_demand, vision_demand
 
 
 def random_model(rng: random.Random, sizes=None, batches=None, jitter=0.0) -> CostModel:
@@ -78,12 +78,12 @@ def test_predictions_of_runs():
     rng = random.Random()
     model = random_model(rng)
     b = Bucket(800, 4)
-    rep = Replay(b, (0, 1), 700, 3)
+    rep = Pack(b, (0, 1), 700, 3)
     assert model.run_ms("audio", rep, graph=True) == model.replay_ms("audio", b, 3)
     assert model.run_ms("audio", rep, graph=True, segments=2.5) == model.replay_ms("audio", b, 2.5)
     assert model.run_ms("audio", rep, graph=False) == model.eager_ms("audio", 700, 3)
     assert model.replay_ms("vision", b) == model.surfaces["vision", "replay"](800, 4)
-    fallback = Replay(None, (0,), 9000, 2)
+    fallback = Pack(None, (0,), 9000, 2)
     assert model.run_ms("vision", fallback, graph=False) == model.eager_ms("vision", 9000, 2)
     with pytest.raises(CostError, match="fallback"):
         model.run_ms("vision", fallback, graph=True)
@@ -221,6 +221,6 @@ def test_calibrate_on_the_cpu(tmp_path, capsys):
         assert all(len(p.samples) == 1 and p.ms > 0 for p in surf.probes)
         for s in (1, sizes[0], (sizes[0] + sizes[-1]) / 2, 3 * sizes[-1]):
             assert math.isfinite(surf(s, batches[0])) and surf(s, batches[0]) > 0
-    assert model.run_ms("audio", Replay(Bucket(800, 4), (0,), 500, 1), graph=True) > 0
+    assert model.run_ms("audio", Pack(Bucket(800, 4), (0,), 500, 1), graph=True) > 0
     args = parser.parse_args(["capture", "--calibrate", "--device", "cpu"])
     assert args.func(args) == 2 and "-o FILE" in capsys.readouterr().err

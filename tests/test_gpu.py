@@ -209,10 +209,9 @@ def test_dense_eager_runs_match_hf(vision_models, runtime, grid):
     g = torch.tensor(grid, device=CUDA)
     ref, h16 = hf32(px, grid_thw=g), hf16(px.bfloat16(), grid_thw=g)
     seqlens = [h * w for t, h, w in grid for _ in range(t)]
-    lane = rt.vision
-    assert lane.eager_attention == "auto"
-    seen = [lane.eager_backend(seqlens) for _ in range(lane.DENSE_AFTER)]
-    assert set(seen) <= {"varlen", "dense"} and seen[-1] == "dense"  # admitted by its DENSE_AFTER-th sighting
+    assert rt.config.eager_attention == "auto"
+    seen = [rt.vision.attention.uncaptured(seqlens) for _ in range(rt.config.dense_after)]
+    assert set(seen) <= {"varlen", "dense"} and seen[-1] == "dense"  # admitted by its dense_after-th sighting
     reqs = [VisionRequest(px, torch.tensor(grid))]  # one request: above graphs_up_to, an eager run
     out = rt.encode(reqs)[0]
     name = f"runtime dense {'+'.join(f'{t}x{h}x{w}' for t, h, w in grid)}"
@@ -235,11 +234,11 @@ def test_big_uncaptured_calls_on_cudnn_varlen_match_hf(vision_models, runtime):
     rt, _ = runtime
     grid = [[1, 60, 60], [1, 46, 80], [1, 20, 34], [1, 16, 16]]  # 8,216 patches, four segment lengths
     n = sum(t * h * w for t, h, w in grid)
-    assert n >= rt.vision.eager_cudnn_tokens
+    assert n >= rt.vision.attention.cudnn_tokens
     px = torch.randn(n, rt.vision.encoder.in_features, device=CUDA)
     g = torch.tensor(grid, device=CUDA)
     ref, h16 = hf32(px, grid_thw=g), hf16(px.bfloat16(), grid_thw=g)
-    assert "cudnn.sdpa.fwd.torch_op" in sys.modules  # the frontend started at capture (Lane._warm_cudnn)
+    assert "cudnn.sdpa.fwd.torch_op" in sys.modules  # the frontend started at capture (AttentionPolicy.warm_cudnn)
     before = rt.stats()["vision"]["eager_attention"].get("cudnn", 0)
     out = rt.encode([VisionRequest(px, torch.tensor(grid))])[0]
     assert rt.stats()["vision"]["eager_attention"].get("cudnn", 0) == before + 1
@@ -250,7 +249,7 @@ def test_big_uncaptured_calls_on_cudnn_varlen_match_hf(vision_models, runtime):
 
 def test_every_bucket_replays_to_the_eager_result(runtime, monkeypatch):
     """Two random mixes per bucket of the default grid (no stale data between them); no capture."""
-    from omnienc.runtime import graphs
+    from omnienc.cuda import graphs
     from omnienc.runtime.verify import verify_buckets
 
     rt, _ = runtime
@@ -309,8 +308,7 @@ def test_live_captures_and_other_threads_random_ops(runtime):
     vis, aud = rt.vision.encoder, rt.audio.encoder
 
     def run(private: bool, sizes) -> tuple[int, list[str]]:
-        rt.vision._exact_seen.clear()
-        rt.vision._exact_credit = float(rt.vision.EXACT_CREDIT)  # every new layout may be captured
+        rt.vision.exact.cache.reset_admission()  # every new layout may be captured
         before = rt.stats()["vision"]["exact_captures"]
         stop, errors, draws = threading.Event(), [], [0]
 
@@ -359,7 +357,7 @@ def test_exact_graphs_replay_repeated_layouts(runtime):
     rt, _ = runtime
     vis, aud = rt.vision.encoder, rt.audio.encoder
     for lane in rt.lanes():  # earlier tests' sightings forgotten: each layout's first call is its first
-        lane._exact_seen.clear()
+        lane.exact.cache.reset_admission()
 
     def image(h, w):
         return VisionRequest(torch.randn(h * w, vis.in_features, device=CUDA), torch.tensor([[1, h, w]]))
@@ -410,7 +408,8 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     import threading
     import time
 
-    from omnienc.runtime import AudioRequest, EncoderService, ServiceBusy, VisionRequest, graphs
+    from omnienc.cuda import graphs
+    from omnienc.runtime import AudioRequest, EncoderService, ServiceBusy, VisionRequest
 
     rt, _ = runtime
     rng = random.Random()
@@ -504,7 +503,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
             f"{mem['sample'] / 2**20:.0f} MiB sample kept "
             f"{mem.get('warm_rss', 0) / 2**20:.0f} -> {mem.get('mid_rss', 0) / 2**20:.0f} (half way) -> "
             f"{mem['end_rss'] / 2**20:.0f} MiB; captures {rt.captures - captures}; "
-            f"pending timings {max(len(lane._timings) for lane in rt.lanes())}")
+            f"pending timings {max(len(lane.timings) for lane in rt.lanes())}")
     FIGURES.append(line)
     print(line)
     assert done[0] == total and left_outstanding == 0
@@ -516,7 +515,7 @@ def test_gpu_overload_soak_20000_requests_through_the_service(runtime):
     # admitted dense shapes, allocator arenas) fill early; the second half adds little.
     assert mem["end_rss"] - mem.get("mid_rss", mem["end_rss"]) < 128 * 2**20, line
     assert mem["end_rss"] - mem.get("warm_rss", mem["end_rss"]) < 384 * 2**20, line
-    assert all(len(lane._timings) <= lane.TIMINGS_PENDING for lane in rt.lanes())
+    assert all(len(lane.timings) <= rt.config.timings_pending for lane in rt.lanes())
     check_outputs(rt.vision.encoder, rt.audio.encoder, [q for q, _ in sample], [_to(o, CUDA) for _, o in sample])
 
 

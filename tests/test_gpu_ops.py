@@ -35,7 +35,7 @@ from omnienc.encoders.ops import (
     row_flags_triton,
     triton_available,
 )
-from omnienc.runtime.graphs import capture
+from omnienc.cuda.graphs import capture
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -301,7 +301,7 @@ def test_row_flags_matches_reference(n, rows, cols, dtype):
 @needs_triton
 @pytest.mark.parametrize("n,rows", [(4, 196), (1, 1040)])
 def test_row_flags_capture_and_replay(n, rows):
-    """In a CUDA graph (the runtime's use: ``Lane._forward`` stacks, then flags the stack), replayed
+    """In a CUDA graph (the runtime's use: ``buckets.forward`` stacks, then flags the stack), replayed
     on new outputs with other bad rows."""
     ts = planted(n, rows, 2048, seed=0)
     stacked = torch.stack(ts)

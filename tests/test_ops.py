@@ -599,9 +599,9 @@ def test_row_flags_edges_and_impl_choice(interpreter):
 
 
 def test_lane_row_flags_takes_outputs_or_their_stack():
-    """``runtime.lane.row_flags`` (what every run computes): the reference's flags on the CPU, for
+    """``runtime.buckets.row_flags`` (what every run computes): the reference's flags on the CPU, for
     the outputs as returned and for them stacked as the captured forward passes them."""
-    from omnienc.runtime.lane import row_flags as lane_row_flags
+    from omnienc.runtime.buckets import row_flags as lane_row_flags
 
     outs = tuple(planted(4, 23, 40, torch.bfloat16, seed=6))
     want = row_flags_torch(outs)

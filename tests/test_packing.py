@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omnienc.runtime.grid import Bucket
-from omnienc.runtime.packing import BucketSet, Demand, Replay, audio_demand, eager_groups, pack, vision_demand
+from omnienc.runtime.packing import BucketSet, Demand, Pack, audio_demand, eager_groups, pack, vision_demand
 
 B, D = Bucket, Demand
 
@@ -49,7 +49,7 @@ def test_audio_demand_errors(frames, match):
         audio_demand(frames)
 
 
-# (demands, buckets, expected replays as (bucket, members, size, batch))
+# (demands, buckets, expected packs as (bucket, members, size, batch))
 PACK_CASES = {
     "empty": ([], [B(1024, 4)], []),
     "no buckets: all eager": ([D(10, 1), D(20, 2)], [], [(None, (0,), 10, 1), (None, (1,), 20, 2)]),
@@ -81,12 +81,12 @@ PACK_CASES = {
 
 @pytest.mark.parametrize("demands, buckets, expected", PACK_CASES.values(), ids=PACK_CASES.keys())
 def test_pack_table(demands, buckets, expected):
-    assert pack(demands, buckets) == [Replay(*e) for e in expected]
+    assert pack(demands, buckets) == [Pack(*e) for e in expected]
 
 
 def test_padded_share():
-    assert Replay(B(1024, 4), (0,), 768, 1).padded_share == 0.25
-    assert Replay(None, (0,), 5000, 1).padded_share == 0.0
+    assert Pack(B(1024, 4), (0,), 768, 1).padded_share == 0.25
+    assert Pack(None, (0,), 5000, 1).padded_share == 0.0
 
 
 def test_demand_rejects_empty():
@@ -105,11 +105,11 @@ def _holds(b: Bucket, d: Demand) -> bool:
 @settings(max_examples=300, deadline=None)
 @given(demands_st, buckets_st)
 def test_pack_properties(demands, buckets):
-    replays = pack(demands, buckets)
-    members = [i for r in replays for i in r.members]
+    packs = pack(demands, buckets)
+    members = [i for r in packs for i in r.members]
     assert sorted(members) == list(range(len(demands)))  # each request exactly once
-    assert [r.members[0] for r in replays] == sorted(r.members[0] for r in replays)
-    for r in replays:
+    assert [r.members[0] for r in packs] == sorted(r.members[0] for r in packs)
+    for r in packs:
         assert list(r.members) == sorted(r.members)
         assert r.size == sum(demands[i].size for i in r.members)
         assert r.batch == sum(demands[i].batch for i in r.members)
@@ -123,7 +123,7 @@ def test_pack_properties(demands, buckets):
             assert not any(_holds(b, Demand(r.size, r.batch)) for b in smaller)  # smallest bucket
     for i, d in enumerate(demands):  # what fits some bucket is never eager
         if any(_holds(b, d) for b in buckets):
-            assert any(r.bucket is not None and i in r.members for r in replays)
+            assert any(r.bucket is not None and i in r.members for r in packs)
 
 
 @settings(max_examples=100, deadline=None)
@@ -135,15 +135,15 @@ def test_pack_deterministic_and_bucket_order_free(demands, buckets, rnd):
     assert pack(demands, BucketSet(shuffled)) == pack(demands, buckets)
 
 
-def test_pack_fewer_replays_than_requests():
+def test_pack_fewer_packs_than_requests():
     rng = random.Random(0)
     demands = [D(rng.randint(100, 1000), 1) for _ in range(50)]
-    replays = pack(demands, [B(16384, 64)])
-    assert len(replays) == -(-sum(d.size for d in demands) // 16384)  # all fit a few bins
+    packs = pack(demands, [B(16384, 64)])
+    assert len(packs) == -(-sum(d.size for d in demands) // 16384)  # all fit a few bins
 
 
-def _r(first: int, size: int) -> Replay:
-    return Replay(B(4096, 8), (first,), size, 1)
+def _r(first: int, size: int) -> Pack:
+    return Pack(B(4096, 8), (first,), size, 1)
 
 
 # (sizes, mergeable, cap, expected groups as lists of first members)

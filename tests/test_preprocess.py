@@ -399,14 +399,12 @@ def test_requests_encode_like_transformers_inputs():
 
 
 @pytest.mark.gpu
-def test_no_host_sync_on_cuda(monkeypatch):
-    """From host inputs through pinned staging (``PIN_HOST_INPUTS``; the default pageable copies wait
+def test_no_host_sync_on_cuda():
+    """From host inputs through pinned staging (``pin_host_inputs``; the default pageable copies wait
     for the stream by CUDA's rule) and from inputs already on the GPU, after a warm-up that caches
     the constants and captures the layouts' graphs, preprocessing on CUDA issues no synchronizing
     call, kernel by kernel or by graph replay; the results equal the CPU's within the bounds."""
-    from omnienc.preprocess import staging
-
-    monkeypatch.setattr(staging, "PIN_HOST_INPUTS", True)
+    pin = PreprocessConfig(pin_host_inputs=True)
     ims = [photo("chelsea.png"), photo("astronaut.png")]
     video = torch.from_numpy(np.stack([np.array(photo("astronaut.png"))[i : 400 + i, :448] for i in range(3)]))
     x44, _ = speech(SPEECH_44K)
@@ -419,10 +417,11 @@ def test_no_host_sync_on_cuda(monkeypatch):
     resident = _on_device(items, "cuda")
 
     def run():
-        return (preprocess_images(ims, device="cuda"), preprocess_video(video, fps=1.0, device="cuda"),
-                preprocess_waveforms(waves, 44100, device="cuda"),
-                preprocess_requests(items, device="cuda", graphs=False),
-                preprocess_requests(items, device="cuda"), preprocess_requests(resident, device="cuda"))
+        return (preprocess_images(ims, pin, device="cuda"), preprocess_video(video, pin, fps=1.0, device="cuda"),
+                preprocess_waveforms(waves, 44100, pin, device="cuda"),
+                preprocess_requests(items, device="cuda", config=pin, graphs=False),
+                preprocess_requests(items, device="cuda", config=pin),
+                preprocess_requests(resident, device="cuda", config=pin))
 
     for _ in range(3):  # warm-up; the graphs of the two layouts are captured at their second run
         run()

@@ -122,8 +122,8 @@ def test_fault_in_a_replay_fails_only_that_replays_requests(encoders, runtime, m
     """A poisoned request (marked by its length) makes any replay holding it raise; the service fails
     its future only, every other request gets its own correct result, and the runtime recovers."""
     vis, aud = encoders
-    lane = runtime.audio
-    real_replay = lane._replay
+    buckets = runtime.audio.buckets
+    real_replay = buckets.replay
     POISON = 333
 
     def faulty_replay(br, reqs, shapes, used):
@@ -131,7 +131,7 @@ def test_fault_in_a_replay_fails_only_that_replays_requests(encoders, runtime, m
             raise RuntimeError("injected fault")
         return real_replay(br, reqs, shapes, used)
 
-    monkeypatch.setattr(lane, "_replay", faulty_replay)
+    monkeypatch.setattr(buckets, "replay", faulty_replay)
     rng = random.Random()
     reqs = random_mix(vis.config, aud.config, 20, rng)
     poison = audio_request([POISON], aud.config)
@@ -149,14 +149,14 @@ def test_fault_in_a_replay_fails_only_that_replays_requests(encoders, runtime, m
         gate.set()
     good = [r for i, r in enumerate(reqs) if i != 7]
     check_against_direct(encoders, good, results)
-    monkeypatch.setattr(lane, "_replay", real_replay)
+    monkeypatch.setattr(buckets, "replay", real_replay)
     check_against_direct(encoders, [poison], runtime.encode([poison]))  # recovered, buffers consistent
 
 
 def test_out_of_memory_in_eager_fallback_splits_or_fails_clearly(encoders, runtime, monkeypatch):
     vis, aud = encoders
-    lane = runtime.vision
-    real_eager = lane._eager
+    runner = runtime.vision.eager
+    real_eager = runner.run
     limit = 200  # pretend anything above 200 patches does not fit in memory
 
     def eager(reqs, shapes):
@@ -164,7 +164,7 @@ def test_out_of_memory_in_eager_fallback_splits_or_fails_clearly(encoders, runti
             raise torch.OutOfMemoryError("CUDA out of memory (injected)")
         return real_eager(reqs, shapes)
 
-    monkeypatch.setattr(lane, "_eager", eager)
+    monkeypatch.setattr(runner, "run", eager)
     two_items = vision_request([[1, 12, 12], [1, 10, 12]], vis.config)  # 264 > 256 patches: eager; split fits
     outs = runtime.encode([two_items])
     check_against_direct(encoders, [two_items], outs)

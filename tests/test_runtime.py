@@ -8,7 +8,9 @@ import pytest
 import torch
 from conftest import hf_and_native_audio, hf_and_native_vision, random_pixels, rel_err
 
-from omnienc.runtime import AudioOutput, AudioRequest, BucketGrid, EncoderRuntime, VisionOutput, VisionRequest
+from omnienc.runtime import (
+    AudioOutput, AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionOutput, VisionRequest,
+)
 
 TOL = 1e-5
 GRID = BucketGrid.from_dict(
@@ -110,21 +112,25 @@ def test_plan_cache_reuses_plans_and_stays_bounded(encoders, runtime):
     results; interleaved other shapes in the same bucket do not leak; the cache never grows past
     its bound."""
     vis, aud = encoders
-    lane = runtime.vision
+    buckets = runtime.vision.buckets
     shape_a, shape_b = [[1, 8, 8]], [[1, 6, 10]]
     reqs = [vision_request(shape_a, vis.config), vision_request(shape_b, vis.config), vision_request(shape_a, vis.config)]
     for r in reqs:
         check_against_direct(encoders, [r], runtime.encode([r]))
-    keys = [k for k in lane._plans if k[1] == ((1, 8, 8),)]
-    assert len(keys) == 1
-    cached = lane._plans[keys[0]]
+    shapes = runtime.validate(reqs[:1])
+    br = buckets[runtime.vision.sizes(shapes[0]).bucket]
+    held = buckets.plans_cached
+    assert held == sum(br.stats.graph for br in buckets.values()) + 2  # capture's empty plans, one per shape
+    cached = buckets.host_plan(br, shapes)
+    assert buckets.plans_cached == held  # the encode's plan: a hit
     runtime.encode([vision_request(shape_a, vis.config)])
-    assert lane._plans[keys[0]] is cached
-    runtime.audio.PLAN_CACHE_SIZE = 3
+    assert buckets.host_plan(br, shapes) is cached
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=RuntimeConfig(plan_cache_size=3))
+    rt.capture(progress=False)
     for T in range(110, 400, 37):
         r = audio_request([T], aud.config)
-        check_against_direct(encoders, [r], runtime.encode([r]))
-    assert len(runtime.audio._plans) == 3
+        check_against_direct(encoders, [r], rt.encode([r]))
+    assert rt.audio.buckets.plans_cached == 3
 
 
 def test_stats_reset_and_empty(runtime, encoders):
@@ -200,9 +206,9 @@ def test_verify_buckets_catches_a_broken_bucket(runtime, monkeypatch):
     """A replay that reads the wrong rows must be reported, not passed."""
     from omnienc.runtime.verify import verify_buckets
 
-    lane = runtime.vision
-    real_replay = lane._replay
-    monkeypatch.setattr(lane, "_replay", lambda *a: tuple(o.roll(1, 0) for o in real_replay(*a)))
+    buckets = runtime.vision.buckets
+    real_replay = buckets.replay
+    monkeypatch.setattr(buckets, "replay", lambda *a: tuple(o.roll(1, 0) for o in real_replay(*a)))
     checks = verify_buckets(runtime, mixes=1, max_rel_err=TOL)
     assert any(not c.ok for c in checks if c.modality == "vision")
     assert all(c.ok for c in checks if c.modality == "audio")
@@ -253,7 +259,7 @@ def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
     rt.capture(progress=False)
     lane = rt.vision
     assert all(not br.stats.graph and br.inputs is None for b, br in lane.buckets.items() if b.size > 64)
-    assert lane.inputs.shape[0] == 64  # static buffers sized by the graph buckets only
+    assert lane.buckets.inputs.shape[0] == 64  # static buffers sized by the graph buckets only
     reqs = [vision_request([[1, 8, 8]], vis.config), vision_request([[2, 4, 6]], vis.config)]  # 64 + 48 patches
     check_against_direct(encoders, reqs, rt.encode(reqs))
     s = rt.stats()["vision"]["buckets"]["256x4"]
@@ -264,7 +270,7 @@ def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
     assert len(checks) == 8 and all(c.ok for c in checks), checks
 
     calls = []
-    real = type(lane)._eager
+    real = type(lane.eager).run
 
     def flaky(self, reqs, shapes):
         items = [g for s in shapes for g in s]
@@ -273,7 +279,7 @@ def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
             raise torch.OutOfMemoryError("injected")
         return real(self, reqs, shapes)
 
-    monkeypatch.setattr(type(lane), "_eager", flaky)
+    monkeypatch.setattr(type(lane.eager), "run", flaky)
     check_against_direct(encoders, reqs, rt.encode(reqs))
     assert calls == [2, 1, 1]
 
@@ -283,21 +289,21 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
     """A launch's packs on eager buckets run as one eager call (each pack still a run of its bucket,
     each request its own result); out of memory there, pack by pack; with exact graphs, a layout
     due for capture (or held) runs alone and replays after."""
-    from omnienc.runtime import graphs
+    from omnienc.cuda import graphs as cuda_graphs
 
     vis, aud = encoders
-    monkeypatch.setattr(graphs, "capture_live", lambda fn, pool=None: (g := FakeGraph(fn), g.outputs))
+    monkeypatch.setattr(cuda_graphs, "capture_live", lambda fn, pool=None: (g := FakeGraph(fn), g.outputs))
     rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, exact_graphs=True)
     rt.capture(progress=False)
     lane = rt.vision
     calls = []
-    real = type(lane)._eager
+    real = type(lane.eager).run
 
     def counted(self, reqs, shapes):
         calls.append(len(reqs))
         return real(self, reqs, shapes)
 
-    monkeypatch.setattr(type(lane), "_eager", counted)
+    monkeypatch.setattr(type(lane.eager), "run", counted)
 
     def mix():  # two eager packs of 240 and 224 patches (each alone in a 256 bucket), one of 48 (a graph bucket)
         return [vision_request([[1, 12, 20]], vis.config), vision_request([[1, 16, 14]], vis.config),
@@ -334,7 +340,7 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
             raise torch.OutOfMemoryError("injected")
         return real(self, reqs, shapes)
 
-    monkeypatch.setattr(type(lane), "_eager", flaky)
+    monkeypatch.setattr(type(lane.eager), "run", flaky)
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
     assert calls == [2, 1, 1] and rt.stats()["vision"]["eager_merges"] == 1
@@ -349,9 +355,8 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
     new = [vision_request([[1, 12, 18]], vis.config), vision_request([[1, 14, 16]], vis.config)]
     fail.append(True)
     check_against_direct(encoders, new, rt.encode(new))
-    assert [lane._exact_seen[(s,)] for s in ((1, 12, 18), (1, 14, 16))] == [1, 1]
-    rt.exact_graphs = False
-    lane.eager_merge = 0  # off: each pack alone (EncoderRuntime(eager_merge=0))
+    assert [lane.exact.cache.sightings((s,)) for s in ((1, 12, 18), (1, 14, 16))] == [1, 1]
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, exact_graphs=False, eager_merge=0)  # each pack alone
     calls.clear()
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
@@ -396,15 +401,16 @@ def test_ab_variants_are_real_parameters(encoders):
             EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_merge=bad)
         with pytest.raises(ValueError, match="eager_cudnn_tokens"):
             EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=bad)
-    assert EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=0).vision.eager_cudnn_tokens == 0
+    assert EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=0).vision.attention.cudnn_tokens == 0
 
 
 def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
     """Capture times every candidate backend on a typical fill of each graph bucket and keeps the
     fastest; stats show the choice and the timings; eager runs use the choice of the largest graph
     asked for. (CPU stand-ins for the CUDA graph and the CUDA-event timer.)"""
+    from omnienc.cuda import graphs as cuda_graphs
     from omnienc.encoders import attention
-    from omnienc.runtime import graphs, lane as lane_mod
+    from omnienc.runtime import buckets as buckets_mod
 
     class FakeGraph:
         def __init__(self, fn):
@@ -428,16 +434,16 @@ def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
             return next(ms)
         return attention.fastest_backend(run, backends, repeats, timer=timer)
 
-    monkeypatch.setattr(graphs, "capture", fake_capture)
-    monkeypatch.setattr(lane_mod, "fastest_backend", fake_fastest)
+    monkeypatch.setattr(cuda_graphs, "capture", fake_capture)
+    monkeypatch.setattr(buckets_mod, "fastest_backend", fake_fastest)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
     vis, aud = encoders
     rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
     lane = rt.vision
-    assert lane.candidates() == ["sdpa"]  # measuring is asked for with attention="fastest"
+    assert lane.attention.candidates() == ["sdpa"]  # measuring is asked for with attention="fastest"
     pool = None
     for b, br in lane.buckets.items():
-        pool = lane._capture_bucket(br, ["auto", "sdpa"], pool)
+        pool = lane.buckets.capture_bucket(br, ["auto", "sdpa"], pool)
         assert br.attention == "sdpa" and br.attention_ms == {"auto": 2.0, "sdpa": 1.0}
         assert isinstance(br.graph, FakeGraph)
     s = rt.stats()["vision"]["buckets"]
@@ -468,27 +474,29 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     """``eager_attention="auto"``: long equal-length segments (one big image, a video's frames) run
     ``dense`` where it is supported; anything else keeps the lane's backend. The eager path with
     ``dense`` (torch's default SDPA on the CPU) gives the direct encoder's outputs."""
-    from omnienc.runtime import lane as lane_mod
+    from omnienc.runtime import attention_policy as policy_mod
 
     vis, aud = encoders
     rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
-    lane = rt.vision
-    assert lane.eager_backend((3520,)) == "sdpa"  # the CPU: no cuDNN attention
-    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
-    # A shape runs dense from its DENSE_AFTER-th sighting (cuDNN builds a graph per shape) ...
-    n = lane_mod.Lane.DENSE_AFTER
+    policy = rt.vision.attention
+    assert policy.uncaptured((3520,)) == "sdpa"  # the CPU: no cuDNN attention
+    monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: True)
+    # A shape runs dense from its dense_after-th sighting (cuDNN builds a graph per shape) ...
+    n = rt.config.dense_after
     assert n >= 2
-    assert [lane.eager_backend((3520,)) for _ in range(n + 1)] == ["sdpa"] * (n - 1) + ["dense"] * 2
-    assert [lane.eager_backend((784,) * 8) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
-    assert lane.eager_backend((784, 100)) == "sdpa" and rt.audio.eager_backend((104, 26)) == "sdpa"
-    # ... and at most DENSE_SHAPES shapes ever do: a new one past that keeps the lane's backend.
-    monkeypatch.setattr(lane_mod.Lane, "DENSE_SHAPES", 3)
-    assert [lane.eager_backend((1024,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
-    assert [lane.eager_backend((2048,)) for _ in range(n + 1)] == ["sdpa"] * (n + 1)
-    assert lane.eager_backend((784,) * 8) == "dense" and len(lane._dense_seen) == 3
-    assert rt.stats()["vision"]["dense_shapes"] == 3
-    lane.eager_attention = "sdpa"
-    assert lane.eager_backend((3520,)) == "sdpa"
+    assert [policy.uncaptured((3520,)) for _ in range(n + 1)] == ["sdpa"] * (n - 1) + ["dense"] * 2
+    assert [policy.uncaptured((784,) * 8) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
+    assert policy.uncaptured((784, 100)) == "sdpa" and rt.audio.attention.uncaptured((104, 26)) == "sdpa"
+    assert rt.stats()["vision"]["dense_shapes"] == 2
+    # ... and at most dense_shapes shapes ever do: a new one past that keeps the lane's backend.
+    policy = policy_mod.AttentionPolicy(rt.vision.spec.facts, rt.config.replace(dense_shapes=3))
+    for seqlens in [(3520,)] * (n + 1) + [(784,) * 8] * n:  # the sightings above, again
+        policy.uncaptured(seqlens)
+    assert [policy.uncaptured((1024,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
+    assert [policy.uncaptured((2048,)) for _ in range(n + 1)] == ["sdpa"] * (n + 1)
+    assert policy.uncaptured((784,) * 8) == "dense" and policy.dense_shapes() == 3
+    named = policy_mod.AttentionPolicy(rt.vision.spec.facts, rt.config.replace(eager_attention="sdpa"))
+    assert named.uncaptured((3520,)) == "sdpa"
     with pytest.raises(ValueError, match="eager_attention='flash'"):
         EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_attention="flash")
 
@@ -510,24 +518,24 @@ def test_big_uncaptured_calls_take_cudnn_varlen_with_a_recurring_graph_key(encod
     does not count) on a plan whose segment count and bound are rounded (``cudnn_plan``); smaller
     calls and audio keep their backends; the outputs are the direct encoder's."""
     from omnienc.encoders.attention import CUDNN_BOUND_STEP, CUDNN_SEGMENT_STEP
-    from omnienc.runtime import lane as lane_mod
+    from omnienc.runtime import attention_policy as policy_mod
 
     vis, aud = encoders
     rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
-    lane = rt.vision
-    assert lane.eager_cudnn_tokens == 8192 and rt.audio.eager_cudnn_tokens == 0
-    assert lane.eager_backend((9000,)) == "sdpa"  # the CPU: no cuDNN
-    monkeypatch.setattr(lane_mod, "cudnn_supported", lambda *a: True)
-    assert lane.eager_backend((9000,)) == "cudnn" and lane.eager_backend((4000, 4000, 192)) == "cudnn"
-    assert lane.eager_backend((4000, 4000)) == "sdpa"  # below the bound
-    assert rt.audio.eager_backend((104,) * 100) == "sdpa"
-    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: True)
-    n = lane.DENSE_AFTER
-    assert [lane.eager_backend((9000,)) for _ in range(n + 1)] == ["cudnn"] * (n + 1)  # big: before dense
-    assert [lane.eager_backend((3000,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]  # smaller: as before
-    assert list(lane._dense_seen) == [(1, 3000)]  # the big call's shape was never counted
-    monkeypatch.setattr(lane_mod, "dense_supported", lambda *a: False)
-    lane.eager_cudnn_tokens = 500  # the tiny encoders' calls are small
+    policy = rt.vision.attention
+    assert policy.cudnn_tokens == 8192 and rt.audio.attention.cudnn_tokens == 0
+    assert policy.uncaptured((9000,)) == "sdpa"  # the CPU: no cuDNN
+    monkeypatch.setattr(policy_mod, "cudnn_supported", lambda *a: True)
+    assert policy.uncaptured((9000,)) == "cudnn" and policy.uncaptured((4000, 4000, 192)) == "cudnn"
+    assert policy.uncaptured((4000, 4000)) == "sdpa"  # below the bound
+    assert rt.audio.attention.uncaptured((104,) * 100) == "sdpa"
+    monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: True)
+    n = rt.config.dense_after
+    assert [policy.uncaptured((9000,)) for _ in range(n + 1)] == ["cudnn"] * (n + 1)  # big: before dense
+    assert [policy.uncaptured((3000,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]  # smaller: as before
+    assert policy.dense_shapes() == 1  # the big call's shape was never counted
+    monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: False)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=500)  # the tiny encoders' calls are small
     used = []
     real = vis.run
 
@@ -593,7 +601,7 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
     unpadded) and replayed after; results are each call's own (a later replay does not change an
     earlier result), unpadded, and a bad request in a replayed pack fails alone. A layout whose
     capture fails is never captured again; the graphs kept are bounded, least recently used out."""
-    from omnienc.runtime import graphs
+    from omnienc.cuda import graphs as cuda_graphs
 
     vis, aud = encoders
     captured, fail = [], set()
@@ -606,8 +614,8 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
         g = FakeGraph(fn)
         return g, g.outputs
 
-    monkeypatch.setattr(graphs, "capture_live", fake_capture)
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, exact_graphs=True)
+    monkeypatch.setattr(cuda_graphs, "capture_live", fake_capture)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, exact_graphs=True, exact_max_graphs=2)
     rt.capture(progress=False)
 
     def layout():  # two vision requests in one pack, one audio request; fresh inputs each call
@@ -659,8 +667,7 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
     with pytest.raises(ValueError, match="exact_graphs=True"):
         EncoderRuntime(vision=vis, audio=aud, grid=GRID).exact_graphs = True
 
-    # At most EXACT_GRAPHS kept.
-    rt.vision.EXACT_GRAPHS = 2
+    # At most exact_max_graphs kept (one held so far).
     for side in (2, 4, 8):
         for _ in range(2):
             reqs = [vision_request([[1, 2, side]], vis.config)]
@@ -672,9 +679,9 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
 @torch.no_grad()
 def test_exact_captures_are_paid_for_by_replays(encoders, monkeypatch):
     """Layouts that come back once and never again (a trace replayed twice) stop costing captures
-    once the credit is spent: at most the credit plus one capture per EXACT_REFILL other packs; a
+    once the credit is spent: at most the credit plus one capture per exact_refill other packs; a
     layout that keeps coming back is still captured, and its replays earn credit back."""
-    from omnienc.runtime import graphs
+    from omnienc.cuda import graphs as cuda_graphs
 
     vis, _ = encoders
     captures = []
@@ -684,10 +691,9 @@ def test_exact_captures_are_paid_for_by_replays(encoders, monkeypatch):
         captures.append(g)
         return g, g.outputs
 
-    monkeypatch.setattr(graphs, "capture_live", fake_capture)
-    rt = EncoderRuntime(vision=vis, grid=GRID, exact_graphs=True)
+    monkeypatch.setattr(cuda_graphs, "capture_live", fake_capture)
+    rt = EncoderRuntime(vision=vis, grid=GRID, exact_graphs=True, exact_credit=3, exact_refill=4)
     lane = rt.vision
-    lane.EXACT_CREDIT, lane.EXACT_REFILL, lane._exact_credit = 3, 4, 3.0
     runs = 0
     for side in range(1, 11):  # ten layouts, each seen twice in a row: every second sighting wants a capture
         for _ in range(2):
@@ -700,4 +706,4 @@ def test_exact_captures_are_paid_for_by_replays(encoders, monkeypatch):
         reqs = [vision_request([[1, 4, 4]], vis.config)]
         check_against_direct(encoders, reqs, rt.encode(reqs))
     s = rt.stats()["vision"]
-    assert s["exact_graphs"] >= 1 and s["exact_graph_replays"] >= 6 and lane._exact_credit >= 1.0
+    assert s["exact_graphs"] >= 1 and s["exact_graph_replays"] >= 6 and lane.exact.cache.credit >= 1.0

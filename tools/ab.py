@@ -106,18 +106,12 @@ def sample_ms(fn, repeats: int, warmup: int = 1) -> list[float]:
     """``repeats`` timings of ``fn`` in ms (CUDA events, each call waited for) after ``warmup`` calls."""
     import torch
 
+    from ..cuda import elapsed_ms
+
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return times
+    device = torch.device("cuda", torch.cuda.current_device())
+    return [elapsed_ms(fn, device) for _ in range(repeats)]
 
 
 def runtime_fn(rt, requests, unbatched: bool):

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from omnienc.cuda import elapsed_ms
 from omnienc.encoders.audio import audio_output_length, conv_lens
 
 
@@ -148,20 +149,8 @@ def measure(
         budget_s: if set, slow calls get fewer repeats: ``budget_s / (warm-up time per call)``, but
             never fewer than ``min(min_repeats, repeats)``.
     """
-    cuda = device.type == "cuda"
-
     def once() -> float:
-        if cuda:
-            torch.cuda.synchronize(device)
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+        return elapsed_ms(fn, device)
 
     warm: list[float] = []
     want = max(warmup, 1 if budget_s is not None else 0)

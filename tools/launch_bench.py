@@ -24,7 +24,7 @@ import time
 import torch
 
 from omnienc.runtime import AudioRequest, EncoderRuntime, VisionRequest
-from omnienc.runtime.packing import pack
+from omnienc.runtime.buckets import forward
 from omnienc.tools.models import tiny_configs
 
 WORKLOADS = {"image448": ("vision", [(1, 28, 28)]), "audio10s": ("audio", [1000]),
@@ -65,16 +65,15 @@ def make_requests(rt: EncoderRuntime, name: str) -> list:
 def stub_capture(rt: EncoderRuntime, requests: list) -> None:
     """Makes the buckets ``requests`` land in replay stubs (their outputs from one real forward)."""
     shapes = rt.validate(requests)
-    for lane in rt.lanes():
-        idx = [i for i, r in enumerate(requests) if isinstance(r, lane.spec.request_type)]
-        for rep in pack([lane.spec.demand(shapes[i]) for i in idx], lane.bucket_set):
-            br = lane.buckets.get(rep.bucket)
-            if br is None or not br.stats.graph or br.graph is not None:
+    for lane, idx in rt.route(requests):
+        for p, graph in lane.pack([shapes[i] for i in idx]):
+            br = lane.buckets.get(p.bucket)
+            if br is None or not graph or br.graph is not None:
                 continue
-            br.attention = lane.backend()
-            lane._stage(br, [])
+            br.attention = lane.attention.captured()
+            lane.buckets.stage(br, [])
             with torch.inference_mode():
-                br.outputs = lane._forward(br.inputs, br.plan, br.attention)
+                br.outputs = forward(lane.spec, br.inputs, br.plan, br.attention)
             br.graph = StubGraph()
 
 

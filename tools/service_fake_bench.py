@@ -59,6 +59,9 @@ class FakeRuntime:
     def lanes(self):
         return self.real.lanes()
 
+    def route(self, requests):
+        return self.real.route(requests)
+
     def validate(self, requests):
         return self.real.validate(requests)
 

@@ -1,4 +1,4 @@
-"""Static plan buffers and CUDA-graph capture.
+"""Static plan buffers: a plan's tensors in one byte buffer.
 
 A plan's tensors (int64 taps, float32 weights, int32 ``cu_seqlens``, ...) live in one byte buffer at
 aligned offsets, a ``PlanLayout``. The host packs a plan into one (pinned) byte tensor of the same
@@ -9,7 +9,6 @@ what a bucket's graph reads.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -69,59 +68,4 @@ def upload(plan, device: torch.device):
     return with_tensors(plan, layout.views(dev))
 
 
-_capture_streams: dict[int, torch.cuda.Stream] = {}
-
-
-def _capture_stream(device: int) -> torch.cuda.Stream:
-    if device not in _capture_streams:
-        _capture_streams[device] = torch.cuda.Stream(device)
-    return _capture_streams[device]
-
-
-def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int = 2):
-    """Warms ``fn`` up on a side stream, then captures it, on the current device.
-
-    The capture stream is one per device: ``torch.cuda.graph``'s own default is created once, on
-    whichever device was current first, and capturing another device's work on it fails.
-
-    Returns:
-        (graph, outputs): outputs are the tensors ``fn`` returned during capture; replaying the
-        graph rewrites them in place.
-    """
-    device = torch.cuda.current_device()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, stream=_capture_stream(device)):
-        outputs = fn()
-    return graph, outputs
-
-
-def capture_live(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None):
-    """Captures ``fn`` on the current device while other work may be running: no warm-up (the
-    caller has just run ``fn``'s work eagerly, which built every lazily made kernel plan and
-    workspace), no device synchronize and no emptying of the allocator's cache (what
-    ``torch.cuda.graph`` does on entry), and capture errors are this thread's only, so other
-    threads' GPU work neither breaks the capture nor fails because of it. A failing capture
-    raises; its stream is left as it was.
-
-    Returns:
-        (graph, outputs) as ``capture``.
-    """
-    stream = _capture_stream(torch.cuda.current_device())
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream):
-        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
-        try:
-            outputs = fn()
-        finally:
-            graph.capture_end()
-    return graph, outputs
-
-
-__all__ = ["PlanLayout", "capture", "capture_live", "upload", "with_tensors"]
+__all__ = ["PlanLayout", "upload", "with_tensors"]
