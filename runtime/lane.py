@@ -52,6 +52,18 @@ from .packing import EAGER_MERGE, BucketSet, eager_groups, pack
 from .stats import BucketStats, ModalityStats, new_modality_stats
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Hands the allocator's cached blocks back after an out-of-memory error, so the next try can
+    have them. Never raises: a clean-up must not replace the error being handled (on a device whose
+    context has already failed, ``empty_cache`` itself throws)."""
+    if device.type != "cuda":
+        return
+    try:
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - the run's own error is the one to deliver
+        pass
+
+
 class Check:
     """Where one request's output-row finiteness flags are: ``flags[start:stop]`` (host tensor, valid
     once its run has finished; a pack's requests share one)."""
@@ -449,8 +461,7 @@ class Lane:
         try:
             outs = self.run_pack(None, requests, shapes, ids, sizes, group=group)
         except torch.OutOfMemoryError:
-            if self._cuda:
-                torch.cuda.empty_cache()
+            release_cached_memory(self.device)
             return [o for rep, (a, b) in zip(group, spans)
                     for o in self.run_pack(rep.bucket, requests[a:b], shapes[a:b], ids[a:b], sizes[a:b])]
         if self.exact:
@@ -668,8 +679,7 @@ class Lane:
             return self._eager([request], [shape])
         except torch.OutOfMemoryError:
             pass
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_cached_memory(self.device)
         if len(shape) > 1:
             try:
                 parts = [self._eager([r], [s]) for r, s in self.spec.items(request, shape)]
@@ -688,8 +698,7 @@ class Lane:
             try:
                 return self._eager(requests, shapes)
             except torch.OutOfMemoryError:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_cached_memory(self.device)
         parts = [self._fallback(r, s, i) for r, s, i in zip(requests, shapes, ids)]
         return tuple(torch.cat(ts) for ts in zip(*parts))
 
