@@ -303,6 +303,20 @@ class VisionEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.patch_embed.proj.weight.dtype
 
+    def activation_bytes(self, tokens: int) -> int:
+        """Estimated peak memory of ``run`` over ``tokens`` patches beyond the weights and the
+        inputs: a block's larger phase -- attention (residual, norm, q/k/v, rotated q and k, output:
+        8 x hidden) or MLP (residual, norm, fc1 and its GELU: 2 x hidden + 2 x intermediate, plus the
+        residual being written) -- with the outputs so far (embeddings and DeepStack, ``out`` per 4
+        patches each), float32 rotary angles, and one block of position-embedding taps."""
+        c, size = self.config, self.dtype.itemsize
+        hidden, inter = c.hidden_size, c.intermediate_size
+        per_token = size * (max(8 * hidden, 3 * hidden + 2 * inter)
+                            + (len(self.deepstack_visual_indexes) + 1) * c.out_hidden_size // self.unit)
+        per_token += 4 * self.head_dim  # cos and sin, float32
+        pos_block = min(tokens, POS_EMBED_BLOCK) * 4 * hidden * (2 * 4 + size)  # taps and products
+        return tokens * per_token + pos_block
+
     @property
     def device(self) -> torch.device:
         return self.patch_embed.proj.weight.device
