@@ -287,6 +287,14 @@ class AudioEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv_out.weight.dtype
 
+    def activation_bytes(self, chunks: int) -> int:
+        """Estimated peak memory of ``run`` over ``chunks`` 100-frame chunks beyond the weights and
+        the inputs: the first convolution's patches, output and GELU (every later activation is
+        at least 4x smaller), which dominate."""
+        c, size = self.config, self.dtype.itemsize
+        positions = conv_len(c.num_mel_bins) * conv_len(self.chunk_frames)
+        return chunks * size * positions * (16 + 2 * c.downsample_hidden_size)
+
     @property
     def device(self) -> torch.device:
         return self.conv_out.weight.device

@@ -44,7 +44,7 @@ def _kernel():
     @triton.jit
     def rotary_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, stride_tok, H: tl.constexpr, HALF: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
-        t = tl.program_id(0)
+        t = tl.program_id(0).to(tl.int64)  # t * stride_tok passes 2**31 past ~620k tokens
         h = tl.arange(0, BLOCK_H)[:, None]
         d = tl.arange(0, BLOCK_D)[None, :]
         mask = (h < H) & (d < HALF)

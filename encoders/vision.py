@@ -30,6 +30,10 @@ from .rotary import rotary_qkv_torch, rotary_qkv_triton, use_triton
 # Default: padding tokens are split into attention segments of at most this many tokens, so a mostly
 # empty bucket costs little attention work (VisionEncoder's pad_segment_tokens).
 PAD_SEGMENT_TOKENS = 256
+# Position embeddings are summed over their four bilinear taps in float32, a [tokens, 4, hidden]
+# temporary: done in blocks of this many tokens, it stays small for any request, where a whole long
+# video's would be its forward's peak memory (docs/BENCHMARKS.md). Calls this small run in one block.
+POS_EMBED_BLOCK = 4096
 
 
 @dataclass
@@ -299,6 +303,20 @@ class VisionEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.patch_embed.proj.weight.dtype
 
+    def activation_bytes(self, tokens: int) -> int:
+        """Estimated peak memory of ``run`` over ``tokens`` patches beyond the weights and the
+        inputs: a block's larger phase -- attention (residual, norm, q/k/v, rotated q and k, output:
+        8 x hidden) or MLP (residual, norm, fc1 and its GELU: 2 x hidden + 2 x intermediate, plus the
+        residual being written) -- with the outputs so far (embeddings and DeepStack, ``out`` per 4
+        patches each), float32 rotary angles, and one block of position-embedding taps."""
+        c, size = self.config, self.dtype.itemsize
+        hidden, inter = c.hidden_size, c.intermediate_size
+        per_token = size * (max(8 * hidden, 3 * hidden + 2 * inter)
+                            + (len(self.deepstack_visual_indexes) + 1) * c.out_hidden_size // self.unit)
+        per_token += 4 * self.head_dim  # cos and sin, float32
+        pos_block = min(tokens, POS_EMBED_BLOCK) * 4 * hidden * (2 * 4 + size)  # taps and products
+        return tokens * per_token + pos_block
+
     @property
     def device(self) -> torch.device:
         return self.patch_embed.proj.weight.device
@@ -330,10 +348,7 @@ class VisionEncoder(nn.Module):
             embeds ``[T/4, out_hidden]`` and one ``[T/4, out_hidden]`` tensor per DeepStack index.
         """
         backend = attn_backend or self.attn_backend
-        x = self.patch_embed(pixel_values)  # [T, hidden]
-        # Bilinear taps of the learned table, summed in float32.
-        pos = (self.pos_embed.weight[plan.pos_index].float() * plan.pos_weight[..., None]).sum(1)
-        x = x + pos.to(x.dtype)
+        x = self.add_pos_embed(self.patch_embed(pixel_values), plan)  # [T, hidden], a new tensor
         freqs = (plan.rope_pos[:, :, None] * self.inv_freq(x.device)).flatten(1)  # [T, head_dim/2]
         cos, sin = freqs.cos(), freqs.sin()
         if self.compiled is not None:  # compiled: inductor fuses the reference ops itself
@@ -353,6 +368,18 @@ class VisionEncoder(nn.Module):
             if i in self.deepstack_visual_indexes:
                 deepstack.append(self.merger_list[self.deepstack_visual_indexes.index(i)](x))
         return self.merger.project(h), deepstack
+
+    def add_pos_embed(self, x: torch.Tensor, plan: VisionPlan) -> torch.Tensor:
+        """``x`` plus each token's position embedding: the learned table's four bilinear taps, summed
+        in float32, rounded to x's dtype (as transformers does), in blocks of ``POS_EMBED_BLOCK``
+        tokens (see there); the rounding points are the whole call's, so results are bit-equal."""
+        table, n = self.pos_embed.weight, x.shape[0]
+        if n <= POS_EMBED_BLOCK:
+            return x + (table[plan.pos_index].float() * plan.pos_weight[..., None]).sum(1).to(x.dtype)
+        for a in range(0, n, POS_EMBED_BLOCK):  # in place: x is the patch embedding's own output
+            b = min(a + POS_EMBED_BLOCK, n)
+            x[a:b] += (table[plan.pos_index[a:b]].float() * plan.pos_weight[a:b, :, None]).sum(1).to(x.dtype)
+        return x
 
     def forward(self, pixel_values: torch.Tensor, grid_thw) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """HF-shaped call: ``pixel_values [N, C*Tp*P*P]``, ``grid_thw [n, 3]`` -> (embeds, deepstack)."""

@@ -17,6 +17,18 @@ from .modality import Modality
 from .plans import upload
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Hands the allocator's cached blocks back after an out-of-memory error, so the next try can
+    have them. Never raises: a clean-up must not replace the error being handled (on a device whose
+    context has already failed, ``empty_cache`` itself throws)."""
+    if device.type != "cuda":
+        return
+    try:
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - the run's own error is the one to deliver
+        pass
+
+
 class EagerRunner:
     """Runs a lane's uncaptured work (see the module docstring).
 
@@ -74,9 +86,8 @@ class EagerRunner:
         return tuple(torch.cat(ts) for ts in zip(*parts))
 
     def release(self) -> None:
-        """After an out-of-memory: the allocator's cached blocks back to the device (CUDA)."""
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        """After an out-of-memory: the allocator's cached blocks back to the device."""
+        release_cached_memory(self.device)
 
 
-__all__ = ["EagerRunner"]
+__all__ = ["EagerRunner", "release_cached_memory"]

@@ -43,6 +43,25 @@ def test_vision_matches_hf(vision_pair, grid):
         assert rel_err(a, b) <= TOL, f"deepstack {i}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@torch.no_grad()
+def test_position_embeddings_in_blocks_are_bit_equal(vision_pair, monkeypatch, dtype):
+    # A long request adds its position embeddings block by block (bounded memory); the result must
+    # be the whole call's, bit for bit, blocks ending mid-frame included.
+    import omnienc.encoders.vision as vision
+
+    _, native = vision_pair
+    native = native.to(dtype)
+    grid = [[3, 6, 8], [1, 10, 8]]
+    px = random_pixels(grid, native.config).to(dtype)
+    whole, whole_ds = native(px, torch.tensor(grid))
+    monkeypatch.setattr(vision, "POS_EMBED_BLOCK", 7)
+    blocked, blocked_ds = native(px, torch.tensor(grid))
+    native.float()
+    assert torch.equal(whole, blocked)
+    assert all(torch.equal(a, b) for a, b in zip(whole_ds, blocked_ds))
+
+
 @torch.no_grad()
 def test_vision_deepstack_features_differ_from_each_other_and_embeds(vision_pair):
     """Guards against returning one tensor several times: each DeepStack output is its own."""

@@ -174,6 +174,23 @@ def test_out_of_memory_in_eager_fallback_splits_or_fails_clearly(encoders, runti
     check_against_direct(encoders, [two_items], runtime.encode([two_items]))
 
 
+def test_clean_up_after_out_of_memory_never_raises(monkeypatch):
+    # On a device whose context already failed, empty_cache itself throws: the clean-up must not
+    # replace the request's own error with that one.
+    from omnienc.runtime.eager import release_cached_memory
+
+    def broken():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", broken)
+    release_cached_memory(torch.device("cuda", 0))
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
+    release_cached_memory(torch.device("cuda", 0))
+    release_cached_memory(torch.device("cpu"))  # nothing cached to hand back off CUDA
+    assert calls == [1]
+
+
 def test_close_finishes_or_cancels_pending_and_submit_after_close_raises(encoders, runtime, monkeypatch):
     vis, aud = encoders
     release = threading.Event()

@@ -58,7 +58,7 @@ def _kernel():
                              stride_x, stride_y, stride_xo, stride_h, eps, clamp,
                              HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        row = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]  # [BLOCK_M, 1]
+        row = (tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]  # [BLOCK_M, 1]
         col = tl.arange(0, BLOCK_N)[None, :]  # [1, BLOCK_N]
         in_row = col < N
         mask = (row < rows) & in_row

@@ -107,11 +107,12 @@ def _epilogue_kernel():
         # a tile: one chunk, BLOCK_T time steps x every frequency (fastest) x BLOCK_CH channels, so
         # it covers whole runs of the flattened output's (channel, frequency) features, and reads
         # runs of channels from a channels-last input
-        c = (tl.program_id(0) // t_blocks).to(tl.int64)
+        tile = tl.program_id(0).to(tl.int64)
+        c = tile // t_blocks
         r = tl.arange(0, BLOCK_T * BLOCK_F)[:, None]  # [BLOCK_T * BLOCK_F, 1]
         fi = r % BLOCK_F
-        ti = (tl.program_id(0) % t_blocks) * BLOCK_T + r // BLOCK_F
-        col = (tl.program_id(1) * BLOCK_CH + tl.arange(0, BLOCK_CH))[None, :]  # [1, BLOCK_CH]
+        ti = (tile % t_blocks) * BLOCK_T + r // BLOCK_F
+        col = (tl.program_id(1).to(tl.int64) * BLOCK_CH + tl.arange(0, BLOCK_CH))[None, :]  # [1, BLOCK_CH]
         in_cols = col < ch
         mask = (fi < f) & (ti < t) & in_cols
         dtype = o_ptr.dtype.element_ty

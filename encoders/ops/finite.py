@@ -114,10 +114,10 @@ if triton is not None:  # module level: a jit function finds the functions it ca
                           NUM_SRC: tl.constexpr, ACC: tl.constexpr, N_STEPS: tl.constexpr, C_STEPS: tl.constexpr,
                           BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
         # a program: BLOCK_R rows of every source, each read in [BLOCK_N, BLOCK_R, BLOCK_C] tiles
-        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
         in_rows = r < rows
         row_mask = in_rows[None, :, None]
-        r64 = r.to(tl.int64)[None, :, None]
+        r64 = r[None, :, None]
         ok = _source_ok(p0, r64 * sr0, row_mask, n0, cols0, sn0, sc0,
                         N_STEPS, C_STEPS, BLOCK_N, BLOCK_R, BLOCK_C)
         if NUM_SRC > 1:
@@ -153,8 +153,6 @@ def row_flags_triton(tensors) -> torch.Tensor:
 
 
 def _launch(srcs: list[torch.Tensor]) -> torch.Tensor:
-    if not triton_available():
-        raise ValueError("row_flags_triton needs triton")
     views = []
     for t in srcs:
         if t.dtype not in DTYPES:
@@ -164,6 +162,8 @@ def _launch(srcs: list[torch.Tensor]) -> torch.Tensor:
             raise ValueError("row_flags_triton: a row's column offsets must fit in int32")
         if v.numel():  # empty tensors hold no non-finite value
             views.append(v)
+    if not triton_available():
+        raise ValueError("row_flags_triton needs triton")
     rows = srcs[0].shape[-2]
     out = torch.empty(rows, dtype=torch.uint8, device=srcs[0].device)
     if not views:

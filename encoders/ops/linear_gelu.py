@@ -56,8 +56,8 @@ def _kernel():
     @triton.jit
     def bias_gelu_kernel(y_ptr, b_ptr, o_ptr, rows, N, stride_y, stride_o,
                          HAS_BIAS: tl.constexpr, TANH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        row = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
-        col = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        row = (tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
+        col = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
         in_row = col < N
         mask = (row < rows) & in_row
         dtype = o_ptr.dtype.element_ty

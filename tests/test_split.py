@@ -1,0 +1,97 @@
+"""Cutting oversized requests into pieces (pure: tables and properties, no torch)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from omnienc.runtime.split import Piece, Unsplittable, audio_parts, audio_pieces, vision_pieces
+
+
+def test_vision_video_cut_into_whole_frames():
+    # a 720p video of 10 frame pairs (3680 patches each) into pieces of at most 4 pairs
+    assert vision_pieces([(10, 46, 80)], 16384, 16) == [
+        Piece(0, 4 * 3680, ((4, 46, 80),)), Piece(4 * 3680, 8 * 3680, ((4, 46, 80),)),
+        Piece(8 * 3680, 10 * 3680, ((2, 46, 80),))]
+
+
+def test_vision_items_share_pieces_and_batch_bounds_them():
+    # two images then a video; at most 3 frames a piece
+    assert vision_pieces([(1, 2, 2), (1, 4, 4), (5, 2, 2)], 1000, 3) == [
+        Piece(0, 24, ((1, 2, 2), (1, 4, 4), (1, 2, 2))), Piece(24, 36, ((3, 2, 2),)), Piece(36, 40, ((1, 2, 2),))]
+
+
+def test_vision_frame_larger_than_the_largest_bucket_cannot_be_cut():
+    with pytest.raises(Unsplittable, match=r"100x100 = 10000 patches .* \(4096 patches\)"):
+        vision_pieces([(3, 2, 2), (1, 100, 100)], 4096, 16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 9), st.integers(1, 12).map(lambda x: 2 * x),
+                          st.integers(1, 12).map(lambda x: 2 * x)), min_size=1, max_size=6),
+       st.integers(600, 3000), st.integers(1, 8))
+def test_vision_pieces_cover_the_request_in_order_and_fit(grid, max_size, max_batch):
+    pieces = vision_pieces(grid, max_size, max_batch)
+    row = 0
+    frames = []  # (h, w) of every frame, in order
+    for p in pieces:
+        assert p.start == row and p.stop > p.start
+        assert p.stop - p.start == sum(t * h * w for t, h, w in p.shape) <= max_size
+        assert sum(t for t, _, _ in p.shape) <= max_batch
+        frames += [(h, w) for t, h, w in p.shape for _ in range(t)]
+        row = p.stop
+    assert row == sum(t * h * w for t, h, w in grid)
+    assert frames == [(h, w) for t, h, w in grid for _ in range(t)]
+
+
+@pytest.mark.parametrize("frames,max_part,parts", [
+    (12800, 12800, [12800]),  # fits: never cut
+    (30000, 12800, [12800, 12800, 4400]),
+    (25650, 12800, [12800, 12000, 850]),  # a rest of 50 frames, under a chunk, takes a window
+    (1650, 1600, [800, 850]),
+    (2400, 1000, [800, 800, 800]),  # parts are whole windows: 1000 -> 800
+])
+def test_audio_parts(frames, max_part, parts):
+    assert audio_parts(frames, max_part, 800, 100) == parts
+    assert sum(parts) == frames
+
+
+def test_audio_parts_that_cannot_be_cut():
+    with pytest.raises(Unsplittable, match="windows of 800 frames"):
+        audio_parts(2000, 700, 800, 100)
+    with pytest.raises(Unsplittable, match="last 850 frames"):
+        audio_parts(1650, 800, 800, 100)  # the rest needs a window more than a part holds
+
+
+def test_audio_pieces_group_parts_and_clips_in_order():
+    assert audio_pieces([300, 3000, 250], 1600, 3, 800, 100) == [
+        Piece(0, 300, (300,)), Piece(300, 1900, (1600,)), Piece(1900, 3300, (1400,)), Piece(3300, 3550, (250,))]
+    assert audio_pieces([300, 500, 250, 900], 1600, 3, 800, 100) == [
+        Piece(0, 1050, (300, 500, 250)), Piece(1050, 1950, (900,))]  # three clips a piece at most
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40000), min_size=1, max_size=5), st.integers(2, 40).map(lambda x: 800 * x),
+       st.integers(1, 8))
+def test_audio_pieces_cover_the_request_in_order_and_fit(frames, max_size, max_batch):
+    pieces = audio_pieces(frames, max_size, max_batch, 800, 100)
+    row = 0
+    for p in pieces:
+        assert p.start == row and p.stop - p.start == sum(p.shape)
+        assert sum(math.ceil(n / 100) * 100 for n in p.shape) <= max_size and len(p.shape) <= max_batch
+        row = p.stop
+    assert row == sum(frames)
+    # each clip's parts, in order, sum to the clip; every cut lies on a window boundary; no part
+    # of a clip of at least a chunk is shorter than a chunk
+    parts = [n for p in pieces for n in p.shape]
+    for n in frames:
+        got, total = [], 0
+        while total < n:
+            got.append(parts.pop(0))
+            total += got[-1]
+        assert total == n
+        assert all(x % 800 == 0 for x in got[:-1])
+        assert n < 100 or got[-1] >= 100
