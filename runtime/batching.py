@@ -14,7 +14,7 @@ service delivered results since it last took a batch (the clients it answered ar
 delivered, so the simulator batches by the other closes only (as if ``close_on_return`` were off).
 
 ``EncoderService`` applies the rule in real time; ``group_arrivals`` applies it to a trace, so the
-``replay`` simulator and the tuner batch exactly as the service does. ``group_windows`` keeps the
+simulator and the tuner batch exactly as the service does. ``group_windows`` keeps the
 older fixed windows (``--step-ms``) for comparison with earlier results.
 """
 

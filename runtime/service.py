@@ -11,7 +11,7 @@ Threads:
                  since, or at ``max_batch``: the rule the simulator applies to traces; and,
                  with ``close_on_return``, at once when a device is idle and as many requests are
                  pending as results were delivered since the last batch: a rule of completions, which
-                 the simulator cannot replay), packs it with the runtime's own packing, and
+                 the simulator cannot reproduce), packs it with the runtime's own packing, and
                  sends each pack to the device predicted to finish it first: the predicted time still
                  queued on each device plus the pack's own (``cost``).
     launcher     one per device: ``runtime.launch`` (host work, enqueue; no waiting for the GPU), so it

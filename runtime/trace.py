@@ -1,4 +1,5 @@
-"""Request traces: JSON lines of what arrived when, for the ``replay`` simulator and the tuner.
+"""Request traces: JSON lines of what arrived when, for the simulator (``omnienc simulate``) and
+the tuner.
 
 One record per line::
 

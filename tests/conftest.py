@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The developer benchmarks (not installed) import as top-level modules, as they do when run.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # Without CUDA, Triton kernels can only run in Triton's interpreter, which must be chosen before
 # triton is first imported (transformers imports it below): tests/test_ops.py runs them there.

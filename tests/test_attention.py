@@ -113,7 +113,7 @@ def test_fastest_backend_skips_a_failing_candidate_with_a_warning():
 
 
 def test_attn_bench_cudnn_column_says_why_it_is_absent():
-    from omnienc.tools import attn_bench
+    import attn_bench
 
     assert "cudnn" in attn_bench.KERNELS and attn_bench.KERNELS[-1] == "cudnn_ragged"
     fn = attn_bench._kernel("cudnn", attn_bench.Case("e", 2, 8, (4, 4)), torch.tensor([0, 4, 8]), 4)

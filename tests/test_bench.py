@@ -226,7 +226,7 @@ def test_attn_bench_layouts_reference_and_table(capsys):
 
     from omnienc.encoders.attention import varlen_attention
     from omnienc.encoders.audio import plan_audio
-    from omnienc.tools import attn_bench
+    import attn_bench
 
     sizes = {c.name: sum(c.seqlens) for c in attn_bench.CASES}
     assert sizes["vision 720p (1x3680) in 4320 bucket"] == 4320
@@ -268,9 +268,9 @@ def test_bench_configs_are_the_shared_ones():
 
 
 def test_launch_bench_runs_the_replay_path(capsys):
-    """``tools/launch_bench`` times ``launch`` over stub graph replays: it runs (it had drifted from
+    """``benchmarks/launch_bench`` times ``launch`` over stub graph replays: it runs (it had drifted from
     ``buckets.forward``'s signature unnoticed) and reports each workload."""
-    from omnienc.tools import launch_bench
+    import launch_bench
 
     # --host-finite: without it the tool stubs the input scan out for the whole process
     launch_bench.main(["--workloads", "image448,audio10s", "--repeats", "3", "--rounds", "1", "--host-finite"])

@@ -368,7 +368,7 @@ def test_encode_with_grid_file_and_eager_fallback(setup, tmp_path, capsys):
     assert "1 fallback," in capsys.readouterr().out
     from omnienc.runtime import read_trace
 
-    recs = read_trace(trace)  # what was encoded, for omnienc replay / tune
+    recs = read_trace(trace)  # what was encoded, for omnienc simulate / tune
     assert sorted(r.modality for r in recs) == ["audio", "vision", "vision"]
     assert any(r.grid_thw and r.grid_thw[0][0] == 2 for r in recs)  # the GIF video: 4 frames sampled, t = 2
     tensors, meta = read_output(out)

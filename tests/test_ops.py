@@ -351,7 +351,7 @@ def test_kernel_bench_groups_compare_like_with_like():
     """Every checked variant of every group computes its group's reference (here with the ops'
     PyTorch paths on a tiny shape; within a few bf16 roundings, as a bias folded after the GEMM
     rounds twice: a missing or doubled term would be off by ~0.3), and the table renders."""
-    from omnienc.tools import kernel_bench as kb
+    import kernel_bench as kb
 
     for approximate in ("tanh", "none"):
         shape = kb.Shape("tiny", 7, 48, 80, approximate, 1e-6)
@@ -373,7 +373,7 @@ def test_kernel_bench_groups_compare_like_with_like():
 
 
 def test_kernel_bench_front_groups_with_the_kernels(interpreter):
-    from omnienc.tools import kernel_bench as kb
+    import kernel_bench as kb
 
     assert [s.tokens for s in kb.FRONT_SHAPES] == [130, 1040]
     assert_front_groups_compare_like_with_like(kb, "triton")
@@ -612,7 +612,7 @@ def test_lane_row_flags_takes_outputs_or_their_stack():
 def test_kernel_bench_flag_groups():
     """The row-flags groups on a tiny shape: every variant's flags are the reference's, some rows
     flagged (torch impl here; the kernel under the interpreter in the next test)."""
-    from omnienc.tools import kernel_bench as kb
+    import kernel_bench as kb
 
     assert [(s.outputs, s.rows, s.width) for s in kb.FLAG_SHAPES] == [(4, 196, 2048), (1, 130, 2048),
                                                                        (1, 1040, 2048)]
@@ -620,7 +620,7 @@ def test_kernel_bench_flag_groups():
 
 
 def test_kernel_bench_flag_groups_with_the_kernel(interpreter):
-    from omnienc.tools import kernel_bench as kb
+    import kernel_bench as kb
 
     assert_flag_groups_agree(kb, "triton")
 

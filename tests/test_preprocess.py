@@ -5,7 +5,7 @@ RGBA images of several sizes), speech from auditok 0.2.0's wheel (``auditok/data
 44.1 kHz recordings), WAV files of unusual formats from scipy's tests. Nothing is generated here
 except crops, stacks and sums of those.
 
-Bounds (issue #13): ``grid_thw`` identical; ``pixel_values`` within max abs 0.1 and mean abs 0.003 of
+Bounds: ``grid_thw`` identical; ``pixel_values`` within max abs 0.1 and mean abs 0.003 of
 ``Qwen2VLImageProcessorPil``; log-mel within 2e-3 (max abs) of ``WhisperFeatureExtractor`` as
 ``Qwen3OmniMoeProcessor`` calls it; features of resampled audio within 0.02 (mean abs) of features of
 the same audio resampled by ``scipy.signal.resample_poly``. The parity tests run on the CPU and, marked
@@ -411,7 +411,7 @@ def test_no_host_sync_on_cuda():
     waves = [x44[:441_000], x44[100_001:200_000]]
 
     from omnienc.runtime import preprocess_requests
-    from omnienc.tools.bench_preprocess import _on_device
+    from bench_preprocess import _on_device
 
     items = mixed_raw_items(np.random.default_rng())
     resident = _on_device(items, "cuda")
@@ -507,7 +507,7 @@ def _layouts(rng, device=None):
                 RawVideo(torch.from_numpy(np.stack([im(90, 130) for _ in range(5)])), fps=3.0),
                 RawAudio([wave(2, 30_011)])]]
     if device is not None:
-        from omnienc.tools.bench_preprocess import _on_device
+        from bench_preprocess import _on_device
 
         layouts.append(_on_device(layouts[2], device))
     return layouts
@@ -569,7 +569,7 @@ def test_log_mel_of_many_clips_is_one_batched_pass():
     """The batched log-mel runs the same kernels for 1 and for 9 clips (a fixed count, not one group
     per clip: the reflect padding of every clip is one gather), each clip equal to Whisper's features
     of that clip alone."""
-    from omnienc.tools.bench_preprocess import count_ops
+    from bench_preprocess import count_ops
 
     rng = np.random.default_rng()
     clips = [(0.1 * rng.standard_normal(int(n))).astype(np.float32) for n in rng.integers(400, 40_000, 9)]
@@ -590,7 +590,7 @@ def test_no_sync_inducing_op_in_preprocessing():
     size share them across requests."""
     from omnienc.preprocess import RawImages
     from omnienc.runtime import preprocess_requests
-    from omnienc.tools.bench_preprocess import SYNC_OPS, _on_device, count_ops
+    from bench_preprocess import SYNC_OPS, _on_device, count_ops
 
     items = mixed_raw_items(np.random.default_rng())
     for its in (items, _on_device([it for it in items if not isinstance(it, RawImages)], "cpu")):
@@ -606,7 +606,7 @@ def test_no_sync_inducing_op_in_preprocessing():
 
 
 def test_bench_preprocess_smoke(tmp_path):
-    from omnienc.tools import bench_preprocess as bp
+    import bench_preprocess as bp
 
     names = ["image448", "image720p", "audio10s", "audio30s44k"]
     report = bp.run_preprocess_bench("cpu", repeats=1, warmup=0, workloads=names, tiny=True)

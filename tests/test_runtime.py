@@ -225,8 +225,8 @@ EAGER_GRID = BucketGrid.from_dict(
 
 @pytest.mark.parametrize("grid", [GRID, EAGER_GRID], ids=["all_graphs", "graphs_up_to"])
 @torch.no_grad()
-def test_replay_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
-    """The runtime records a trace of one mixed call; `omnienc replay`'s simulator, packing that trace
+def test_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
+    """The runtime records a trace of one mixed call; the simulator (`omnienc simulate`), packing that trace
     in one window, predicts the runtime's per-bucket hits, padding and eager fallbacks exactly."""
     from omnienc.runtime.simulate import simulate
     from omnienc.runtime.trace import read_trace

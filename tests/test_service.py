@@ -241,14 +241,8 @@ class FakeDevice:
         self.seen: list = []
         self._busy_until = 0.0
 
-    def lanes(self):
-        return self.real.lanes()
-
-    def route(self, reqs):
-        return self.real.route(reqs)
-
-    def validate(self, reqs):
-        return self.real.validate(reqs)
+    def __getattr__(self, name):  # lanes, route, validate: the real runtime's
+        return getattr(self.real, name)
 
     def launch(self, reqs, shapes=None):
         if self.fail:
@@ -371,9 +365,9 @@ def test_a_burst_goes_after_quiet_ms_not_max_wait(encoders, runtime):
 
 
 def test_closed_loop_on_a_fake_gpu_batches_the_clients_together():
-    """tools/service_fake_bench: 8 closed-loop clients over a fake GPU get served in batches of
+    """benchmarks/service_fake_bench: 8 closed-loop clients over a fake GPU get served in batches of
     several requests (not one by one), and the report's figures are consistent."""
-    from omnienc.tools.service_fake_bench import run
+    from service_fake_bench import run
 
     r = run("audio10s", 0.5, 0.1, max_wait_ms=2.0, max_batch=64)
     assert r["requests"] > 0 and r["requests_per_batch"] > 2

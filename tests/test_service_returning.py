@@ -12,7 +12,7 @@ import pytest
 
 from omnienc.runtime import EncoderService
 from omnienc.runtime.service import default_cost
-from omnienc.tools.service_fake_bench import FakeRuntime, requests_for, tiny_runtime
+from service_fake_bench import FakeRuntime, requests_for, tiny_runtime
 
 TIMEOUT_S = 20
 

@@ -1,4 +1,4 @@
-"""Acceptance of the tuner (issue 11) on the CPU: never worse than the base, small requests kept on
+"""Acceptance of the tuner on the CPU: never worse than the base, small requests kept on
 graphs, graphs_up_to follows the calibration, and a grid tuned on one trace holds on another."""
 
 import random

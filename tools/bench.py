@@ -10,7 +10,8 @@ Columns (every one measured in the same process, on the same random bf16 weights
 
 Raw workloads (``raw_image448``, ``raw_audio10s``, ``raw_mixed32``: the requests of ``image448``,
 ``audio10s`` and ``mixed32`` as raw media in host memory, ``workloads.raw_items``) add columns that
-start from the raw media (``bench_preprocess``'s functions); on them ``runtime`` encodes the ready
+start from the raw media (``workloads.transformers_preprocess``, ``workloads.omnienc_preprocess``);
+on them ``runtime`` encodes the ready
 inputs (those media preprocessed on the device, float32):
 
 * ``raw_hf``: transformers' CPU processors, then transformers' encoder, one request at a time (what
@@ -18,8 +19,8 @@ inputs (those media preprocessed on the device, float32):
 * ``raw_cpu_runtime``: transformers' CPU processors for every request, then one ``EncoderRuntime.encode``.
 * ``raw_gpu_runtime``: ``preprocess_requests`` on the device (all requests in one pass; a one-request
   workload replays its preprocessing graph after the first calls, a many-request mix runs kernel by
-  kernel, as a never-repeating mix would), then the same encode. ``raw_gpu_runtime / runtime`` is issue #13's raw-to-embeddings ratio (targets: image 1.15,
-  audio 1.2, the 32 requests of the tracegen mix 1.10).
+  kernel, as a never-repeating mix would), then the same encode. ``raw_gpu_runtime / runtime`` is
+  the raw-to-embeddings ratio (targets in ``RAW_TARGETS``).
 * ``pre_cpu`` / ``pre_gpu``: the preprocessing alone, transformers' CPU processors vs
   ``preprocess_requests`` on the device.
 
@@ -60,7 +61,6 @@ from omnienc.tools.floor import (
 )
 from omnienc.tools.models import Models, build_models, encoder_configs
 from omnienc.tools.report import RAW_COLUMNS, format_markdown, write_outputs  # RAW_COLUMNS: raw workloads only
-from omnienc.tools.bench_preprocess import omnienc_preprocess, transformers_preprocess
 from omnienc.tools.workloads import (
     NEVER_REPEATED,
     WORKLOADS,
@@ -68,12 +68,14 @@ from omnienc.tools.workloads import (
     Workload,
     all_workloads,
     make_inputs,
+    omnienc_preprocess,
     preprocess_config,
+    transformers_preprocess,
 )
 
 COLUMNS = ("hf_per_request", "hf_batched", "native_eager", "runtime", "floor", "raw_hf", "raw_cpu_runtime",
            "raw_gpu_runtime", "pre_cpu", "pre_gpu")
-# Issue #13: GPU preprocessing + encode over the encode of ready inputs.
+# Targets of GPU preprocessing + encode over the encode of ready inputs.
 RAW_TARGETS = {"raw_image448": 1.15, "raw_audio10s": 1.2, "raw_mixed32": 1.10}
 
 
@@ -471,7 +473,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="CUDA device indices: the columns run on the first; then the throughput workload "
                    "(the first --service-requests requests of `tracegen --rate 200`, submitted at once to an "
                    "EncoderService over one device, then over all: requests/s, GPU-busy share per device; "
-                   "python -m omnienc.tools.service_bench)")
+                   "tools/service_load.py)")
     p.add_argument("--service-requests", type=int, default=None,
                    help="with --devices: requests of the throughput workload (default 2000; --tiny 24)")
     p.add_argument("--tiny", action="store_true", help="tiny encoder configs (CPU tests)")
@@ -528,13 +530,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def service_throughput(devices: list[str], args: argparse.Namespace, grid, grid_name: str) -> dict:
-    """The throughput workload over ``devices`` (``service_bench.run_service_bench``); a failure is
+    """The throughput workload over ``devices`` (``service_load.run_service_bench``); a failure is
     reported in the result's ``errors``, not raised."""
-    from omnienc.tools import service_bench
+    from omnienc.tools import service_load
 
     _free(torch.device(devices[0]))
     try:
-        return service_bench.run_service_bench(
+        return service_load.run_service_bench(
             devices=devices, requests=args.service_requests, tiny=args.tiny, parts=("throughput",), grid=grid,
             grid_name=grid_name, seed=args.seed, command=_command_line(), log=lambda s: print(s, file=sys.stderr))
     except Exception as e:  # noqa: BLE001 - the columns' figures are kept

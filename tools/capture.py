@@ -27,7 +27,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="check every bucket's replay against the eager forward")
     p.add_argument("--calibrate", action="store_true",
                    help="instead of the grid: time replays of a probe grid and eager runs, and write the "
-                   "cost model that `omnienc replay` and `tune` use (--costs) to -o FILE")
+                   "cost model that `omnienc simulate` and `tune` use (--costs) to -o FILE")
     p.add_argument("-o", "--output", default=None, metavar="FILE", help="with --calibrate: the cost model YAML to write")
     p.add_argument("--repeats", type=int, default=7,
                    help="with --calibrate: timed replays per probe (default 7; eager runs: half as many)")
@@ -81,7 +81,7 @@ def calibrate(args) -> int:
         f"Cost model measured by `{command}`",
         f"on {model.meta['card']}, torch {model.meta['torch']}, {model.meta['date']}; {sizes} model sizes.",
         "size: bucket size (replay) or units (eager), in patches / mel frames; batch: segments or items;",
-        "ms: median of samples (every timed run, ms). Used by `omnienc replay/tune --costs FILE`.",
+        "ms: median of samples (every timed run, ms). Used by `omnienc simulate/tune --costs FILE`.",
     ])
     try:
         model.save(args.output, header=header)

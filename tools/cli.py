@@ -7,7 +7,8 @@ import importlib
 import sys
 
 # Subcommand modules, in --help order.
-COMMANDS = ("demo", "capture", "encode", "bench", "ab", "replay", "tune", "tracegen")
+COMMANDS = ("demo", "capture", "encode", "bench", "ab", "simulate", "tune", "tracegen")
+ALIASES = {"replay": "simulate"}  # older names, kept working and left out of the help
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -24,7 +25,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    name = ALIASES.get(argv[0], argv[0]) if argv else None
+    parser = build_parser(name if name in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -71,8 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="weights and activations (default: the grid's dtype)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="where to write the embeddings")
     p.add_argument("--trace", default=None, metavar="FILE.jsonl",
-                   help="append every encoded request's shape to this JSONL trace (for omnienc replay / tune; "
-                   "format in `omnienc replay --help`)")
+                   help="append every encoded request's shape to this JSONL trace (for omnienc simulate / tune; "
+                   "format in `omnienc simulate --help`)")
     g = p.add_argument_group("preprocessing (defaults: Qwen3-Omni's, sizes from the encoders' configs)")
     g.add_argument("--min-pixels", type=int, default=None, help="image pixel floor after resizing (default 3136)")
     g.add_argument("--max-pixels", type=int, default=None,

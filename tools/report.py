@@ -141,7 +141,7 @@ def format_markdown(report: dict) -> str:
                  "of one run on one card compare.")
     service = report.get("service")
     if service and "meta" in service:
-        from .service_bench import format_markdown as service_markdown
+        from .service_load import format_markdown as service_markdown
 
         lines += ["", service_markdown(service, title=False).rstrip("\n")]
     if report["errors"]:

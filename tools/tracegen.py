@@ -105,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "tracegen", help="write a synthetic request trace",
         description="Write a synthetic trace of chat images, short videos and speech clips with "
-        "Poisson arrivals, for `omnienc replay` and `omnienc tune`.")
+        "Poisson arrivals, for `omnienc simulate` and `omnienc tune`.")
     p.add_argument("-o", "--output", required=True, help="JSONL trace to write")
     p.add_argument("--seconds", type=float, default=60.0, help="trace length (default 60)")
     p.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")

@@ -13,7 +13,7 @@ from omnienc.runtime.grid import BucketGrid, GridError
 from omnienc.runtime.simulate import SimReport, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
-from omnienc.tools.replay import EPILOG, add_trace_args, batching_from_args
+from omnienc.tools.simulate import EPILOG, add_trace_args, batching_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -1,14 +1,18 @@
-"""The workloads of ``omnienc bench``: fixed request mixes by name, and their inputs.
+"""The workloads of ``omnienc bench``: fixed request mixes by name, their inputs, and the
+preprocessing its raw columns time.
 
 A workload is requests submitted together (sizes in patches of 16 px and mel frames of 10 ms);
 ``make_inputs`` makes its tensors once: runtime requests (tensors on the device, grids and lengths on
-the host), one HF call per request, and each modality's requests concatenated.
+the host), one HF call per request, and each modality's requests concatenated. ``raw_items`` makes a
+workload's raw media; ``transformers_preprocess`` and ``omnienc_preprocess`` turn them into inputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from omnienc.tools.floor import audio_chunks_tokens, vision_patches
@@ -176,8 +180,6 @@ def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtyp
     in_features = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
     requests, calls, raw = [], [], None
     if w.raw:
-        import numpy as np
-
         raw = raw_items(w, np.random.default_rng(seed), vcfg.patch_size, vcfg.spatial_merge_size)
         requests = preprocess_requests(raw, device=device, config=preprocess_config(vcfg, acfg))
         for r in requests:
@@ -215,5 +217,62 @@ def preprocess_config(vcfg, acfg):
     return PreprocessConfig.from_configs(vcfg, acfg)
 
 
+def transformers_preprocess(items: list, cfg, cpu_threads_note: bool = False) -> Callable[[], list]:
+    """What engines do today: transformers' processors on the CPU, one call per request. Returns a
+    callable giving per item ``("vision", pixel_values, grid_thw)`` or ``("audio", features, lens)``
+    (host tensors); None where a resampler is needed and scipy is missing."""
+    from omnienc.preprocess import (
+        RawAudio, RawImages, make_feature_extractor, make_image_processor, transformers_video, whisper_features,
+    )
+
+    fe = make_feature_extractor(cfg)
+    procs: dict = {}
+
+    def proc(lo, hi):
+        if (lo, hi) not in procs:
+            procs[lo, hi] = make_image_processor(cfg, lo, hi)
+        return procs[lo, hi]
+
+    resample_poly = None
+    if any(isinstance(it, RawAudio) and it.sampling_rate != cfg.sampling_rate for it in items):
+        try:
+            from scipy.signal import resample_poly
+        except ImportError:
+            return None
+
+    def audio(x, rate):
+        if rate != cfg.sampling_rate:
+            from math import gcd
+
+            g = gcd(cfg.sampling_rate, rate)
+            x = resample_poly(x, cfg.sampling_rate // g, rate // g).astype(np.float32)
+        return whisper_features(fe, x)
+
+    def fn() -> list:
+        out = []
+        for it in items:
+            if isinstance(it, RawImages):
+                r = proc(it.min_pixels or cfg.min_pixels, it.max_pixels or cfg.max_pixels)(
+                    images=list(it.images), return_tensors="pt")
+                out.append(("vision", r["pixel_values"], r["image_grid_thw"]))
+            elif isinstance(it, RawAudio):
+                feats = [audio(x, it.sampling_rate) for x in it.waveforms]
+                out.append(("audio", torch.cat(feats, 1), torch.tensor([f.shape[1] for f in feats])))
+            else:  # RawVideo, frames already sampled
+                px, grid = transformers_video(proc(it.min_pixels or cfg.video_min_pixels,
+                                                   it.max_pixels or cfg.video_max_pixels), list(it.frames), cfg)
+                out.append(("vision", px, torch.tensor([grid])))
+        return out
+
+    return fn
+
+
+def omnienc_preprocess(items: list, cfg, device, graphs: bool | None = None) -> Callable[[], list]:
+    """``preprocess_requests`` of every item at once on ``device`` (``graphs``: its argument)."""
+    from omnienc.runtime import preprocess_requests
+
+    return lambda: preprocess_requests(items, device=device, config=cfg, graphs=graphs)
+
+
 __all__ = ["MIXED_SEED", "RAW_OF", "WORKLOADS", "Inputs", "Workload", "all_workloads", "make_inputs",
-           "mixed_requests", "preprocess_config", "raw_items"]
+           "mixed_requests", "omnienc_preprocess", "preprocess_config", "raw_items", "transformers_preprocess"]

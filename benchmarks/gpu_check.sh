@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# The GPU run, kept here so every run is the same. On the GPU machine, from the repo root:
-#   tools/gpu_check.sh STAGE[,STAGE...] [extra bench args]
+# The GPU run, kept here so every run is the same. On the GPU machine, from anywhere in the checkout:
+#   benchmarks/gpu_check.sh STAGE[,STAGE...] [extra bench args]
 # Stages (each bounded by its own timeout; a failing stage does not stop the others):
 #   tests      every GPU test (pytest -m gpu): parity, buckets, soak, fused ops, cuDNN, preprocessing
 #   verify     omnienc capture --verify (per-bucket attention choice and replay-vs-eager check)
 #   calibrate  omnienc capture --calibrate -o $OUT/costs_h200.yaml (the tuner's measured cost model)
-#   kernels    python -m omnienc.tools.kernel_bench (fused ops vs unfused, achieved bandwidth)
+#   kernels    benchmarks/kernel_bench.py (fused ops vs unfused, achieved bandwidth)
 #   ab         omnienc ab (default variants; AB_ARGS="--variants ..." for others)
 #   bench      omnienc bench (all columns; pass e.g. --columns native_eager,runtime to shorten it)
 #   raw        omnienc bench on the raw workloads (raw_image448, raw_audio10s, raw_mixed32): transformers CPU
-#              processor + HF / + runtime, GPU preprocessing + runtime vs the runtime on ready inputs (#13's
-#              raw-to-embeddings ratios, the 32-request <= 1.10x target); ~2-3 min on one H200
-#   preprocess python -m omnienc.tools.bench_preprocess (CPU processors vs GPU preprocessing alone, host-to-device
-#              copy strategies, kernel counts; ~1 min)
-#   service    python -m omnienc.tools.service_bench (8 closed-loop clients; the 2,000-request throughput mix on
-#              one GPU, then all visible; idle latency on one and all; ~1 min on one H200)
-#   attn       python -m omnienc.tools.attn_bench (attention kernels; ~10 minutes)
+#              processor + HF / + runtime, GPU preprocessing + runtime vs the runtime on ready inputs
+#              (raw-to-embeddings ratios); a few minutes
+#   preprocess benchmarks/bench_preprocess.py (CPU processors vs GPU preprocessing alone, host-to-device
+#              copy strategies, kernel counts; about a minute)
+#   service    benchmarks/service_bench.py (8 closed-loop clients; the 2,000-request throughput mix on
+#              one GPU, then all visible; idle latency on one and all; about a minute)
+#   attn       benchmarks/attn_bench.py (attention kernels; ~10 minutes)
 #   all        tests,verify,bench,ab,kernels
 # Wheels in .whl/ are installed to /tmp/site first (nothing downloads on the GPU machine). Fetch them here:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
@@ -27,6 +27,7 @@
 # (cuDNN attention, the extra omnienc[cudnn]; soundfile for audio files; the last two only ship the
 # real test media of tests/test_preprocess.py.) Writes logs and results under ${OUT:-out/gpu}.
 set -uo pipefail
+cd "$(dirname "$0")/.."  # the repository root: the package is installed from there
 stages=",${1:-all},"; shift || true
 [[ $stages == *",all,"* ]] && stages=",tests,verify,bench,ab,kernels,"
 out=${OUT:-out/gpu}; mkdir -p "$out"
@@ -60,15 +61,15 @@ stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND if NAME was asked for, 
 stage tests 300 python3 -m pytest -q -m gpu -s -p no:cacheprovider ${TESTS:-tests/}
 stage verify 120 python3 -m omnienc.tools.cli capture --verify
 stage calibrate 180 python3 -m omnienc.tools.cli capture --calibrate -o "$out/costs_h200.yaml"
-stage kernels 90 python3 -m omnienc.tools.kernel_bench --out "$out"
+stage kernels 90 python3 benchmarks/kernel_bench.py --out "$out"
 stage ab 300 python3 -m omnienc.tools.cli ab --repeats 30 --json "$out/ab.json" ${AB_ARGS:-}
 stage bench 420 python3 -m omnienc.tools.cli bench --no-progress --out "$out" "$@"
 stage raw 300 python3 -m omnienc.tools.cli bench --no-progress --out "$out/raw" --cell-budget 2 \
   --workloads raw_image448,raw_audio10s,raw_mixed32 \
   --columns runtime,raw_hf,raw_cpu_runtime,raw_gpu_runtime,pre_cpu,pre_gpu
-stage preprocess 180 python3 -m omnienc.tools.bench_preprocess --device cuda --out "$out/bench-preprocess.json"
-stage service 300 python3 -m omnienc.tools.service_bench --out "$out/service.json"
-stage attn 600 python3 -m omnienc.tools.attn_bench --out "$out"
+stage preprocess 180 python3 benchmarks/bench_preprocess.py --device cuda --out "$out/bench-preprocess.json"
+stage service 300 python3 benchmarks/service_bench.py --out "$out/service.json"
+stage attn 600 python3 benchmarks/attn_bench.py --out "$out"
 # Few files come back from a lent machine: every log and result in one archive.
 tar -czf "$out/results.tgz" -C "$out" --exclude results.tgz . 2>/dev/null
 exit $rc

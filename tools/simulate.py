@@ -1,5 +1,6 @@
-"""``omnienc replay``: simulate a request trace against a bucket grid: replays, eager runs, fallbacks,
-padding and predicted GPU time. Also the trace, batching and cost options shared with ``tune``."""
+"""``omnienc simulate``: simulate a request trace against a bucket grid: replays, eager runs,
+fallbacks, padding and predicted GPU time. Also the trace, batching and cost options shared with
+``tune``. ``omnienc replay`` is its older name, kept working."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ batching: by default requests are batched as EncoderService batches them (runtim
 batch opens at the first pending request and closes --max-wait-ms later, --quiet-ms after its
 last request if none follows meanwhile, or at --max-batch requests of both modalities, whichever
 comes first; each batch's requests of one modality are
-packed as one runtime call packs them. --step-ms S instead batches fixed S-ms windows (how
-replay and tune batched before; kept for comparison with older results; 0 = each request alone).
+packed as one runtime call packs them. --step-ms S instead batches fixed S-ms windows (for
+comparison with results batched that way; 0 = each request alone).
 
 words (as in the runtime's stats):
   replay     a run of a graph bucket (size <= graphs_up_to): padded to the bucket, a CUDA graph
@@ -43,7 +44,7 @@ calibration, omnienc/configs/costs_h200.yaml), measured with `omnienc capture --
 
 
 def add_trace_args(p: argparse.ArgumentParser) -> None:
-    """The options shared by ``replay`` and ``tune``: trace, batching, cost model."""
+    """The options shared by ``simulate`` and ``tune``: trace, batching, cost model."""
     p.add_argument("--trace", required=True, help="JSONL request trace (format below)")
     p.add_argument("--max-wait-ms", type=float, default=None,
                    help="the service's wait after the first pending request, ms (default 2)")
@@ -79,13 +80,23 @@ def batching_from_args(args: argparse.Namespace) -> Batching:
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Adds the ``replay`` subcommand; its ``func`` default is :func:`run`."""
-    p = subparsers.add_parser(
-        "replay", help="simulate a request trace against a bucket grid (predicted GPU time)",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Batch and pack a trace's requests into the grid's buckets the way the service and\n"
-        "the runtime do, and report per bucket: replays or eager runs, units, padding and predicted\n"
-        "GPU time; per modality: fallbacks and totals.")
+    """Adds the ``simulate`` subcommand and its older name ``replay`` (not listed in the help); their
+    ``func`` default is :func:`run`."""
+    p = subparsers.add_parser("simulate", help="simulate a request trace against a bucket grid (predicted GPU time)",
+                              **_PARSER)
+    _arguments(p)
+    _arguments(subparsers.add_parser("replay", **_PARSER))
+    return p
+
+
+_PARSER = dict(
+    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    description="Batch and pack a trace's requests into the grid's buckets the way the service and\n"
+    "the runtime do, and report per bucket: replays or eager runs, units, padding and predicted\n"
+    "GPU time; per modality: fallbacks and totals.")
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     add_trace_args(p)
     p.add_argument("--grid", default=None, help="YAML bucket grid (default: packaged grid)")
     p.add_argument("--busy", action="store_true",
@@ -97,7 +108,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "measured GPU time with the prediction")
     p.add_argument("--device", default=None, help="with --measure: cuda or cpu (default: cuda if available)")
     p.set_defaults(func=run)
-    return p
 
 
 def measure(records, grid, batching, device: str | None = None) -> dict:
@@ -141,7 +151,7 @@ def measure(records, grid, batching, device: str | None = None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``omnienc replay``; returns 0, or 2 on bad input (message on stderr)."""
+    """Runs ``omnienc simulate``; returns 0, or 2 on bad input (message on stderr)."""
     try:
         batching = batching_from_args(args)
         if args.busy and not isinstance(batching, BatchPolicy):
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         costs = CostModel.load(args.costs)
         records = read_trace(args.trace)
     except ValueError as e:  # GridError, TraceError, CostError
-        print(f"omnienc replay: error: {e}", file=sys.stderr)
+        print(f"omnienc simulate: error: {e}", file=sys.stderr)
         return 2
     report = simulate(records, grid, batching, costs, busy=args.busy)
     out = report.to_dict()

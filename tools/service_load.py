@@ -1,38 +1,35 @@
-"""``python -m omnienc.tools.service_bench``: ``EncoderService`` on one or several GPUs.
+"""``EncoderService`` under load on one or several GPUs: closed loop, throughput, idle latency.
 
-One program, random real-size bf16 weights (``models.build_encoders``: built once on the first
-device, copied to the others), the default grid, one runtime per device captured on that device.
-Three measurements:
+The library of ``omnienc bench --devices`` (its throughput) and of the developer program
+``benchmarks/service_bench.py`` (all three). Random real-size bf16 weights (``models.build_encoders``:
+built once on the first device, copied to the others), the default grid, one runtime per device
+captured on that device. Three measurements:
 
-* **closed loop** (issue #12): 8 client threads on one device (the first); each submits one request,
-  waits for its result, submits the next, for ``--seconds``. Requests/s against one
-  ``rt.encode`` of the same 8 requests together (median ms -> requests/s); the ratio is #12's target
-  (>= 0.9). Workloads image448 (grid [1, 28, 28]) and audio10s (1000 frames); inputs made once on
-  that GPU.
-* **throughput** (#15): the first N requests of ``omnienc tracegen --rate 200`` (seed 0), all submitted
-  at once through ``EncoderService(runtimes, max_pending=N)``, first over one runtime, then over all.
+* **closed loop**: 8 client threads on one device (the first); each submits one request, waits for
+  its result, submits the next, for ``seconds``. Requests/s against one ``rt.encode`` of the same 8
+  requests together (median ms -> requests/s). Workloads image448 (grid [1, 28, 28]) and audio10s
+  (1000 frames); inputs made once on that GPU.
+* **throughput**: the first N requests of ``omnienc tracegen --rate 200`` (seed 0), all submitted at
+  once through ``EncoderService(runtimes, max_pending=N)``, first over one runtime, then over all.
   Requests/s, and per device: requests, and GPU-busy share = the runtime's own measured replay and
   eager GPU ms (``rt.stats()``, CUDA events) over the run's wall time. Inputs are random, in pinned
   CPU memory (each request's pixel values a slice of one pinned pool at a random offset; mel features
   one pinned tensor per request): every device copies its requests' inputs alike. Inputs on one GPU
   served by another would make the two devices' streams wait for each other (``copy_`` between
   devices is a two-way barrier on both current streams).
-* **latency** (#15): one image448 request (inputs on the first GPU) on an idle service, submitted,
-  waited for, repeated; median over ``--latency-repeats``, on one device and on all.
+* **latency**: one image448 request (inputs on the first GPU) on an idle service, submitted, waited
+  for, repeated; median over ``latency_repeats``, on one device and on all.
 
-Dispatch prices packs with the packaged cost model (``CostModel.load().run_ms``, or ``--costs FILE``);
+Dispatch prices packs with the packaged cost model (``CostModel.load().run_ms``, or a cost file);
 if it cannot load, with the service's stand-in ``default_cost`` (the report says which).
-``--tiny``: a CPU smoke run (reduced model sizes, requests scaled down, a few of each).
+``tiny``: a CPU smoke run (reduced model sizes, requests scaled down, a few of each).
 
-Function API: ``run_service_bench(...) -> dict`` (the JSON report) and ``format_markdown(report)``;
-``omnienc bench --devices`` calls ``run_service_bench(parts=("throughput",))``.
+Function API: ``run_service_bench(...) -> dict`` (the JSON report) and ``format_markdown(report)``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
-import json
 import random
 import statistics
 import sys
@@ -41,14 +38,13 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from pathlib import Path
 
 import torch
 
 from omnienc.runtime import AudioRequest, EncoderRuntime, EncoderService, VisionRequest
 from omnienc.runtime.service import default_cost
 from omnienc.runtime.trace import TraceRecord
-from omnienc.tools.models import build_encoders, device_context, parse_devices, replicate
+from omnienc.tools.models import build_encoders, device_context, replicate
 from omnienc.tools.tracegen import generate_trace
 
 PARTS = ("closed_loop", "throughput", "latency")
@@ -352,7 +348,7 @@ def run_service_bench(devices: Sequence[str] | None = None, requests: int | None
         "cards": [_card(rt.device) for rt in runtimes],
         "devices": [str(rt.device) for rt in runtimes], "torch": torch.__version__,
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": command if command is not None else " ".join(["python -m omnienc.tools.service_bench", *sys.argv[1:]]),
+        "command": command if command is not None else " ".join(["python benchmarks/service_bench.py", *sys.argv[1:]]),
         "model": ("reduced sizes" if tiny else "Qwen3-Omni-30B-A3B encoder sizes") + ", random weights",
         "dtype": str(vis.dtype).replace("torch.", ""), "grid": grid_name, "dispatch_cost": cost_name,
         "service": {"max_wait_ms": max_wait_ms, "max_batch": max_batch, "quiet_ms": quiet_ms},
@@ -433,7 +429,7 @@ def format_markdown(report: dict, title: bool = True) -> str:
                      f"graph memory {c['graph_memory_bytes'] / 2**30:.2f} GiB")
     cl = report.get("closed_loop")
     if cl:
-        lines += ["", f"### Closed loop (#12): {next(iter(cl.values()))['clients']} clients on "
+        lines += ["", f"### Closed loop: {next(iter(cl.values()))['clients']} clients on "
                   f"{meta['devices'][0]}, each waits for its result, then submits the next", "",
                   "| workload | service req/s | req per batch | one encode of all: ms (p10-p90) | its req/s | "
                   "ratio (target >= 0.9) |", "|---|---:|---:|---:|---:|---:|"]
@@ -445,7 +441,7 @@ def format_markdown(report: dict, title: bool = True) -> str:
                          f"{r['ratio']:.2f} |")
     tp = report.get("throughput")
     if tp:
-        lines += ["", f"### Throughput (#15): {tp['trace']}, all submitted at once", "",
+        lines += ["", f"### Throughput: {tp['trace']}, all submitted at once", "",
                   f"{tp['requests']} requests ({tp['vision']} vision, {tp['vision_patches']} patches; {tp['audio']} "
                   f"audio, {tp['audio_frames']} frames); inputs in {tp['inputs']}.", "",
                   "| devices | wall s | req/s | vs 1 device | requests per device | GPU-busy share per device | failed |",
@@ -458,11 +454,11 @@ def format_markdown(report: dict, title: bool = True) -> str:
                          f"{' / '.join(str(d['requests']) for d in per)} | "
                          f"{' / '.join(format(d['gpu_busy_share'], '.0%') for d in per)} | {r['failed']} |")
         lines.append("")
-        lines.append("Targets (#15): >= 1.85x one device on 2 (>= 3.5x on 4); each device busy >= 85% of the run. "
+        lines.append("Targets: >= 1.85x one device on 2 (>= 3.5x on 4); each device busy >= 85% of the run. "
                      "GPU-busy share: the runtime's measured replay + eager GPU ms over the run's wall time.")
     lat = report.get("latency")
     if lat:
-        lines += ["", f"### Latency (#15): one {lat['workload']} on an idle service", "",
+        lines += ["", f"### Latency: one {lat['workload']} on an idle service", "",
                   "| devices | median ms | p10-p90 ms | served per device | vs 1 device (target <= 1.10) |",
                   "|---|---:|---:|---|---:|"]
         base = lat["runs"][0]["median_ms"]
@@ -474,57 +470,6 @@ def format_markdown(report: dict, title: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- command line -----------------------------------------------------------------------------------
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m omnienc.tools.service_bench",
-                                description=__doc__.split("\n\n")[0].split(": ", 1)[1])
-    p.add_argument("--devices", default=None, help="CUDA device indices, e.g. 0,1 (default: every visible GPU)")
-    p.add_argument("--requests", type=int, default=None, help="throughput requests (default 2000; --tiny 24)")
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list (default all): {','.join(PARTS)}")
-    p.add_argument("--seconds", type=float, default=None, help="closed-loop window per workload (default 3)")
-    p.add_argument("--latency-repeats", type=int, default=None, help="latency samples (default 50)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="the service's max_wait_ms (default 2)")
-    p.add_argument("--quiet-ms", type=float, default=None,
-                   help="the service's quiet_ms (default: off, the service's default)")
-    p.add_argument("--max-batch", type=int, default=64, help="the service's max_batch (default 64)")
-    p.add_argument("--costs", default=None, help="cost model YAML for dispatch (default: the packaged one)")
-    p.add_argument("--grid", default=None, help="bucket grid YAML (default: the packaged grid)")
-    p.add_argument("--tiny", action="store_true", help="CPU smoke run: reduced sizes, small requests, few of each")
-    p.add_argument("--seed", type=int, default=0, help="trace and input seed (default 0)")
-    p.add_argument("--out", default=None, help="write the JSON report to this file")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the bench; returns 0, 1 if a part failed (see Errors), 2 on bad arguments."""
-    from omnienc.runtime import BucketGrid, GridError
-
-    args = parse_args(argv)
-    try:
-        devices = [f"cuda:{i}" for i in parse_devices(args.devices)] if args.devices else None
-        grid = BucketGrid.from_yaml(args.grid) if args.grid else BucketGrid.default()
-        parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-        report = run_service_bench(
-            devices=devices, requests=args.requests, tiny=args.tiny, parts=parts, seconds=args.seconds,
-            latency_repeats=args.latency_repeats, max_wait_ms=args.max_wait_ms, max_batch=args.max_batch,
-            grid=grid, grid_name=args.grid or "default (omnienc/configs/qwen3_omni.yaml)", costs=args.costs,
-            seed=args.seed, log=lambda s: print(s, file=sys.stderr),
-            quiet_ms=None if args.quiet_ms is None or args.quiet_ms < 0 else args.quiet_ms)
-    except (ValueError, GridError, OSError) as e:
-        print(f"service_bench: error: {e}", file=sys.stderr)
-        return 2
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(format_markdown(report))
-    return 1 if report["errors"] else 0
-
-
 __all__ = ["PARTS", "WORKLOADS", "build_runtimes", "closed_loop", "format_markdown", "idle_latency", "load_cost",
            "run_service_bench", "throughput_run", "trace_records", "trace_requests"]
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Simulator, tuner and the replay / tune / tracegen tools (CPU)."""
+"""Simulator, tuner and the simulate / tune / tracegen tools (CPU)."""
 
 import argparse
 import dataclasses
@@ -16,7 +16,7 @@ from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import vision_demand
 from omnienc.runtime.simulate import batches, simulate, simulate_modality
 from omnienc.runtime.trace import TraceRecord, read_trace, write_trace
-from omnienc.tools import replay, tracegen, tune
+from omnienc.tools import simulate as simulate_tool, tracegen, tune
 from omnienc.tools.tracegen import generate_trace
 
 B = Bucket
@@ -125,8 +125,8 @@ def test_simulate_with_a_busy_worker(tmp_path, capsys):
         simulate(recs, grid, 10.0, costs, busy=True)
     path = tmp_path / "t.jsonl"
     write_trace(path, recs)
-    assert _cli("replay", "--trace", path, "--busy") == 0 and "worker busy" in capsys.readouterr().out
-    assert _cli("replay", "--trace", path, "--busy", "--step-ms", 10) == 2
+    assert _cli("simulate", "--trace", path, "--busy") == 0 and "worker busy" in capsys.readouterr().out
+    assert _cli("simulate", "--trace", path, "--busy", "--step-ms", 10) == 2
 
 
 def test_simulate_each_request_alone():
@@ -293,26 +293,28 @@ def test_tune_respects_memory_limit(trace):
 def _cli(*argv):
     parser = argparse.ArgumentParser(prog="omnienc")
     sub = parser.add_subparsers(required=True)
-    for tool in (replay, tune, tracegen):
+    for tool in (simulate_tool, tune, tracegen):
         tool.register(sub)
     args = parser.parse_args([str(a) for a in argv])
     return args.func(args)
 
 
-def test_replay_cli(tmp_path, capsys):
+def test_simulate_cli(tmp_path, capsys):
     path, grid = tmp_path / "t.jsonl", tmp_path / "g.yaml"
     write_trace(path, TINY)
     GRID.to_yaml(grid)
-    assert _cli("replay", "--trace", path, "--grid", grid) == 0
+    assert _cli("simulate", "--trace", path, "--grid", grid) == 0
     assert "4096x16" in capsys.readouterr().out
-    assert _cli("replay", "--trace", path, "--grid", grid, "--step-ms", 0, "--json") == 0
+    assert _cli("simulate", "--trace", path, "--grid", grid, "--step-ms", 0, "--json") == 0
     v = json.loads(capsys.readouterr().out)["modalities"]["vision"]
     assert v["runs"] == 4 and (v["replays"], v["eager_runs"], v["fallbacks"]) == (3, 0, 1)
-    assert _cli("replay", "--trace", path) == 0  # packaged default grid
+    assert _cli("simulate", "--trace", path) == 0  # packaged default grid
+    assert _cli("replay", "--trace", path, "--grid", grid) == 0  # the older name still works
+    assert "4096x16" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("problem", ["missing trace", "missing grid", "bad grid", "bad line", "bad step"])
-def test_replay_cli_errors(problem, tmp_path, capsys):
+def test_simulate_cli_errors(problem, tmp_path, capsys):
     path, grid = tmp_path / "t.jsonl", tmp_path / "g.yaml"
     write_trace(path, TINY)
     GRID.to_yaml(grid)
@@ -325,9 +327,9 @@ def test_replay_cli_errors(problem, tmp_path, capsys):
         grid.write_text("audio: {frames: [150], batch: [1]}\n")
     if problem == "bad line":
         path.write_text(path.read_text() + '{"ts": 1, "modality": "audio"}\n')
-    assert _cli("replay", *argv) == 2
+    assert _cli("simulate", *argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("omnienc replay: error:") and "Traceback" not in err
+    assert err.startswith("omnienc simulate: error:") and "Traceback" not in err
     if problem == "bad line":
         assert "t.jsonl:8:" in err and "'frames'" in err
 

@@ -1,4 +1,4 @@
-"""Attention kernels at the encoders' real shapes, A/B'd on the GPU (``python -m omnienc.tools.attn_bench``).
+"""Attention kernels at the encoders' real shapes, A/B'd on the GPU (``python benchmarks/attn_bench.py``).
 
 Both encoders spend their attention in many short, independent segments packed on one token axis
 (vision: one per frame, 16 heads of 72; audio: windows of 104 tokens, 20 heads of 64). This measures

@@ -1,5 +1,5 @@
 """The fused ops against the unfused PyTorch sequences they replace, at the encoders' real shapes
-(``python -m omnienc.tools.kernel_bench --out DIR``; CUDA, bf16).
+(``python benchmarks/kernel_bench.py --out DIR``; CUDA, bf16).
 
 Shapes: vision T = 784, 3136, 6272 tokens x hidden 1152 (MLP 4304, tanh-GELU, LN eps 1e-6); audio
 L = 130, 1040 tokens x d_model 1280 (FFN 5120, exact GELU, LN eps 1e-5); the audio conv front-end at
@@ -50,8 +50,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..encoders.audio import conv_lens
-from ..encoders.ops import (
+from omnienc.encoders.audio import conv_lens
+from omnienc.encoders.ops import (
     add_layernorm,
     audio_front,
     bias_gelu,
@@ -62,7 +62,7 @@ from ..encoders.ops import (
     row_flags,
     row_flags_torch,
 )
-from .attn_bench import _time_graph
+from attn_bench import _time_graph
 
 
 @dataclass(frozen=True)

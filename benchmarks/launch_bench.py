@@ -1,7 +1,7 @@
-"""``python -m omnienc.tools.launch_bench``: host time of one ``EncoderRuntime.launch``, on the CPU.
+"""``python benchmarks/launch_bench.py``: host time of one ``EncoderRuntime.launch``, on the CPU.
 
-What #12 calls the host time of a one-request ``encode`` (``launch`` on an idle GPU: validation,
-packing, staging, enqueue) measured without a GPU: a runtime over the tiny encoders on the CPU and
+The host time of a one-request ``encode`` (``launch`` on an idle GPU: validation, packing,
+staging, enqueue) measured without a GPU: a runtime over the tiny encoders on the CPU and
 the packaged grid, whose graph buckets are "captured" as stubs (the bucket's forward runs once to
 make its output tensors; a replay then does nothing). So a launch runs exactly the replay path's
 host code (validation, packing, plan cache, plan upload, input fill, output split, statistics) and

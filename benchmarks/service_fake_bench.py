@@ -1,6 +1,6 @@
-"""``python -m omnienc.tools.service_fake_bench``: the service's closed loop on a fake GPU, on the CPU.
+"""``python benchmarks/service_fake_bench.py``: the service's closed loop on a fake GPU, on the CPU.
 
-``tools/service_bench.py``'s closed-loop measurement (8 client threads, each submitting one request,
+``omnienc.tools.service_load``'s closed-loop measurement (8 client threads, each submitting one request,
 waiting for its result and submitting the next; against one ``encode`` of the 8 together) run over a
 ``FakeRuntime``: real validation and packing (the tiny encoders' runtime), a ``launch`` that spends
 ``--host-ms`` of host time and returns a batch that a fake GPU finishes after ``fixed + per_request
@@ -99,7 +99,7 @@ def requests_for(rt: EncoderRuntime, name: str, n: int) -> list:
 
 def run(name: str, seconds: float, host_ms: float, clients: int = 8, **service) -> dict:
     from omnienc.runtime.service import default_cost
-    from omnienc.tools.service_bench import closed_loop
+    from omnienc.tools.service_load import closed_loop
 
     (fixed, per), _, _ = WORKLOADS[name]
     real = tiny_runtime()

@@ -1,12 +1,12 @@
 """Preprocessing alone: raw inputs in memory -> encoder inputs, transformers' CPU processors vs
 ``omnienc.preprocess`` on the CPU and the GPU; host-to-device copy strategies; kernel counts.
 
-    python -m omnienc.tools.bench_preprocess [--device cuda] [--repeats 50] [--warmup 10]
+    python benchmarks/bench_preprocess.py [--device cuda] [--repeats 50] [--warmup 10]
         [--workloads image448,audio30s,mixed32] [--no-hf] [--no-copies] [--tiny] [--out results.json]
 
 Raw inputs to embeddings (preprocessing + encode against the encode of ready inputs) are
 ``omnienc bench``'s raw workloads (``raw_image448``, ``raw_audio10s``, ``raw_mixed32``); both
-programs build their raw media and time their preprocessing with the functions below.
+programs build their raw media and time their preprocessing with ``omnienc.tools.workloads``.
 
 Workloads (made once with fresh random content, in host memory, as an engine holds media after
 decoding): ``image448`` (uint8 448x448x3), ``image720p`` (uint8 720x1280x3, resized to 704x1280),
@@ -39,8 +39,8 @@ host work that keeps the GPU waiting (launches, copies from pageable memory) cou
 ``--tiny`` shrinks every input for a smoke run.
 
 Function API: ``run_preprocess_bench(device, repeats, ...) -> dict`` (the JSON report),
-``format_markdown(report)``, ``transformers_preprocess`` / ``omnienc_preprocess`` (used by
-``omnienc bench``), ``count_ops``.
+``format_markdown(report)``, ``count_ops``; the preprocessing it times is
+``omnienc.tools.workloads``' ``transformers_preprocess`` / ``omnienc_preprocess`` (``omnienc bench``'s).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnienc.tools.workloads import omnienc_preprocess, transformers_preprocess
+
 WORKLOADS = ("image448", "image720p", "audio10s", "audio30s", "audio30s44k", "mixed32")
-# Issue #13's targets on an H200: GPU preprocessing alone (ms).
+# Targets of GPU preprocessing alone, ms (set for an H200).
 TARGET_MS = {"image448": 0.3, "image720p": 0.6, "audio30s": 0.5, "audio30s44k": 0.8}
 COPIES = {"image448": ((448, 448, 3), torch.uint8), "image720p": ((720, 1280, 3), torch.uint8),
           "audio30s": ((480_000,), torch.float32), "audio30s44k": ((1_323_000,), torch.float32)}
@@ -109,63 +111,6 @@ def workload_items(name: str, rng: np.random.Generator, tiny: bool = False) -> l
     if name.startswith("image"):
         return [RawImages([rng.integers(0, 256, (a, b, 3), dtype=np.uint8)])]
     return [RawAudio([(0.1 * rng.standard_normal(round(a * b))).astype(np.float32)], b)]
-
-
-def transformers_preprocess(items: list, cfg, cpu_threads_note: bool = False) -> Callable[[], list]:
-    """What engines do today: transformers' processors on the CPU, one call per request. Returns a
-    callable giving per item ``("vision", pixel_values, grid_thw)`` or ``("audio", features, lens)``
-    (host tensors); None where a resampler is needed and scipy is missing."""
-    from omnienc.preprocess import (
-        RawAudio, RawImages, make_feature_extractor, make_image_processor, transformers_video, whisper_features,
-    )
-
-    fe = make_feature_extractor(cfg)
-    procs: dict = {}
-
-    def proc(lo, hi):
-        if (lo, hi) not in procs:
-            procs[lo, hi] = make_image_processor(cfg, lo, hi)
-        return procs[lo, hi]
-
-    resample_poly = None
-    if any(isinstance(it, RawAudio) and it.sampling_rate != cfg.sampling_rate for it in items):
-        try:
-            from scipy.signal import resample_poly
-        except ImportError:
-            return None
-
-    def audio(x, rate):
-        if rate != cfg.sampling_rate:
-            from math import gcd
-
-            g = gcd(cfg.sampling_rate, rate)
-            x = resample_poly(x, cfg.sampling_rate // g, rate // g).astype(np.float32)
-        return whisper_features(fe, x)
-
-    def fn() -> list:
-        out = []
-        for it in items:
-            if isinstance(it, RawImages):
-                r = proc(it.min_pixels or cfg.min_pixels, it.max_pixels or cfg.max_pixels)(
-                    images=list(it.images), return_tensors="pt")
-                out.append(("vision", r["pixel_values"], r["image_grid_thw"]))
-            elif isinstance(it, RawAudio):
-                feats = [audio(x, it.sampling_rate) for x in it.waveforms]
-                out.append(("audio", torch.cat(feats, 1), torch.tensor([f.shape[1] for f in feats])))
-            else:  # RawVideo, frames already sampled
-                px, grid = transformers_video(proc(it.min_pixels or cfg.video_min_pixels,
-                                                   it.max_pixels or cfg.video_max_pixels), list(it.frames), cfg)
-                out.append(("vision", px, torch.tensor([grid])))
-        return out
-
-    return fn
-
-
-def omnienc_preprocess(items: list, cfg, device, graphs: bool | None = None) -> Callable[[], list]:
-    """``preprocess_requests`` of every item at once on ``device`` (``graphs``: its argument)."""
-    from omnienc.runtime import preprocess_requests
-
-    return lambda: preprocess_requests(items, device=device, config=cfg, graphs=graphs)
 
 
 def _on_device(items: list, device) -> list:
@@ -274,7 +219,7 @@ def run_preprocess_bench(device=None, repeats: int = 50, warmup: int = 10, workl
     cpu = torch.device("cpu")
     card = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
             else f"CPU {platform.machine()} ({os.cpu_count()} cores)")
-    command = " ".join(["python -m omnienc.tools.bench_preprocess", *sys.argv[1:]]) if __name__ == "__main__" else None
+    command = " ".join(["python benchmarks/bench_preprocess.py", *sys.argv[1:]]) if __name__ == "__main__" else None
     report: dict = {
         "card": card, "date": _dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
         "command": command, "device": str(dev), "repeats": repeats, "warmup": warmup, "tiny": tiny,
@@ -332,7 +277,7 @@ def format_markdown(report: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m omnienc.tools.bench_preprocess",
+    p = argparse.ArgumentParser(prog="python benchmarks/bench_preprocess.py",
                                 description="Preprocessing from raw inputs: transformers' CPU processors vs "
                                 "omnienc.preprocess on the CPU and the GPU; host-to-device copies; kernel counts.")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
