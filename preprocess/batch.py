@@ -27,7 +27,9 @@ import torch
 
 from .audio import AudioInputs, check_waveforms, stage_waveforms
 from .config import PreprocessConfig
-from .image import ImageBatch, VisionInputs, _image_budget, _image_list, _plan_images, _resolve_device, plan_video
+from .image import (
+    ImageBatch, VideoPlan, VisionInputs, _image_budget, _image_list, _plan_images, _resolve_device, plan_video,
+)
 from .staging import Stager
 
 
@@ -56,6 +58,26 @@ class RawAudio:
 
     waveforms: object
     sampling_rate: int | Sequence[int] = 16000
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """A request of images, validated: the images, their sizes and their resize targets (host ints)."""
+
+    images: list
+    sizes: list
+    targets: list
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    """A request of waveforms, validated: the waveforms as tensors and their sampling rates."""
+
+    waves: list
+    rates: list
+
+
+ItemPlan = ImagePlan | VideoPlan | AudioPlan  # one planned item of ``plan_items``
 
 
 def _inputs_of(items) -> list:
@@ -103,7 +125,7 @@ def preprocess_many(items: Sequence, config: PreprocessConfig | None = None, *, 
     return staged.finish()
 
 
-def plan_items(items: Sequence, cfg: PreprocessConfig) -> list[tuple]:
+def plan_items(items: Sequence, cfg: PreprocessConfig) -> list[ItemPlan]:
     """Validates every item and plans it on the host (sizes, frame sampling); no pixel or sample
     is read except host waveforms' finiteness check."""
     if not isinstance(items, Sequence) or len(items) == 0:
@@ -114,11 +136,11 @@ def plan_items(items: Sequence, cfg: PreprocessConfig) -> list[tuple]:
             if isinstance(it, RawImages):
                 lo, hi = _image_budget(cfg, it.min_pixels, it.max_pixels)
                 images = _image_list(it.images)
-                plans.append(("image", images, *_plan_images(images, cfg, lo, hi)))
+                plans.append(ImagePlan(images, *_plan_images(images, cfg, lo, hi)))
             elif isinstance(it, RawVideo):
-                plans.append(("video", plan_video(it.frames, cfg, it.fps, it.min_pixels, it.max_pixels)))
+                plans.append(plan_video(it.frames, cfg, it.fps, it.min_pixels, it.max_pixels))
             elif isinstance(it, RawAudio):
-                plans.append(("audio", *check_waveforms(it.waveforms, it.sampling_rate, cfg)))
+                plans.append(AudioPlan(*check_waveforms(it.waveforms, it.sampling_rate, cfg)))
             else:
                 raise ValueError(f"expected RawImages, RawVideo or RawAudio, got {type(it).__name__}")
         except ValueError as e:
@@ -126,19 +148,18 @@ def plan_items(items: Sequence, cfg: PreprocessConfig) -> list[tuple]:
     return plans
 
 
-def layout_key(plans: list[tuple]) -> tuple:
+def layout_key(plans: list[ItemPlan]) -> tuple:
     """What the device work of ``plans`` depends on, besides the pixel and sample values: per item
     its kind and sizes (images: source and target sizes; video: kept frames, sizes; audio: each
     waveform's shape, dtype and rate). Equal keys run the same kernels on the same shapes."""
     key = []
     for p in plans:
-        if p[0] == "image":
-            key.append(("image", tuple(p[2]), tuple(p[3])))
-        elif p[0] == "video":
-            v = p[1]
-            key.append(("video", tuple(v.padded), v.size, v.target))
+        if isinstance(p, ImagePlan):
+            key.append(("image", tuple(p.sizes), tuple(p.targets)))
+        elif isinstance(p, VideoPlan):
+            key.append(("video", tuple(p.padded), p.size, p.target))
         else:
-            key.append(("audio", tuple((tuple(x.shape), x.dtype) for x in p[1]), tuple(p[2])))
+            key.append(("audio", tuple((tuple(x.shape), x.dtype) for x in p.waves), tuple(p.rates)))
     return tuple(key)
 
 
@@ -148,22 +169,22 @@ class Staged:
     the per-item outputs. A CUDA graph captures ``finish`` once; a replay sends new inputs into
     the captured buffers (``send(into=...)``)."""
 
-    def __init__(self, plans: list[tuple], cfg: PreprocessConfig, device: torch.device):
+    def __init__(self, plans: list[ItemPlan], cfg: PreprocessConfig, device: torch.device):
         self.plans, self.cfg, self.device = plans, cfg, device
         self.u8, self.f32, self.i64 = (Stager(t, device, cfg.pin_host_inputs)
                                        for t in (torch.uint8, torch.float32, torch.int64))
         self.images = ImageBatch(cfg, device)
         for p in plans:
-            if p[0] == "image":
-                self.images.add(*p[1:])
-            elif p[0] == "video":
-                p[1].stage(self.u8)
+            if isinstance(p, ImagePlan):
+                self.images.add(p.images, p.sizes, p.targets)
+            elif isinstance(p, VideoPlan):
+                p.stage(self.u8)
         self.images.stage(self.u8)
-        audio = [p for p in plans if p[0] == "audio"]
+        audio = [p for p in plans if isinstance(p, AudioPlan)]
         self._audio = None
         if audio:
-            xs = [x for p in audio for x in p[1]]
-            rates = [r for p in audio for r in p[2]]
+            xs = [x for p in audio for x in p.waves]
+            rates = [r for p in audio for r in p.rates]
             self._audio = stage_waveforms(xs, rates, cfg, device, self.f32, self.i64)
 
     def send(self, u8: torch.Tensor | None = None, f32: torch.Tensor | None = None, indices: bool = True) -> None:
@@ -181,18 +202,18 @@ class Staged:
         feats, lens = (self._audio[0](), self._audio[1]) if self._audio else (None, None)
         out, col, clip = [], 0, 0
         for p in self.plans:
-            if p[0] == "image":
+            if isinstance(p, ImagePlan):
                 px, grids = next(image_out)
-                out.append(VisionInputs(px, grids, p[2]))
-            elif p[0] == "video":
-                v = p[1]
-                out.append(VisionInputs(v.finish(self.u8, cfg, device), [v.grid], [v.size], v.keep))
+                out.append(VisionInputs(px, grids, p.sizes))
+            elif isinstance(p, VideoPlan):
+                out.append(VisionInputs(p.finish(self.u8, cfg, device), [p.grid], [p.size], p.keep))
             else:
-                n = len(p[1])
+                n = len(p.waves)
                 mine = lens[clip : clip + n]
-                out.append(AudioInputs(feats[:, col : col + sum(mine)], mine, p[2]))
+                out.append(AudioInputs(feats[:, col : col + sum(mine)], mine, p.rates))
                 col, clip = col + sum(mine), clip + n
         return out
 
 
-__all__ = ["RawAudio", "RawImages", "RawVideo", "Staged", "layout_key", "plan_items", "preprocess_many"]
+__all__ = ["AudioPlan", "ImagePlan", "ItemPlan", "RawAudio", "RawImages", "RawVideo", "Staged", "layout_key",
+           "plan_items", "preprocess_many"]

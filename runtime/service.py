@@ -34,7 +34,7 @@ from concurrent.futures import Future
 import torch
 
 from .batching import BatchPolicy
-from .packing import Pack
+from .costs import default_cost
 from .runtime import EncoderRuntime
 
 
@@ -92,13 +92,6 @@ def _packaged_cost() -> Callable:
         return CostModel.load().run_ms
     except Exception:  # noqa: BLE001 - dispatch still works, by work instead of measured time
         return default_cost
-
-
-def default_cost(modality: str, pack: Pack, graph: bool) -> float:
-    """A stand-in predicted time (ms) of a pack when no cost model is given: proportional to its
-    work, with a fixed part per run (vision patches weigh ~4x audio frames)."""
-    units = pack.bucket.size if (pack.bucket is not None and graph) else pack.size
-    return 0.5 + units * (2.5e-3 if modality == "vision" else 6e-4)
 
 
 class EncoderService:
