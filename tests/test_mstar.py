@@ -6,7 +6,7 @@ request), ``exec_and_postprocess`` (``can_batch`` -> ``preprocess`` -> ``forward
 per-request ``postprocess``), failed requests dropped, then ``check_stop_for_batch``. Every request's
 outputs are compared with M*'s stock encoder nodes (transformers' encoders) built by M*'s own code
 on the same checkpoint and run by an M* ``Engine`` the same way. Skipped where M* is not installed
-(``.ci/run`` installs it); see tests/mstar_imports.py for how M*'s Qwen3-Omni module imports here.
+(``.ci/run`` installs it); benchmarks/mstar_harness.py says how M*'s Qwen3-Omni module imports here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import importlib.resources
 import inspect
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,9 @@ import yaml
 pytest.importorskip("mstar.model.submodule_base", reason="M* (mstar-ai) is not installed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import mstar_imports  # noqa: E402
+import mstar_harness  # noqa: E402
 from conftest import random_pixels, rel_err, tiny_audio_config, tiny_vision_config  # noqa: E402
-from mstar_checkpoint import write_checkpoint  # noqa: E402
+from mstar_harness import forward_info, step, write_checkpoint  # noqa: E402
 
 TOL = 1e-5
 # One bucket per modality: packs replay on it, what exceeds it runs as a fallback.
@@ -37,7 +36,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def om():
-    return mstar_imports.load()
+    return mstar_harness.load()
 
 
 @pytest.fixture(scope="module")
@@ -69,42 +68,6 @@ def setup(om, tmp_path_factory):
     stock = Engine(autocast_dtype=torch.float32)
     stock.load_model(model.stock_encoder_nodes(CPU, torch.float32), [], groups, CPU, transfer)
     return manager.engine, stock, model, [r.getMessage() for r in records]
-
-
-def _info(rid: str, walk: str):
-    from mstar.conductor.request_info import CurrentForwardPassInfo
-
-    return CurrentForwardPassInfo(request_id=rid, graph_walk=walk, fwd_index=0, random_seed=0, max_tokens=1)
-
-
-def run_step(engine, node: str, walk: str, inputs: dict, corrupt=None):
-    """One step of ``node`` over ``inputs`` ({request id: {input name: [tensor]}}) as M*'s worker
-    runs it; returns (outputs of the requests that succeeded, {failed request id: error})."""
-    from mstar.engine.engine import ExecutingBatch
-    from mstar.engine.resources.step import StepContext
-
-    rids = list(inputs)
-    batch = ExecutingBatch(
-        node_name=node,
-        per_request_info={r: _info(r, walk) for r in rids},
-        per_request_input_tensors=inputs,
-        step_context=StepContext(request_ids=tuple(rids), graph_walk=walk, slot=0, capture=False),
-    )
-    with warnings.catch_warnings():
-        # M*'s engine enters CPU autocast with float32, which torch only warns about (and disables).
-        warnings.filterwarnings("ignore", message="In CPU autocast")
-        engine.prepare_inputs(batch)
-        if corrupt is not None:
-            corrupt()  # a value only the run can see goes bad after validation
-        outputs = engine.exec_and_postprocess(batch)
-    failed = dict(batch.failed_requests)
-    batch.failed_requests.clear()
-    batch.request_ids = [r for r in batch.request_ids if r not in failed]
-    for r in failed:
-        outputs.pop(r, None)
-    engine.check_stop_for_batch(batch, outputs)
-    failed |= batch.failed_requests
-    return {r: o for r, o in outputs.items() if r not in failed}, failed
 
 
 def vision_inputs(grid, key: str = "image_grid_thw", one_d: bool = False) -> dict:
@@ -143,8 +106,8 @@ def test_vision_node_matches_stock_node(setup):
         "grid_thw_key": vision_inputs([[1, 6, 6]], key="grid_thw"),
         "large": vision_inputs([[1, 20, 16]]),
     }
-    out, failed = run_step(engine, "vision_encoder", "prefill_vision", inputs)
-    ref, ref_failed = run_step(stock, "vision_encoder", "prefill_vision", inputs)
+    out, failed = step(engine, "vision_encoder", "prefill_vision", inputs)
+    ref, ref_failed = step(stock, "vision_encoder", "prefill_vision", inputs)
     assert not failed and not ref_failed
     assert_same(out, ref)
     assert all(len(o["deepstack"]) == 3 for o in out.values())
@@ -157,8 +120,8 @@ def test_audio_node_matches_stock_node(setup):
     inputs = {"clip_137": audio_inputs([137]), "clip_1000": audio_inputs([1000]),
               "two_clips": audio_inputs([400, 55]), "clip_2600": audio_inputs([2600])}
     inputs["clip_0d"] = {"audio_features": [torch.randn(16, 230)], "audio_seqlens": [torch.tensor(230)]}
-    out, failed = run_step(engine, "audio_encoder", "prefill_audio", inputs)
-    ref, ref_failed = run_step(stock, "audio_encoder", "prefill_audio",
+    out, failed = step(engine, "audio_encoder", "prefill_audio", inputs)
+    ref, ref_failed = step(stock, "audio_encoder", "prefill_audio",
                                {**inputs, "clip_0d": {**inputs["clip_0d"], "audio_seqlens": [torch.tensor([230])]}})
     assert not failed and not ref_failed
     assert_same(out, ref)
@@ -167,7 +130,7 @@ def test_audio_node_matches_stock_node(setup):
     from mstar.model.submodule_base import ModelInputsFromEngine
 
     node = engine._submodules["audio_encoder"].submodule
-    prepared = node.prepare_inputs("prefill_audio", _info("solo", "prefill_audio"), inputs["two_clips"])
+    prepared = node.prepare_inputs("prefill_audio", forward_info("solo", "prefill_audio"), inputs["two_clips"])
     kwargs = node.preprocess("prefill_audio", None, [prepared])
     single = node.forward("prefill_audio", ModelInputsFromEngine(["solo"], {}), **kwargs)
     assert_same({"two_clips": single}, {"two_clips": ref["two_clips"]})
@@ -184,17 +147,17 @@ def test_bad_requests_fail_alone_naming_their_request_id(setup):
     late = vision_inputs([[1, 4, 4]])
     bad = {"odd_grid": vision_inputs([[1, 7, 8]]), "nan_pixels": nan, "goes_bad": late,
            "no_grid": {"pixel_values": [torch.randn(4, 96)]}}
-    out, failed = run_step(engine, "vision_encoder", "prefill_vision", {**good, **bad},
+    out, failed = step(engine, "vision_encoder", "prefill_vision", {**good, **bad},
                            corrupt=lambda: late["pixel_values"][0][0, 0].fill_(float("nan")))
     assert set(failed) == set(bad)
     for rid, error in failed.items():
         assert f"request {rid!r}" in error, error
     assert "grid_thw" in failed["odd_grid"] and "pixel_values" in failed["nan_pixels"]
     assert "pixel_values" in failed["goes_bad"] and "NaN" in failed["goes_bad"]
-    ref, _ = run_step(stock, "vision_encoder", "prefill_vision", good)
+    ref, _ = step(stock, "vision_encoder", "prefill_vision", good)
     assert_same(out, ref)
 
-    out, failed = run_step(engine, "audio_encoder", "prefill_audio",
+    out, failed = step(engine, "audio_encoder", "prefill_audio",
                            {"ok": audio_inputs([300]), "lens_mismatch": {**audio_inputs([100]),
                                                                         "audio_seqlens": [torch.tensor([90])]}})
     assert set(failed) == {"lens_mismatch"} and "feature_lens" in failed["lens_mismatch"]
