@@ -210,7 +210,8 @@ def write_checkpoint(root, vision_config, audio_config, dtype: torch.dtype = tor
                 num_key_value_heads=2, head_dim=16, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
     text.update(text_overrides or {})
     config = Qwen3OmniMoeConfig(
-        thinker_config=dict(vision_config=vision_config.to_dict(), audio_config=audio_config.to_dict(), text_config=text),
+        thinker_config=dict(vision_config=vision_config.to_dict(), audio_config=audio_config.to_dict(),
+                            text_config=text),
         talker_config=TALKER_CODEC_IDS)
     config.save_pretrained(str(root))
     return tuple(encoders)

@@ -240,13 +240,16 @@ class EncoderNodesConfig:
         elif isinstance(grid, Mapping):
             grid = BucketGrid.from_dict(dict(grid))
         elif grid is not None and not isinstance(grid, BucketGrid):
-            raise ValueError(f"model_kwargs.grid: a grid YAML path, a mapping or a BucketGrid, got {type(grid).__name__}")
+            raise ValueError(f"model_kwargs.grid: a grid YAML path, a mapping or a BucketGrid, "
+                             f"got {type(grid).__name__}")
         object.__setattr__(self, "grid", grid)
         if not isinstance(self.runtime, Mapping):
-            raise ValueError(f"model_kwargs.runtime: a mapping of EncoderRuntime options, got {type(self.runtime).__name__}")
+            raise ValueError(f"model_kwargs.runtime: a mapping of EncoderRuntime options, "
+                             f"got {type(self.runtime).__name__}")
         unknown = sorted(set(self.runtime) - _RUNTIME_OPTIONS)
         if unknown:
-            raise ValueError(f"model_kwargs.runtime: unknown option(s) {unknown}; EncoderRuntime takes {sorted(_RUNTIME_OPTIONS)}")
+            raise ValueError(f"model_kwargs.runtime: unknown option(s) {unknown}; "
+                             f"EncoderRuntime takes {sorted(_RUNTIME_OPTIONS)}")
         object.__setattr__(self, "runtime", dict(self.runtime))
         encoders = (self.encoders,) if isinstance(self.encoders, str) else tuple(self.encoders)
         if not encoders or not set(encoders) <= {"vision", "audio"} or len(set(encoders)) != len(encoders):
@@ -346,8 +349,8 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
         for name, create in build.items():
             try:
                 node = create(self, str(device))  # M*'s loader takes a device string
-            except ImportError as e:
-                if "FlashAttention2" not in str(e):
+            except (ImportError, ValueError, RuntimeError) as e:
+                if not re.search("flash.?att", str(e), re.IGNORECASE):
                     raise
                 logger.info("%s: FlashAttention-2 is not installed; M*'s stock node runs transformers' SDPA", name)
                 with _hf_attention("sdpa"):
