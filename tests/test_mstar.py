@@ -194,6 +194,15 @@ def test_registry_and_config_select_the_model_class(om):
     om.EncoderNodesConfig(**{k: v for k, v in options.items() if k != "checkpoint"})
 
 
+def test_model_pickles_for_m_star_workers(setup, om):
+    """M*'s conductor sends the model object to each worker process by pickling it."""
+    import pickle
+
+    model = om.Qwen3OmniOmniencModel(checkpoint=setup[2].local_dir, grid=GRID, runtime={"exact_graphs": False})
+    copy = pickle.loads(pickle.dumps(model))
+    assert type(copy) is om.Qwen3OmniOmniencModel and copy.encoder_nodes == model.encoder_nodes
+
+
 def test_config_errors_say_what_to_fix(om):
     with pytest.raises(ValueError, match="unknown option.*'no_such_option'"):
         om.EncoderNodesConfig(runtime={"no_such_option": 1})
