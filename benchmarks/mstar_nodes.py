@@ -340,8 +340,8 @@ def render(r: dict) -> str:
         f"{rep['capture_s']:.1f} s, {rep['graphs']} graphs; target <= {TARGET_CREATE_S:.0f} s); "
         f"stock {r['stock_create_s']:.1f} s.",
         f"GPU memory held by omnienc: weights {rep['weights_bytes'] * gib:.2f} GiB, static buffers "
-        f"{rep['static_buffers_bytes'] * gib:.2f} GiB, graph pool {rep['capture_allocated_bytes'] * gib:.2f} GiB "
-        f"(graph_memory_bytes {', '.join(f'{m} {b * gib:.2f} GiB' for m, b in rep['graph_memory_bytes'].items())}); "
+        f"{rep['static_buffers_bytes'] * gib:.2f} GiB, allocated by capture {rep['capture_allocated_bytes'] * gib:.2f} GiB "
+        f"(graph pools reserve {', '.join(f'{m} {b * gib:.2f} GiB' for m, b in rep['graph_memory_bytes'].items())}); "
         f"memory_allocated +{rep['allocated_bytes'] * gib:.2f} GiB, "
         f"memory_reserved +{rep['reserved_bytes'] * gib:.2f} GiB.",
         "Wall-clock medians of M*'s step (prepare_inputs .. check_stop, device waited for); "

@@ -331,7 +331,8 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
         gib = 2**-30
         logger.info(
             "omnienc encoder nodes on %s (%s, %s): %d CUDA graphs captured in %.1f s (node creation %.1f s); "
-            "GPU memory held: weights %.2f GiB, static buffers %.2f GiB, graph pool %.2f GiB (%s); "
+            "GPU memory held: weights %.2f GiB, static buffers %.2f GiB, allocated by capture %.2f GiB "
+            "(graph pools reserve %s); "
             "torch.cuda.memory_allocated grew by %.2f GiB, memory_reserved by %.2f GiB",
             device, report["dtype"], "+".join(cfg.encoders), report["graphs"], report["capture_s"], report["load_s"],
             weights[0] * gib, buffers[0] * gib, graphs[0] * gib,
