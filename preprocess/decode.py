@@ -60,7 +60,7 @@ def _check_pixels(path: Path, size: tuple[int, int], cfg: PreprocessConfig, what
     w, h = size
     if w * h > cfg.source_pixel_limit:
         raise InputError(
-            f"{path}: the header says the {what} is {w}x{h} = {w * h:,} pixels, above the limit of "
+            f"{path}: the header says the {what} is {w}x{h} (width x height) = {w * h:,} pixels, above the limit of "
             f"{cfg.source_pixel_limit:,} (PreprocessConfig.source_pixel_limit); it is refused before decoding: "
             "downscale the file, or raise the limit where the machine holds it")
 
@@ -68,10 +68,9 @@ def _check_pixels(path: Path, size: tuple[int, int], cfg: PreprocessConfig, what
 def _check_video_pixels(path: Path, kept: int, size: tuple[int, int], cfg: PreprocessConfig) -> None:
     """Refuses a video whose kept frames would hold more than ``video_pixel_limit`` pixels."""
     w, h = size
-    _check_pixels(path, size, cfg, "frame")
     if kept * w * h > cfg.video_pixel_limit:
         raise InputError(
-            f"{path}: {kept} frames of {w}x{h} to keep = {kept * w * h:,} pixels, above the limit of "
+            f"{path}: {kept} frames of {w}x{h} (width x height) to keep = {kept * w * h:,} pixels, above the limit of "
             f"{cfg.video_pixel_limit:,} (PreprocessConfig.video_pixel_limit); lower max_frames or video_fps, "
             "or downscale the video")
 
@@ -138,10 +137,14 @@ def read_video_frames(path, config: PreprocessConfig | None = None):
         if not files:
             raise InputError(f"{path}: a video folder must hold image frames ({', '.join(FRAME_EXTENSIONS)})")
         keep = sample_video_indices(len(files), None, cfg)
-        sizes = {_header_size(files[i]) for i in keep}
+        sizes = {}
+        for i in keep:
+            sizes.setdefault(_header_size(files[i]), files[i])
+        for size, file in sizes.items():
+            _check_pixels(file, size, cfg, "frame")
         if len(sizes) > 1:
             raise InputError(f"{path}: frames differ in size ({sorted(sizes)}); a video's frames must share one size")
-        _check_video_pixels(path, len(keep), sizes.pop(), cfg)
+        _check_video_pixels(path, len(keep), next(iter(sizes)), cfg)
         try:
             frames = [load_image(files[i], cfg).convert("RGB") for i in keep]
         except MemoryError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterable
@@ -28,27 +29,35 @@ class UsageError(ValueError):
 # --- help -----------------------------------------------------------------------------------------
 
 
+_MARKUP = re.compile(r"(`{1,2}|\*\*)(?=\S)(.+?)(?<=\S)\1")  # ``code``, `code`, **bold**: docstring markup
+
+
+def _plain(text: str) -> str:
+    """Text as a terminal shows it: docstring markup (``x``, `x`, **x**) reduced to its words."""
+    return _MARKUP.sub(r"\2", text)
+
+
 def _wrap(text: str, width: int) -> list[str]:
     # Options and paths stay whole: no break after a hyphen or inside a long word.
-    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+    return textwrap.wrap(_plain(text), width, break_on_hyphens=False, break_long_words=False)
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, wrapping only between words."""
+    """argparse's formatter, wrapping only between words; in descriptions and epilogs, a paragraph
+    with indented lines (a table, an example) is kept as written, the others are reflowed."""
 
     def _split_lines(self, text, width):
         return _wrap(self._whitespace_matcher.sub(" ", text).strip(), width)
 
     def _fill_text(self, text, width, indent):
-        return "\n".join(indent + line for line in _wrap(self._whitespace_matcher.sub(" ", text).strip(),
-                                                         width - len(indent)))
-
-
-class RawHelpFormatter(HelpFormatter):
-    """Description and epilog as written (tables, examples); options wrapped between words."""
-
-    def _fill_text(self, text, width, indent):
-        return "".join(indent + line for line in text.splitlines(keepends=True))
+        out = []
+        for para in text.strip("\n").split("\n\n"):
+            lines = para.splitlines()
+            if any(line[:1].isspace() for line in lines):
+                out.append("\n".join(indent + _plain(line) for line in lines))
+            else:
+                out.append("\n".join(indent + line for line in _wrap(" ".join(lines), width - len(indent))))
+        return "\n\n".join(out)
 
 
 # --- numbers --------------------------------------------------------------------------------------
@@ -90,16 +99,20 @@ class Bound:
     why: str = ""  # why ``hi``, said when it is exceeded
 
     def describe(self) -> str:
-        lo = None if self.lo is None else f"{'>' if self.open_lo else '>='} {_show(self.lo)}"
-        hi = None if self.hi is None else f"<= {_show(self.hi)}"
-        return " and ".join(s for s in (lo, hi) if s)
+        """The range in words: ``1 to 10000``, ``above 0, up to 1024``, ``at most 60000``."""
+        lo = None if self.lo is None else f"{'above' if self.open_lo else 'at least'} {_show(self.lo)}"
+        if self.hi is None:
+            return lo or "any number"
+        if lo is None:
+            return f"at most {_show(self.hi)}"
+        return f"above {_show(self.lo)}, up to {_show(self.hi)}" if self.open_lo else f"{_show(self.lo)} to {_show(self.hi)}"
 
     def check(self, value) -> None:
         low = self.lo is not None and (value <= self.lo if self.open_lo else value < self.lo)
         if low or (self.hi is not None and value > self.hi):
             unit = f" {self.unit}" if self.unit else ""
             why = f" ({self.why})" if self.why and self.hi is not None and value > self.hi else ""
-            raise UsageError(f"{self.flag} {_show(value)}: must be {self.describe()}{unit}{why}")
+            raise UsageError(f"{self.flag} {_show(value)} is out of range: {self.describe()}{unit}{why}")
 
 
 def add_number(parser: argparse.ArgumentParser, *flags: str, kind: type = int, lo=None, hi=None,
@@ -152,11 +165,11 @@ def progress_wanted(asked: bool = True) -> bool:
 # --- paths ----------------------------------------------------------------------------------------
 
 
-def check_input_file(flag: str, path, what: str = "file") -> Path:
+def check_input_file(flag: str, path, what: str = "a file") -> Path:
     """An existing regular file, or a ``UsageError`` saying what the path is instead."""
     p = Path(path)
     if p.is_dir():
-        raise UsageError(f"{flag} {path}: is a folder; name a {what}")
+        raise UsageError(f"{flag} {path}: is a folder; name {what}")
     if not p.exists():
         raise UsageError(f"{flag} {path}: no such file")
     return p

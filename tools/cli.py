@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Iterable
 
-from .args import HelpFormatter, RawHelpFormatter
+from .args import HelpFormatter
 
 # Subcommand -> its one-line summary, in --help order; the module omnienc.tools.<name> is imported
 # only when that subcommand runs.
@@ -30,10 +30,8 @@ COMMANDS = {
 
 def _tidy(p: argparse.ArgumentParser) -> None:
     """Help that wraps between words, for subcommands registered with argparse's own formatters."""
-    if p.formatter_class is argparse.HelpFormatter:
+    if p.formatter_class in (argparse.HelpFormatter, argparse.RawDescriptionHelpFormatter):
         p.formatter_class = HelpFormatter
-    elif p.formatter_class is argparse.RawDescriptionHelpFormatter:
-        p.formatter_class = RawHelpFormatter
 
 
 def build_parser(load: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:

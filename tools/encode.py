@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from omnienc.preprocess.config import FRAME_LIMIT, PIXEL_LIMIT, InputError, PreprocessConfigError
-from omnienc.tools.args import RawHelpFormatter, UsageError, add_number, check_input_file, check_output, command
+from omnienc.tools.args import HelpFormatter, UsageError, add_number, check_input_file, check_output, command
 
 FORMAT = "omnienc.encode/1"
 DTYPES = ("bfloat16", "float16", "float32")  # runtime.grid.DTYPES, written out: importing the runtime costs ~0.2 s of --help
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``encode`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
         "encode", help="encode images, videos and audio files into a safetensors file",
-        formatter_class=RawHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Preprocess files as Qwen3-Omni does, run them through the bucketed encoder runtime\n"
         "and write each item's embeddings (and DeepStack features) to a safetensors file.\n\n"
         "example: omnienc encode --random-weights --image photo.jpg --audio speech.flac -o out.safetensors")
@@ -146,7 +146,7 @@ def _check_paths(args) -> None:
     for flag, paths in (("--image", args.image), ("--audio", args.audio)):
         for p in paths:
             try:
-                check_input_file(flag, p, "image file" if flag == "--image" else "audio file")
+                check_input_file(flag, p, "an image file" if flag == "--image" else "an audio file")
             except UsageError as e:
                 raise InputError(str(e)) from None
     for p in args.video:

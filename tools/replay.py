@@ -12,7 +12,7 @@ from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid, GridError
 from omnienc.runtime.simulate import Batching, simulate
 from omnienc.runtime.trace import read_trace
-from omnienc.tools.args import RawHelpFormatter, add_number, command
+from omnienc.tools.args import HelpFormatter, add_number, command
 
 EPILOG = """\
 trace format: JSON lines, one request per line, e.g.
@@ -57,7 +57,7 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
                help="batch fixed windows of this many ms instead of the service's rule (older "
                "behaviour; 0: each request alone); not with --max-wait-ms/--max-batch")
     p.add_argument("--costs", default=None, metavar="FILE",
-                   help="cost model YAML from `omnienc capture --calibrate` (default: packaged H200 model)")
+                   help="cost model YAML from omnienc capture --calibrate (default: packaged H200 model)")
 
 
 def batching_from_args(args: argparse.Namespace) -> Batching:
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``replay`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
         "replay", help="simulate a request trace against a bucket grid (predicted GPU time)",
-        formatter_class=RawHelpFormatter, epilog=EPILOG,
+        formatter_class=HelpFormatter, epilog=EPILOG,
         description="Batch and pack a trace's requests into the grid's buckets the way the service and\n"
         "the runtime do, and report per bucket: replays or eager runs, units, padding and predicted\n"
         "GPU time; per modality: fallbacks and totals.")

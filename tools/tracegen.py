@@ -119,11 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Write a synthetic trace of chat images, short videos and speech clips with "
         "Poisson arrivals, for omnienc replay and omnienc tune. The file is written whole or not at all.")
     p.add_argument("-o", "--output", required=True, metavar="TRACE.jsonl", help="JSONL trace to write")
-    add_number(p, "--seconds", kind=float, lo=0, open_lo=True, hi=1e7, unit="s", default=60.0,
+    add_number(p, "--seconds", kind=float, lo=0, open_lo=True, hi=1e7, unit="s", default=60.0, metavar="S",
                help="trace length (default 60)")
     add_number(p, "--rate", kind=float, lo=0, open_lo=True, hi=1e5, unit="requests per second", default=20.0,
+               metavar="PER_S",
                help="requests per second (default 20)")
-    add_number(p, "--seed", lo=0, hi=2**63 - 1, default=0, help="random seed (default 0)")
+    add_number(p, "--seed", lo=0, hi=2**32 - 1, default=0, metavar="N", help="random seed (default 0)")
     p.set_defaults(func=command("tracegen", run))
     return p
 

@@ -12,7 +12,7 @@ from omnienc.runtime.grid import BucketGrid, GridError
 from omnienc.runtime.simulate import SimReport, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
-from omnienc.tools.args import RawHelpFormatter, add_number, check_output, command, error
+from omnienc.tools.args import HelpFormatter, add_number, check_output, command, error
 from omnienc.tools.replay import EPILOG, add_trace_args, batching_from_args
 
 OUTPUT_SUFFIXES = (".yaml", ".yml")
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``tune`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
         "tune", help="choose the bucket grid with the least predicted GPU time on a trace",
-        formatter_class=RawHelpFormatter, epilog=EPILOG,
+        formatter_class=HelpFormatter, epilog=EPILOG,
         description="Choose the buckets of both modalities, and which of them are graphs (graphs_up_to),\n"
         "that minimise the predicted GPU time of a trace (replays + eager runs + fallbacks, from a\n"
         "measured cost model), with at most --max-graphs graph buckets. The base grid is scored the\n"
