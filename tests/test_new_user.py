@@ -336,6 +336,16 @@ def test_a_failed_encode_leaves_no_partial_file(media, checkpoint, capsys, tmp_p
     refused(argv, capsys, "cannot write", "nothing was written")
     assert out.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["o.safetensors"]
 
+    from omnienc.runtime.runtime import EncoderRuntime
+
+    def too_big(self, requests):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 412316860416 bytes")
+
+    monkeypatch.setattr(EncoderRuntime, "encode", too_big)
+    refused(argv, capsys, "out of memory while encoding on cpu", "the largest item: image", "--max-pixels")
+    assert out.read_bytes() == good
+
 
 # --- 4. start-up ----------------------------------------------------------------------------------------
 

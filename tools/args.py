@@ -147,7 +147,6 @@ def command(name: str, run: Callable[[argparse.Namespace], int]) -> Callable[[ar
         except UsageError as e:
             return error(name, str(e))
 
-    checked.__wrapped__ = run
     return checked
 
 

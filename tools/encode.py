@@ -242,6 +242,16 @@ def _collect(items, outputs, vision, audio) -> tuple[dict, dict, dict, dict]:
     return tensors, meta, counts, tokens
 
 
+def _largest(items) -> str:
+    """The item with the most encoder input rows, in words, for an out-of-memory message."""
+    def rows(item):
+        return item[1].frames if item[0] == "audio" else item[1].grid_thw[0] * item[1].grid_thw[1] * item[1].grid_thw[2]
+
+    kind, item = max(items, key=rows)
+    unit = "mel frames" if kind == "audio" else "patches"
+    return f"the largest item: {kind} {item.meta['source']}, {rows((kind, item)):,} {unit}"
+
+
 def _dtype_name(args, device, grid) -> tuple[str, str]:
     """The dtype to run in and why (said in the summary)."""
     if args.dtype:
@@ -299,6 +309,11 @@ def run(args: argparse.Namespace) -> int:
         outputs = runtime.encode(requests)
     except ValueError as e:  # request validation: preprocessing and encoder disagree
         return _error(f"the runtime refused a preprocessed input: {e}")
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(e):
+            raise
+        return _error(f"out of memory while encoding on {device} ({_largest(items)}); lower --max-pixels, "
+                      "--video-max-pixels or --max-frames, or encode the largest files alone")
     finally:
         runtime.close()  # flushes and closes the trace
     tensors, meta, counts, tokens = _collect(items, outputs, vision, audio)
