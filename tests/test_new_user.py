@@ -380,6 +380,12 @@ def test_errors_name_the_real_cause(media, checkpoint, capsys, tmp_path):
     refused(["encode", "--random-weights", "--audio", root, "-o", out], capsys, "is a folder; name an audio file")
     refused(["encode", "--checkpoint", ckpt / "config.json", "--image", files["photo"], "-o", out], capsys,
             "is a file; name the checkpoint's folder")
+    refused(["capture", "--device", "gpu"], capsys, "--device 'gpu' is not a device; pass cuda, cuda:N or cpu")
+    refused(["replay", "--trace", "t.jsonl", "--device", "cpu"], capsys, "add --measure")
+    if not torch.cuda.is_available():
+        for argv in (["capture"], ["capture", "--calibrate", "-o", tmp_path / "c.yaml"],
+                     ["replay", "--trace", "t.jsonl", "--measure"], ["demo"]):
+            refused([*argv, "--device", "cuda"], capsys, "--device cuda")
     for empty in (np.zeros((1, 0), np.float32), torch.zeros(2, 0)):
         with pytest.raises(ValueError, match=r"waveform 0: field 'shape' is .*: the waveform has no samples"):
             AudioRequest.from_waveforms([empty])

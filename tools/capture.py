@@ -72,12 +72,15 @@ def calibrate(args) -> int:
     from ..runtime.atomic import atomic_path
     from ..runtime.calibrate import PROBES, calibrate
     from ..runtime.costs import CostModel
-    from .models import build_encoders, default_device
+    from .models import build_encoders, device_from_arg
 
     if not args.output:
         return error("capture", "--calibrate needs -o FILE (the cost model to write)")
     check_output("-o", args.output, OUTPUT_SUFFIXES, [("--grid", args.grid)] + _checkpoint_files(args))
-    device = args.device or default_device()
+    try:
+        device = str(device_from_arg(args.device))
+    except ValueError as e:
+        return error("capture", str(e))
     sizes = args.sizes or ("real" if device.startswith("cuda") else "reduced")
     dtype, note = run_dtype(args, device, "bfloat16")
     if note:
@@ -112,10 +115,10 @@ def calibrate(args) -> int:
 def devices_of(args) -> list[str]:
     """The devices a command runs on: ``--devices`` (CUDA indices, checked) or ``--device`` (default:
     cuda if available). Raises ``ValueError`` naming what is wrong."""
-    from .models import default_device, parse_devices
+    from .models import device_from_arg, parse_devices
 
     if getattr(args, "devices", None) is None:
-        return [args.device or default_device()]
+        return [str(device_from_arg(args.device))]
     if args.device is not None:
         raise ValueError(f"give --device or --devices, not both (got --device {args.device} --devices {args.devices})")
     return [f"cuda:{i}" for i in parse_devices(args.devices)]

@@ -100,23 +100,18 @@ def _error(message: str) -> int:
 
 
 def _device(name: str | None):
+    """The ``--device`` to preprocess and encode on; an unindexed ``cuda`` becomes the current GPU
+    (the encoders' parameters report an indexed device)."""
     import torch
 
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+    from .models import device_from_arg
+
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; pass cuda, cuda:N or cpu") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} but CUDA is not available here; pass --device cpu")
-    if device.type not in ("cuda", "cpu"):
-        raise UsageError(f"--device {name!r} is not supported; pass cuda, cuda:N or cpu")
-    if device.type == "cuda":
-        if device.index is None:  # the encoders' parameters report an indexed device
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        device = device_from_arg(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

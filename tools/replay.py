@@ -145,6 +145,12 @@ def measure(records, grid, batching, device: str | None = None) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc replay``; returns 0, or 2 on bad input (message on stderr)."""
     try:
+        if args.measure:  # before any work: the device the trace would run on
+            from .models import device_from_arg
+
+            device_from_arg(args.device)
+        elif args.device is not None:
+            raise GridError("--device is where --measure runs the trace; add --measure, or leave --device out")
         batching = batching_from_args(args)
         if args.busy and not isinstance(batching, BatchPolicy):
             raise GridError("--busy models the service's worker; it does not apply to --step-ms windows")
