@@ -7,12 +7,14 @@ and no partial output file."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
 import warnings
 import wave
 import zlib
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -108,7 +110,8 @@ def omnienc(argv, capsys) -> tuple[int, str, str]:
     """Runs ``omnienc ARGV`` in this process as ``main`` does: status, stdout, stderr. argparse's
     own refusals (SystemExit 2) count as status 2."""
     try:
-        status = cli.main([str(a) for a in argv])
+        with mock.patch.dict(os.environ):  # main may set TQDM_DISABLE for its own process
+            status = cli.main([str(a) for a in argv])
     except SystemExit as e:
         status = e.code
     out, err = capsys.readouterr()
@@ -421,13 +424,18 @@ def test_help_is_plain_and_wraps_between_words(monkeypatch):
     assert "`" not in HelpFormatter("x")._fill_text("run ``omnienc tune`` or `omnienc replay`", 40, "")
 
 
-def test_progress_bars_only_on_a_terminal(monkeypatch):
-    class Log:
-        def isatty(self):
-            return False
-
-    monkeypatch.setattr(sys, "stderr", Log())
-    assert not progress_wanted() and not progress_wanted(True)
+def test_progress_bars_only_on_a_terminal(monkeypatch, capsys):
+    """Output to a log file (stderr not a terminal): our bars are not asked for, and ``omnienc`` turns
+    tqdm off for the whole process (bars drawn by code it calls included), unless the user chose."""
+    assert not sys.stderr.isatty() and not progress_wanted() and not progress_wanted(True)
+    with mock.patch.dict(os.environ, clear=False):
+        os.environ.pop("TQDM_DISABLE", None)
+        assert cli.main(["tracegen", "-o", "bad.txt"]) == 2
+        assert os.environ["TQDM_DISABLE"] == "1"
+        os.environ["TQDM_DISABLE"] = "0"
+        cli.main(["tracegen", "-o", "bad.txt"])
+        assert os.environ["TQDM_DISABLE"] == "0"
+    capsys.readouterr()
 
 
 # --- 6. arguments ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Iterable
 
@@ -54,6 +55,8 @@ def build_parser(load: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentPars
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not sys.stderr.isatty():  # a bar redrawn into a log file is noise; tqdm reads this when imported
+        os.environ.setdefault("TQDM_DISABLE", "1")
     parser = build_parser([argv[0]] if argv and argv[0] in COMMANDS else [])
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

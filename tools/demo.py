@@ -170,9 +170,14 @@ def _encode_and_time(rts: list, vis, aud, device, repeats: int) -> int:
               f"{len(reqs)} submitted at once (median of {repeats}; inputs in pinned CPU memory); requests "
               f"served: {served}")
     graphs = rt.use_cuda_graphs
-    graph_runs = "graph replays" if graphs else "graph-bucket runs (eager: no CUDA graphs)"
-    print(f"per call: {stats['replays'] // repeats} {graph_runs}, {stats['eager_runs'] // repeats} eager-bucket runs, "
-          f"{stats['fallbacks'] // repeats} fallbacks (fit no bucket), padding {stats['padded_share']:.1%}")
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    graph_runs = (count(stats["replays"] // repeats, "graph replay") if graphs
+                  else count(stats["replays"] // repeats, "graph-bucket run") + " (eager: no CUDA graphs)")
+    print(f"per call: {graph_runs}, {count(stats['eager_runs'] // repeats, 'eager-bucket run')}, "
+          f"{count(stats['fallbacks'] // repeats, 'fallback')} (fit no bucket), padding {stats['padded_share']:.1%}")
     print(f"\n{'bucket':>20s} {'runs':>6s} {'padded':>8s} {'ms each':>10s}")
     for m in ("vision", "audio"):
         for name, b in stats[m]["buckets"].items():
