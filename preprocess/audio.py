@@ -285,7 +285,9 @@ def _waveform(x, index: int) -> torch.Tensor:
                   "divide integer PCM by its full scale (e.g. 32768 for int16)")
         x = _from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, torch.Tensor):
-        _fail(index, "type", f"must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+        hint = " (a file name? decode it first: omnienc.preprocess.read_audio)" if isinstance(x, (str, bytes)) \
+            or hasattr(x, "__fspath__") else ""
+        _fail(index, "type", f"must be a torch.Tensor or a numpy array, got {type(x).__name__}{hint}")
     if not x.is_floating_point():
         _fail(index, "dtype", f"must be floating point (samples in [-1, 1]), got {x.dtype}; "
               "divide integer PCM by its full scale (e.g. 32768 for int16)")
@@ -320,8 +322,8 @@ def check_waveforms(waveforms, sampling_rate, config: PreprocessConfig) -> tuple
             runtime reports as that request's ``ValueError`` on ``input_features``.
     """
     cfg = config
-    if isinstance(waveforms, (torch.Tensor, np.ndarray)):
-        waveforms = [waveforms]
+    if isinstance(waveforms, (torch.Tensor, np.ndarray, str, bytes)) or hasattr(waveforms, "__fspath__"):
+        waveforms = [waveforms]  # one item (a file name's characters are no waveforms)
     if not isinstance(waveforms, Sequence) or len(waveforms) == 0:
         raise ValueError("waveforms: expected a non-empty list of waveforms")
     if isinstance(sampling_rate, (str, bytes)):

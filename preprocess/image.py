@@ -130,7 +130,9 @@ def _image_size(x, kind: str, index: int) -> tuple[int, int]:
             _fail(kind, index, "size", f"is {h}x{w} pixels; an image needs at least one pixel")
         return h, w
     if not isinstance(x, (torch.Tensor, np.ndarray)):
-        _fail(kind, index, "type", f"must be a PIL image, a torch.Tensor or a numpy array, got {type(x).__name__}")
+        hint = " (a file name? decode it first: omnienc.preprocess.load_image)" if isinstance(x, (str, bytes)) \
+            or hasattr(x, "__fspath__") else ""
+        _fail(kind, index, "type", f"must be a PIL image, a torch.Tensor or a numpy array, got {type(x).__name__}{hint}")
     dtype = x.dtype
     if dtype not in (torch.uint8, np.uint8):
         _fail(kind, index, "dtype", f"must be uint8 (pixel values 0-255), got {dtype}")
@@ -239,7 +241,8 @@ def _image_budget(cfg: PreprocessConfig, min_pixels, max_pixels, video: bool = F
 
 
 def _image_list(images) -> list:
-    if _is_pil(images) or isinstance(images, (torch.Tensor, np.ndarray)):
+    # One item, not a sequence of them (a file name is a string: its characters are no images).
+    if _is_pil(images) or isinstance(images, (torch.Tensor, np.ndarray, str, bytes)) or hasattr(images, "__fspath__"):
         images = [images]
     if not isinstance(images, Sequence) or len(images) == 0:
         raise ValueError("images: expected a non-empty list of images")

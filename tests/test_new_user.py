@@ -528,6 +528,11 @@ def test_api_arguments_of_the_wrong_type(tmp_path):
     with pytest.raises(ValueError, match=r"fps is '30'"):
         VisionRequest.from_video(frames, fps="30")
     assert VisionRequest.from_video(frames, fps=np.int64(2)).grid_thw.shape == (1, 3)
+    for path in ("photo.png", tmp_path / "photo.png"):
+        with pytest.raises(ValueError, match=r"image 0: field 'type' .* got \w+ \(a file name\? .*load_image\)"):
+            VisionRequest.from_images(path)
+    with pytest.raises(ValueError, match=r"waveform 0: field 'type' .* got str \(a file name\? .*read_audio\)"):
+        AudioRequest.from_waveforms("speech.wav")
     with pytest.raises(ValueError, match=r"max_pixels is '5000'"):
         VisionRequest.from_images([frames[0]], max_pixels="5000")
     with pytest.raises(ValueError, match=r"rate=0"):
