@@ -537,6 +537,8 @@ def test_api_arguments_of_the_wrong_type(tmp_path):
         VisionRequest.from_images([frames[0]], max_pixels="5000")
     with pytest.raises(ValueError, match=r"rate=0"):
         generate_trace(10, 0)
+    with pytest.raises(ValueError, match=r"requests expected, above the 10,000,000 .*iter_trace"):
+        generate_trace(1e6, 1e5)
     with pytest.raises(InputError, match="is a folder"):
         Preprocessor(PreprocessConfig()).audio(tmp_path)
 

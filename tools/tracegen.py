@@ -29,7 +29,7 @@ VIDEO_PIXELS = (128 * 128, 448 * 448)
 IMAGE_ASPECTS = {(1, 1): 0.2, (4, 3): 0.2, (3, 4): 0.15, (16, 9): 0.15, (9, 16): 0.1, (3, 2): 0.1,
                  (16, 10): 0.1}  # (width, height) of photos and screenshots
 VIDEO_ASPECTS = {(16, 9): 0.5, (4, 3): 0.2, (1, 1): 0.1, (9, 16): 0.2}
-MAX_REQUESTS = 10_000_000  # expected requests (seconds x rate) of one trace: about 1 GB of JSON lines
+MAX_REQUESTS = 10_000_000  # expected requests (seconds x rate) of one trace: ~0.6 GB of JSON lines, minutes to write
 
 
 def resize_patches(height: float, width: float, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -108,8 +108,16 @@ def generate_trace(seconds: float = 60.0, rate: float = 20.0, seed: int = 0) -> 
 
     Returns:
         Records in ``ts`` order.
+
+    Raises:
+        ValueError: a length or rate that is not finite and >= 0 / > 0, or more than
+            ``MAX_REQUESTS`` expected records (``iter_trace`` streams longer ones).
     """
-    return list(iter_trace(seconds, rate, seed))
+    records = iter_trace(seconds, rate, seed)
+    if seconds * rate > MAX_REQUESTS:
+        raise ValueError(f"seconds={seconds:g} x rate={rate:g} = {seconds * rate:,.0f} requests expected, above the "
+                         f"{MAX_REQUESTS:,} a list holds here (about 2.5 GB of records); stream them with iter_trace")
+    return list(records)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -137,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     expected = args.seconds * args.rate
     if expected > MAX_REQUESTS:
         raise UsageError(f"--seconds {args.seconds:g} x --rate {args.rate:g} = {expected:,.0f} requests expected, "
-                         f"above the {MAX_REQUESTS:,} a trace may hold (about 1 GB); shorten it or lower the rate")
+                         f"above the {MAX_REQUESTS:,} a trace may hold (~0.6 GB, minutes to write); shorten it or lower the rate")
     counts: Counter = Counter()
 
     def counted(records):
