@@ -6,6 +6,8 @@ and no partial output file."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import struct
@@ -375,6 +377,13 @@ assert "torch" in sys.modules and "transformers" not in sys.modules, [m for m in
 # --- 5. words -------------------------------------------------------------------------------------------
 
 
+def subcommands():
+    """(name, parser) of each subcommand this file covers, as its module's ``register`` builds it."""
+    for name in ("demo", "capture", "encode", "replay", "tune", "tracegen"):
+        sub = argparse.ArgumentParser(prog="omnienc", formatter_class=HelpFormatter).add_subparsers()
+        yield name, importlib.import_module(f"omnienc.tools.{name}").register(sub)
+
+
 def test_errors_name_the_real_cause(media, checkpoint, capsys, tmp_path):
     root, files = media
     ckpt, _ = checkpoint
@@ -412,9 +421,7 @@ def test_measure_compares_only_like_with_like():
 def test_help_is_plain_and_wraps_between_words(monkeypatch):
     """No docstring markup, and no option, path or number split across lines, even at 50 columns."""
     monkeypatch.setenv("COLUMNS", "50")
-    for name in ("demo", "capture", "encode", "replay", "tune", "tracegen"):
-        parser = cli.build_parser([name])
-        sub = parser._subparsers._group_actions[0].choices[name]
+    for name, sub in subcommands():
         text = sub.format_help()
         assert "`" not in text and "**" not in text, name
         for action in sub._actions:
@@ -478,9 +485,7 @@ def test_numeric_options_are_bounded(argv, words, capsys, tmp_path, monkeypatch)
 
 def test_every_numeric_option_has_a_bound():
     """Each int or float option of the subcommands declares its range (shown in its help)."""
-    for name in ("demo", "capture", "encode", "replay", "tune", "tracegen"):
-        parser = cli.build_parser([name])
-        sub = parser._subparsers._group_actions[0].choices[name]
+    for name, sub in subcommands():
         bounds = sub.get_default("_bounds") or {}
         for action in sub._actions:
             if action.type is not None and action.type not in (str,):

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from omnienc.runtime.costs import CostModel
-from omnienc.runtime.grid import BucketGrid, GridError
+from omnienc.runtime.grid import BucketGrid
 from omnienc.runtime.simulate import SimReport, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
