@@ -162,8 +162,8 @@ class PreprocessConfig:
                             ("max_frames", "frame_limit")):
             if getattr(self, name) > getattr(self, limit):
                 raise PreprocessConfigError(
-                    f"{name} {getattr(self, name)} is above {limit} {getattr(self, limit)}: nothing after "
-                    f"preprocessing could hold it; lower {name}, or raise {limit} where a machine can")
+                    f"{name} {getattr(self, name)} is above {limit} {getattr(self, limit)}, the most preprocessing "
+                    f"accepts; lower {name}, or raise {limit} where a machine holds more")
 
     @property
     def factor(self) -> int:

@@ -195,7 +195,7 @@ class Preprocessor:
             pixel_values, grids = self._hf(self.image_processor, [im], path)
             grid = tuple(grids[0])
         else:
-            with _out_of_memory(path, f"a {im.height}x{im.width} image"):
+            with _out_of_memory(path, f"a {im.width}x{im.height} (width x height) image"):
                 try:
                     out = preprocess_images([im], self.cfg, device=self.device)
                 except ValueError as e:
@@ -216,7 +216,7 @@ class Preprocessor:
             except ValueError as e:  # e.g. an aspect ratio above 200
                 raise InputError(f"{path}: the image processor refused it ({e})") from None
         else:
-            with _out_of_memory(path, f"{len(frames)} frames of {frames[0].height}x{frames[0].width}"):
+            with _out_of_memory(path, f"{len(frames)} frames of {frames[0].width}x{frames[0].height} (width x height)"):
                 try:  # the frames were sampled while decoding (fps=None keeps them)
                     out = preprocess_video(frames, cfg, device=self.device)
                 except ValueError as e:

@@ -159,8 +159,8 @@ def _check_budget(min_pixels: int, max_pixels: int, limit: int) -> None:
     if min_pixels < 1 or max_pixels < 1 or min_pixels > max_pixels:
         raise ValueError(f"min_pixels {min_pixels} and max_pixels {max_pixels}: need 1 <= min_pixels <= max_pixels")
     if max_pixels > limit:
-        raise ValueError(f"max_pixels {max_pixels} is above the limit of {limit} (PreprocessConfig.pixel_limit): "
-                         "nothing after preprocessing could hold such an image; pass a smaller max_pixels")
+        raise ValueError(f"max_pixels {max_pixels} is above the limit of {limit} (PreprocessConfig.pixel_limit); "
+                         "pass a smaller max_pixels, or raise the limit where a machine holds more")
 
 
 def _pixel_count(name: str, value) -> int:
@@ -179,7 +179,7 @@ def _check_source(kind: str, index: int, size: tuple[int, int], cfg: PreprocessC
     """Refuses an image or frame of more than ``source_pixel_limit`` pixels, before any work."""
     h, w = size
     if h * w > cfg.source_pixel_limit:
-        _fail(kind, index, "size", f"is {h}x{w} = {h * w:,} pixels, above the limit of {cfg.source_pixel_limit:,} "
+        _fail(kind, index, "size", f"is {h}x{w} (height x width) = {h * w:,} pixels, above the limit of {cfg.source_pixel_limit:,} "
               "(PreprocessConfig.source_pixel_limit); downscale it first, or raise the limit where the "
               "machine holds it (resizing takes 12 bytes per pixel)")
 
@@ -459,7 +459,7 @@ def plan_video(frames, cfg: PreprocessConfig, fps=None, min_pixels=None, max_pix
                       "a video's frames share one size")
         size, count = sizes[0], len(frames)
     if size[0] * size[1] > cfg.source_pixel_limit:
-        raise ValueError(f"frames: field 'size' is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels per frame, "
+        raise ValueError(f"frames: field 'size' is {size[0]}x{size[1]} (height x width) = {size[0] * size[1]:,} pixels per frame, "
                          f"above the limit of {cfg.source_pixel_limit:,} (PreprocessConfig.source_pixel_limit); "
                          "downscale the frames first")
     try:
@@ -470,8 +470,8 @@ def plan_video(frames, cfg: PreprocessConfig, fps=None, min_pixels=None, max_pix
     padded_count = len(keep) + (-len(keep) % cfg.temporal_patch_size)
     pixels = padded_count * max(size[0] * size[1], th * tw)
     if pixels > cfg.video_pixel_limit:
-        raise ValueError(f"frames: field 'shape' keeps {padded_count} frames of {size[0]}x{size[1]} (resized to "
-                         f"{th}x{tw}) = {pixels:,} pixels, above the limit of {cfg.video_pixel_limit:,} "
+        raise ValueError(f"frames: field 'shape' keeps {padded_count} frames of {size[0]}x{size[1]} (height x width; "
+                         f"resized to {th}x{tw}) = {pixels:,} pixels, above the limit of {cfg.video_pixel_limit:,} "
                          "(PreprocessConfig.video_pixel_limit); lower max_frames, video_fps or max_pixels, "
                          "or split the video")
     Tp, P = cfg.temporal_patch_size, cfg.patch_size

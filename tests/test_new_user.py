@@ -215,7 +215,7 @@ def test_api_refuses_sizes_beyond_the_limits_before_work(monkeypatch):
     rng = np.random.default_rng()
     img = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
     small = PreprocessConfig(source_pixel_limit=40 * 60 - 1)
-    with pytest.raises(ValueError, match=r"image 1: field 'size' is 40x60 = 2,400 pixels, above the limit of 2,399"):
+    with pytest.raises(ValueError, match=r"image 1: field 'size' is 40x60 \(height x width\) = 2,400 pixels, above the limit of 2,399"):
         VisionRequest.from_images([img[:20], img], config=small)
     with pytest.raises(ValueError, match=r"max_pixels 100000000 is above the limit of 67108864 .*pixel_limit"):
         VisionRequest.from_images([img], max_pixels=10**8)
