@@ -338,7 +338,8 @@ def check_waveforms(waveforms, sampling_rate, config: PreprocessConfig) -> tuple
     for i, (x, rate) in enumerate(zip(xs, rates)):
         if isinstance(rate, (np.ndarray, torch.Tensor)) and rate.ndim == 0:
             rate = rate.item()
-        integral = isinstance(rate, (int, np.integer)) or (isinstance(rate, (float, np.floating)) and float(rate).is_integer())
+        integral = isinstance(rate, (int, np.integer)) or (
+            isinstance(rate, (float, np.floating)) and float(rate).is_integer())
         if isinstance(rate, (bool, np.bool_)) or not integral or rate < 1:
             got = f"the string {rate!r}" if isinstance(rate, (str, bytes)) else repr(rate)
             _fail(i, "sampling_rate", f"must be a positive whole number of Hz, got {got}")

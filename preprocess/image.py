@@ -132,7 +132,8 @@ def _image_size(x, kind: str, index: int) -> tuple[int, int]:
     if not isinstance(x, (torch.Tensor, np.ndarray)):
         hint = " (a file name? decode it first: omnienc.preprocess.load_image)" if isinstance(x, (str, bytes)) \
             or hasattr(x, "__fspath__") else ""
-        _fail(kind, index, "type", f"must be a PIL image, a torch.Tensor or a numpy array, got {type(x).__name__}{hint}")
+        _fail(kind, index, "type",
+              f"must be a PIL image, a torch.Tensor or a numpy array, got {type(x).__name__}{hint}")
     dtype = x.dtype
     if dtype not in (torch.uint8, np.uint8):
         _fail(kind, index, "dtype", f"must be uint8 (pixel values 0-255), got {dtype}")
@@ -179,9 +180,9 @@ def _check_source(kind: str, index: int, size: tuple[int, int], cfg: PreprocessC
     """Refuses an image or frame of more than ``source_pixel_limit`` pixels, before any work."""
     h, w = size
     if h * w > cfg.source_pixel_limit:
-        _fail(kind, index, "size", f"is {h}x{w} (height x width) = {h * w:,} pixels, above the limit of {cfg.source_pixel_limit:,} "
-              "(PreprocessConfig.source_pixel_limit); downscale it first, or raise the limit where the "
-              "machine holds it (resizing takes 12 bytes per pixel)")
+        _fail(kind, index, "size", f"is {h}x{w} (height x width) = {h * w:,} pixels, above the limit of "
+              f"{cfg.source_pixel_limit:,} (PreprocessConfig.source_pixel_limit); downscale it first, or raise "
+              "the limit where the machine holds it (resizing takes 12 bytes per pixel)")
 
 
 @lru_cache(maxsize=16)
@@ -234,8 +235,10 @@ def _write_patches(dst: torch.Tensor, frames: torch.Tensor, cfg: PreprocessConfi
 
 
 def _image_budget(cfg: PreprocessConfig, min_pixels, max_pixels, video: bool = False) -> tuple[int, int]:
-    lo = (cfg.video_min_pixels if video else cfg.min_pixels) if min_pixels is None else _pixel_count("min_pixels", min_pixels)
-    hi = (cfg.video_max_pixels if video else cfg.max_pixels) if max_pixels is None else _pixel_count("max_pixels", max_pixels)
+    lo = _pixel_count("min_pixels", min_pixels) if min_pixels is not None else (
+        cfg.video_min_pixels if video else cfg.min_pixels)
+    hi = _pixel_count("max_pixels", max_pixels) if max_pixels is not None else (
+        cfg.video_max_pixels if video else cfg.max_pixels)
     _check_budget(lo, hi, cfg.pixel_limit)
     return lo, hi
 
@@ -459,9 +462,9 @@ def plan_video(frames, cfg: PreprocessConfig, fps=None, min_pixels=None, max_pix
                       "a video's frames share one size")
         size, count = sizes[0], len(frames)
     if size[0] * size[1] > cfg.source_pixel_limit:
-        raise ValueError(f"frames: field 'size' is {size[0]}x{size[1]} (height x width) = {size[0] * size[1]:,} pixels per frame, "
-                         f"above the limit of {cfg.source_pixel_limit:,} (PreprocessConfig.source_pixel_limit); "
-                         "downscale the frames first")
+        raise ValueError(f"frames: field 'size' is {size[0]}x{size[1]} (height x width) = {size[0] * size[1]:,} "
+                         f"pixels per frame, above the limit of {cfg.source_pixel_limit:,} "
+                         "(PreprocessConfig.source_pixel_limit); downscale the frames first")
     try:
         th, tw = smart_resize(*size, cfg.factor, lo, hi)
     except ValueError as e:

@@ -141,21 +141,25 @@ def test_image_headers_beyond_the_limit_are_refused_before_decoding(media, monke
     monkeypatch.setattr(Image.Image, "load", decode)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Pillow's own bomb warning must not leak
-        with pytest.raises(InputError, match=r"bomb\.png: the header says the image is 12000x12000 \(width x height\) = 144,000,000 "
-                                             r"pixels, above the limit of 89,478,485 .*source_pixel_limit"):
+        with pytest.raises(InputError, match=r"bomb\.png: the header says the image is 12000x12000 "
+                                             r"\(width x height\) = 144,000,000 pixels, above the limit of "
+                                             r"89,478,485 .*source_pixel_limit"):
             load_image(files["bomb"])
         with pytest.raises(InputError, match=r"huge\.png: the header claims a size Pillow refuses"):
             load_image(files["hugebomb"])
-        with pytest.raises(InputError, match=r"photo\.png: .*53x37 \(width x height\) = 1,961 pixels, above the limit of 1,000"):
+        with pytest.raises(InputError, match=r"photo\.png: .*53x37 \(width x height\) = 1,961 pixels, above the "
+                                             r"limit of 1,000"):
             load_image(files["photo"], PreprocessConfig(source_pixel_limit=1000))
 
 
 def test_videos_beyond_the_limits_are_refused_before_decoding(media, tmp_path):
     _, files = media
-    with pytest.raises(InputError, match=r"clip\.gif: .*frame is 41x30 \(width x height\) = 1,230 pixels, above the limit of 1,000"):
+    with pytest.raises(InputError, match=r"clip\.gif: .*frame is 41x30 \(width x height\) = 1,230 pixels, above "
+                                         r"the limit of 1,000"):
         read_video_frames(files["gif"], PreprocessConfig(source_pixel_limit=1000))
     kept = len(read_video_frames(files["gif"])[1])
-    with pytest.raises(InputError, match=rf"clip\.gif: {kept} frames of 41x30 \(width x height\) to keep .*video_pixel_limit"):
+    with pytest.raises(InputError, match=rf"clip\.gif: {kept} frames of 41x30 \(width x height\) to keep "
+                                         r".*video_pixel_limit"):
         read_video_frames(files["gif"], PreprocessConfig(video_pixel_limit=kept * 41 * 30 - 1))
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -215,7 +219,8 @@ def test_api_refuses_sizes_beyond_the_limits_before_work(monkeypatch):
     rng = np.random.default_rng()
     img = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
     small = PreprocessConfig(source_pixel_limit=40 * 60 - 1)
-    with pytest.raises(ValueError, match=r"image 1: field 'size' is 40x60 \(height x width\) = 2,400 pixels, above the limit of 2,399"):
+    with pytest.raises(ValueError, match=r"image 1: field 'size' is 40x60 \(height x width\) = 2,400 pixels, "
+                                         r"above the limit of 2,399"):
         VisionRequest.from_images([img[:20], img], config=small)
     with pytest.raises(ValueError, match=r"max_pixels 100000000 is above the limit of 67108864 .*pixel_limit"):
         VisionRequest.from_images([img], max_pixels=10**8)
@@ -251,7 +256,8 @@ def test_config_bounds_its_budgets():
 
 def test_encode_bounds_the_pixel_options(media, capsys, tmp_path):
     _, files = media
-    base = ["encode", "--random-weights", "--device", "cpu", "--image", files["photo"], "-o", tmp_path / "o.safetensors"]
+    base = ["encode", "--random-weights", "--device", "cpu", "--image", files["photo"],
+            "-o", tmp_path / "o.safetensors"]
     refused(base + ["--max-pixels", 10**10], capsys, "--max-pixels 10000000000 is out of range: 1 to 67108864 pixels",
             "pixel_limit")
     refused(base + ["--video-max-pixels", 0], capsys, "--video-max-pixels 0 is out of range")
@@ -283,7 +289,8 @@ def test_outputs_never_overwrite_an_input(media, checkpoint, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["encode", "--random-weights", "--image", "{photo}", "-o", "{root}/out.npz"], "must end in .safetensors, not .npz"),
+    (["encode", "--random-weights", "--image", "{photo}", "-o", "{root}/out.npz"],
+     "must end in .safetensors, not .npz"),
     (["encode", "--random-weights", "--image", "{photo}", "-o", "{root}"], "is a folder"),
     (["tracegen", "-o", "{root}/trace.txt"], "must end in .jsonl"),
     (["tune", "--trace", "{root}/t.jsonl", "-o", "{root}/grid.json"], "must end in .yaml or .yml"),

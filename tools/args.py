@@ -105,7 +105,9 @@ class Bound:
             return lo or "any number"
         if lo is None:
             return f"at most {_show(self.hi)}"
-        return f"above {_show(self.lo)}, up to {_show(self.hi)}" if self.open_lo else f"{_show(self.lo)} to {_show(self.hi)}"
+        if self.open_lo:
+            return f"above {_show(self.lo)}, up to {_show(self.hi)}"
+        return f"{_show(self.lo)} to {_show(self.hi)}"
 
     def check(self, value) -> None:
         low = self.lo is not None and (value <= self.lo if self.open_lo else value < self.lo)

@@ -14,7 +14,8 @@ OUTPUT_SUFFIXES = (".yaml", ".yml")
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("capture", help="capture every bucket's CUDA graph (engine warm-up)",
-                              formatter_class=HelpFormatter, description="Build the encoders, capture every bucket of the grid, print per-bucket "
+                              formatter_class=HelpFormatter,
+                              description="Build the encoders, capture every bucket of the grid, print per-bucket "
                               "capture time and the graph pool's memory; --verify compares each bucket's replay "
                               "with the eager forward on random inputs and exits 1 on a mismatch. --calibrate "
                               "-o FILE instead measures the cost model of omnienc replay and omnienc tune (under 2 "

@@ -44,8 +44,9 @@ from omnienc.preprocess.config import FRAME_LIMIT, PIXEL_LIMIT, InputError, Prep
 from omnienc.tools.args import HelpFormatter, UsageError, add_number, check_input_file, check_output, command
 
 FORMAT = "omnienc.encode/1"
-DTYPES = ("bfloat16", "float16", "float32")  # runtime.grid.DTYPES, written out: importing the runtime costs ~0.2 s of --help
-_PIXEL_WHY = "PreprocessConfig.pixel_limit, 8192 x 8192: 262144 patches of 16 px, the runtime grid's largest bucket size"
+DTYPES = ("bfloat16", "float16", "float32")  # runtime.grid.DTYPES, written out: importing it costs --help ~0.2 s
+_PIXEL_WHY = ("PreprocessConfig.pixel_limit, 8192 x 8192: 262144 patches of 16 px, the runtime grid's largest "
+              "bucket size")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -82,8 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_number(g, "--min-pixels", **pixels, help="image pixel floor after resizing (default 3136)")
     add_number(g, "--max-pixels", **pixels,
                help="image pixel cap after resizing (default 1280 output tokens: 1310720 for patch 16)")
-    add_number(g, "--video-min-pixels", **pixels, help="per-frame pixel floor (default 128 tokens: 131072 for patch 16)")
-    add_number(g, "--video-max-pixels", **pixels, help="per-frame pixel cap (default 768 tokens: 786432 for patch 16)")
+    add_number(g, "--video-min-pixels", **pixels,
+               help="per-frame pixel floor (default 128 tokens: 131072 for patch 16)")
+    add_number(g, "--video-max-pixels", **pixels,
+               help="per-frame pixel cap (default 768 tokens: 786432 for patch 16)")
     add_number(g, "--video-fps", kind=float, lo=0, hi=1000, unit="frames per second", default=None, metavar="FPS",
                help="frames sampled per second of a timed video (default 2; 0 keeps every frame)")
     add_number(g, "--max-frames", kind=int, lo=1, hi=FRAME_LIMIT, unit="frames", default=None, metavar="N",

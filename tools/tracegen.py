@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     expected = args.seconds * args.rate
     if expected > MAX_REQUESTS:
         raise UsageError(f"--seconds {args.seconds:g} x --rate {args.rate:g} = {expected:,.0f} requests expected, "
-                         f"above the {MAX_REQUESTS:,} a trace may hold (~0.6 GB, minutes to write); shorten it or lower the rate")
+                         f"above the {MAX_REQUESTS:,} a trace may hold (~0.6 GB, minutes to write); shorten it "
+                         "or lower the rate")
     counts: Counter = Counter()
 
     def counted(records):
