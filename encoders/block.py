@@ -23,8 +23,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
-
 from .ops import add_layernorm, linear_gelu
 
 # Activations by config name, written out so torch.compile sees plain functions.
@@ -37,7 +35,11 @@ ACTIVATIONS = {
 
 
 def activation(name: str):
-    return ACTIVATIONS.get(name) or ACT2FN[name]
+    if name in ACTIVATIONS:
+        return ACTIVATIONS[name]
+    from transformers.activations import ACT2FN  # only for names not written out above (~1 s to import)
+
+    return ACT2FN[name]
 
 
 class Norm(NamedTuple):
