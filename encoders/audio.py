@@ -352,6 +352,7 @@ class AudioEncoder(nn.Module):
             w = layer.weights()
             q, k, v = pre(w, h, heads)
             o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+            del q, k, v, h  # the projection and this block's LN1 are freed before the MLP (peak memory)
             x, h = post(w, x, o, next_norm, self.config.activation_function, clamp, fusion)
         return self.proj2(self.act(self.proj1(h)))
 

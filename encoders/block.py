@@ -23,8 +23,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
-
 from .ops import add_layernorm, linear_gelu
 
 # Activations by config name, written out so torch.compile sees plain functions.
@@ -37,7 +35,11 @@ ACTIVATIONS = {
 
 
 def activation(name: str):
-    return ACTIVATIONS.get(name) or ACT2FN[name]
+    if name in ACTIVATIONS:
+        return ACTIVATIONS[name]
+    from transformers.activations import ACT2FN  # only for names not written out above (~1 s to import)
+
+    return ACT2FN[name]
 
 
 class Norm(NamedTuple):
@@ -116,7 +118,10 @@ def block_out(w: BlockWeights, x: torch.Tensor, o: torch.Tensor, next_norm: Norm
     if fusion.fused_blocks and act in _APPROXIMATE:
         x, h = add_layernorm(x, F.linear(o.flatten(1), w.out_w, w.out_b), None, *w.norm2, impl=fusion.norm)
         m = linear_gelu(h, w.fc1_w, w.fc1_b, _APPROXIMATE[act], impl=fusion.gelu)
-        return add_layernorm(x, F.linear(m, w.fc2_w, w.fc2_b), None, *next_norm, clamp=clamp, impl=fusion.norm)
+        del h  # each temporary is freed once read: a long call's peak memory is this MLP's
+        y = F.linear(m, w.fc2_w, w.fc2_b)
+        del m
+        return add_layernorm(x, y, None, *next_norm, clamp=clamp, impl=fusion.norm)
     x = x + F.linear(o.flatten(1), w.out_w, w.out_b)
     h = w.norm2(x)
     x = x + F.linear(activation(act)(F.linear(h, w.fc1_w, w.fc1_b)), w.fc2_w, w.fc2_b)

@@ -306,12 +306,13 @@ class VisionEncoder(nn.Module):
     def activation_bytes(self, tokens: int) -> int:
         """Estimated peak memory of ``run`` over ``tokens`` patches beyond the weights and the
         inputs: a block's larger phase -- attention (residual, norm, q/k/v, rotated q and k, output:
-        8 x hidden) or MLP (residual, norm, fc1 and its GELU: 2 x hidden + 2 x intermediate, plus the
-        residual being written) -- with the outputs so far (embeddings and DeepStack, ``out`` per 4
-        patches each), float32 rotary angles, and one block of position-embedding taps."""
+        8 x hidden) or MLP (block input, attention output, residual, norm, fc1 with its GELU, fc2's
+        output: 5 x hidden + intermediate) -- with the outputs so far (embeddings and DeepStack,
+        ``out`` per 4 patches each), float32 rotary angles, and one block of position-embedding
+        taps. The unfused reference path (CPU, float32) keeps a few more temporaries."""
         c, size = self.config, self.dtype.itemsize
         hidden, inter = c.hidden_size, c.intermediate_size
-        per_token = size * (max(8 * hidden, 3 * hidden + 2 * inter)
+        per_token = size * (max(8 * hidden, 5 * hidden + inter)
                             + (len(self.deepstack_visual_indexes) + 1) * c.out_hidden_size // self.unit)
         per_token += 4 * self.head_dim  # cos and sin, float32
         pos_block = min(tokens, POS_EMBED_BLOCK) * 4 * hidden * (2 * 4 + size)  # taps and products
@@ -364,6 +365,7 @@ class VisionEncoder(nn.Module):
             w = block.weights()
             q, k, v = pre(w, h, cos, sin, self.num_heads, rotary)
             o = varlen_attention(q, k, v, plan.cu_seqlens, plan.max_seqlen, plan.seqlens, backend)
+            del q, k, v, h  # the projection and this block's LN1 are freed before the MLP (peak memory)
             x, h = post(w, x, o, next_norm, self.act, None, fusion)
             if i in self.deepstack_visual_indexes:
                 deepstack.append(self.merger_list[self.deepstack_visual_indexes.index(i)](x))

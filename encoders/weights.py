@@ -16,9 +16,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers.activations import ACT2FN
 
 from .block import ACTIVATIONS
+
+def _hf_activations():
+    """transformers' activation table, imported only for a name not in ``ACTIVATIONS``."""
+    from transformers.activations import ACT2FN
+
+    return ACT2FN
+
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -84,7 +90,7 @@ def _field_problem(value, kind: str, config: dict) -> str | None:
     if kind == POSITIVE_INT:
         ok = _is_int(value) and value >= 1
     elif kind == NAME:
-        ok = isinstance(value, str) and (value in ACTIVATIONS or value in ACT2FN)
+        ok = isinstance(value, str) and (value in ACTIVATIONS or value in _hf_activations())
     else:  # LAYER_LIST: distinct blocks of this encoder ("depth" is checked before)
         depth = config["depth"]
         ok = (isinstance(value, list) and all(_is_int(i) and 0 <= i < depth for i in value)

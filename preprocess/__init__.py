@@ -14,32 +14,30 @@ log-mel), ``batch`` (many requests at once), ``staging`` (host inputs to the dev
 with the torch backend or transformers' processors as the CPU reference).
 """
 
-from .batch import RawAudio, RawImages, RawVideo, preprocess_many
-from .audio import AudioInputs, MelLayout, log_mel_frames, log_mel, mel_filter_bank, preprocess_waveforms, resample, resampled_length
-from .config import InputError, PreprocessConfig, PreprocessConfigError
-from .decode import load_image, read_audio, read_video_frames
-from .staging import Stager, to_device
-from .files import (
-    BACKENDS,
-    AudioInput,
-    Preprocessor,
-    VisualInput,
-    image_processor_class,
-    make_feature_extractor,
-    make_image_processor,
-    patchify_frames,
-    transformers_video,
-    whisper_features,
-)
-from .image import (
-    VisionInputs,
-    pil_to_rgb,
-    preprocess_images,
-    preprocess_video,
-    resize_bicubic,
-    sample_video_indices,
-    smart_resize,
-)
+from importlib import import_module
+
+# Name -> submodule; each loads on first use, so ``omnienc.preprocess.config`` (limits and settings,
+# no torch) serves the command line's help without importing torch.
+_LAZY = {
+    **dict.fromkeys(("RawAudio", "RawImages", "RawVideo", "preprocess_many"), ".batch"),
+    **dict.fromkeys(("AudioInputs", "MelLayout", "log_mel_frames", "log_mel", "mel_filter_bank",
+                     "preprocess_waveforms", "resample", "resampled_length"), ".audio"),
+    **dict.fromkeys(("InputError", "PreprocessConfig", "PreprocessConfigError"), ".config"),
+    **dict.fromkeys(("load_image", "read_audio", "read_video_frames"), ".decode"),
+    **dict.fromkeys(("Stager", "to_device"), ".staging"),
+    **dict.fromkeys(("BACKENDS", "AudioInput", "Preprocessor", "VisualInput", "image_processor_class",
+                     "make_feature_extractor", "make_image_processor", "patchify_frames", "transformers_video",
+                     "whisper_features"), ".files"),
+    **dict.fromkeys(("VisionInputs", "pil_to_rgb", "preprocess_images", "preprocess_video", "resize_bicubic",
+                     "sample_video_indices", "smart_resize"), ".image"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AudioInput",

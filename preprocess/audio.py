@@ -285,17 +285,19 @@ def _waveform(x, index: int) -> torch.Tensor:
                   "divide integer PCM by its full scale (e.g. 32768 for int16)")
         x = _from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, torch.Tensor):
-        _fail(index, "type", f"must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+        hint = " (a file name? decode it first: omnienc.preprocess.read_audio)" if isinstance(x, (str, bytes)) \
+            or hasattr(x, "__fspath__") else ""
+        _fail(index, "type", f"must be a torch.Tensor or a numpy array, got {type(x).__name__}{hint}")
     if not x.is_floating_point():
         _fail(index, "dtype", f"must be floating point (samples in [-1, 1]), got {x.dtype}; "
               "divide integer PCM by its full scale (e.g. 32768 for int16)")
     if x.dim() not in (1, 2):
         _fail(index, "shape", f"must be [samples] or [channels, samples], got {tuple(x.shape)}")
+    if x.numel() == 0:  # before the orientation check: [1, 0] is empty, not transposed
+        _fail(index, "shape", f"is {tuple(x.shape)}: the waveform has no samples")
     if x.dim() == 2 and x.shape[0] > x.shape[1]:
         _fail(index, "shape", f"is {tuple(x.shape)}: more channels than samples; pass [channels, samples] "
               "(soundfile returns [samples, channels]: transpose it)")
-    if x.shape[-1] == 0 or (x.dim() == 2 and x.shape[0] == 0):
-        _fail(index, "shape", f"is {tuple(x.shape)}: the waveform has no samples")
     return x
 
 
@@ -320,20 +322,33 @@ def check_waveforms(waveforms, sampling_rate, config: PreprocessConfig) -> tuple
             runtime reports as that request's ``ValueError`` on ``input_features``.
     """
     cfg = config
-    if isinstance(waveforms, (torch.Tensor, np.ndarray)):
-        waveforms = [waveforms]
+    if isinstance(waveforms, (torch.Tensor, np.ndarray, str, bytes)) or hasattr(waveforms, "__fspath__"):
+        waveforms = [waveforms]  # one item (a file name's characters are no waveforms)
     if not isinstance(waveforms, Sequence) or len(waveforms) == 0:
         raise ValueError("waveforms: expected a non-empty list of waveforms")
-    rates = list(sampling_rate) if isinstance(sampling_rate, Sequence) else [sampling_rate] * len(waveforms)
+    if isinstance(sampling_rate, (str, bytes)):
+        raise ValueError(f"sampling_rate is the string {sampling_rate!r}; pass a whole number of Hz (e.g. 16000), "
+                         "or one per waveform")
+    one = not isinstance(sampling_rate, (Sequence, np.ndarray, torch.Tensor)) or (
+        isinstance(sampling_rate, (np.ndarray, torch.Tensor)) and sampling_rate.ndim == 0)
+    rates = [sampling_rate] * len(waveforms) if one else list(sampling_rate)
     if len(rates) != len(waveforms):
         raise ValueError(f"sampling_rate: {len(rates)} rates for {len(waveforms)} waveforms")
     xs = [_waveform(x, i) for i, x in enumerate(waveforms)]
     for i, (x, rate) in enumerate(zip(xs, rates)):
-        integral = isinstance(rate, (int, np.integer)) or (isinstance(rate, float) and rate.is_integer())
-        if isinstance(rate, bool) or not integral or rate < 1:
-            _fail(i, "sampling_rate", f"must be a positive whole number of Hz, got {rate!r}")
+        if isinstance(rate, (np.ndarray, torch.Tensor)) and rate.ndim == 0:
+            rate = rate.item()
+        integral = isinstance(rate, (int, np.integer)) or (
+            isinstance(rate, (float, np.floating)) and float(rate).is_integer())
+        if isinstance(rate, (bool, np.bool_)) or not integral or rate < 1:
+            got = f"the string {rate!r}" if isinstance(rate, (str, bytes)) else repr(rate)
+            _fail(i, "sampling_rate", f"must be a positive whole number of Hz, got {got}")
         rates[i] = rate = int(rate)
         n16 = resampled_length(x.shape[-1], rate, cfg.sampling_rate)
+        if n16 > cfg.audio_seconds_limit * cfg.sampling_rate:
+            _fail(i, "length", f"is {x.shape[-1]:,} samples at {rate} Hz = {x.shape[-1] / rate:,.1f} s, above the "
+                  f"limit of {cfg.audio_seconds_limit:g} s (PreprocessConfig.audio_seconds_limit); cut it into "
+                  "shorter clips, or raise the limit where the machine holds it")
         if n16 < cfg.n_fft:
             _fail(i, "length", f"is {x.shape[-1]} samples at {rate} Hz ({n16} at {cfg.sampling_rate} Hz); "
                   f"an audio needs at least {cfg.n_fft} samples at {cfg.sampling_rate} Hz "

@@ -14,11 +14,28 @@ Defaults (Qwen3-Omni's, as its processor configures transformers' processors):
             mel bands (128), 0-8000 Hz.
 
 Pixel budgets given in output tokens scale with the square of ``patch_size * merge_size``.
+
+Limits (``*_limit``; raise them in the config where a machine holds more): inputs beyond them are
+refused with a ``ValueError`` naming the item and field before any work, and files whose header
+claims more are refused before decoding.
+
+    source_pixel_limit  pixels of one image or video frame as decoded, 89,478,485 (Pillow's
+                        decompression-bomb threshold: a quarter GiB of RGB; resizing takes 12
+                        bytes per pixel more).
+    pixel_limit         the most ``max_pixels`` and ``video_max_pixels`` may be: 8192 x 8192
+                        (262,144 patches of 16 px, the runtime grid's largest bucket size).
+    frame_limit         the most ``max_frames`` may be: 8192.
+    video_pixel_limit   a video's kept frames times their pixels, as decoded or resized, whichever
+                        is more: 768 frames of 3840 x 2160 (4K UHD at Qwen's most frames).
+    audio_seconds_limit one waveform's duration: 3600 s.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import operator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +52,11 @@ SAMPLING_RATE = 16000
 HOP_LENGTH = 160
 N_FFT = 400
 MAX_ASPECT_RATIO = 200  # smart_resize refuses longer sides more than this many times the shorter
+SOURCE_PIXEL_LIMIT = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
+PIXEL_LIMIT = 8192 * 8192
+FRAME_LIMIT = 8192
+VIDEO_PIXEL_LIMIT = 768 * 3840 * 2160
+AUDIO_SECONDS_LIMIT = 3600.0
 
 
 class InputError(ValueError):
@@ -43,6 +65,21 @@ class InputError(ValueError):
 
 class PreprocessConfigError(ValueError):
     """Inconsistent preprocessing settings; the message names the setting."""
+
+
+def _positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1 (ints and integer-valued numbers; not bools, strings or fractions)."""
+    if isinstance(value, bool):
+        raise PreprocessConfigError(f"{name} is {value!r}; it must be a positive integer")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()):
+            raise PreprocessConfigError(f"{name} is {value!r}; it must be a positive integer") from None
+        v = int(value)
+    if v < 1:
+        raise PreprocessConfigError(f"{name} is {v}; it must be a positive integer")
+    return v
 
 
 @dataclass
@@ -59,6 +96,8 @@ class PreprocessConfig:
         max_frames: at most this many frames per video (uniformly subsampled).
         num_mel_bins: mel bands of the audio features.
         sampling_rate, hop_length, n_fft: Whisper's STFT (fixed: the audio encoder was trained on them).
+        source_pixel_limit, pixel_limit, frame_limit, video_pixel_limit, audio_seconds_limit: what
+            preprocessing accepts at most (see the module docstring).
         graphs: on CUDA, replay a CUDA graph of a layout seen before (``preprocess.graphs``): ~10
             Python launches per request become one replay.
         pin_host_inputs: send host inputs through one pinned buffer and one asynchronous copy,
@@ -80,6 +119,11 @@ class PreprocessConfig:
     video_min_frames: int = VIDEO_MIN_FRAMES
     max_frames: int = MAX_FRAMES
     num_mel_bins: int = 128
+    source_pixel_limit: int = SOURCE_PIXEL_LIMIT
+    pixel_limit: int = PIXEL_LIMIT
+    frame_limit: int = FRAME_LIMIT
+    video_pixel_limit: int = VIDEO_PIXEL_LIMIT
+    audio_seconds_limit: float = AUDIO_SECONDS_LIMIT
     graphs: bool = True
     pin_host_inputs: bool = False
     sampling_rate: int = field(default=SAMPLING_RATE, init=False)
@@ -95,10 +139,15 @@ class PreprocessConfig:
         if self.video_max_pixels is None:
             self.video_max_pixels = VIDEO_MAX_TOKENS * tokens_px
         self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
-        for name in ("patch_size", "temporal_patch_size", "merge_size", "min_pixels", "max_pixels",
-                     "video_min_pixels", "video_max_pixels", "video_min_frames", "max_frames", "num_mel_bins"):
-            if int(getattr(self, name)) < 1:
-                raise PreprocessConfigError(f"{name} is {getattr(self, name)}; it must be a positive integer")
+        for name in ("patch_size", "temporal_patch_size", "merge_size", "in_channels", "min_pixels", "max_pixels",
+                     "video_min_pixels", "video_max_pixels", "video_min_frames", "max_frames", "num_mel_bins",
+                     "source_pixel_limit", "pixel_limit", "frame_limit", "video_pixel_limit"):
+            setattr(self, name, _positive_int(name, getattr(self, name)))
+        for name in ("video_fps", "audio_seconds_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise PreprocessConfigError(f"{name} is {value!r}; it must be a finite number")
+            setattr(self, name, float(value))
         if self.in_channels != 3:
             raise PreprocessConfigError(
                 f"the vision encoder takes {self.in_channels} channels; preprocessing makes RGB (3)")
@@ -117,6 +166,14 @@ class PreprocessConfig:
                 raise PreprocessConfigError(f"{name} is {getattr(self, name)!r}; it must be True or False")
         if not self.video_fps >= 0:
             raise PreprocessConfigError(f"video_fps is {self.video_fps}; pass 0 (every frame) or a positive rate")
+        if not self.audio_seconds_limit > 0:
+            raise PreprocessConfigError(f"audio_seconds_limit is {self.audio_seconds_limit}; it must be > 0")
+        for name, limit in (("max_pixels", "pixel_limit"), ("video_max_pixels", "pixel_limit"),
+                            ("max_frames", "frame_limit")):
+            if getattr(self, name) > getattr(self, limit):
+                raise PreprocessConfigError(
+                    f"{name} {getattr(self, name)} is above {limit} {getattr(self, limit)}, the most preprocessing "
+                    f"accepts; lower {name}, or raise {limit} where a machine holds more")
 
     @property
     def factor(self) -> int:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,22 @@ from .decode import load_image, read_audio, read_video_frames
 from .image import preprocess_images, preprocess_video
 
 BACKENDS = ("torch", "transformers")
+
+
+@contextlib.contextmanager
+def _out_of_memory(path: Path, what: str):
+    """Running out of memory while preprocessing ``path`` as an ``InputError`` naming it (host
+    allocations fail as ``MemoryError`` or torch's CPU allocator's ``RuntimeError``)."""
+    try:
+        yield
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        raise InputError(f"{path}: out of memory while preprocessing {what} ({type(e).__name__}); "
+                         "lower max_pixels / max_frames, or downscale the file") from None
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):
+            raise
+        raise InputError(f"{path}: out of memory while preprocessing {what}; lower max_pixels / max_frames, "
+                         "or downscale the file") from None
 
 
 @dataclass
@@ -173,15 +190,16 @@ class Preprocessor:
     def image(self, path) -> VisualInput:
         """One image -> ``pixel_values [h*w, C*Tp*P*P]`` and grid ``(1, h, w)``."""
         path = Path(path)
-        im = load_image(path)
+        im = load_image(path, self.cfg)
         if self.backend == "transformers":
             pixel_values, grids = self._hf(self.image_processor, [im], path)
             grid = tuple(grids[0])
         else:
-            try:
-                out = preprocess_images([im], self.cfg, device=self.device)
-            except ValueError as e:
-                raise InputError(f"{path}: {e}") from None
+            with _out_of_memory(path, f"a {im.width}x{im.height} (width x height) image"):
+                try:
+                    out = preprocess_images([im], self.cfg, device=self.device)
+                except ValueError as e:
+                    raise InputError(f"{path}: {e}") from None
             pixel_values, grid = out.pixel_values, out.grid_thw[0]
         P = self.cfg.patch_size
         meta = {"source": str(path), "size": [im.height, im.width], "resized": [grid[1] * P, grid[2] * P]}
@@ -198,10 +216,11 @@ class Preprocessor:
             except ValueError as e:  # e.g. an aspect ratio above 200
                 raise InputError(f"{path}: the image processor refused it ({e})") from None
         else:
-            try:  # the frames were sampled while decoding (fps=None keeps them)
-                out = preprocess_video(frames, cfg, device=self.device)
-            except ValueError as e:
-                raise InputError(f"{path}: {e}") from None
+            with _out_of_memory(path, f"{len(frames)} frames of {frames[0].width}x{frames[0].height} (width x height)"):
+                try:  # the frames were sampled while decoding (fps=None keeps them)
+                    out = preprocess_video(frames, cfg, device=self.device)
+                except ValueError as e:
+                    raise InputError(f"{path}: {e}") from None
             pixel_values, grid = out.pixel_values, out.grid_thw[0]
         P = cfg.patch_size
         meta = {"source": str(path), "frames": len(frames), "frame_indices": indices,
@@ -215,7 +234,7 @@ class Preprocessor:
         at 16 kHz)."""
         path = Path(path)
         cfg = self.cfg
-        x, rate, channels = read_audio(path)
+        x, rate, channels = read_audio(path, cfg)
         if self.backend == "transformers":
             wave = resample(torch.from_numpy(x).mean(0), rate, cfg.sampling_rate)
             if wave.shape[0] < cfg.n_fft:
@@ -223,12 +242,13 @@ class Preprocessor:
                                  f"an audio needs at least {cfg.n_fft}")
             features = whisper_features(self.feature_extractor, wave.numpy())
         else:
-            try:
-                features = preprocess_waveforms([x], rate, cfg, device=self.device).input_features
-            except ValueError as e:
-                if "field 'length'" in str(e):
-                    raise InputError(f"{path}: too short: {str(e).split(': ', 1)[1]}") from None
-                raise InputError(f"{path}: {e}") from None
+            with _out_of_memory(path, f"{x.shape[1] / rate:.1f} s of audio"):
+                try:
+                    features = preprocess_waveforms([x], rate, cfg, device=self.device).input_features
+                except ValueError as e:
+                    if "field 'length'" in str(e) and x.shape[1] / rate <= cfg.audio_seconds_limit:
+                        raise InputError(f"{path}: too short: {str(e).split(': ', 1)[1]}") from None
+                    raise InputError(f"{path}: {e}") from None
         seconds = x.shape[1] / rate
         meta = {"source": str(path), "sample_rate": rate, "channels": channels, "seconds": round(seconds, 6)}
         return AudioInput(features, meta)

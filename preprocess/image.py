@@ -28,6 +28,8 @@ nothing waits for the device.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -128,7 +130,10 @@ def _image_size(x, kind: str, index: int) -> tuple[int, int]:
             _fail(kind, index, "size", f"is {h}x{w} pixels; an image needs at least one pixel")
         return h, w
     if not isinstance(x, (torch.Tensor, np.ndarray)):
-        _fail(kind, index, "type", f"must be a PIL image, a torch.Tensor or a numpy array, got {type(x).__name__}")
+        hint = " (a file name? decode it first: omnienc.preprocess.load_image)" if isinstance(x, (str, bytes)) \
+            or hasattr(x, "__fspath__") else ""
+        _fail(kind, index, "type",
+              f"must be a PIL image, a torch.Tensor or a numpy array, got {type(x).__name__}{hint}")
     dtype = x.dtype
     if dtype not in (torch.uint8, np.uint8):
         _fail(kind, index, "dtype", f"must be uint8 (pixel values 0-255), got {dtype}")
@@ -151,12 +156,35 @@ def _resolve_device(device, items) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_budget(min_pixels: int, max_pixels: int) -> None:
+def _check_budget(min_pixels: int, max_pixels: int, limit: int) -> None:
     if min_pixels < 1 or max_pixels < 1 or min_pixels > max_pixels:
         raise ValueError(f"min_pixels {min_pixels} and max_pixels {max_pixels}: need 1 <= min_pixels <= max_pixels")
+    if max_pixels > limit:
+        raise ValueError(f"max_pixels {max_pixels} is above the limit of {limit} (PreprocessConfig.pixel_limit); "
+                         "pass a smaller max_pixels, or raise the limit where a machine holds more")
 
 
-@lru_cache(maxsize=32)
+def _pixel_count(name: str, value) -> int:
+    """A pixel budget given by the caller: an integer (not a bool, string or fraction)."""
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} is {value!r}; pass a whole number of pixels")
+    try:
+        return operator.index(value)
+    except TypeError:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{name} is {value!r}; pass a whole number of pixels") from None
+
+
+def _check_source(kind: str, index: int, size: tuple[int, int], cfg: PreprocessConfig) -> None:
+    """Refuses an image or frame of more than ``source_pixel_limit`` pixels, before any work."""
+    h, w = size
+    if h * w > cfg.source_pixel_limit:
+        _fail(kind, index, "size", f"is {h}x{w} (height x width) = {h * w:,} pixels, above the limit of "
+              f"{cfg.source_pixel_limit:,} (PreprocessConfig.source_pixel_limit); downscale it first, or raise "
+              "the limit where the machine holds it (resizing takes 12 bytes per pixel)")
+
+
 @lru_cache(maxsize=16)
 def _norm_constants(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``scale, bias`` ``[C, 1, 1, 1]`` on ``device`` with ``x * scale + bias == (x / 255 - mean) / std``."""
@@ -207,14 +235,17 @@ def _write_patches(dst: torch.Tensor, frames: torch.Tensor, cfg: PreprocessConfi
 
 
 def _image_budget(cfg: PreprocessConfig, min_pixels, max_pixels, video: bool = False) -> tuple[int, int]:
-    lo = (cfg.video_min_pixels if video else cfg.min_pixels) if min_pixels is None else int(min_pixels)
-    hi = (cfg.video_max_pixels if video else cfg.max_pixels) if max_pixels is None else int(max_pixels)
-    _check_budget(lo, hi)
+    lo = _pixel_count("min_pixels", min_pixels) if min_pixels is not None else (
+        cfg.video_min_pixels if video else cfg.min_pixels)
+    hi = _pixel_count("max_pixels", max_pixels) if max_pixels is not None else (
+        cfg.video_max_pixels if video else cfg.max_pixels)
+    _check_budget(lo, hi, cfg.pixel_limit)
     return lo, hi
 
 
 def _image_list(images) -> list:
-    if _is_pil(images) or isinstance(images, (torch.Tensor, np.ndarray)):
+    # One item, not a sequence of them (a file name is a string: its characters are no images).
+    if _is_pil(images) or isinstance(images, (torch.Tensor, np.ndarray, str, bytes)) or hasattr(images, "__fspath__"):
         images = [images]
     if not isinstance(images, Sequence) or len(images) == 0:
         raise ValueError("images: expected a non-empty list of images")
@@ -224,6 +255,8 @@ def _image_list(images) -> list:
 def _plan_images(images: list, cfg: PreprocessConfig, lo: int, hi: int) -> tuple[list, list]:
     """Validates a list of images; returns their sizes and resize targets (host ints, no pixel read)."""
     sizes = [_image_size(x, "image", i) for i, x in enumerate(images)]
+    for i, size in enumerate(sizes):
+        _check_source("image", i, size, cfg)
     targets = []
     for i, (h, w) in enumerate(sizes):
         try:
@@ -405,8 +438,9 @@ class VideoPlan:
 def plan_video(frames, cfg: PreprocessConfig, fps=None, min_pixels=None, max_pixels=None) -> VideoPlan:
     """Validates a video (see ``preprocess_video``) and plans it; reads no pixel."""
     lo, hi = _image_budget(cfg, min_pixels, max_pixels, video=True)
-    if fps is not None and not (isinstance(fps, (int, float)) and fps > 0 and math.isfinite(fps)):
-        raise ValueError(f"fps is {fps!r}: pass the frames' rate in frames per second (> 0), or None")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, numbers.Real)
+                            or not (fps > 0 and math.isfinite(fps))):
+        raise ValueError(f"fps is {fps!r}: pass the frames' rate in frames per second (a number > 0), or None")
     if isinstance(frames, (torch.Tensor, np.ndarray)):
         if frames.dtype not in (torch.uint8, np.uint8):
             raise ValueError(f"frames: field 'dtype' must be uint8 (pixel values 0-255), got {frames.dtype}")
@@ -427,11 +461,22 @@ def plan_video(frames, cfg: PreprocessConfig, fps=None, min_pixels=None, max_pix
                 _fail("frame", i, "size", f"is {s[0]}x{s[1]} but frame 0 is {sizes[0][0]}x{sizes[0][1]}; "
                       "a video's frames share one size")
         size, count = sizes[0], len(frames)
+    if size[0] * size[1] > cfg.source_pixel_limit:
+        raise ValueError(f"frames: field 'size' is {size[0]}x{size[1]} (height x width) = {size[0] * size[1]:,} "
+                         f"pixels per frame, above the limit of {cfg.source_pixel_limit:,} "
+                         "(PreprocessConfig.source_pixel_limit); downscale the frames first")
     try:
         th, tw = smart_resize(*size, cfg.factor, lo, hi)
     except ValueError as e:
         raise ValueError(f"frames: field 'size' cannot be resized: {e}") from None
     keep = sample_video_indices(count, fps, cfg)
+    padded_count = len(keep) + (-len(keep) % cfg.temporal_patch_size)
+    pixels = padded_count * max(size[0] * size[1], th * tw)
+    if pixels > cfg.video_pixel_limit:
+        raise ValueError(f"frames: field 'shape' keeps {padded_count} frames of {size[0]}x{size[1]} (height x width; "
+                         f"resized to {th}x{tw}) = {pixels:,} pixels, above the limit of {cfg.video_pixel_limit:,} "
+                         "(PreprocessConfig.video_pixel_limit); lower max_frames, video_fps or max_pixels, "
+                         "or split the video")
     Tp, P = cfg.temporal_patch_size, cfg.patch_size
     padded = keep + keep[-1:] * (-len(keep) % Tp)  # an odd count repeats the last frame
     return VideoPlan(frames, size, (th, tw), keep, padded, (len(padded) // Tp, th // P, tw // P))

@@ -373,7 +373,11 @@ class BucketGrid:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BucketGrid:
-        """Loads and validates a YAML grid file; errors name the file."""
+        """Loads and validates a YAML grid file; errors name the file. An empty file is an error
+        (every request would silently run as a fallback); ``dtype: ...`` alone means no buckets."""
+        if Path(path).is_dir():
+            raise GridError(f"grid file {str(path)!r} is a folder; name a YAML file "
+                            "(e.g. omnienc/configs/qwen3_omni.yaml)")
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -400,6 +404,12 @@ class BucketGrid:
             raise GridError(f"{source}: invalid YAML{where}: {problem}; fix the syntax") from None
         except GridError as e:  # a duplicate key
             raise GridError(f"{source}: {e}") from None
+        if d is None:  # a mapping without modalities is a deliberate eager-only grid; nothing at all is not
+            raise GridError(
+                f"{source}: the file is empty (no YAML, or only comments): every request would run eagerly "
+                "as a fallback; give at least one modality, e.g. 'vision: {patches: [1024, 4096], batch: [1, 8]}', "
+                "or write 'dtype: bfloat16' to mean no buckets at all"
+            )
         try:
             return cls.from_dict(d)
         except GridError as e:
@@ -411,7 +421,9 @@ class BucketGrid:
         if header:
             text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines()) + text
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            from omnienc.runtime.atomic import write_text_atomically
+
+            write_text_atomically(path, text)  # whole or not at all
         return text
 
     @classmethod

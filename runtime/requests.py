@@ -31,7 +31,9 @@ class VisionRequest:
     def from_images(cls, images, *, min_pixels=None, max_pixels=None, device=None, config=None) -> VisionRequest:
         """One request holding ``images`` (PIL images in any mode, or uint8 ``[H, W, 3]`` tensors),
         preprocessed as Qwen3-Omni's image processor on ``device``; grid rows in order. ``config``: a
-        ``PreprocessConfig`` (default Qwen3-Omni's). See ``omnienc.preprocess.preprocess_images``."""
+        ``PreprocessConfig`` (default Qwen3-Omni's, with its limits: ``source_pixel_limit`` per image,
+        ``pixel_limit`` on ``max_pixels``). Raises ``ValueError`` naming the image and field before
+        any work. See ``omnienc.preprocess.preprocess_images``."""
         from omnienc.preprocess import preprocess_images
 
         out = preprocess_images(images, config, min_pixels=min_pixels, max_pixels=max_pixels, device=device)
@@ -41,8 +43,9 @@ class VisionRequest:
     def from_video(cls, frames, *, fps=None, min_pixels=None, max_pixels=None, device=None,
                    config=None) -> VisionRequest:
         """One request holding one video (uint8 ``[T, H, W, 3]`` or a list of frames), sampled at
-        ``fps`` and grouped in temporal pairs as Qwen3-Omni does. See
-        ``omnienc.preprocess.preprocess_video``."""
+        ``fps`` and grouped in temporal pairs as Qwen3-Omni does. Refused before any work, with a
+        ``ValueError`` naming the field, beyond ``config``'s ``source_pixel_limit`` (per frame) or
+        ``video_pixel_limit`` (kept frames x pixels). See ``omnienc.preprocess.preprocess_video``."""
         from omnienc.preprocess import preprocess_video
 
         out = preprocess_video(frames, config, fps=fps, min_pixels=min_pixels, max_pixels=max_pixels, device=device)
@@ -59,8 +62,10 @@ class AudioRequest:
     @classmethod
     def from_waveforms(cls, waveforms, sampling_rate=16000, *, device=None, config=None) -> AudioRequest:
         """One request holding ``waveforms`` (float ``[samples]`` or ``[channels, samples]``, at
-        ``sampling_rate``), turned into Whisper log-mel features as Qwen3-Omni's processor does, on
-        ``device``. See ``omnienc.preprocess.preprocess_waveforms``."""
+        ``sampling_rate``: a whole number of Hz, or one per waveform), turned into Whisper log-mel
+        features as Qwen3-Omni's processor does, on ``device``. A waveform longer than ``config``'s
+        ``audio_seconds_limit`` is refused before any work. See
+        ``omnienc.preprocess.preprocess_waveforms``."""
         from omnienc.preprocess import preprocess_waveforms
 
         out = preprocess_waveforms(waveforms, sampling_rate, config, device=device)
@@ -73,8 +78,9 @@ def preprocess_requests(items, *, device=None, config=None, graphs: bool | None 
     ``from_waveforms``); returns one ``VisionRequest`` / ``AudioRequest`` per item, in order, equal to
     what those constructors make, with one kernel group per image size, video and audio batch
     instead of one per request, and on CUDA one graph replay for a layout seen before (``graphs``;
-    default on, see ``omnienc.preprocess.graphs``).
-    See ``omnienc.preprocess.preprocess_many``."""
+    default on, see ``omnienc.preprocess.graphs``). A bad or oversized item raises
+    ``ValueError("item k: ...")`` naming the request, its image, frame or waveform and the field,
+    before any work. See ``omnienc.preprocess.preprocess_many``."""
     from omnienc.preprocess import AudioInputs, preprocess_many
 
     out = []

@@ -10,7 +10,6 @@ every knob is in ``config.RuntimeConfig``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from .requests import NonFiniteOutput, check_finite
 
 
 _NO_DEVICE = contextlib.nullcontext()  # reusable: what ``_on_device`` enters off CUDA
+_UNSET = object()  # a keyword argument not given: the config's value stands
 
 
 class Batch:
@@ -107,20 +107,22 @@ class EncoderRuntime:
         device: where the encoders live (default: their device).
         config: every other knob (``RuntimeConfig``; default: its defaults).
         modalities: other modalities, each a ``(Modality, its ModalityGrid or None)`` pair.
-        **settings: ``RuntimeConfig`` fields over ``config`` (``attention="fastest"``,
-            ``exact_graphs=False``, ...; ``eager_cudnn_tokens=None`` keeps the default).
+        use_cuda_graphs, trace_path, attention, eager_attention, exact_graphs, eager_merge,
+            eager_cudnn_tokens: those fields of ``config``, where given (``eager_cudnn_tokens=None``
+            keeps the default).
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
                  config: RuntimeConfig | None = None, *, modalities: Sequence[tuple[Modality, object]] = (),
-                 **settings):
+                 use_cuda_graphs=_UNSET, trace_path=_UNSET, attention=_UNSET, eager_attention=_UNSET,
+                 exact_graphs=_UNSET, eager_merge=_UNSET, eager_cudnn_tokens=_UNSET):
+        given = {k: v for k, v in (("use_cuda_graphs", use_cuda_graphs), ("trace_path", trace_path),
+                                   ("attention", attention), ("eager_attention", eager_attention),
+                                   ("exact_graphs", exact_graphs), ("eager_merge", eager_merge),
+                                   ("eager_cudnn_tokens", eager_cudnn_tokens))
+                 if v is not _UNSET and not (k == "eager_cudnn_tokens" and v is None)}
         config = config or RuntimeConfig()
-        if settings.get("eager_cudnn_tokens", 0) is None:
-            del settings["eager_cudnn_tokens"]
-        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(RuntimeConfig)})
-        if unknown:
-            raise TypeError(f"EncoderRuntime: unknown setting(s) {unknown}; see RuntimeConfig for every knob")
-        self.config = config = config.replace(**settings) if settings else config
+        self.config = config = config.replace(**given) if given else config
         grid = grid or BucketGrid.default()
         self.grid = grid
         specs = [(VisionModality(vision), grid.vision)] if vision is not None else []

@@ -109,9 +109,12 @@ def read_trace(path: str | Path) -> list[TraceRecord]:
     """Reads and validates a JSONL trace; blank lines are skipped.
 
     Raises:
-        TraceError: The file is missing, or a line is invalid (the message names the file,
-            the line number and the field).
+        TraceError: The file is missing, a folder, not UTF-8 text, holds no record (nothing to
+            simulate or tune on), or a line is invalid (the message names the file, the line
+            number and the field).
     """
+    if Path(path).is_dir():
+        raise TraceError(f"trace file {str(path)!r} is a folder; name a JSONL file")
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -119,7 +122,12 @@ def read_trace(path: str | Path) -> list[TraceRecord]:
             f"trace file {str(path)!r} not found; record one with TraceRecorder or generate one "
             "with `omnienc tracegen -o trace.jsonl`"
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise TraceError(
+            f"trace file {str(path)!r}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "a trace is JSON lines"
+        ) from None
+    except OSError as e:
         raise TraceError(f"cannot read trace file {str(path)!r}: {e}") from None
     records = []
     for n, line in enumerate(lines, 1):
@@ -128,12 +136,21 @@ def read_trace(path: str | Path) -> list[TraceRecord]:
                 records.append(TraceRecord.from_json(line))
             except TraceError as e:
                 raise TraceError(f"{path}:{n}: {e}") from None
+    if not records:
+        raise TraceError(
+            f"trace file {str(path)!r} holds no requests ({'empty' if not lines else 'only blank lines'}); "
+            "a trace needs at least one JSON line, e.g. "
+            '{"ts": 0.0, "modality": "audio", "frames": [1000]}'
+        )
     return records
 
 
 def write_trace(path: str | Path, records: Iterable[TraceRecord]) -> None:
-    """Writes records as JSON lines, replacing the file."""
-    with open(path, "w", encoding="utf-8") as f:
+    """Writes records as JSON lines, replacing the file whole or not at all (a failure while
+    writing leaves the old file, if any, as it was)."""
+    from omnienc.runtime.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.writelines(r.to_json() + "\n" for r in records)
 
 
@@ -149,6 +166,8 @@ class TraceRecorder:
     """
 
     def __init__(self, path: str | Path) -> None:
+        if Path(path).is_dir():
+            raise TraceError(f"trace file {str(path)!r} is a folder; name a JSONL file to append to")
         self._file = open(path, "a", encoding="utf-8")
         self._lock = threading.Lock()
         self._t0 = time.monotonic()

@@ -342,9 +342,15 @@ def tune(
 
     Returns:
         The chosen grid with its predicted time, and the base's.
+
+    Raises:
+        ValueError: an empty trace, or bad limits (``GridError``).
     """
     if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 0:
         raise GridError(f"max_graphs={max_graphs!r} must be an integer >= 0")
+    if len(records) == 0:
+        raise ValueError("records: the trace is empty; a grid tuned on no requests would only be a guess "
+                         "(record a trace with EncoderRuntime(trace_path=...) or write one with omnienc tracegen)")
     if max_graph_bytes is not None and not max_graph_bytes > 0:
         raise GridError(f"max_graph_bytes={max_graph_bytes!r} must be > 0")
     batching = resolve_batching(batching, step_ms)

@@ -615,7 +615,7 @@ def test_exact_graphs_replay_repeated_layouts(encoders, monkeypatch):
         return g, g.outputs
 
     monkeypatch.setattr(cuda_graphs, "capture_live", fake_capture)
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, exact_graphs=True, exact_max_graphs=2)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=RuntimeConfig(exact_graphs=True, exact_max_graphs=2))
     rt.capture(progress=False)
 
     def layout():  # two vision requests in one pack, one audio request; fresh inputs each call
@@ -692,7 +692,7 @@ def test_exact_captures_are_paid_for_by_replays(encoders, monkeypatch):
         return g, g.outputs
 
     monkeypatch.setattr(cuda_graphs, "capture_live", fake_capture)
-    rt = EncoderRuntime(vision=vis, grid=GRID, exact_graphs=True, exact_credit=3, exact_refill=4)
+    rt = EncoderRuntime(vision=vis, grid=GRID, config=RuntimeConfig(exact_graphs=True, exact_credit=3, exact_refill=4))
     lane = rt.vision
     runs = 0
     for side in range(1, 11):  # ten layouts, each seen twice in a row: every second sighting wants a capture

@@ -20,7 +20,7 @@ from torch import nn
 from transformers.models.qwen3_omni_moe.configuration_qwen3_omni_moe import Qwen3OmniMoeThinkerConfig
 from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import Qwen3OmniMoeThinkerForConditionalGeneration
 
-from omnienc.encoders.hf_compat import HFAudioAdapter, HFVisionAdapter, encoder_holder, swap_thinker_encoders
+from omnienc.integrations.hf_thinker import HFAudioAdapter, HFVisionAdapter, encoder_holder, swap_thinker_encoders
 
 HIDDEN = 64  # text hidden size = vision out_hidden_size = audio output_dim
 N_TEXT = 100  # plain text tokens are 0..99; special tokens follow

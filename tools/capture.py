@@ -7,65 +7,85 @@ import json
 import sys
 import time
 
+from .args import HelpFormatter, UsageError, add_number, check_output, command, error, progress_wanted
+
+OUTPUT_SUFFIXES = (".yaml", ".yml")
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("capture", help="capture every bucket's CUDA graph (engine warm-up)",
+                              formatter_class=HelpFormatter,
                               description="Build the encoders, capture every bucket of the grid, print per-bucket "
                               "capture time and the graph pool's memory; --verify compares each bucket's replay "
                               "with the eager forward on random inputs and exits 1 on a mismatch. --calibrate "
-                              "-o FILE instead measures the cost model of `replay` and `tune` (under 2 minutes "
-                              "on an H200 at the real sizes; on a CPU with --sizes reduced for a quick check).")
+                              "-o FILE instead measures the cost model of omnienc simulate and omnienc tune (under 2 "
+                              "minutes on an H200 at the real sizes; on a CPU with --sizes reduced for a quick check).")
     p.add_argument("--grid", help="bucket grid YAML (default: the packaged configs/qwen3_omni.yaml)")
     p.add_argument("--checkpoint", help="Qwen3-Omni checkpoint folder (default: random weights)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--devices", default=None, metavar="0,1",
                    help="CUDA device indices: one runtime per device (same weights, copied from the first), "
                    "each captured on its own device and reported (and verified) per device")
-    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None, help="default: the grid's dtype")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                   help="default: float32 on a CPU (its bfloat16 kernels are slow), else the grid's dtype "
+                   "(with --calibrate: bfloat16)")
     p.add_argument("--sizes", choices=["real", "reduced"], default=None,
                    help="random-weight model sizes (default: real on CUDA, reduced on CPU)")
     p.add_argument("--verify", action="store_true", help="check every bucket's replay against the eager forward")
     p.add_argument("--calibrate", action="store_true",
                    help="instead of the grid: time replays of a probe grid and eager runs, and write the "
-                   "cost model that `omnienc simulate` and `tune` use (--costs) to -o FILE")
-    p.add_argument("-o", "--output", default=None, metavar="FILE", help="with --calibrate: the cost model YAML to write")
-    p.add_argument("--repeats", type=int, default=7,
-                   help="with --calibrate: timed replays per probe (default 7; eager runs: half as many)")
-    p.add_argument("--warmup", type=int, default=2, help="with --calibrate: untimed runs before each probe (default 2)")
+                   "cost model that omnienc simulate and omnienc tune use (--costs) to -o FILE")
+    p.add_argument("-o", "--output", default=None, metavar="FILE.yaml",
+                   help="with --calibrate: the cost model YAML to write (written whole or not at all)")
+    add_number(p, "--repeats", lo=1, hi=10_000, default=7, metavar="N",
+               help="with --calibrate: timed replays per probe (default 7; eager runs: half as many)")
+    add_number(p, "--warmup", lo=0, hi=10_000, default=2, metavar="N",
+               help="with --calibrate: untimed runs before each probe (default 2)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=command("capture", run))
     return p
 
 
 def load_grid(path):
+    """The grid at ``path`` (default: the packaged one); ``UsageError`` naming the file if unusable."""
     from ..runtime import BucketGrid, GridError
 
     try:
         return BucketGrid.from_yaml(path) if path else BucketGrid.default()
     except (OSError, GridError) as e:
-        raise SystemExit(f"omnienc: cannot use grid {path}: {e}") from None
+        raise UsageError(f"cannot use grid {path}: {e}") from None
+
+
+def run_dtype(args, device: str, grid_dtype: str) -> tuple[str, str]:
+    """The dtype to build in, and a note when it is not what the user or the grid asked for."""
+    if args.dtype:
+        slow = device == "cpu" and args.dtype != "float32"
+        return args.dtype, " (the CPU's bfloat16 and float16 kernels are slow)" if slow else ""
+    if device == "cpu":
+        return "float32", f" (the CPU's default; the grid's {grid_dtype} is for CUDA graphs; --dtype to choose)"
+    return grid_dtype, ""
 
 
 def calibrate(args) -> int:
     """``capture --calibrate``: measures a cost model on the encoders and writes it to ``args.output``."""
     import shlex
 
+    from ..runtime.atomic import atomic_path
     from ..runtime.calibrate import PROBES, calibrate
     from ..runtime.costs import CostModel
-    from .models import build_encoders, default_device
+    from .models import build_encoders, device_from_arg
 
     if not args.output:
-        print("omnienc capture: error: --calibrate needs -o FILE (the cost model to write)", file=sys.stderr)
-        return 2
-    if args.repeats < 1 or args.warmup < 0:
-        print(f"omnienc capture: error: --repeats {args.repeats} must be >= 1 and --warmup {args.warmup} >= 0",
-              file=sys.stderr)
-        return 2
-    device = args.device or default_device()
+        return error("capture", "--calibrate needs -o FILE (the cost model to write)")
+    check_output("-o", args.output, OUTPUT_SUFFIXES, [("--grid", args.grid)] + _checkpoint_files(args))
+    try:
+        device = str(device_from_arg(args.device))
+    except ValueError as e:
+        return error("capture", str(e))
     sizes = args.sizes or ("real" if device.startswith("cuda") else "reduced")
-    dtype = args.dtype or ("float32" if device == "cpu" else "bfloat16")
-    if device == "cpu" and dtype != "float32":
-        dtype = "float32"  # as for capture: CPU kernels for bf16 are slow; the CPU path is eager anyway
+    dtype, note = run_dtype(args, device, "bfloat16")
+    if note:
+        print(f"dtype {dtype}{note}")
     t0 = time.perf_counter()
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     command = shlex.join(["omnienc", "capture", "--calibrate", "-o", args.output, "--device", device,
@@ -84,11 +104,11 @@ def calibrate(args) -> int:
         "ms: median of samples (every timed run, ms). Used by `omnienc simulate/tune --costs FILE`.",
     ])
     try:
-        model.save(args.output, header=header)
-        CostModel.load(args.output)  # the written file must load
+        with atomic_path(args.output) as tmp:
+            model.save(tmp, header=header)
+            CostModel.load(tmp)  # the written file must load before it replaces anything
     except OSError as e:
-        print(f"omnienc capture: error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 2
+        return error("capture", f"cannot write {args.output}: {e}; nothing was written")
     print(f"wrote {args.output} ({time.perf_counter() - t0:.1f} s in all)")
     return 0
 
@@ -96,34 +116,41 @@ def calibrate(args) -> int:
 def devices_of(args) -> list[str]:
     """The devices a command runs on: ``--devices`` (CUDA indices, checked) or ``--device`` (default:
     cuda if available). Raises ``ValueError`` naming what is wrong."""
-    from .models import default_device, parse_devices
+    from .models import device_from_arg, parse_devices
 
     if getattr(args, "devices", None) is None:
-        return [args.device or default_device()]
+        return [str(device_from_arg(args.device))]
     if args.device is not None:
         raise ValueError(f"give --device or --devices, not both (got --device {args.device} --devices {args.devices})")
     return [f"cuda:{i}" for i in parse_devices(args.devices)]
 
 
+def _checkpoint_files(args) -> list[tuple[str, object]]:
+    from pathlib import Path
+
+    root = Path(args.checkpoint) if args.checkpoint else None
+    return [("--checkpoint", p) for p in sorted(root.iterdir()) if p.is_file()] if root and root.is_dir() else []
+
+
 def run(args) -> int:
     if args.calibrate:
         if args.devices is not None:
-            print("omnienc capture: error: --calibrate measures one device; use --device cuda:N", file=sys.stderr)
-            return 2
+            return error("capture", "--calibrate measures one device; use --device cuda:N")
         return calibrate(args)
+    if args.output:
+        return error("capture", "-o is the cost model --calibrate writes; add --calibrate, or leave -o out")
     from .models import build_encoders, device_context, replicate
 
     try:
         devices = devices_of(args)
     except ValueError as e:
-        print(f"omnienc capture: error: {e}", file=sys.stderr)
-        return 2
+        return error("capture", str(e))
     grid = load_grid(args.grid)
     device = devices[0]
     sizes = args.sizes or ("real" if device.startswith("cuda") else "reduced")
-    dtype = args.dtype or grid.dtype
-    if device == "cpu" and dtype != "float32":
-        dtype = "float32"  # CPU kernels for bf16 are slow and less exact; say so below
+    dtype, note = run_dtype(args, device, grid.dtype)
+    if note and not args.json:
+        print(f"dtype {dtype}{note}")
     t0 = time.perf_counter()
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     built_s = time.perf_counter() - t0
@@ -152,7 +179,7 @@ def capture_one(args, grid, vis, aud, device: str, dtype: str, sizes: str, built
     from ..runtime.verify import verify_buckets
 
     rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device)
-    info = rt.capture(progress=not args.json)
+    info = rt.capture(progress=progress_wanted(not args.json))
     stats = rt.stats()
     report = {
         "device": device, "dtype": dtype,
@@ -183,10 +210,11 @@ def print_report(report: dict, verified: bool | None, header: bool = False) -> N
         print(f"== {device} ==")
     how = f"copied from {report['copied_from']}" if "copied_from" in report else "built"
     print(f"device {device}, {report['dtype']}, weights: {report['weights']}; {how} in {report['build_s']:.1f} s")
-    if device == "cpu":
-        print("(CPU: no CUDA graphs; each bucket ran its forward once on the eager bucket path)")
-    print(f"captured {report['graphs']} graphs in {report['capture_s']:.2f} s; graph pool "
-          f"{report['graph_memory_bytes'] / 2**20:.0f} MiB")
+    if report["graphs"] or device != "cpu":
+        print(f"captured {report['graphs']} graphs in {report['capture_s']:.2f} s; graph pool "
+              f"{report['graph_memory_bytes'] / 2**20:.0f} MiB")
+    else:
+        print(f"CPU: no CUDA graphs; each graph bucket ran its forward once, eagerly, in {report['capture_s']:.2f} s")
     for m, buckets in report["buckets"].items():
         for name, s in buckets.items():
             att = report["attention"][m].get(name)

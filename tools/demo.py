@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from .args import HelpFormatter, add_number, command, error, progress_wanted
 from .capture import load_grid
 
 # (label, grid_thw) and (label, mel frames): what a chat workload sends.
@@ -21,15 +22,16 @@ AUDIOS = [("audio 10 s", [1000]), ("audio 30 s", [3000]), ("audio 4.37 s", [437]
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="encode synthetic images, a video and audios (no checkpoint needed)",
-                              description=__doc__.split("\n\n")[1])
+                              description=" ".join(__doc__.split("\n\n")[1].split()), formatter_class=HelpFormatter)
     p.add_argument("--device", default=None,
                    help="cuda (every visible GPU), cuda:N (that one) or cpu (default: cuda if available)")
     p.add_argument("--devices", default=None, metavar="0,1", help="CUDA device indices (default: every visible GPU)")
     p.add_argument("--grid", help="bucket grid YAML (default: the packaged configs/qwen3_omni.yaml)")
     p.add_argument("--sizes", choices=["real", "reduced"], default=None,
                    help="model sizes (default: real on CUDA, reduced on CPU)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: 20 on CUDA, 1 on CPU)")
-    p.set_defaults(func=run)
+    add_number(p, "--repeats", lo=1, hi=10_000, default=None, metavar="N",
+               help="timed repeats (default: 20 on CUDA, 1 on CPU)")
+    p.set_defaults(func=command("demo", run))
     return p
 
 
@@ -86,8 +88,6 @@ def demo_devices(args) -> list:
 
 
 def run(args) -> int:
-    import sys
-
     import torch
 
     from ..runtime import EncoderRuntime
@@ -95,27 +95,26 @@ def run(args) -> int:
 
     try:
         devices = demo_devices(args)
+        grid = load_grid(args.grid)
     except ValueError as e:
-        print(f"omnienc demo: error: {e}", file=sys.stderr)
-        return 2
+        return error("demo", str(e))
     device = devices[0]
     cuda = device.type == "cuda"
     sizes = args.sizes or ("real" if cuda else "reduced")
     dtype = "bfloat16" if cuda else "float32"
     repeats = args.repeats or (20 if cuda else 1)
-    grid = load_grid(args.grid)
     where = ", ".join(f"{d} {torch.cuda.get_device_name(d)}" for d in devices) if cuda else "CPU"
     print(f"omnienc demo on {where}: random weights, {sizes} sizes, {dtype}")
     if not cuda:
-        print("  (no GPU: reduced model sizes and no CUDA graphs; the runtime runs its bucket path eagerly.")
-        print("   Timings below say nothing about GPU speed.)")
+        print("  (no GPU: reduced model sizes, float32 (the CPU's bfloat16 kernels are slow), and no CUDA graphs:")
+        print("   the runtime runs its graph buckets' code eagerly. Timings below say nothing about GPU speed.)")
     vis, aud = build_encoders(None, device, dtype, sizes)
     rts = []
     for k, d in enumerate(devices):  # one runtime per device, same weights (copied from the first)
         v, a = (vis, aud) if k == 0 else (replicate(vis, d), replicate(aud, d))
         with device_context(d):
             rt = EncoderRuntime(vision=v, audio=a, grid=grid, device=d)
-            info = rt.capture()
+            info = rt.capture(progress=progress_wanted())
         rts.append(rt)
         if rt.use_cuda_graphs:
             print(f"{d}: captured {info['graphs']} CUDA graphs in {info['capture_s']:.2f} s, graph pool "
@@ -170,12 +169,19 @@ def _encode_and_time(rts: list, vis, aud, device, repeats: int) -> int:
         print(f"through EncoderService over {len(rts)} GPU{'s' if len(rts) > 1 else ''}: {ms_service:.2f} ms for all "
               f"{len(reqs)} submitted at once (median of {repeats}; inputs in pinned CPU memory); requests "
               f"served: {served}")
-    print(f"per call: {stats['replays'] // repeats} graph replays, {stats['eager_runs'] // repeats} eager-bucket runs, "
-          f"{stats['fallbacks'] // repeats} fallbacks (fit no bucket), padding {stats['padded_share']:.1%}")
+    graphs = rt.use_cuda_graphs
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    graph_runs = (count(stats["replays"] // repeats, "graph replay") if graphs
+                  else count(stats["replays"] // repeats, "graph-bucket run") + " (eager: no CUDA graphs)")
+    print(f"per call: {graph_runs}, {count(stats['eager_runs'] // repeats, 'eager-bucket run')}, "
+          f"{count(stats['fallbacks'] // repeats, 'fallback')} (fit no bucket), padding {stats['padded_share']:.1%}")
     print(f"\n{'bucket':>20s} {'runs':>6s} {'padded':>8s} {'ms each':>10s}")
     for m in ("vision", "audio"):
         for name, b in stats[m]["buckets"].items():
             if b["runs"]:
-                print(f"{m + ' ' + name:>20s} {b['runs']:6d} {b['padded_share']:8.1%} {b['ms_mean']:10.3f}"
-                      + ("" if b["graph"] else "  (eager bucket)"))
+                kind = ("" if graphs else "  (graph bucket, run eagerly)") if b["graph"] else "  (eager bucket)"
+                print(f"{m + ' ' + name:>20s} {b['runs']:6d} {b['padded_share']:8.1%} {b['ms_mean']:10.3f}{kind}")
     return 0

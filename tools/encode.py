@@ -8,7 +8,9 @@ Every input is decoded (Pillow, PyAV, soundfile) and preprocessed first, on ``--
 the checkpoint; parity with transformers' processors is tested), so a bad file fails before any
 weights load. Then the encoders a modality needs are loaded (``--random-weights``: random weights
 at the real sizes on a GPU, reduced sizes on a CPU, no checkpoint needed), the runtime is built on
-the grid (the packaged one by default; its dtype unless ``--dtype``) and its CUDA graphs captured,
+the grid (the packaged one by default; its dtype unless ``--dtype``, except on the CPU, where the
+default is float32 as for ``demo`` and ``capture``: the CPU's bf16 kernels are slow and less exact,
+and the grid's dtype is for CUDA graphs) and its CUDA graphs captured,
 and all items are encoded in one call, one request per item. Graphs need FlashAttention varlen (CUDA, bf16/fp16,
 head sizes multiples of 8); otherwise -- on the CPU, or float32 on CUDA (attention then runs with
 SDPA) -- the same buckets run eagerly and nothing is captured.
@@ -24,6 +26,9 @@ padding) and ``.frame_indices``; for audio ``.frames`` (mel frames), ``.seconds`
 ``vision.deepstack_layers``, ``audio.output_dim``, the item counts and ``preprocess`` (the
 preprocessing settings).
 
+The output is written whole or not at all (a temporary file renamed into place), never over one of
+the command's inputs, and must end in ``.safetensors``.
+
 Exit status 0, or 2 with a message on stderr for a bad argument, checkpoint, grid or input file.
 """
 
@@ -35,24 +40,23 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from omnienc.preprocess import InputError, PreprocessConfig, PreprocessConfigError, Preprocessor
-from omnienc.tools.models import DTYPES
+from omnienc.preprocess.config import FRAME_LIMIT, PIXEL_LIMIT, InputError, PreprocessConfigError
+from omnienc.tools.args import HelpFormatter, UsageError, add_number, check_input_file, check_output, command
 
 FORMAT = "omnienc.encode/1"
-
-
-class UsageError(ValueError):
-    """A bad command line (message says what to pass instead)."""
+DTYPES = ("bfloat16", "float16", "float32")  # runtime.grid.DTYPES, written out: importing it costs --help ~0.2 s
+_PIXEL_WHY = ("PreprocessConfig.pixel_limit, 8192 x 8192: 262144 patches of 16 px, the runtime grid's largest "
+              "bucket size")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``encode`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
         "encode", help="encode images, videos and audio files into a safetensors file",
-        description="Preprocess files as Qwen3-Omni does, run them through the bucketed encoder runtime "
-        "and write each item's embeddings (and DeepStack features) to a safetensors file.")
+        formatter_class=HelpFormatter,
+        description="Preprocess files as Qwen3-Omni does, run them through the bucketed encoder runtime\n"
+        "and write each item's embeddings (and DeepStack features) to a safetensors file.\n\n"
+        "example: omnienc encode --random-weights --image photo.jpg --audio speech.flac -o out.safetensors")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="DIR",
                      help="Qwen3-Omni checkpoint folder (config.json and safetensors shards)")
@@ -67,25 +71,29 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--grid", default=None, metavar="YAML", help="bucket grid (default: the packaged grid)")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:N or cpu, for preprocessing and encoding (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                   help="weights and activations (default: the grid's dtype)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="where to write the embeddings")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="weights and activations (default: float32 on a CPU, else the grid's dtype)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.safetensors",
+                   help="where to write the embeddings (a new .safetensors file, or one to replace; never an input)")
     p.add_argument("--trace", default=None, metavar="FILE.jsonl",
-                   help="append every encoded request's shape to this JSONL trace (for omnienc simulate / tune; "
-                   "format in `omnienc simulate --help`)")
+                   help="append every encoded request's shape to this JSONL trace, for omnienc simulate and "
+                   "omnienc tune (format: see omnienc simulate --help)")
     g = p.add_argument_group("preprocessing (defaults: Qwen3-Omni's, sizes from the encoders' configs)")
-    g.add_argument("--min-pixels", type=int, default=None, help="image pixel floor after resizing (default 3136)")
-    g.add_argument("--max-pixels", type=int, default=None,
-                   help="image pixel cap after resizing (default 1280 output tokens: 1310720 for patch 16)")
-    g.add_argument("--video-min-pixels", type=int, default=None,
-                   help="per-frame pixel floor (default 128 tokens: 131072 for patch 16)")
-    g.add_argument("--video-max-pixels", type=int, default=None,
-                   help="per-frame pixel cap (default 768 tokens: 786432 for patch 16)")
-    g.add_argument("--video-fps", type=float, default=None,
-                   help="frames sampled per second of a timed video (default 2; 0 keeps every frame)")
-    g.add_argument("--max-frames", type=int, default=None, help="most frames per video (default 768)")
-    p.add_argument("--no-progress", action="store_true", help="no capture progress bar")
-    p.set_defaults(func=run)
+    pixels = dict(kind=int, lo=1, hi=PIXEL_LIMIT, unit="pixels", why=_PIXEL_WHY, default=None, metavar="N")
+    add_number(g, "--min-pixels", **pixels, help="image pixel floor after resizing (default 3136)")
+    add_number(g, "--max-pixels", **pixels,
+               help="image pixel cap after resizing (default 1280 output tokens: 1310720 for patch 16)")
+    add_number(g, "--video-min-pixels", **pixels,
+               help="per-frame pixel floor (default 128 tokens: 131072 for patch 16)")
+    add_number(g, "--video-max-pixels", **pixels,
+               help="per-frame pixel cap (default 768 tokens: 786432 for patch 16)")
+    add_number(g, "--video-fps", kind=float, lo=0, hi=1000, unit="frames per second", default=None, metavar="FPS",
+               help="frames sampled per second of a timed video (default 2; 0 keeps every frame)")
+    add_number(g, "--max-frames", kind=int, lo=1, hi=FRAME_LIMIT, unit="frames", default=None, metavar="N",
+               why="PreprocessConfig.frame_limit", help="most frames per video (default 768)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no capture progress bar (it is drawn only when stderr is a terminal)")
+    p.set_defaults(func=command("encode", run))
     return p
 
 
@@ -94,39 +102,51 @@ def _error(message: str) -> int:
     return 2
 
 
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+def _device(name: str | None):
+    """The ``--device`` to preprocess and encode on; an unindexed ``cuda`` becomes the current GPU
+    (the encoders' parameters report an indexed device)."""
+    import torch
+
+    from .models import device_from_arg
+
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; pass cuda, cuda:N or cpu") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} but CUDA is not available here; pass --device cpu")
-    if device.type not in ("cuda", "cpu"):
-        raise UsageError(f"--device {name!r} is not supported; pass cuda, cuda:N or cpu")
-    if device.type == "cuda":
-        if device.index is None:  # the encoders' parameters report an indexed device
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        device = device_from_arg(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def _inputs(args) -> list[tuple[str, object]]:
+    """Every file this command reads, as (flag, path): the media, the grid, the checkpoint's files."""
+    files = [(flag, p) for flag, paths in (("--image", args.image), ("--video", args.video), ("--audio", args.audio))
+             for p in paths]
+    files.append(("--grid", args.grid))
+    if args.checkpoint is not None and Path(args.checkpoint).is_dir():
+        files += [("--checkpoint", p) for p in sorted(Path(args.checkpoint).iterdir()) if p.is_file()]
+    return files
 
 
 def _check_paths(args) -> None:
     if not (args.image or args.video or args.audio):
         raise UsageError("nothing to encode; pass at least one --image, --video or --audio")
-    if args.checkpoint is not None and not Path(args.checkpoint).is_dir():
-        raise UsageError(f"--checkpoint {args.checkpoint}: no such folder")
-    out = Path(args.output)
-    if out.is_dir():
-        raise UsageError(f"-o {out}: is a folder; name a .safetensors file")
-    if not out.parent.is_dir():
-        raise UsageError(f"-o {out}: folder {out.parent} does not exist")
+    if args.checkpoint is not None:
+        if Path(args.checkpoint).is_file():
+            raise UsageError(f"--checkpoint {args.checkpoint}: is a file; name the checkpoint's folder "
+                             "(config.json and safetensors shards)")
+        if not Path(args.checkpoint).is_dir():
+            raise UsageError(f"--checkpoint {args.checkpoint}: no such folder")
+    inputs = _inputs(args)
+    check_output("-o", args.output, (".safetensors",), inputs)
+    if args.trace is not None:  # appended to, so it must not be an input or the output either
+        check_output("--trace", args.trace, (".jsonl",), inputs + [("-o", args.output)])
     for flag, paths in (("--image", args.image), ("--audio", args.audio)):
         for p in paths:
-            if not Path(p).is_file():
-                raise InputError(f"{flag} {p}: no such file")
+            try:
+                check_input_file(flag, p, "an image file" if flag == "--image" else "an audio file")
+            except UsageError as e:
+                raise InputError(str(e)) from None
     for p in args.video:
         if not Path(p).exists():
             raise InputError(f"--video {p}: no such file or folder")
@@ -136,17 +156,19 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _sizes(device: torch.device) -> str:
+def _sizes(device) -> str:
     """Model sizes of ``--random-weights``: the real ones on a GPU, reduced ones on a CPU."""
     return "real" if device.type == "cuda" else "reduced"
 
 
-def _load_encoders(args, device: torch.device, dtype: torch.dtype):
+def _load_encoders(args, device, dtype):
     """The encoders this run needs (from the checkpoint, or random at ``_sizes(device)``).
 
     Returns:
         (vision or None, audio or None).
     """
+    import torch
+
     from omnienc.encoders import AudioEncoder, CheckpointError, VisionEncoder, WeightLoadError
 
     want_vision, want_audio = bool(args.image or args.video), bool(args.audio)
@@ -171,9 +193,10 @@ def _load_encoders(args, device: torch.device, dtype: torch.dtype):
     return vision, audio
 
 
-def _preprocess_config(args, device: torch.device) -> PreprocessConfig:
+def _preprocess_config(args, device):
     """Sizes from the checkpoint's configs (or the random encoders' configs), the pixel budgets and
     frame sampling from the command line."""
+    from omnienc.preprocess import PreprocessConfig
     overrides = {"min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
                  "video_min_pixels": args.video_min_pixels, "video_max_pixels": args.video_max_pixels,
                  "video_fps": args.video_fps, "max_frames": args.max_frames}
@@ -188,7 +211,7 @@ def _preprocess_config(args, device: torch.device) -> PreprocessConfig:
 
 def _collect(items, outputs, vision, audio) -> tuple[dict, dict, dict, dict]:
     """Output tensors and per-item metadata, named ``{kind}.{k}.*``; item counts and tokens per kind."""
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict = {}
     meta: dict[str, str] = {}
     counts = {"image": 0, "video": 0, "audio": 0}
     tokens = dict.fromkeys(counts, 0)
@@ -217,20 +240,45 @@ def _collect(items, outputs, vision, audio) -> tuple[dict, dict, dict, dict]:
     return tensors, meta, counts, tokens
 
 
+def _largest(items) -> str:
+    """The item with the most encoder input rows, in words, for an out-of-memory message."""
+    def rows(item):
+        return item[1].frames if item[0] == "audio" else item[1].grid_thw[0] * item[1].grid_thw[1] * item[1].grid_thw[2]
+
+    kind, item = max(items, key=rows)
+    unit = "mel frames" if kind == "audio" else "patches"
+    return f"the largest item: {kind} {item.meta['source']}, {rows((kind, item)):,} {unit}"
+
+
+def _dtype_name(args, device, grid) -> tuple[str, str]:
+    """The dtype to run in and why (said in the summary)."""
+    if args.dtype:
+        return args.dtype, "--dtype"
+    if device.type == "cpu":
+        return "float32", "the CPU's default: its bfloat16 kernels are slow and less exact; --dtype to choose"
+    return grid.dtype, "the grid's dtype"
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc encode``; returns 0, or 2 on bad input (message on stderr)."""
+    import torch
     from safetensors.torch import save_file
 
     from omnienc.encoders import CheckpointError, WeightLoadError
+    from omnienc.preprocess import Preprocessor
     from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, VisionRequest
+    from omnienc.runtime.atomic import atomic_path
     from omnienc.runtime.grid import GridError
+
+    from .args import progress_wanted
+    from .models import DTYPES as TORCH_DTYPES
 
     t_start = time.perf_counter()
     try:
         _check_paths(args)
         device = _device(args.device)
         grid = BucketGrid.default() if args.grid is None else BucketGrid.from_yaml(args.grid)
-        dtype_name = args.dtype or grid.dtype
+        dtype_name, dtype_why = _dtype_name(args, device, grid)
         cfg = _preprocess_config(args, device)
         pre = Preprocessor(cfg, device=device)
         items = ([("image", pre.image(p)) for p in args.image] + [("video", pre.video(p)) for p in args.video]
@@ -238,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t_pre = time.perf_counter()
-        vision, audio = _load_encoders(args, device, DTYPES[dtype_name])
+        vision, audio = _load_encoders(args, device, TORCH_DTYPES[dtype_name])
         t_load = time.perf_counter()
         try:
             # Graphs when the attention can be captured (bf16/fp16 FlashAttention varlen), else eager.
@@ -248,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, InputError, PreprocessConfigError, CheckpointError, WeightLoadError, GridError) as e:
         return _error(str(e))
 
-    graphs = runtime.capture(progress=not args.no_progress)["graphs"] if runtime.use_cuda_graphs else 0
+    graphs = runtime.capture(progress=progress_wanted(not args.no_progress))["graphs"] if runtime.use_cuda_graphs else 0
     t_capture = time.perf_counter()
     requests = [
         AudioRequest(item.input_features, torch.tensor([item.frames])) if kind == "audio"
@@ -259,6 +307,11 @@ def run(args: argparse.Namespace) -> int:
         outputs = runtime.encode(requests)
     except ValueError as e:  # request validation: preprocessing and encoder disagree
         return _error(f"the runtime refused a preprocessed input: {e}")
+    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in str(e):
+            raise
+        return _error(f"out of memory while encoding on {device} ({_largest(items)}); lower --max-pixels, "
+                      "--video-max-pixels or --max-frames, or encode the largest files alone")
     finally:
         runtime.close()  # flushes and closes the trace
     tensors, meta, counts, tokens = _collect(items, outputs, vision, audio)
@@ -267,9 +320,10 @@ def run(args: argparse.Namespace) -> int:
     meta |= {"format": FORMAT, "checkpoint": source, "dtype": dtype_name,
              "preprocess": json.dumps(cfg.to_dict())}
     try:
-        save_file(tensors, str(args.output), metadata=meta)
+        with atomic_path(args.output) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
     except OSError as e:
-        return _error(f"-o {args.output}: cannot write ({e})")
+        return _error(f"-o {args.output}: cannot write ({e}); nothing was written")
 
     stats = runtime.stats()
     parts = [f"{_plural(counts[k], k)} ({_plural(tokens[k], 'token')})" for k in counts if counts[k]]
@@ -280,9 +334,12 @@ def run(args: argparse.Namespace) -> int:
              "buckets run eagerly)")
     if args.random_weights:
         print(f"  random weights at the {_sizes(device)} model sizes: the embeddings only show the pipeline works")
-    print(f"  device {device}, {dtype_name}; preprocess {t_pre - t_start:.2f}s, load {t_load - t_pre:.2f}s, "
-          f"{setup}, encode {t_encode - t_capture:.2f}s")
-    print(f"  runtime: {_plural(stats['requests'], 'request')}, {_plural(stats['replays'], 'graph replay')}, "
+    print(f"  device {device}, {dtype_name} ({dtype_why}); preprocess {t_pre - t_start:.2f}s, "
+          f"load {t_load - t_pre:.2f}s, {setup}, encode {t_encode - t_capture:.2f}s")
+    # Without CUDA graphs a graph bucket's run is its bucket code run eagerly: no graph is replayed.
+    graph_runs = (_plural(stats['replays'], 'graph replay') if runtime.use_cuda_graphs
+                  else _plural(stats['replays'], 'graph-bucket run') + " (eager: no graphs)")
+    print(f"  runtime: {_plural(stats['requests'], 'request')}, {graph_runs}, "
           f"{_plural(stats['eager_runs'], 'eager-bucket run')}, "
           f"{_plural(stats['fallbacks'], 'fallback')}, padding {stats['padded_share']:.1%}")
     return 0

@@ -216,7 +216,7 @@ def time_gemms(
         chain = GemmChain(gemms, device)
         try:
             if device.type == "cuda":
-                from omnienc.runtime.graphs import capture
+                from omnienc.cuda.graphs import capture
 
                 graph, _ = capture(chain.run)
                 torch.cuda.synchronize(device)

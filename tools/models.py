@@ -88,6 +88,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def device_from_arg(name: str | None, flag: str = "--device") -> torch.device:
+    """The device a ``--device`` value names: ``cuda``, ``cuda:N`` or ``cpu`` (None: cuda if
+    available), checked before any work. Raises ``ValueError`` saying what to pass instead."""
+    name = default_device() if name is None else name
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{flag} {name!r} is not a device; pass cuda, cuda:N or cpu") from None
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"{flag} {name!r} is not supported; pass cuda, cuda:N or cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{flag} {name}: CUDA is not available here (this torch has no CUDA build, or no GPU "
+                             "is visible); pass --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
+
+
 # --- several devices ------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid, GridError
 from omnienc.runtime.simulate import Batching, simulate
 from omnienc.runtime.trace import read_trace
+from omnienc.tools.args import HelpFormatter, add_number, command
 
 EPILOG = """\
 trace format: JSON lines, one request per line, e.g.
@@ -25,7 +26,7 @@ trace format: JSON lines, one request per line, e.g.
   frames    audio only: the mel frame count of each clip (100 per second); a clip needs its
             frames rounded up to whole 100-frame chunks, and one segment
 Record one with EncoderRuntime(trace_path=...) or TraceRecorder, or write a synthetic one with
-`omnienc tracegen`.
+omnienc tracegen.
 
 batching: by default requests are batched as EncoderService batches them (runtime/batching.py): a
 batch opens at the first pending request and closes --max-wait-ms later, --quiet-ms after its
@@ -39,25 +40,25 @@ words (as in the runtime's stats):
   eager run  a run of an eager bucket (size > graphs_up_to): its packed requests, unpadded
   fallback   a request that fits no bucket: it runs eagerly, alone
 Predicted times are GPU milliseconds from a cost model (--costs; default: the packaged
-calibration, omnienc/configs/costs_h200.yaml), measured with `omnienc capture --calibrate`.
+calibration, omnienc/configs/costs_h200.yaml), measured with omnienc capture --calibrate.
 """
 
 
 def add_trace_args(p: argparse.ArgumentParser) -> None:
     """The options shared by ``simulate`` and ``tune``: trace, batching, cost model."""
-    p.add_argument("--trace", required=True, help="JSONL request trace (format below)")
-    p.add_argument("--max-wait-ms", type=float, default=None,
-                   help="the service's wait after the first pending request, ms (default 2)")
-    p.add_argument("--max-batch", type=int, default=None,
-                   help="the service's most requests per batch, both modalities (default 64)")
-    p.add_argument("--quiet-ms", type=float, default=None,
-                   help="the service's quiet_ms: a batch closes once no request arrived for this long "
-                   "(default off; negative: off)")
-    p.add_argument("--step-ms", type=float, default=None,
-                   help="batch fixed windows of this many ms instead of the service's rule (older "
-                   "behaviour; 0: each request alone); not with --max-wait-ms/--max-batch")
+    p.add_argument("--trace", required=True, metavar="TRACE.jsonl", help="JSONL request trace (format below)")
+    add_number(p, "--max-wait-ms", kind=float, lo=0, hi=60_000, unit="ms", default=None, metavar="MS",
+               help="the service's wait after the first pending request, ms (default 2)")
+    add_number(p, "--max-batch", lo=1, hi=100_000, unit="requests", default=None, metavar="N",
+               help="the service's most requests per batch, both modalities (default 64)")
+    add_number(p, "--quiet-ms", kind=float, hi=60_000, unit="ms", default=None, metavar="MS",
+               help="the service's quiet_ms: a batch closes once no request arrived for this long "
+               "(default off; negative: off)")
+    add_number(p, "--step-ms", kind=float, lo=0, hi=3_600_000, unit="ms", default=None, metavar="MS",
+               help="batch fixed windows of this many ms instead of the service's rule (older "
+               "behaviour; 0: each request alone); not with --max-wait-ms/--max-batch")
     p.add_argument("--costs", default=None, metavar="FILE",
-                   help="cost model YAML from `omnienc capture --calibrate` (default: packaged H200 model)")
+                   help="cost model YAML from omnienc capture --calibrate (default: packaged H200 model)")
 
 
 def batching_from_args(args: argparse.Namespace) -> Batching:
@@ -84,19 +85,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ``func`` default is :func:`run`."""
     p = subparsers.add_parser("simulate", help="simulate a request trace against a bucket grid (predicted GPU time)",
                               **_PARSER)
-    _arguments(p)
-    _arguments(subparsers.add_parser("replay", **_PARSER))
+    _arguments(p, "simulate")
+    _arguments(subparsers.add_parser("replay", **_PARSER), "replay")
     return p
 
 
 _PARSER = dict(
-    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    formatter_class=HelpFormatter, epilog=EPILOG,
     description="Batch and pack a trace's requests into the grid's buckets the way the service and\n"
     "the runtime do, and report per bucket: replays or eager runs, units, padding and predicted\n"
     "GPU time; per modality: fallbacks and totals.")
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
+def _arguments(p: argparse.ArgumentParser, name: str) -> None:
     add_trace_args(p)
     p.add_argument("--grid", default=None, help="YAML bucket grid (default: packaged grid)")
     p.add_argument("--busy", action="store_true",
@@ -105,9 +106,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measure", action="store_true",
                    help="also run the trace's batches through a real runtime (random weights at real sizes on "
                    "CUDA, reduced on the CPU; each batch on an idle device, as calibrated) and compare its "
-                   "measured GPU time with the prediction")
+                   "measured time with the prediction where the cost model was measured on the same kind "
+                   "of device")
     p.add_argument("--device", default=None, help="with --measure: cuda or cpu (default: cuda if available)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=command(name, run), command_name=name)
 
 
 def measure(records, grid, batching, device: str | None = None) -> dict:
@@ -153,6 +155,12 @@ def measure(records, grid, batching, device: str | None = None) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc simulate``; returns 0, or 2 on bad input (message on stderr)."""
     try:
+        if args.measure:  # before any work: the device the trace would run on
+            from .models import device_from_arg
+
+            device_from_arg(args.device)
+        elif args.device is not None:
+            raise GridError("--device is where --measure runs the trace; add --measure, or leave --device out")
         batching = batching_from_args(args)
         if args.busy and not isinstance(batching, BatchPolicy):
             raise GridError("--busy models the service's worker; it does not apply to --step-ms windows")
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         costs = CostModel.load(args.costs)
         records = read_trace(args.trace)
     except ValueError as e:  # GridError, TraceError, CostError
-        print(f"omnienc simulate: error: {e}", file=sys.stderr)
+        print(f"omnienc {getattr(args, 'command_name', 'simulate')}: error: {e}", file=sys.stderr)
         return 2
     report = simulate(records, grid, batching, costs, busy=args.busy)
     out = report.to_dict()
@@ -171,18 +179,34 @@ def run(args: argparse.Namespace) -> int:
                               for m in ("vision", "audio") if m in got["stats"]}}
         total = sum(v["ms"] for k, v in out["measured"].items() if isinstance(v, dict))
         out["measured"]["ms"], out["measured"]["predicted_ms"] = total, report.ms
+        unlike = _unlike(costs, got["card"])
+        out["measured"]["comparable"] = unlike is None
+        if unlike:
+            out["measured"]["note"] = unlike
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(report.format_table())
     if args.measure:
         m = out["measured"]
+        what = "GPU" if m["card"] != "CPU" else "CPU"
         print(f"\nmeasured on {m['card']} ({m['batches']} batches, each on an idle device; {m['wall_s']:.1f} s wall):")
-        for k in ("vision", "audio"):
-            if k in m:
-                v = m[k]
-                print(f"  {k:6s} measured {v['ms']:10.1f} ms GPU, predicted {v['predicted_ms']:10.1f} ms "
-                      f"({(v['predicted_ms'] / v['ms'] - 1) * 100 if v['ms'] else 0:+.1f}%)")
-        print(f"  total  measured {m['ms']:10.1f} ms GPU, predicted {m['predicted_ms']:10.1f} ms "
-              f"({(m['predicted_ms'] / m['ms'] - 1) * 100 if m['ms'] else 0:+.1f}%)")
+        for k in [k for k in ("vision", "audio") if k in m] + ["total"]:
+            v = m if k == "total" else m[k]
+            error = f" ({(v['predicted_ms'] / v['ms'] - 1) * 100 if v['ms'] else 0:+.1f}%)" if m["comparable"] else ""
+            print(f"  {k:6s} measured {v['ms']:10.1f} ms {what}, predicted {v['predicted_ms']:10.1f} ms{error}")
+        if not m["comparable"]:
+            print(f"  not compared: {m['note']}")
     return 0
+
+
+def _unlike(costs: CostModel, card: str) -> str | None:
+    """None when the cost model was measured on the kind of device ``measure`` ran on (``card``),
+    else why its prediction is no forecast of that run."""
+    model = str(costs.meta.get("card", "")) or "an unknown device"
+    if (card == "CPU" and model.startswith("CPU")) or card == model:
+        return None
+    sizes = "the reduced model sizes" if card == "CPU" else "the real model sizes"
+    return (f"the cost model ({costs.source or 'given'}) was measured on {model}, this run on {card} at {sizes}, "
+            "so the difference is no prediction error; for a comparison on this device, measure a cost model "
+            "here (omnienc capture --calibrate -o costs.yaml) and pass it with --costs")

@@ -1,4 +1,4 @@
-"""``omnienc tracegen``: a synthetic but realistic request trace for ``replay`` and ``tune``.
+"""``omnienc tracegen``: a synthetic but realistic request trace for ``simulate`` and ``tune``.
 
 Poisson arrivals at ``rate`` requests per second, a mix of:
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import sys
 from collections import Counter
+from collections.abc import Iterator
 
 from omnienc.runtime.trace import TraceRecord, write_trace
+from omnienc.tools.args import HelpFormatter, UsageError, add_number, check_output, command, error
 
 PATCH_PX = 16  # ViT patch side in pixels
 FACTOR_PX = 2 * PATCH_PX  # sides are multiples of 2 patches (2x2 merge)
@@ -28,6 +29,7 @@ VIDEO_PIXELS = (128 * 128, 448 * 448)
 IMAGE_ASPECTS = {(1, 1): 0.2, (4, 3): 0.2, (3, 4): 0.15, (16, 9): 0.15, (9, 16): 0.1, (3, 2): 0.1,
                  (16, 10): 0.1}  # (width, height) of photos and screenshots
 VIDEO_ASPECTS = {(16, 9): 0.5, (4, 3): 0.2, (1, 1): 0.1, (9, 16): 0.2}
+MAX_REQUESTS = 10_000_000  # expected requests (seconds x rate) of one trace: ~0.6 GB of JSON lines, minutes to write
 
 
 def resize_patches(height: float, width: float, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -69,6 +71,33 @@ def _speech(rng: random.Random) -> int:
     return round(seconds * 100)
 
 
+def iter_trace(seconds: float = 60.0, rate: float = 20.0, seed: int = 0) -> Iterator[TraceRecord]:
+    """The records of ``generate_trace`` one at a time (a long trace streams to its file in bounded
+    memory). Raises ``ValueError`` for a length or rate that is not finite and >= 0 / > 0."""
+    for name, value, positive in (("seconds", seconds, False), ("rate", rate, True)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0 or (positive and value == 0):
+            raise ValueError(f"{name}={value!r}: need a finite number {'> 0' if positive else '>= 0'}")
+    return _records(float(seconds), float(rate), seed)
+
+
+def _records(seconds: float, rate: float, seed: int) -> Iterator[TraceRecord]:
+    rng = random.Random(seed)
+    ts = rng.expovariate(rate)
+    while ts < seconds:
+        t = round(ts, 6)
+        kind = rng.random()
+        if kind < 0.5:
+            n = rng.randint(2, 4) if rng.random() < 0.15 else 1
+            yield TraceRecord(t, "vision", grid_thw=tuple(_image(rng) for _ in range(n)))
+        elif kind < 0.6:
+            yield TraceRecord(t, "vision", grid_thw=(_video(rng),))
+        else:
+            n = rng.randint(2, 3) if rng.random() < 0.1 else 1
+            yield TraceRecord(t, "audio", frames=tuple(_speech(rng) for _ in range(n)))
+        ts += rng.expovariate(rate)
+
+
 def generate_trace(seconds: float = 60.0, rate: float = 20.0, seed: int = 0) -> list[TraceRecord]:
     """Generates a synthetic trace (see the module docstring for the mix).
 
@@ -79,50 +108,57 @@ def generate_trace(seconds: float = 60.0, rate: float = 20.0, seed: int = 0) -> 
 
     Returns:
         Records in ``ts`` order.
+
+    Raises:
+        ValueError: a length or rate that is not finite and >= 0 / > 0, or more than
+            ``MAX_REQUESTS`` expected records (``iter_trace`` streams longer ones).
     """
-    if seconds < 0 or rate <= 0:
-        raise ValueError(f"need seconds >= 0 and rate > 0, got seconds={seconds}, rate={rate}")
-    rng = random.Random(seed)
-    records: list[TraceRecord] = []
-    ts = rng.expovariate(rate)
-    while ts < seconds:
-        t = round(ts, 6)
-        kind = rng.random()
-        if kind < 0.5:
-            n = rng.randint(2, 4) if rng.random() < 0.15 else 1
-            records.append(TraceRecord(t, "vision", grid_thw=tuple(_image(rng) for _ in range(n))))
-        elif kind < 0.6:
-            records.append(TraceRecord(t, "vision", grid_thw=(_video(rng),)))
-        else:
-            n = rng.randint(2, 3) if rng.random() < 0.1 else 1
-            records.append(TraceRecord(t, "audio", frames=tuple(_speech(rng) for _ in range(n))))
-        ts += rng.expovariate(rate)
-    return records
+    records = iter_trace(seconds, rate, seed)
+    if seconds * rate > MAX_REQUESTS:
+        raise ValueError(f"seconds={seconds:g} x rate={rate:g} = {seconds * rate:,.0f} requests expected, above the "
+                         f"{MAX_REQUESTS:,} a list holds here (about 2.5 GB of records); stream them with iter_trace")
+    return list(records)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``tracegen`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
-        "tracegen", help="write a synthetic request trace",
+        "tracegen", help="write a synthetic request trace", formatter_class=HelpFormatter,
         description="Write a synthetic trace of chat images, short videos and speech clips with "
-        "Poisson arrivals, for `omnienc simulate` and `omnienc tune`.")
-    p.add_argument("-o", "--output", required=True, help="JSONL trace to write")
-    p.add_argument("--seconds", type=float, default=60.0, help="trace length (default 60)")
-    p.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(func=run)
+        "Poisson arrivals, for omnienc simulate and omnienc tune. The file is written whole or not at all.")
+    p.add_argument("-o", "--output", required=True, metavar="TRACE.jsonl", help="JSONL trace to write")
+    add_number(p, "--seconds", kind=float, lo=0, open_lo=True, hi=1e7, unit="s", default=60.0, metavar="S",
+               help="trace length (default 60)")
+    add_number(p, "--rate", kind=float, lo=0, open_lo=True, hi=1e5, unit="requests per second", default=20.0,
+               metavar="PER_S",
+               help="requests per second (default 20)")
+    add_number(p, "--seed", lo=0, hi=2**32 - 1, default=0, metavar="N", help="random seed (default 0)")
+    p.set_defaults(func=command("tracegen", run))
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc tracegen``; returns 0, or 2 on bad input (message on stderr)."""
+    from omnienc.runtime.atomic import atomic_path
+
+    check_output("-o", args.output, (".jsonl",))
+    expected = args.seconds * args.rate
+    if expected > MAX_REQUESTS:
+        raise UsageError(f"--seconds {args.seconds:g} x --rate {args.rate:g} = {expected:,.0f} requests expected, "
+                         f"above the {MAX_REQUESTS:,} a trace may hold (~0.6 GB, minutes to write); shorten it "
+                         "or lower the rate")
+    counts: Counter = Counter()
+
+    def counted(records):
+        for r in records:
+            counts[r.modality] += 1
+            yield r
+
     try:
-        records = generate_trace(args.seconds, args.rate, args.seed)
-        write_trace(args.output, records)
+        with atomic_path(args.output) as tmp:
+            write_trace(tmp, counted(iter_trace(args.seconds, args.rate, args.seed)))
     except (ValueError, OSError) as e:
-        print(f"omnienc tracegen: error: {e}", file=sys.stderr)
-        return 2
-    counts = Counter(r.modality for r in records)
-    print(f"wrote {len(records)} requests ({counts['vision']} vision, {counts['audio']} audio) "
+        return error("tracegen", f"{e}; nothing was written")
+    print(f"wrote {counts.total()} requests ({counts['vision']} vision, {counts['audio']} audio) "
           f"over {args.seconds:g} s to {args.output}")
     return 0

@@ -4,35 +4,39 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from collections import Counter
 from pathlib import Path
 
 from omnienc.runtime.costs import CostModel
-from omnienc.runtime.grid import BucketGrid, GridError
+from omnienc.runtime.grid import BucketGrid
 from omnienc.runtime.simulate import SimReport, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
+from omnienc.tools.args import HelpFormatter, add_number, check_output, command, error
 from omnienc.tools.simulate import EPILOG, add_trace_args, batching_from_args
+
+OUTPUT_SUFFIXES = (".yaml", ".yml")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Adds the ``tune`` subcommand; its ``func`` default is :func:`run`."""
     p = subparsers.add_parser(
         "tune", help="choose the bucket grid with the least predicted GPU time on a trace",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        formatter_class=HelpFormatter, epilog=EPILOG,
         description="Choose the buckets of both modalities, and which of them are graphs (graphs_up_to),\n"
         "that minimise the predicted GPU time of a trace (replays + eager runs + fallbacks, from a\n"
         "measured cost model), with at most --max-graphs graph buckets. The base grid is scored the\n"
         "same way; if the search cannot beat it, the base is written unchanged.")
     add_trace_args(p)
-    p.add_argument("--max-graphs", type=int, default=24,
-                   help="most graph buckets (captured CUDA graphs) in total; eager buckets are free (default 24)")
-    p.add_argument("--max-graph-memory", type=float, default=None, metavar="GB",
-                   help="most estimated activation memory of one graph, in GB (default: no limit)")
-    p.add_argument("--base", default=None, help="grid to beat (default: packaged grid)")
-    p.add_argument("-o", "--output", required=True, help="where to write the tuned YAML grid")
-    p.set_defaults(func=run)
+    add_number(p, "--max-graphs", lo=0, hi=512, default=24, metavar="N", unit="graphs",
+               why="each graph holds its own memory and capture time",
+               help="most graph buckets (captured CUDA graphs) in total; eager buckets are free (default 24)")
+    add_number(p, "--max-graph-memory", kind=float, lo=0, open_lo=True, hi=1024, default=None, metavar="GB",
+               unit="GB", help="most estimated activation memory of one graph, in GB (default: no limit)")
+    p.add_argument("--base", default=None, metavar="GRID.yaml", help="grid to beat (default: packaged grid)")
+    p.add_argument("-o", "--output", required=True, metavar="GRID.yaml",
+                   help="where to write the tuned YAML grid (written whole or not at all; never an input)")
+    p.set_defaults(func=command("tune", run))
     return p
 
 
@@ -65,11 +69,11 @@ def _summary(name: str, grid: BucketGrid, report: SimReport) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``omnienc tune``; returns 0, or 2 on bad input (message on stderr)."""
+    from omnienc.runtime.atomic import atomic_path
+
+    check_output("-o", args.output, OUTPUT_SUFFIXES,
+                 [("--trace", args.trace), ("--base", args.base), ("--costs", args.costs)])
     try:
-        if args.max_graphs < 0:
-            raise GridError(f"--max-graphs {args.max_graphs} is negative; pass 0 or more")
-        if args.max_graph_memory is not None and not args.max_graph_memory > 0:
-            raise GridError(f"--max-graph-memory {args.max_graph_memory} must be > 0 (GB)")
         batching = batching_from_args(args)
         costs = CostModel.load(args.costs)
         records = read_trace(args.trace)
@@ -78,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
         limit = None if args.max_graph_memory is None else args.max_graph_memory * 1e9
         result = tune(records, costs, args.max_graphs, batching, limit, base)
     except ValueError as e:  # GridError, TraceError, CostError
-        print(f"omnienc tune: error: {e}", file=sys.stderr)
-        return 2
+        return error("tune", str(e))
     before = simulate(records, base, batching, costs)
     after = simulate(records, result.searched, batching, costs)
     counts = Counter(r.modality for r in records)
@@ -110,11 +113,11 @@ def run(args: argparse.Namespace) -> int:
         *(_summary("this grid", result.grid, before if result.from_base else after)[1:]),
     ])
     try:
-        result.grid.to_yaml(args.output, header=header)
-        BucketGrid.from_yaml(args.output)  # the written grid must load
+        with atomic_path(args.output) as tmp:
+            result.grid.to_yaml(tmp, header=header)
+            BucketGrid.from_yaml(tmp)  # the written grid must load before it replaces anything
     except OSError as e:
-        print(f"omnienc tune: error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 2
+        return error("tune", f"cannot write {args.output}: {e}; nothing was written")
     print("\n".join(lines))
     for m in after.modalities:
         if not m.requests:
