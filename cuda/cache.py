@@ -97,15 +97,21 @@ class GraphCache:
         return (seen >= 0 and seen + 1 >= self.admit_at
                 and (self.credit is None or self._credit_after_sighting() >= 1.0))
 
+    def wanted(self, key: Hashable) -> bool:
+        """Whether ``key`` has a graph or a sighting now would capture it; changes nothing."""
+        return key in self._graphs or self.due(key)
+
     def capture(self, key: Hashable, build: Callable[[], object]):
-        """Keeps ``build()``'s entry (it captures; the entry has a ``graph``) as ``key``'s graph and
-        returns it; if ``build`` raises, the layout is marked failed and None is returned."""
+        """Keeps ``build()``'s entry (it captures; the entry's ``graph`` gives the pool, unless it has
+        none: the simulator's stand-ins) as ``key``'s graph and returns it; if ``build`` raises, the
+        layout is marked failed and None is returned."""
         try:
             entry = build()
         except Exception:  # noqa: BLE001 - an uncapturable layout runs without a graph from now on
             self.failed(key)
             return None
-        self.pool = self.pool or entry.graph.pool()
+        graph = getattr(entry, "graph", None)  # a simulated entry has none
+        self.pool = self.pool or (graph.pool() if graph is not None else None)
         self.counts["captures"] += 1
         if len(self._graphs) >= self.max_graphs:
             self._graphs.popitem(last=False)

@@ -22,6 +22,7 @@ from ..encoders.attention import fastest_backend
 from ..encoders.ops.finite import row_flags  # per output row: all finite (one Triton pass on CUDA)
 from .grid import Bucket
 from .modality import Modality
+from .packing import layout
 from .plans import PlanLayout, with_tensors
 from .stats import BucketStats, ModalityStats
 
@@ -43,11 +44,6 @@ def rows_out(outputs: tuple[torch.Tensor, torch.Tensor], used: int, cuda: bool) 
     else:
         flags = flags.narrow_copy(0, 0, used)
     return (*stacked.unbind(0), flags)
-
-
-def layout(shapes: list) -> tuple:
-    """A pack's exact layout: its items in order, however grouped into requests."""
-    return tuple(x for s in shapes for x in s)
 
 
 @dataclass

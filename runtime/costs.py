@@ -16,25 +16,45 @@ non-decreasing in size (a running maximum over sizes, per batch), so a larger bu
 cheaper. Between batches it is linear in 1/batch (attention over b equal segments of S units costs
 S^2/b), clamped outside the measured batches.
 
-On disk (YAML, ``format: 1``)::
+Besides the surfaces, what the runtime does beyond replays and eager runs (``simulate`` prices
+each kind of run by one small rule here):
 
-    format: 1
-    card: NVIDIA H200            # where it was measured
+* an *exact replay* (a graph of the pack's exact layout) is an unpadded replay: the replay surface
+  at the pack's own size (``exact_replay_ms``);
+* an uncaptured call cannot go below its host time: the *host floor*, one uncaptured call of the
+  smallest request through the runtime's eager path, measured (``floor_ms``; a model without it
+  takes the cheapest eager point); an eager run costs at least the floor (``eager_ms``);
+* an *exact capture* runs the pack eagerly and then captures that work on the host while the GPU
+  may still run it: ``max(eager run, floor + capture cost)`` (``capture_ms``), the capture cost
+  measured as capture runs of host-bound layouts less the floor (without such points: one floor,
+  the capture recording about as many launches as the eager call made).
+
+On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``capture``, load too)::
+
+    format: 2
+    card: NVIDIA H200            # torch.cuda.get_device_name of the card it was measured on
     torch: 2.11.0+cu130
     date: '2026-11-28T10:00:00+00:00'
     command: omnienc capture --calibrate -o costs.yaml
     dtype: bfloat16
     measured: true               # false: derived from other figures (see note)
+    quick: false                 # true: the start-up calibration (fewer points and repeats)
     note: free text
     vision:
       replay:                    # size: bucket patches, batch: segments carried, samples: ms per repeat
       - {size: 256, batch: 1, ms: 2.41, samples: [2.40, 2.41, 2.43]}
       eager:                     # size: patches, batch: items (segments), unpadded
       - {size: 256, batch: 1, ms: 8.3, samples: [8.3, 8.2, 8.4]}
-    audio: {replay: [...], eager: [...]}     # size in mel frames, batch in audios
+      floor:                     # optional: the smallest uncaptured call
+      - {size: 16, batch: 1, ms: 7.9, samples: [7.9, 8.0, 7.9]}
+      capture:                   # optional: exact-layout captures (eager run + capture) of small layouts
+      - {size: 16, batch: 1, ms: 19.0, samples: [18.8, 19.0, 19.3]}
+    audio: {replay: [...], eager: [...], floor: [...], capture: [...]}  # size in mel frames, batch in audios
 
 ``ms`` is the median of ``samples`` (the raw timings, every repeat, kept so anyone can refit); on
 load it is recomputed from the samples. Units: patches (vision), mel frames (audio), milliseconds.
+A model predicts for the card it was measured on; ``packaged(card)`` picks the packaged model of a
+card (``configs/costs_<card>.yaml``), and ``card_note`` says when a prediction uses another card's.
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ import bisect
 import functools
 import importlib.resources
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,9 +77,12 @@ from .grid import AUDIO_CHUNK_FRAMES, DTYPES, PATCHES_PER_TOKEN, Bucket, GridErr
 from .packing import Demand, Pack
 
 MODALITIES = ("vision", "audio")
-KINDS = ("replay", "eager")
-DEFAULT_COSTS = "costs_h200.yaml"  # packaged in omnienc/configs
-FORMAT = 1
+KINDS = ("replay", "eager")  # the surfaces, measured on a full grid of sizes x batches
+POINTS = ("floor", "capture")  # optional measured points per modality (format 2)
+DEFAULT_COSTS = "costs_h200.yaml"  # packaged in omnienc/configs; costs_<card>.yaml for other cards
+FORMAT = 2
+FORMATS = (1, 2)  # readable; format 1 has no floor or capture points
+META = ("card", "torch", "date", "command", "dtype", "measured", "quick", "note")
 
 
 class CostError(ValueError):
@@ -203,11 +227,34 @@ class CostModel:
     surfaces: Mapping[tuple[str, str], Surface]
     meta: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    points: Mapping[tuple[str, str], tuple[Probe, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [f"{m} {k}" for m in MODALITIES for k in KINDS if (m, k) not in self.surfaces]
         if missing:
             raise CostError(f"cost model lacks {missing}; calibrate both modalities, replays and eager runs")
+        unknown = sorted(f"{m} {k}" for m, k in self.points if m not in MODALITIES or k not in POINTS)
+        if unknown:
+            raise CostError(f"unknown point list(s) {unknown}; allowed per modality: {', '.join(POINTS)}")
+        floors, captures = {}, {}
+        for m in MODALITIES:  # derived once: the rules below read plain numbers
+            floor = self.points.get((m, "floor"))
+            floors[m] = (statistics.median(s for p in floor for s in p.samples) if floor
+                         else float(self.surfaces[m, "eager"].table.min()))
+            capture = self.points.get((m, "capture"))
+            captures[m] = (max(0.0, statistics.median(s - floors[m] for p in capture for s in p.samples))
+                           if capture else floors[m])
+        object.__setattr__(self, "_floor", floors)
+        object.__setattr__(self, "_capture", captures)
+
+    @property
+    def card(self) -> str:
+        """The card it was measured on (``torch.cuda.get_device_name``), or ``"unknown card"``."""
+        return str(self.meta.get("card") or "unknown card")
+
+    def measured_points(self, modality: str, kind: str) -> bool:
+        """Whether ``kind`` (``floor``, ``capture``) of ``modality`` was measured, not estimated."""
+        return bool(self.points.get((modality, kind)))
 
     # -- predictions --------------------------------------------------------------------------
     def replay_ms(self, modality: str, bucket: Bucket, segments: float | None = None) -> float:
@@ -218,8 +265,48 @@ class CostModel:
 
     def eager_ms(self, modality: str, units: int, items: float = 1) -> float:
         """GPU ms of one eager run of ``units`` units in ``items`` equal items (segments), unpadded,
-        fixed launch cost included."""
-        return self._surface(modality, "eager")(units, items)
+        fixed launch cost included; never below the host floor."""
+        return max(self._surface(modality, "eager")(units, items), self._floor[modality])
+
+    def eager_many(self, modality: str, units: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Vectorised ``eager_ms``."""
+        return np.maximum(self._surface(modality, "eager").many(units, items), self._floor[modality])
+
+    def exact_replay_ms(self, modality: str, units: int, segments: float = 1) -> float:
+        """GPU ms of one replay of a graph captured for a pack's exact layout: unpadded, the replay
+        surface at the pack's own ``units`` and ``segments``."""
+        return self._surface(modality, "replay")(units, segments)
+
+    def floor_ms(self, modality: str) -> float:
+        """Host floor: one uncaptured call of the smallest request, ms (measured, else the cheapest
+        eager point)."""
+        self._surface(modality, "eager")
+        return self._floor[modality]
+
+    def capture_cost_ms(self, modality: str) -> float:
+        """What capturing a layout's graph adds to the host work of its eager run, ms."""
+        self._surface(modality, "eager")
+        return self._capture[modality]
+
+    def capture_ms(self, modality: str, units: int, items: float = 1) -> float:
+        """GPU ms of an exact-layout capture: its eager run, then the capture on the host, which
+        overlaps whatever of the eager run the GPU still runs: ``max(eager, floor + capture cost)``."""
+        return max(self.eager_ms(modality, units, items), self._floor[modality] + self._capture[modality])
+
+    def price(self, modality: str, kind: str, units: int, segments: float, bucket: Bucket | None = None) -> float:
+        """GPU ms of one run of ``kind`` (``stats.KINDS``) by its rule: a ``replay`` of ``bucket``
+        (padded to it), an ``exact_replay`` or ``exact_capture`` of ``units``, an uncaptured call
+        (``eager``, ``merged``, ``fallback``) of ``units``; ``segments``: as many equal segments as
+        its attention costs (``attention_segments``)."""
+        if kind == "replay":
+            return self.replay_ms(modality, bucket, segments)
+        if kind == "exact_replay":
+            return self.exact_replay_ms(modality, units, segments)
+        if kind == "exact_capture":
+            return self.capture_ms(modality, units, segments)
+        if kind in ("eager", "merged", "fallback"):
+            return self.eager_ms(modality, units, segments)
+        raise CostError(f"unknown kind of run {kind!r}")
 
     def run_ms(self, modality: str, pack: Pack, graph: bool, segments: float | None = None) -> float:
         """GPU ms of one pack from ``packing.pack``: a replay of its bucket when ``graph`` (the bucket
@@ -240,40 +327,53 @@ class CostModel:
             raise CostError(f"unknown modality {modality!r}; use 'vision' or 'audio'") from None
 
     def describe(self) -> str:
-        """One line: source, card, torch, date, and whether measured."""
+        """One line: source, card, torch, date, whether measured (quick: the start-up calibration),
+        and what of the host floor and capture cost is estimated."""
         m = self.meta
-        what = "measured" if m.get("measured", True) else "provisional, not measured"
+        what = ("provisional, not measured" if not m.get("measured", True)
+                else "measured, quick" if m.get("quick") else "measured")
         date = str(m.get("date", "?"))[:10]
-        return f"{self.source or 'in-memory'} ({m.get('card', '?')}, torch {m.get('torch', '?')}, {date}, {what})"
+        guessed = [k for k in POINTS if not any(self.measured_points(mod, k) for mod in MODALITIES)]
+        if guessed:
+            what += f"; {' and '.join(guessed)} estimated"
+        return f"{self.source or 'in-memory'} ({self.card}, torch {m.get('torch', '?')}, {date}, {what})"
 
     # -- files ----------------------------------------------------------------------------------
     @classmethod
     def from_probes(cls, probes: Mapping[tuple[str, str], Sequence[Probe]], source: str = "",
                     **meta: Any) -> CostModel:
-        """Builds a model from ``{(modality, kind): [Probe, ...]}``; ``meta`` as in the file."""
-        return cls({key: Surface(f"{key[0]} {key[1]}", ps) for key, ps in probes.items()}, dict(meta), source)
+        """Builds a model from ``{(modality, kind): [Probe, ...]}`` (kinds: the surfaces' and the
+        optional ``POINTS``); ``meta`` as in the file."""
+        surfaces = {key: Surface(f"{key[0]} {key[1]}", ps) for key, ps in probes.items() if key[1] not in POINTS}
+        points = {key: tuple(ps) for key, ps in probes.items() if key[1] in POINTS and ps}
+        return cls(surfaces, dict(meta), source, points)
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "") -> CostModel:
         """Builds and validates a model from the parsed YAML mapping."""
         if not isinstance(d, Mapping):
             raise CostError(f"expected a mapping with 'format', 'vision', 'audio', got {type(d).__name__}")
-        if d.get("format") != FORMAT:
-            raise CostError(f"format: {d.get('format')!r} is not {FORMAT}; write 'format: {FORMAT}' "
+        fmt = d.get("format")
+        if fmt not in FORMATS:
+            raise CostError(f"format: {fmt!r} is not one of {list(FORMATS)}; write 'format: {FORMAT}' "
                             "(or re-run `omnienc capture --calibrate`)")
-        meta_keys = {"card", "torch", "date", "command", "dtype", "measured", "note"}
+        meta_keys = set(META)
         unknown = sorted(set(d) - meta_keys - {"format", *MODALITIES})
         if unknown:
             raise CostError(f"unknown top-level key(s) {unknown}; allowed: format, {', '.join(sorted(meta_keys))}, "
                             "vision, audio")
         if d.get("dtype", "bfloat16") not in DTYPES:
             raise CostError(f"dtype: {d.get('dtype')!r} is not one of {list(DTYPES)}")
+        if "card" in d and not isinstance(d["card"], str):
+            raise CostError(f"card: {d['card']!r} must be the card's name (torch.cuda.get_device_name)")
+        optional = POINTS if fmt >= 2 else ()
         probes = {}
         for m in MODALITIES:
             md = d.get(m)
-            if not isinstance(md, Mapping) or set(md) != set(KINDS):
-                raise CostError(f"{m}: expected a mapping with exactly 'replay' and 'eager' lists of points")
-            for k in KINDS:
+            if not isinstance(md, Mapping) or not set(KINDS) <= set(md) <= {*KINDS, *optional}:
+                extra = f", optionally {' and '.join(repr(k) for k in optional)}" if optional else ""
+                raise CostError(f"{m}: expected a mapping with 'replay' and 'eager' lists of points{extra}")
+            for k in (*KINDS, *(k for k in optional if k in md)):
                 points = md[k]
                 if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Iterable):
                     raise CostError(f"{m}.{k}: expected a list of {{size, batch, samples}} points")
@@ -281,14 +381,15 @@ class CostModel:
         return cls.from_probes(probes, source, **{k: d[k] for k in meta_keys if k in d})
 
     def to_dict(self) -> dict[str, Any]:
-        """The YAML mapping (``format: 1``)."""
+        """The YAML mapping (``format: 2``)."""
         d: dict[str, Any] = {"format": FORMAT}
-        for k in ("card", "torch", "date", "command", "dtype", "measured", "note"):
+        for k in META:
             if k in self.meta:
                 v = self.meta[k]
                 d[k] = v if isinstance(v, bool) else str(v)  # plain YAML scalars (torch's version is a str subclass)
         for m in MODALITIES:
             d[m] = {k: [p.to_dict() for p in self.surfaces[m, k].probes] for k in KINDS}
+            d[m].update({k: [p.to_dict() for p in self.points[m, k]] for k in POINTS if (m, k) in self.points})
         return d
 
     def save(self, path: str | Path, header: str | None = None) -> str:
@@ -299,7 +400,7 @@ class CostModel:
         text += yaml.safe_dump(top, sort_keys=False, width=100)
         for m in MODALITIES:
             text += f"{m}:\n"
-            for k in KINDS:
+            for k in d[m]:
                 text += f"  {k}:\n"
                 for p in d[m][k]:
                     text += "  - " + yaml.safe_dump(p, default_flow_style=True, sort_keys=False, width=10**6).strip() + "\n"
@@ -307,10 +408,10 @@ class CostModel:
         return text
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> CostModel:
-        """Loads a cost file; None loads the packaged default (``omnienc/configs/costs_h200.yaml``)."""
+    def load(cls, path: str | Path | None = None, card: str | None = None) -> CostModel:
+        """Loads a cost file; None loads the packaged model of ``card`` (``packaged``)."""
         if path is None:
-            return _packaged()
+            return packaged(card)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -349,10 +450,46 @@ def attention_segments(modality: str, size: float, members: Iterable[Demand]) ->
     return size * size / quad if quad else 1.0
 
 
-@functools.lru_cache(maxsize=1)
-def _packaged() -> CostModel:
-    res = importlib.resources.files("omnienc.configs").joinpath(DEFAULT_COSTS)
-    return CostModel._from_text(res.read_text(encoding="utf-8"), f"omnienc/configs/{DEFAULT_COSTS}")
+def card_family(card: str) -> str | None:
+    """A card's model family, e.g. ``"H100"`` of ``"NVIDIA H100 80GB HBM3"``; None if none is named."""
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4})", card or "")
+    return m.group(1) if m else None
+
+
+def card_note(model: CostModel, card: str | None) -> str | None:
+    """None when ``model`` was measured on ``card`` (or no card is named), else a line saying that a
+    prediction for ``card`` uses another card's model."""
+    if not card or model.card.strip().lower() == card.strip().lower():
+        return None
+    return (f"the cost model ({model.source or 'given'}) was measured on {model.card}, not on {card}: "
+            f"its predictions are not a forecast for {card}; calibrate there (omnienc capture --calibrate "
+            "[--quick] -o costs.yaml) and pass --costs")
+
+
+@functools.lru_cache(maxsize=None)
+def _packaged_file(name: str) -> CostModel:
+    res = importlib.resources.files("omnienc.configs").joinpath(name)
+    return CostModel._from_text(res.read_text(encoding="utf-8"), f"omnienc/configs/{name}")
+
+
+def packaged_models() -> list[CostModel]:
+    """Every packaged cost model (``omnienc/configs/costs_*.yaml``), the default first."""
+    names = sorted(p.name for p in importlib.resources.files("omnienc.configs").iterdir()
+                   if p.name.startswith("costs_") and p.name.endswith(".yaml"))
+    return [_packaged_file(n) for n in [DEFAULT_COSTS, *(n for n in names if n != DEFAULT_COSTS)]]
+
+
+def packaged(card: str | None = None) -> CostModel:
+    """The packaged model measured on ``card`` (the same name, else the same family, e.g. H100);
+    the default (``costs_h200.yaml``) when none matches or no card is named."""
+    models = packaged_models()
+    if card:
+        for same in (lambda m: m.card.strip().lower() == card.strip().lower(),
+                     lambda m: card_family(m.card) is not None and card_family(m.card) == card_family(card)):
+            hit = next((m for m in models if same(m)), None)
+            if hit is not None:
+                return hit
+    return models[0]
 
 
 # --- Approximate FLOPs and activation memory of the real Qwen3-Omni encoders (estimates) ---
@@ -442,5 +579,5 @@ def estimate_flops(modality: str, size: float) -> float:
     return per_unit * size
 
 
-__all__ = ["CostError", "CostModel", "DEFAULT_COSTS", "Probe", "Surface", "attention_segments", "default_cost",
-           "estimate_activation_bytes", "estimate_flops"]
+__all__ = ["CostError", "CostModel", "DEFAULT_COSTS", "Probe", "Surface", "attention_segments", "card_family",
+           "card_note", "default_cost", "estimate_activation_bytes", "estimate_flops", "packaged", "packaged_models"]

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cuda import GraphCache
 from ..cuda import graphs as cuda_graphs
 from .attention_policy import AttentionPolicy
 from .buckets import forward, layout, rows_out
 from .config import RuntimeConfig
 from .modality import Modality
 from .plans import upload
+from .sightings import EXACT_REPLAY, exact_cache, exact_counts, exact_route
 
 
 @dataclass
@@ -52,28 +52,28 @@ class ExactGraphs:
         self.modality, self.inputs, self.attention = modality, inputs, attention
         self.device = inputs.device
         self.cuda = self.device.type == "cuda"
-        self.cache = GraphCache(config.exact_max_graphs, config.exact_at, config.exact_seen,
-                                float(config.exact_credit), config.exact_refill)
+        self.cache = exact_cache(config)
 
-    def run(self, requests: list, shapes: list, used: int) -> tuple[torch.Tensor, ...] | None:
-        """The pack by its exact layout's graph: a replay if it has one; when the layout is due, an
-        eager run of exactly these requests, then the capture of that run's work. Returns the
-        outputs and their flags, or None: the pack runs on its bucket as usual."""
+    def run(self, requests: list, shapes: list, used: int) -> tuple[str | None, tuple[torch.Tensor, ...] | None]:
+        """The pack by its exact layout's graph (``sightings.exact_route``): a replay if it has one;
+        when the layout is due, an eager run of exactly these requests, then the capture of that
+        run's work. Returns the kind of run (``exact_replay``, ``exact_capture``) and the outputs
+        and their flags, or ``(None, None)``: the pack runs on its bucket as usual."""
         key = layout(shapes)
-        entry = self.cache.lookup(key)
-        if entry is not None:
+        kind, entry = exact_route(self.cache, key)
+        if kind == EXACT_REPLAY:
             self.modality.fill(requests, shapes, self.inputs)
             entry.graph.replay()
-            return rows_out(entry.outputs, used, self.cuda)
-        if not self.cache.admit(key):
-            return None
-        return self._capture(key, requests, shapes, used)
+            return kind, rows_out(entry.outputs, used, self.cuda)
+        if kind is None:
+            return None, None
+        outputs = self._capture(key, requests, shapes, used)
+        return (kind if outputs is not None else None), outputs
 
     def wanted(self, shapes: list) -> bool:
         """Whether a pack of ``shapes`` replays a graph or is due for one (changes nothing): such a
         pack runs alone, not merged with others."""
-        key = layout(shapes)
-        return key in self.cache or self.cache.due(key)
+        return self.cache.wanted(layout(shapes))
 
     def sighted(self, shapes: list) -> None:
         """Counts a sighting of the layout of a pack run otherwise (merged with others)."""
@@ -108,11 +108,8 @@ def exact_stats(exact: ExactGraphs | None) -> dict:
     ``exact_attention`` (held per backend), ``exact_captures``, ``exact_graph_replays``,
     ``exact_failures``, ``exact_evictions``, ``exact_refused``."""
     entries = exact.cache.entries() if exact is not None else []
-    c = exact.cache.counts if exact is not None else dict.fromkeys(("captures", "replays", "failures", "evictions",
-                                                                    "refused"), 0)
     return {"exact_graphs": len(entries), "exact_attention": dict(Counter(e.attention for e in entries)),
-            "exact_captures": c["captures"], "exact_graph_replays": c["replays"], "exact_failures": c["failures"],
-            "exact_evictions": c["evictions"], "exact_refused": c["refused"]}
+            **exact_counts(exact.cache if exact is not None else None)}
 
 
 __all__ = ["ExactGraph", "ExactGraphs", "exact_stats"]

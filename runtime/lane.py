@@ -78,7 +78,6 @@ class Lane:
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
         self.bucket_set = BucketSet(buckets)
         self.eager_merge_units = config.eager_merge * max((b.size for b in buckets), default=0)
-        self.eager_merges = 0  # eager calls that ran several packs
         self.attention = AttentionPolicy(spec.facts, config, spec.eager_cudnn)
         self.eager = EagerRunner(spec, device, self.attention)
         exact = bool(exact_graphs and buckets)
@@ -212,17 +211,16 @@ class Lane:
         else:
             units, used = sum(s.demand.size for s in sizes), sum(s.rows for s in sizes)
         br = None if bucket is None else self.buckets[bucket]
-        outputs = self.exact.run(requests, shapes, used) if self.exact_on and br is not None else None
-        exact = outputs is not None
+        kind, outputs = self.exact.run(requests, shapes, used) if self.exact_on and br is not None else (None, None)
         if group is not None:
-            outputs = self.eager.run(requests, shapes)
+            kind, outputs = "merged", self.eager.run(requests, shapes)
         elif outputs is None:
             if br is None:
-                outputs = self.eager.fallback(requests[0], shapes[0], ids[0])
+                kind, outputs = "fallback", self.eager.fallback(requests[0], shapes[0], ids[0])
             elif br.stats.graph:
-                outputs = self.buckets.replay(br, requests, shapes, used)
+                kind, outputs = "replay", self.buckets.replay(br, requests, shapes, used)
             else:
-                outputs = self.eager.pack(requests, shapes, ids)
+                kind, outputs = "eager", self.eager.pack(requests, shapes, ids)
         tensors, flags = outputs[:-1], outputs[-1]
         if self._cuda:
             host = torch.empty(flags.shape, dtype=torch.bool, pin_memory=True)
@@ -230,17 +228,17 @@ class Lane:
             flags = host
         end = timings.stop()
         if group is not None:
-            stat = tuple((self.buckets[p.bucket].stats, p.size / units) for p in group)
+            target = tuple((self.buckets[p.bucket].stats, p.size / units) for p in group)
             for p in group:
-                self.buckets[p.bucket].stats.add(p.size)
-            self.eager_merges += 1
+                self.buckets[p.bucket].stats.add(p.size, kind=kind)
+            self.stats.merged_calls += 1
         elif br is None:
-            stat = None
+            target = None
             self.stats.add_fallback(units)
         else:
-            stat = br.stats
-            stat.add(units, exact=exact)
-        timings.keep(stat, start, end)
+            target = br.stats
+            target.add(units, kind=kind)
+        timings.keep((kind, target), start, end)
         if self._cuda:
             self.last_event = end
         output = self.spec.output
@@ -254,16 +252,17 @@ class Lane:
         return results
 
     # -- statistics -----------------------------------------------------------------------------
-    def _add_ms(self, stat: BucketStats | tuple | None, ms: float) -> None:
-        """Adds a run's time to its bucket (None: the fallbacks; a tuple of ``(bucket stats, share)``:
-        a merged call's packs)."""
-        if isinstance(stat, tuple):
-            for s, share in stat:
-                s.ms += ms * share
-        elif stat is None:
+    def _add_ms(self, key: tuple[str, BucketStats | tuple | None], ms: float) -> None:
+        """Adds a run's time to its kind of run in its bucket; ``key``: ``(kind, target)``, target
+        None for a fallback, a tuple of ``(bucket stats, share)`` for a merged call's packs."""
+        kind, target = key
+        if target is None:
             self.stats.fallback_ms += ms
+        elif isinstance(target, tuple):
+            for s, share in target:
+                s.add_ms(kind, ms * share)
         else:
-            stat.ms += ms
+            target.add_ms(kind, ms)
 
     def drain_timings(self, wait: bool = False) -> None:
         """Adds finished runs' GPU times to the statistics (all of them, waiting, if ``wait``)."""
@@ -278,7 +277,7 @@ class Lane:
         self.buckets.stats_into(d)
         d.update(graphs=self.buckets.graphs, capture_s=self.capture_s,
                  graph_memory_bytes=self.buckets.graph_memory_bytes,
-                 eager_attention=dict(self.attention.runs), eager_merges=self.eager_merges,
+                 eager_attention=dict(self.attention.runs), eager_merges=self.stats.merged_calls,
                  dense_shapes=self.attention.dense_shapes())
         d.update(exact_stats(self.exact))
         return d
@@ -286,7 +285,6 @@ class Lane:
     def reset_stats(self) -> None:
         self.drain_timings(wait=True)
         self.attention.runs = {}
-        self.eager_merges = 0
         self.stats = new_modality_stats(self.modality, list(self.buckets), lambda b: self.buckets[b].stats.graph)
         self.buckets.rebind(self.stats)
 

@@ -168,6 +168,12 @@ def pack(demands: Sequence[Demand], buckets: Sequence[Bucket] | BucketSet) -> li
     return (buckets if isinstance(buckets, BucketSet) else BucketSet(buckets)).pack(demands)
 
 
+def layout(shapes: Sequence) -> tuple:
+    """A pack's exact layout: its requests' items in order, however grouped into requests (the key
+    of its exact-layout graph)."""
+    return tuple(x for s in shapes for x in s)
+
+
 def eager_groups(packs: Sequence[Pack], mergeable: Sequence[bool], cap: int) -> list[list[Pack]]:
     """Which packs run as one call.
 

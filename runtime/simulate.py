@@ -4,29 +4,35 @@ predicted GPU time (``omnienc simulate``).
 1. Requests are batched as ``EncoderService`` batches them (``batching.group_arrivals`` with a
    ``BatchPolicy``: wait up to ``max_wait_ms`` after the first pending request, at most ``max_batch``
    requests), or, for comparison with older results, in fixed windows of ``step_ms``.
-2. Each batch's requests of one modality are packed with ``packing.pack``, as the runtime packs one
-   ``encode`` call.
-3. Each pack is a *replay* (a graph bucket, padded), an *eager run* (an eager bucket above
-   ``graphs_up_to``, unpadded; a batch's eager runs share one call, ``packing.eager_groups``, as in
-   a runtime with the default ``eager_merge``) or a *fallback* (fits no bucket); its GPU time comes from a
-   ``CostModel`` (default: the packaged calibration), with vision attention priced by the pack's
-   ``attention_segments`` (how its members cut the run into segments).
+2. Each batch's requests of one modality run through a ``SimLane``, which follows the runtime's lane
+   with the same functions and objects: packing (``packing.pack``), a batch's eager packs merged into
+   one call (``packing.eager_groups``, ``RuntimeConfig.eager_merge``), and, with exact-layout graphs
+   (on by default, as on a GPU), the same ``GraphCache`` built from the same ``RuntimeConfig``
+   (``sightings``: a layout's second sighting runs eagerly and is captured, later ones replay its
+   graph; capture credit and least-recently-used eviction as the runtime's).
+3. Each run is priced by the ``CostModel`` rule of its kind (``stats.KINDS``, ``CostModel.price``):
+   a padded replay of its bucket, an unpadded replay of its exact size, a capture (its eager run and
+   the capture's host work), or an uncaptured call (an eager bucket's pack, a merged call, a
+   fallback) never below the host floor; vision attention by the run's ``attention_segments``.
 
-The report is one ``stats.ModalityStats`` per modality: the schema the runtime measures.
+The report is one ``stats.ModalityStats`` per modality, per bucket and per kind of run: the schema the
+runtime measures; ``compare`` sets the two side by side.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omnienc.runtime.batching import BatchPolicy, group_arrivals, group_windows
-from omnienc.runtime.costs import CostModel, attention_segments, estimate_flops
 from omnienc.runtime.config import RuntimeConfig
+from omnienc.runtime.costs import CostModel, attention_segments, card_note, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid
-from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, pack
-from omnienc.runtime.stats import UNITS, ModalityStats, new_modality_stats
+from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, layout, pack
+from omnienc.runtime.sightings import EXACT_CAPTURE, exact_cache, exact_counts, exact_route
+from omnienc.runtime.stats import KINDS, UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
 Batching = BatchPolicy | float  # a policy (the service's rule), or a fixed window in ms (legacy)
@@ -79,61 +85,110 @@ def batches(records: Iterable[TraceRecord], modality: str, batching: Batching = 
     return [g for g in groups if g]
 
 
-class _Tally:
-    """Packs one modality's batches and adds their runs to a ``ModalityStats`` with predicted ms."""
+_CAPTURED = object()  # a simulated capture's graph entry: the cache only keeps it
+
+
+class SimLane:
+    """One modality's lane, simulated: the runtime lane's rules with the same functions and objects,
+    each run priced by the ``CostModel`` rule of its kind (``CostModel.price``).
+
+    A batch is packed (``packing.pack``); with exact-layout graphs each pack's layout meets a
+    ``GraphCache`` built from ``config`` as the runtime's is (``sightings``): packs on eager buckets
+    whose layout has no graph and is not due merge into one call (``packing.eager_groups``, sighted
+    after it), every other pack on a bucket is an exact replay, an exact capture, or a run of its
+    bucket (a padded replay, or an eager run). A request that fits no bucket is a fallback.
+
+    Args:
+        modality: ``"vision"`` or ``"audio"``.
+        buckets: the modality's buckets.
+        is_graph: marks graph buckets (None: every bucket is one).
+        costs: the cost model.
+        config: the runtime's configuration; ``exact_graphs`` None counts as on (the default with
+            CUDA graphs), and ``eager_merge`` as the runtime reads it.
+    """
 
     def __init__(self, modality: str, buckets: Iterable[Bucket], is_graph: Callable[[Bucket], bool] | None,
-                 costs: CostModel) -> None:
+                 costs: CostModel, config: RuntimeConfig) -> None:
         self.modality, self.costs = modality, costs
         self.buckets = BucketSet(buckets)
-        # a launch's eager packs merge as in a runtime of the default configuration
-        self._merge_units = RuntimeConfig.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
         self._by_bucket = {b.bucket: b for b in self.stats.buckets}
+        self.merge_units = config.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
+        exact = config.exact_graphs is not False and bool(self.buckets.buckets)
+        self.cache = exact_cache(config) if exact else None
         self._ms: dict[tuple, float] = {}
 
-    def _run_ms(self, r: Pack, graph: bool, demands: Sequence[Demand]) -> float:
-        segs = r.batch
-        if self.modality == "vision" and (len(r.members) > 1 or graph):  # else: one member, its own segments
-            size = r.bucket.size if graph else r.size
-            segs = attention_segments("vision", size, (demands[i] for i in r.members))
-        key = (r.bucket if graph else None, r.size if not graph else 0, segs)
+    def _price(self, kind: str, bucket: Bucket | None, units: int, members: Iterable[Demand]) -> float:
+        size = bucket.size if kind == "replay" else units  # a replay computes its padded bucket
+        segments = attention_segments(self.modality, size, members)
+        key = (kind, bucket if kind == "replay" else None, units if kind != "replay" else 0, round(segments, 9))
         ms = self._ms.get(key)
         if ms is None:
-            ms = self._ms[key] = self.costs.run_ms(self.modality, r, graph, segs)
+            ms = self._ms[key] = self.costs.price(self.modality, kind, units, segments, bucket)
         return ms
 
-    def add(self, demands: Sequence[Demand]) -> tuple[float, list[Pack]]:
-        """Packs one batch; returns its predicted ms and its packs."""
+    def add(self, demands: Sequence[Demand], shapes: Sequence[tuple] | None = None) -> tuple[float, list[Pack]]:
+        """Runs one batch (``shapes``: each request's items, for exact layouts; None: no exact
+        graphs for it); returns its predicted ms and its packs."""
         self.stats.requests += len(demands)
         if not demands:
             return 0.0, []
-        total = 0.0
         packs = pack(demands, self.buckets)
-        eager = [r.bucket is not None and not self._by_bucket[r.bucket].graph for r in packs]
-        for group in eager_groups(packs, eager, self._merge_units):
-            if len(group) > 1:  # one eager call over the packs' members, its time shared by units
-                members = tuple(i for r in group for i in r.members)
-                merged = Pack(None, members, sum(r.size for r in group), sum(r.batch for r in group))
-                ms = self._run_ms(merged, False, demands)
-                for r in group:
-                    self._by_bucket[r.bucket].add(r.size, ms * r.size / merged.size)
-            elif (r := group[0]).bucket is None:
-                ms = self._run_ms(r, False, demands)
-                self.stats.add_fallback(r.size, ms)
+        cache = self.cache if shapes is not None else None
+        keys = {p.members: layout([shapes[i] for i in p.members]) for p in packs} if cache is not None else {}
+        mergeable = [p.bucket is not None and not self._by_bucket[p.bucket].graph
+                     and not (cache is not None and cache.wanted(keys[p.members])) for p in packs]
+        total = 0.0
+        for group in eager_groups(packs, mergeable, self.merge_units):
+            if len(group) > 1:  # one uncaptured call; each pack a run of its bucket, the time shared by units
+                units = sum(p.size for p in group)
+                ms = self._price("merged", None, units, (demands[i] for p in group for i in p.members))
+                for p in group:
+                    self._by_bucket[p.bucket].add(p.size, ms * p.size / units, "merged")
+                    if cache is not None:
+                        cache.sight(keys[p.members])
+                self.stats.merged_calls += 1
+            elif (p := group[0]).bucket is None:
+                ms = self._price("fallback", None, p.size, (demands[i] for i in p.members))
+                self.stats.add_fallback(p.size, ms)
             else:
-                b = self._by_bucket[r.bucket]
-                ms = self._run_ms(r, b.graph, demands)
-                b.add(r.size, ms)
+                b = self._by_bucket[p.bucket]
+                kind = None
+                if cache is not None:
+                    kind = exact_route(cache, keys[p.members])[0]
+                    if kind == EXACT_CAPTURE:
+                        cache.capture(keys[p.members], lambda: _CAPTURED)
+                kind = kind or ("replay" if b.graph else "eager")
+                ms = self._price(kind, p.bucket, p.size, (demands[i] for i in p.members))
+                b.add(p.size, ms, kind)
             total += ms
         return total, packs
+
+    def stats_dict(self) -> dict:
+        """The statistics as the runtime's lane reports them (``ModalityStats.to_dict`` and the exact
+        graphs' counts)."""
+        return {**self.stats.to_dict(), **exact_counts(self.cache)}
+
+
+def modality_batches(records: Iterable[TraceRecord], modality: str,
+                     batching: Batching = BatchPolicy()) -> tuple[list[list[Demand]], list[list[tuple]]]:
+    """``batches`` and, beside each demand, its request's shape (its exact layout's items)."""
+    records = list(records)
+    demands, shapes = [], []
+    for g in group_records(records, batching):
+        ids = [i for i in g if records[i].modality == modality]
+        if ids:
+            demands.append([records[i].demand for i in ids])
+            shapes.append([records[i].shape for i in ids])
+    return demands, shapes
 
 
 def simulate_modality(
     groups: Iterable[Sequence[Demand]], modality: str, buckets: Iterable[Bucket],
     is_graph: Callable[[Bucket], bool] | None = None, costs: CostModel | None = None,
+    config: RuntimeConfig | None = None, shapes: Iterable[Sequence[tuple]] | None = None,
 ) -> tuple[ModalityStats, list[Pack]]:
-    """Packs each batch of one modality and tallies its runs with predicted ms.
+    """Runs each batch of one modality through a ``SimLane``.
 
     Args:
         groups: The batches' demands (``batches``).
@@ -142,15 +197,17 @@ def simulate_modality(
         is_graph: The grid's ``ModalityGrid.is_graph``; buckets where it is False are eager buckets.
             None: every bucket is a graph bucket.
         costs: The cost model; None is the packaged default.
+        config: The runtime's configuration (default ``RuntimeConfig()``: exact graphs on).
+        shapes: Per batch, each request's shape (``modality_batches``); None: no exact graphs.
 
     Returns:
         The stats, and every pack in order (batch after batch; members index into their batch).
     """
-    tally = _Tally(modality, buckets, is_graph, costs or CostModel.load())
+    lane = SimLane(modality, buckets, is_graph, costs or CostModel.load(), config or RuntimeConfig())
     packs: list[Pack] = []
-    for group in groups:
-        packs += tally.add(group)[1]
-    return tally.stats, packs
+    for group, shape in zip(groups, shapes if shapes is not None else itertools.repeat(None)):
+        packs += lane.add(group, shape)[1]
+    return lane.stats, packs
 
 
 @dataclass(frozen=True)
@@ -162,12 +219,20 @@ class SimReport:
         modalities: Stats of vision and audio, in that order; ``ms`` is predicted GPU time.
         costs: The cost model's description (``CostModel.describe``).
         busy: Whether the worker was modelled busy for each batch's predicted time.
+        card: The card the cost model was measured on.
+        card_note: Set when the prediction is for another card (``costs.card_note``).
+        exact_graphs: Whether exact-layout graphs were simulated.
+        exact: Per modality, the exact graphs' counts (``sightings.exact_counts``).
     """
 
     batching: Batching
     modalities: tuple[ModalityStats, ...]
     costs: str = ""
     busy: bool = False
+    card: str = ""
+    card_note: str | None = None
+    exact_graphs: bool = True
+    exact: dict = field(default_factory=dict)
 
     def __getitem__(self, modality: str) -> ModalityStats:
         """The stats of ``modality`` (``"vision"`` or ``"audio"``)."""
@@ -220,10 +285,12 @@ class SimReport:
         return pad / total if total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able report (per modality: ``ModalityStats.to_dict``)."""
+        """JSON-able report (per modality: ``ModalityStats.to_dict`` and the exact graphs' counts)."""
         return {
             "batching": describe_batching(self.batching), "busy": self.busy, "costs": self.costs,
-            "modalities": {m.modality: m.to_dict() for m in self.modalities},
+            "card": self.card, "foreign_card": self.card_note is not None, "card_note": self.card_note,
+            "exact_graphs": self.exact_graphs,
+            "modalities": {m.modality: {**m.to_dict(), **self.exact.get(m.modality, {})} for m in self.modalities},
             "total": {
                 "requests": self.requests, "replays": self.replays, "eager_runs": self.eager_runs,
                 "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
@@ -235,42 +302,145 @@ class SimReport:
         """One line per modality and a total line."""
         lines = []
         for m in self.modalities:
+            x = self.exact.get(m.modality, {})
+            exact = (f"; exact layouts: {x['exact_captures']} captures, {x['exact_graph_replays']} replays"
+                     if self.exact_graphs and x else "")
             lines.append(
                 f"{m.modality}: {m.requests} requests; {m.replays} replays ({m.graph_buckets} graph buckets), "
                 f"{m.eager_runs} eager runs ({m.eager_buckets} eager buckets), {m.fallbacks} fallbacks "
-                f"({m.fallback_share:.1%} of requests); padded {m.padded_share:.1%}; predicted {m.ms:.1f} ms GPU "
-                f"(replays {m.replay_ms:.1f}, eager runs {m.eager_run_ms:.1f}, fallbacks {m.fallback_ms:.1f})")
+                f"({m.fallback_share:.1%} of requests){exact}; padded {m.padded_share:.1%}; predicted {m.ms:.1f} ms "
+                f"GPU (replays {m.replay_ms:.1f}, eager runs {m.eager_run_ms:.1f}, fallbacks {m.fallback_ms:.1f})")
         lines.append(
             f"total: {self.requests} requests; {self.replays} replays, {self.eager_runs} eager runs, "
             f"{self.fallbacks} fallbacks ({self.fallback_share:.1%}); padded {self.padded_share:.1%} "
             f"(FLOP-weighted); work {self.work_tflop:.1f} TFLOP; predicted {self.ms:.1f} ms GPU")
         return lines
 
-    def format_table(self) -> str:
-        """A plain-text table (one row per bucket and one for fallbacks, per modality), then the
-        summary lines, the batching and the cost model."""
-        rows = [("modality", "bucket", "kind", "runs", "units", "padded", "pred. ms", "ms/run")]
+    def format_table(self, measured: dict | None = None) -> str:
+        """Plain-text tables: one row per bucket and one for fallbacks, then one per kind of run,
+        per modality (with ``measured``, the runtime's ``stats()``: measured runs and ms beside the
+        predicted ones); then the summary lines, the batching, the cost model and its card."""
+        cmp = compare(self, measured) if measured is not None else None
+        head = ["modality", "bucket", "kind", "runs", "units", "padded", "pred. ms", "ms/run"]
+        if cmp:
+            head += ["meas. runs", "meas. ms", "error"]
+        rows = [tuple(head)]
         for m in self.modalities:
+            c = cmp["modalities"].get(m.modality) if cmp else None
             for s in m.buckets:
-                rows.append((m.modality, f"{s.bucket.size}x{s.bucket.batch}", "graph" if s.graph else "eager",
-                             str(s.runs), str(s.units), f"{s.padded_share:.1%}" if s.graph else "-",
-                             f"{s.ms:.1f}", f"{s.ms_mean:.2f}"))
-            rows.append((m.modality, "fallback", "-", str(m.fallbacks), str(m.fallback_units), "-",
-                         f"{m.fallback_ms:.1f}", f"{m.fallback_ms / m.fallbacks:.2f}" if m.fallbacks else "0.00"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                 for r in rows]
-        lines += ["", *self.summary_lines()]
+                name = f"{s.bucket.size}x{s.bucket.batch}"
+                row = [m.modality, name, "graph" if s.graph else "eager", str(s.runs), str(s.units),
+                       f"{s.padded_share:.1%}" if s.graph else "-", f"{s.ms:.1f}", f"{s.ms_mean:.2f}"]
+                if cmp:
+                    row += _measured_cells(c["buckets"].get(name) if c else None)
+                rows.append(tuple(row))
+            row = [m.modality, "fallback", "-", str(m.fallbacks), str(m.fallback_units), "-", f"{m.fallback_ms:.1f}",
+                   f"{m.fallback_ms / m.fallbacks:.2f}" if m.fallbacks else "0.00"]
+            if cmp:
+                row += _measured_cells(c["kinds"].get("fallback") if c else None)
+            rows.append(tuple(row))
+        lines = _table(rows, 3)
+        rows = [("modality", "kind of run", "runs", "units", "pred. ms", "ms/run")
+                + (("meas. runs", "meas. ms", "error") if cmp else ())]
+        for m in self.modalities:
+            c = cmp["modalities"].get(m.modality) if cmp else None
+            for kind, k in m.kinds().items():
+                if not k.runs and not (c and c["kinds"][kind]["measured"]["runs"]):
+                    continue
+                row = [m.modality, kind, str(k.runs), str(k.units), f"{k.ms:.1f}", f"{k.ms_mean:.2f}"]
+                if cmp:
+                    row += _measured_cells(c["kinds"][kind] if c else None)
+                rows.append(tuple(row))
+        lines += ["", *_table(rows, 2), "", *self.summary_lines()]
+        if cmp:
+            lines += ["", *format_comparison(cmp)]
         units = ", ".join(f"{m}: {u}" for m, u in UNITS.items())
-        lines.append(f"batching: {describe_batching(self.batching)}{'; worker busy for each batch' if self.busy else ''}")
-        lines.append(f"costs: {self.costs}; units {units}; replay = graph bucket run (padded), eager run = "
-                     "eager bucket run (unpadded), fallback = fits no bucket")
+        lines.append(f"batching: {describe_batching(self.batching)}{'; worker busy for each batch' if self.busy else ''}; "
+                     f"exact-layout graphs {'on' if self.exact_graphs else 'off'}")
+        lines.append(f"costs: {self.costs}; units {units}")
+        lines.append(f"card: predictions of a model measured on {self.card}"
+                     + (f"\nFOREIGN CARD: {self.card_note}" if self.card_note else ""))
+        lines.append("kinds: replay = graph bucket's graph (padded), exact_replay = graph of the pack's exact layout, "
+                     "exact_capture = eager run + capture of a due layout, eager = eager bucket's pack, merged = eager "
+                     "packs in one call, fallback = fits no bucket")
         return "\n".join(lines)
+
+
+def _table(rows: list[tuple], left: int) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+
+
+def _measured_cells(c: dict | None) -> list[str]:
+    if c is None:
+        return ["-", "-", "-"]
+    err = c.get("error")
+    return [str(c["measured"]["runs"]), f"{c['measured']['ms']:.1f}", "-" if err is None else f"{err:+.1%}"]
+
+
+def _error(predicted: float, measured: float) -> float | None:
+    """Prediction error relative to the measurement; None without a measurement."""
+    return predicted / measured - 1 if measured else None
+
+
+def compare(report: SimReport, measured: dict) -> dict:
+    """The prediction beside the runtime's measured statistics (``EncoderRuntime.stats()`` of the same
+    trace): per modality, bucket and kind of run, predicted and measured runs and ms and the error
+    (predicted / measured - 1), and the exact graphs' counts of both."""
+    out: dict[str, Any] = {"modalities": {}}
+    for m in report.modalities:
+        got = measured.get(m.modality)
+        if not isinstance(got, dict):
+            continue
+        pred = {**m.to_dict(), **report.exact.get(m.modality, {})}
+        buckets = {}
+        for name, b in pred["buckets"].items():
+            mb = got.get("buckets", {}).get(name, {})
+            buckets[name] = {"predicted": {"runs": b["runs"], "ms": b["ms"]},
+                             "measured": {"runs": mb.get("runs", 0), "ms": mb.get("ms", 0.0)},
+                             "error": _error(b["ms"], mb.get("ms", 0.0))}
+        kinds = {}
+        for kind in KINDS:
+            p, q = pred["kinds"][kind], got.get("kinds", {}).get(kind, {"runs": 0, "ms": 0.0})
+            kinds[kind] = {"predicted": {"runs": p["runs"], "ms": p["ms"]},
+                           "measured": {"runs": q["runs"], "ms": q["ms"]}, "error": _error(p["ms"], q["ms"])}
+        counts = ("exact_captures", "exact_graph_replays", "exact_refused", "exact_evictions")
+        out["modalities"][m.modality] = {
+            "predicted_ms": m.ms, "measured_ms": got["ms"], "error": _error(m.ms, got["ms"]),
+            "buckets": buckets, "kinds": kinds,
+            "merged_calls": {"predicted": m.merged_calls, "measured": got.get("eager_merges", 0)},
+            "exact": {k: {"predicted": pred.get(k, 0), "measured": got.get(k, 0)} for k in counts},
+        }
+    pm = sum(v["predicted_ms"] for v in out["modalities"].values())
+    mm = sum(v["measured_ms"] for v in out["modalities"].values())
+    out["total"] = {"predicted_ms": pm, "measured_ms": mm, "error": _error(pm, mm)}
+    return out
+
+
+def format_comparison(cmp: dict) -> list[str]:
+    """Lines: per modality and in total, predicted vs measured ms and the error, and whether the
+    simulator ran what the runtime ran (runs per kind, merged calls, exact captures)."""
+    lines = []
+    for name, c in cmp["modalities"].items():
+        err = "" if c["error"] is None else f" ({c['error']:+.1%})"
+        lines.append(f"{name:6s} measured {c['measured_ms']:10.1f} ms, predicted {c['predicted_ms']:10.1f} ms{err}")
+        differ = [f"{k} {v['predicted']['runs']} vs {v['measured']['runs']}" for k, v in c["kinds"].items()
+                  if v["predicted"]["runs"] != v["measured"]["runs"]]
+        differ += [f"{k} {v['predicted']} vs {v['measured']}" for k, v in c["exact"].items()
+                   if v["predicted"] != v["measured"]]
+        if c["merged_calls"]["predicted"] != c["merged_calls"]["measured"]:
+            differ.append(f"merged calls {c['merged_calls']['predicted']} vs {c['merged_calls']['measured']}")
+        lines.append(f"       runs as predicted: {'yes' if not differ else 'no, predicted vs measured: ' + ', '.join(differ)}")
+    t = cmp["total"]
+    err = "" if t["error"] is None else f" ({t['error']:+.1%})"
+    lines.append(f"total  measured {t['measured_ms']:10.1f} ms, predicted {t['predicted_ms']:10.1f} ms{err}")
+    return lines
 
 
 def simulate(
     records: Iterable[TraceRecord], grid: BucketGrid, batching: Batching | None = None,
     costs: CostModel | None = None, *, step_ms: float | None = None, busy: bool = False,
+    config: RuntimeConfig | None = None, card: str | None = None,
 ) -> SimReport:
     """Simulates what the runtime runs for a trace, and predicts its GPU time.
 
@@ -279,34 +449,43 @@ def simulate(
         grid: The bucket grid; a modality without buckets runs every request as a fallback.
         batching: A ``BatchPolicy`` (default ``BatchPolicy()``: the service's defaults), or a window
             in ms.
-        costs: The cost model; None is the packaged default.
+        costs: The cost model; None is the packaged model of ``card`` (``costs.packaged``).
         step_ms: Fixed windows of this many ms instead of a policy (0: each request alone); give
             ``batching`` or ``step_ms``, not both.
         busy: Model the worker busy for each batch's predicted time (arrivals meanwhile wait); needs
             a policy.
+        config: The runtime's configuration (default ``RuntimeConfig()``; ``exact_graphs`` None
+            counts as on, as on a GPU).
+        card: The card the prediction is for; the report flags a model measured on another.
 
     Returns:
-        Per-modality stats (runs, padding, fallbacks, predicted ms per bucket) and totals.
+        Per-modality stats (runs per bucket and kind, padding, fallbacks, predicted ms) and totals.
     """
     batching = resolve_batching(batching, step_ms)
-    costs = costs or CostModel.load()
+    costs = costs or CostModel.load(card=card)
+    config = config or RuntimeConfig()
     records = list(records)
-    tallies = {}
+    lanes = {}
     for m in MODALITIES:
         g = grid.modality(m)
-        tallies[m] = _Tally(m, g.buckets if g else (), g.is_graph if g else None, costs)
+        lanes[m] = SimLane(m, g.buckets if g else (), g.is_graph if g else None, costs, config)
 
     def run(group: list[int]) -> float:
-        return sum(tallies[m].add([records[i].demand for i in group if records[i].modality == m])[0]
-                   for m in MODALITIES)
+        total = 0.0
+        for m in MODALITIES:
+            ids = [i for i in group if records[i].modality == m]
+            total += lanes[m].add([records[i].demand for i in ids], [records[i].shape for i in ids])[0]
+        return total
 
     if busy:
         group_records(records, batching, run)  # tallies while grouping: each batch's time delays the next
     else:
         for group in group_records(records, batching):
             run(group)
-    return SimReport(batching, tuple(tallies[m].stats for m in MODALITIES), costs.describe(), busy)
+    return SimReport(batching, tuple(lanes[m].stats for m in MODALITIES), costs.describe(), busy, costs.card,
+                     card_note(costs, card), config.exact_graphs is not False,
+                     {m: exact_counts(lanes[m].cache) for m in MODALITIES if lanes[m].cache is not None})
 
 
-__all__ = ["Batching", "SimReport", "batches", "describe_batching", "group_records", "simulate",
-           "simulate_modality"]
+__all__ = ["Batching", "SimLane", "SimReport", "batches", "compare", "describe_batching", "format_comparison",
+           "group_records", "modality_batches", "simulate", "simulate_modality"]

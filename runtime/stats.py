@@ -10,8 +10,14 @@ Words, used the same way in code, stats keys, command-line tables and docs:
     fallback       a request that fits no bucket: it runs eagerly, alone.
     exact replay   a pack on either kind of bucket whose exact layout (its items' sizes, in order)
                    was seen before replays a CUDA graph captured for that layout, unpadded; it counts
-                   among its bucket's runs (replays or eager runs) and in ``exact``. The runtime
-                   only: the simulator does not predict them (it prices every pack on its bucket).
+                   among its bucket's runs (replays or eager runs) and in ``exact``.
+
+Each run is also one of ``KINDS``, timed (or priced) separately, so a prediction's error can be
+located by kind: ``replay`` (a graph bucket's graph, padded), ``exact_replay`` (the graph of the
+pack's exact layout, unpadded), ``exact_capture`` (a layout's due sighting: an eager run on its exact
+plan, then the capture of that work), ``eager`` (an eager bucket's pack, one uncaptured call),
+``merged`` (several eager buckets' packs in one uncaptured call; each pack counts as a run of its
+bucket, the call's time shared by units) and ``fallback``.
 
 Units are patches (vision) or mel frames (audio); ``ms`` is GPU time: measured with CUDA events by
 the runtime (wall time on the CPU), predicted by a cost model in the simulator.
@@ -25,6 +31,24 @@ from typing import Any
 from .grid import Bucket
 
 UNITS = {"vision": "patches", "audio": "frames"}
+KINDS = ("replay", "exact_replay", "exact_capture", "eager", "merged", "fallback")
+EXACT_KINDS = ("exact_replay", "exact_capture")  # unpadded runs on the pack's exact layout
+
+
+@dataclass
+class KindStats:
+    """Runs of one kind: how many, their real units and their GPU time."""
+
+    runs: int = 0
+    units: int = 0
+    ms: float = 0.0
+
+    @property
+    def ms_mean(self) -> float:
+        return self.ms / self.runs if self.runs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "units": self.units, "ms": self.ms, "ms_mean": self.ms_mean}
 
 
 @dataclass
@@ -38,7 +62,8 @@ class BucketStats:
         units: Real units over those runs.
         padded_units: Padding units computed over those runs (always 0 for an eager bucket).
         ms: GPU time of those runs.
-        exact: Those runs that were exact replays (unpadded).
+        exact: Those runs on their exact layout (``EXACT_KINDS``: unpadded).
+        kinds: The runs per kind of run (``KINDS``), only kinds that ran.
     """
 
     bucket: Bucket
@@ -48,17 +73,30 @@ class BucketStats:
     padded_units: int = 0
     ms: float = 0.0
     exact: int = 0
+    kinds: dict[str, KindStats] = field(default_factory=dict)
 
-    def add(self, units: int, ms: float = 0.0, exact: bool = False) -> None:
-        """Counts one run of ``units`` real units (padded up to the bucket's size when a graph bucket
-        and not an exact replay)."""
+    def add(self, units: int, ms: float = 0.0, kind: str | None = None) -> None:
+        """Counts one run of ``units`` real units of ``kind`` (default: ``replay`` on a graph bucket,
+        ``eager`` on an eager bucket); a ``replay`` is padded up to the bucket's size."""
+        kind = kind or ("replay" if self.graph else "eager")
         self.runs += 1
         self.units += units
-        if exact:
+        if kind in EXACT_KINDS:
             self.exact += 1
-        elif self.graph:
+        elif kind == "replay":
             self.padded_units += self.bucket.size - units
+        k = self.kinds.get(kind)
+        if k is None:
+            k = self.kinds[kind] = KindStats()
+        k.runs += 1
+        k.units += units
+        k.ms += ms
         self.ms += ms
+
+    def add_ms(self, kind: str, ms: float) -> None:
+        """Adds GPU time to a run of ``kind`` counted before (timings resolve after the count)."""
+        self.ms += ms
+        self.kinds[kind].ms += ms
 
     @property
     def padded_share(self) -> float:
@@ -75,6 +113,7 @@ class BucketStats:
             "size": self.bucket.size, "batch": self.bucket.batch, "graph": self.graph, "runs": self.runs,
             "units": self.units, "padded_units": self.padded_units, "padded_share": self.padded_share,
             "ms": self.ms, "ms_mean": self.ms_mean, "exact": self.exact,
+            "kinds": {k: v.to_dict() for k, v in self.kinds.items()},
         }
 
 
@@ -89,6 +128,8 @@ class ModalityStats:
         fallbacks: Requests that fit no bucket (one eager run each).
         fallback_units: Their units.
         fallback_ms: Their GPU time.
+        merged_calls: Uncaptured calls that ran several eager buckets' packs (each pack is a
+            ``merged`` run of its bucket).
     """
 
     modality: str
@@ -97,6 +138,7 @@ class ModalityStats:
     fallbacks: int = 0
     fallback_units: int = 0
     fallback_ms: float = 0.0
+    merged_calls: int = 0
 
     def add_fallback(self, units: int, ms: float = 0.0) -> None:
         self.fallbacks += 1
@@ -147,8 +189,19 @@ class ModalityStats:
 
     @property
     def exact_replays(self) -> int:
-        """Runs (of either kind of bucket) that replayed a graph of their exact layout."""
+        """Runs (of either kind of bucket) on their exact layout: its graph's replays and the eager
+        runs of its capture (``kinds`` tells them apart)."""
         return sum(b.exact for b in self.buckets)
+
+    def kinds(self) -> dict[str, KindStats]:
+        """Runs, units and GPU time per kind of run (``KINDS``, every kind, fallbacks included)."""
+        out = {k: KindStats() for k in KINDS}
+        for b in self.buckets:
+            for k, v in b.kinds.items():
+                o = out[k]
+                o.runs, o.units, o.ms = o.runs + v.runs, o.units + v.units, o.ms + v.ms
+        out["fallback"] = KindStats(self.fallbacks, self.fallback_units, self.fallback_ms)
+        return out
 
     @property
     def runs(self) -> int:
@@ -194,6 +247,7 @@ class ModalityStats:
             "fallback_units": self.fallback_units, "work": self.work, "ms": self.ms, "replay_ms": self.replay_ms,
             "eager_run_ms": self.eager_run_ms, "fallback_ms": self.fallback_ms,
             "graph_buckets": self.graph_buckets, "eager_buckets": self.eager_buckets,
+            "merged_calls": self.merged_calls, "kinds": {k: v.to_dict() for k, v in self.kinds().items()},
             "buckets": {f"{b.bucket.size}x{b.bucket.batch}": b.to_dict() for b in self.buckets},
         }
 
@@ -204,4 +258,4 @@ def new_modality_stats(modality: str, buckets, is_graph=None) -> ModalityStats:
     return ModalityStats(modality, [BucketStats(b, is_graph is None or is_graph(b)) for b in sorted(buckets)])
 
 
-__all__ = ["BucketStats", "ModalityStats", "UNITS", "new_modality_stats"]
+__all__ = ["EXACT_KINDS", "KINDS", "BucketStats", "KindStats", "ModalityStats", "UNITS", "new_modality_stats"]

@@ -72,6 +72,12 @@ class TraceRecord:
             raise TraceError(f"field '{field}': {e}") from None
 
     @property
+    def shape(self) -> tuple:
+        """The request's shape as the runtime validates it: its (t, h, w) items, or its clips' frame
+        counts (a pack's exact layout is its members' shapes' items, ``packing.layout``)."""
+        return self.grid_thw if self.modality == "vision" else self.frames
+
+    @property
     def demand(self) -> Demand:
         """The request's demand (see ``vision_demand`` and ``audio_demand``)."""
         if self.modality == "vision":

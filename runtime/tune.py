@@ -1,9 +1,9 @@
 """The bucket tuner: the grid that minimises the predicted GPU time of a trace.
 
 **Objective.** The predicted GPU ms of the whole trace under a grid, as ``simulate`` computes it:
-requests batched by the service's rule (or fixed windows), each batch packed by ``packing.pack``,
-every replay (graph bucket, padded), eager run (eager bucket, unpadded) and fallback priced by a
-``CostModel``. **Constraints:** at most ``max_graphs`` graph buckets over both modalities (eager
+requests batched by the service's rule (or fixed windows), each batch run as the runtime's lane
+runs it (``simulate.SimLane``: packing, merged eager calls, exact-layout graphs), every run priced by
+the ``CostModel`` rule of its kind. **Constraints:** at most ``max_graphs`` graph buckets over both modalities (eager
 buckets capture nothing and are free), and no graph bucket above ``max_graph_bytes`` of estimated
 activations (``estimate_activation_bytes``). ``graphs_up_to`` is part of the search: a modality's
 grid is a set of graph buckets plus, optionally, one eager bucket above them.
@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from omnienc.runtime.batching import BatchPolicy
+from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, estimate_activation_bytes
 from omnienc.runtime.grid import Bucket, BucketGrid, GridError, ModalityGrid
 from omnienc.runtime.packing import Demand, Pack
-from omnienc.runtime.simulate import Batching, batches, resolve_batching, simulate, simulate_modality
+from omnienc.runtime.simulate import Batching, modality_batches, resolve_batching, simulate, simulate_modality
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
 _BLOCK = 512  # DP rows per numpy block: memory O(_BLOCK * candidate sizes)
@@ -180,6 +181,7 @@ def tune_modality(
     iterations: int = 4,
     base: ModalityGrid | None = None,
     eager_buckets: bool = True,
+    config: RuntimeConfig | None = None,
 ) -> list[Choice]:
     """Best grids of one modality for each graph count, scored by the simulator.
 
@@ -194,20 +196,24 @@ def tune_modality(
         iterations: Most re-packing rounds.
         base: The base grid of this modality; its buckets are candidates (when within the limits).
         eager_buckets: Whether to try an eager bucket above the graph buckets.
+        config: The runtime's configuration the simulator follows (default ``RuntimeConfig()``).
 
     Returns:
         ``result[k]``: the best ``Choice`` with at most k graph buckets, for k = 0..max_graphs;
         ``ms`` is non-increasing in k.
     """
     costs = costs or CostModel.load()
-    groups = batches(records, modality, batching)
+    groups, shapes = modality_batches(records, modality, batching)
     items = [d for g in groups for d in g]
     totals = [Demand(sum(d.size for d in g), sum(d.batch for d in g)) for g in groups]
     max_size = None
     if max_graph_bytes is not None and items:
         max_size = _largest_size(modality, max_graph_bytes, max(d.batch for d in totals), dtype,
                                  max(d.size for d in totals))
-    replay_surface, eager_many = costs.surfaces[modality, "replay"].many, costs.surfaces[modality, "eager"].many
+    replay_surface = costs.surfaces[modality, "replay"].many
+
+    def eager_many(units: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return costs.eager_many(modality, units, items)
 
     def replay_many(bucket_sizes: np.ndarray, sizes: np.ndarray, batches: np.ndarray) -> np.ndarray:
         # one demand alone in a bucket: its attention as equal segments (costs.attention_segments)
@@ -226,7 +232,7 @@ def tune_modality(
         key = (graphs, eager)
         if key not in scored:
             gs = set(graphs)
-            stats, packs = simulate_modality(groups, modality, graphs + eager, gs.__contains__, costs)
+            stats, packs = simulate_modality(groups, modality, graphs + eager, gs.__contains__, costs, config, shapes)
             scored[key] = stats.ms, packs
         return scored[key]
 
@@ -323,6 +329,7 @@ def tune(
     iterations: int = 4,
     *,
     step_ms: float | None = None,
+    config: RuntimeConfig | None = None,
 ) -> TuneResult:
     """Chooses the grid with at most ``max_graphs`` graph buckets that minimises the predicted GPU
     time of a trace (see the module docstring); never worse than an admissible ``base``.
@@ -339,6 +346,7 @@ def tune(
         dtype: The tuned grid's dtype (default: the base's, else bfloat16).
         iterations: Most re-packing rounds per modality.
         step_ms: Fixed windows instead of ``batching`` (the older ``--step-ms``).
+        config: The runtime's configuration the simulator follows (default ``RuntimeConfig()``).
 
     Returns:
         The chosen grid with its predicted time, and the base's.
@@ -358,7 +366,7 @@ def tune(
     dtype = dtype or (base.dtype if base is not None else "bfloat16")
     present = [m for m in MODALITIES if any(r.modality == m for r in records)]
     tuned = {m: tune_modality(records, m, max_graphs, batching, costs, max_graph_bytes, dtype, iterations,
-                              base.modality(m) if base is not None else None) for m in present}
+                              base.modality(m) if base is not None else None, config=config) for m in present}
     choice = {m: Choice(0.0) for m in MODALITIES}
     best = np.inf
     for used in range(max_graphs + 1):  # fewest graphs first: a tie keeps the smaller grid
@@ -368,11 +376,11 @@ def tune(
             if ms < best and not np.isclose(ms, best, rtol=1e-9, atol=0.0):
                 best, choice = ms, choice | {m: tuned[m][n] for m, n in split.items()}
     searched = BucketGrid(dtype, choice["vision"].grid("vision"), choice["audio"].grid("audio"))
-    searched_ms = simulate(records, searched, batching, costs).ms
+    searched_ms = simulate(records, searched, batching, costs, config=config).ms
     result = TuneResult(searched, searched_ms, searched, searched_ms, per_modality=choice)
     if base is None:
         return result
-    base_ms = simulate(records, base, batching, costs).ms
+    base_ms = simulate(records, base, batching, costs, config=config).ms
     ok = admissible(base, max_graphs, max_graph_bytes)
     from_base = ok and base_ms <= searched_ms
     return TuneResult(base if from_base else searched, base_ms if from_base else searched_ms, searched,

@@ -112,7 +112,7 @@ def test_file_round_trip(tmp_path):
     model = random_model(rng, jitter=0.5)
     path = tmp_path / "costs.yaml"
     text = model.save(path, header="measured on a test card\nsecond line")
-    assert text.startswith("# measured on a test card\n# second line\nformat: 1\n")
+    assert text.startswith("# measured on a test card\n# second line\nformat: 2\n")
     back = CostModel.load(path)
     assert back.source == str(path) and back.meta["card"] == "test" and back.meta["measured"] is True
     for key, surf in model.surfaces.items():
@@ -148,7 +148,7 @@ def test_file_errors(problem, fragment, tmp_path):
     d = random_model(random.Random(0), sizes=[1, 2, 3], batches=[1, 4]).to_dict()
     points = d["vision"]["replay"]
     if problem == "format":
-        d["format"] = 2
+        d["format"] = 3
     elif problem == "missing point":
         points.pop(3)
     elif problem == "one size":

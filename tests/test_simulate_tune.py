@@ -11,6 +11,7 @@ import pytest
 
 import omnienc.runtime.tune as tuner
 from omnienc.runtime.batching import BatchPolicy
+from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, Probe, estimate_activation_bytes, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import vision_demand
@@ -20,6 +21,7 @@ from omnienc.tools import simulate as simulate_tool, tracegen, tune
 from omnienc.tools.tracegen import generate_trace
 
 B = Bucket
+NO_EXACT = RuntimeConfig(exact_graphs=False)  # buckets alone: what the tuner's search is exact for
 
 
 def linear_costs(penalty=1.0, weight=None):
@@ -118,7 +120,8 @@ def test_simulate_with_a_busy_worker(tmp_path, capsys):
     grid = BucketGrid(audio=ModalityGrid("audio", (B(1000, 4),)))
     costs = CostModel.from_probes({(m, k): [Probe(s, 1, (10.0,)) for s in (100, 10**5)]
                                    for m in ("vision", "audio") for k in ("replay", "eager")})
-    free, busy = (simulate(recs, grid, BatchPolicy(2, 64), costs, busy=b)["audio"] for b in (False, True))
+    free, busy = (simulate(recs, grid, BatchPolicy(2, 64), costs, busy=b, config=NO_EXACT)["audio"]
+                  for b in (False, True))
     assert (free.replays, free.ms) == (3, 30.0) and (busy.replays, busy.ms) == (2, 20.0)
     assert busy.bucket(B(1000, 4)).units == 900
     with pytest.raises(ValueError, match="BatchPolicy"):
@@ -187,7 +190,7 @@ def test_tune_matches_brute_force_2d(seed, penalty):
     sizes = rng.sample(range(4, 400, 4), 5)
     records = [vis(0.1 * i, (1, 2, s // 2)) for i, s in enumerate(rng.choices(sizes, k=15))]
     candidates = [B(s, b) for s in sorted(sizes) for b in (1, 2)]
-    best = tuner.tune_modality(records, "vision", 3, 0.0, costs)
+    best = tuner.tune_modality(records, "vision", 3, 0.0, costs, config=NO_EXACT)
     for k in range(4):
         assert best[k].ms == pytest.approx(_brute(records, "vision", k, costs, candidates), rel=1e-12)
         assert len(best[k].graphs) <= k and not best[k].eager
@@ -203,7 +206,7 @@ def test_tune_matches_brute_force_mixed_batches(seed):
     records = [aud(0.1 * i, *rng.choices(clips, k=rng.randint(1, 3))) for i in range(20)]
     sizes = sorted({r.demand.size for r in records})
     candidates = [B(s, 3) for s in sizes]
-    best = tuner.tune_modality(records, "audio", 4, 0.0, costs)
+    best = tuner.tune_modality(records, "audio", 4, 0.0, costs, config=NO_EXACT)
     for k in range(5):
         assert best[k].ms == pytest.approx(_brute(records, "audio", k, costs, candidates), rel=1e-12)
 
@@ -215,14 +218,15 @@ def test_optimal_buckets_by_hand():
     # The linear model adds the units of every request (13240) to each cost, in ms of 1e-3 per unit.
     records = [vis(0, (1, 14, 14))] * 10 + [vis(0, (1, 28, 28))] * 5 + [vis(0, (1, 46, 80))] * 2
     base = 196 * 10 + 784 * 5 + 3680 * 2
-    best = tuner.tune_modality(records, "vision", 3, 0.0, linear_costs(1.0))
+    best = tuner.tune_modality(records, "vision", 3, 0.0, linear_costs(1.0), config=NO_EXACT)
     got = [(round(c.ms * 1e3 - base, 6), c.graphs) for c in best]
     assert got[0] == (196 * 10 + 784 * 5 + 3680 * 2, ())
     assert got[1] == (784 * 5 + 3680 * 2, (B(196, 1),))
     assert got[2] == (5880, (B(784, 1), B(3680, 1)))
     assert got[3] == (0, (B(196, 1), B(784, 1), B(3680, 1)))
     # With penalty 0.5 running the 3680s eagerly (3680) beats padding the 196s (5880).
-    assert tuner.tune_modality(records, "vision", 2, 0.0, linear_costs(0.5))[2].graphs == (B(196, 1), B(784, 1))
+    assert tuner.tune_modality(records, "vision", 2, 0.0, linear_costs(0.5), config=NO_EXACT)[2].graphs == (
+        B(196, 1), B(784, 1))
 
 
 def test_tune_splits_graphs_between_modalities():
@@ -232,14 +236,14 @@ def test_tune_splits_graphs_between_modalities():
     costs = linear_costs(1.0, {m: estimate_flops(m, 1) / 1e12 for m in ("vision", "audio")})
     const = sum(estimate_flops(r.modality, r.demand.size) for r in records) / 1e12
     # 4 graphs: 3 vision + 1 audio pads 10 x 700 frames (1.5 TFLOP); 2 + 2 pads 5880 patches (5.2 TFLOP).
-    g = tuner.tune(records, costs, max_graphs=4, step_ms=0).grid
+    g = tuner.tune(records, costs, max_graphs=4, step_ms=0, config=NO_EXACT).grid
     assert g.vision.buckets == (B(196, 1), B(784, 1), B(3680, 1)) and g.audio.buckets == (B(1000, 1),)
-    g5 = tuner.tune(records, costs, max_graphs=5, step_ms=0)
+    g5 = tuner.tune(records, costs, max_graphs=5, step_ms=0, config=NO_EXACT)
     assert g5.grid.num_graphs == 5 and g5.ms == pytest.approx(const)  # no padding, nothing eager
-    assert tuner.tune(records, costs, max_graphs=9, step_ms=0).grid == g5.grid  # no extra graphs once padding is zero
-    per = {m: tuner.tune_modality(records, m, 4, 0.0, costs) for m in ("vision", "audio")}
+    assert tuner.tune(records, costs, max_graphs=9, step_ms=0, config=NO_EXACT).grid == g5.grid  # no extra graphs once padding is zero
+    per = {m: tuner.tune_modality(records, m, 4, 0.0, costs, config=NO_EXACT) for m in ("vision", "audio")}
     best = min(per["vision"][kv].ms + per["audio"][4 - kv].ms for kv in range(5))  # every split of the 4 graphs
-    assert simulate(records, g, costs=costs, step_ms=0).ms == pytest.approx(best)
+    assert simulate(records, g, costs=costs, step_ms=0, config=NO_EXACT).ms == pytest.approx(best)
 
 
 def test_tune_packs_windows():

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import omnienc.runtime.tune as tuner
 from omnienc.runtime.batching import BatchPolicy
+from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, Probe
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import BucketSet, Demand, pack
@@ -18,6 +19,7 @@ from omnienc.runtime.trace import TraceRecord
 from omnienc.tools.tracegen import generate_trace
 
 SMALL = {"vision": 3000, "audio": None}  # small requests: vision up to 3000 patches, audio all
+NO_EXACT = RuntimeConfig(exact_graphs=False)  # the search over buckets, without exact-layout graphs
 
 
 def model(replay, eager, note="test") -> CostModel:
@@ -121,7 +123,7 @@ def test_eager_three_times_a_replay_keeps_small_requests_on_graphs(trace60, max_
     requests on the eager path (the FLOP tuner gave audio no graphs at --max-graphs 15)."""
     linear = lambda m, s, n: 1.0 + (1e-3 if m == "vision" else 4e-4) * s  # noqa: E731
     costs = model(linear, lambda m, s, n: 3 * linear(m, s, n))
-    result = tuner.tune(trace60, costs, max_graphs, base=BucketGrid.default())
+    result = tuner.tune(trace60, costs, max_graphs, base=BucketGrid.default(), config=NO_EXACT)
     left, by_graph, n = eager_path_shares(trace60, result.grid)
     assert n["vision"] > 300 and n["audio"] > 300
     assert left["vision"] <= 0.015 and left["audio"] <= 0.015, (left, result.grid)
@@ -138,7 +140,7 @@ def test_graphs_up_to_follows_the_calibration(trace60):
     cross = 5.0 / 1.5e-3  # vision: eager is cheaper than an unpadded replay above 3333 patches
     tops = []
     for costs in (cheap, dear, cheap):
-        g = tuner.tune(trace60, costs, 16).grid.vision
+        g = tuner.tune(trace60, costs, 16, config=NO_EXACT).grid.vision
         tops.append((g.graphs_up_to, max(b.size for b in g.graph_buckets)))
     (up_cheap, top_cheap), (up_dear, top_dear), again = tops
     assert up_cheap is not None and top_cheap <= 1.2 * cross  # eager above the crossover
@@ -152,7 +154,7 @@ def test_graphs_up_to_follows_the_calibration(trace60):
 @pytest.fixture(scope="module")
 def held_out():
     train, test = generate_trace(300, 20, seed=0), generate_trace(300, 20, seed=1)
-    return tuner.tune(train, max_graphs=16, base=BucketGrid.default()), test
+    return tuner.tune(train, max_graphs=16, base=BucketGrid.default(), config=NO_EXACT), test
 
 
 def one_d_optimum(packs: list[int], k: int) -> int:
@@ -170,7 +172,7 @@ def test_held_out_trace(held_out):
     result, test = held_out
     grid = result.grid
     assert grid.num_graphs <= 16 and not result.from_base and result.ms < result.base_ms
-    report = simulate(test, grid)
+    report = simulate(test, grid, config=NO_EXACT)
     left, by_graph, n = eager_path_shares(test, grid)
     for m in ("vision", "audio"):
         assert report[m].fallback_share <= 0.015, m
@@ -181,4 +183,4 @@ def test_held_out_trace(held_out):
         padding = sum(r.bucket.size - r.size for r in packs)
         k = len({b.size for b in g.graph_buckets})
         assert padding <= 1.25 * one_d_optimum([r.size for r in packs], k), m
-    assert report.ms <= simulate(test, BucketGrid.default()).ms  # and it beats the default there too
+    assert report.ms <= simulate(test, BucketGrid.default(), config=NO_EXACT).ms  # and beats the default there
