@@ -1,17 +1,25 @@
-"""Calibration: measures what replays and eager runs cost on the encoders, into a ``CostModel``.
+"""Calibration: measures what each kind of run costs on the encoders, into a ``CostModel``.
 
 ``calibrate`` captures a *probe grid* (every replay probe bucket as a graph) with ``EncoderRuntime``,
-then times:
+then times, each run through the runtime's own path:
 
 * the replay of every probe bucket, filled with ``batch`` equal segments (vision: ``batch`` frames
   of about ``size / batch`` patches; audio: ``batch`` clips of ``size / batch`` frames), through the
-  lane's own pack path (staging, replay, output split: what the runtime times per replay);
-* eager runs of the encoder itself (``vision(pixel_values, grid_thw)``, ``audio(input_features,
-  feature_lens)``) over a spread of sizes and item counts, on device tensors.
+  lane's pack path (staging, replay, output split: what the runtime times per replay);
+* eager runs over a spread of sizes and item counts through the lane's uncaptured path
+  (``eager.EagerRunner``: its input fill, plan, attention choice -- cuDNN varlen for big vision
+  calls where installed, never ``dense`` -- and row flags);
+* the *host floor*: the smallest request's uncaptured call;
+* exact-layout *captures* of small layouts (a layout's second sighting: its eager run and the capture
+  of that work), through the lane's pack path with exact graphs on.
 
 Each point: ``warmup`` untimed runs, then ``repeats`` timed ones, each started on an idle GPU and
 bracketed by CUDA events (``perf_counter`` on the CPU); the model uses the median, the file keeps
-every sample. The ``real`` probes take a minute or two on a GPU (docs/BENCHMARKS.md).
+every sample. ``quick`` (start-up: ``omnienc capture --calibrate --quick``, M*'s ``calibrate``)
+measures fewer points (``PROBES["quick"]``: vision replays at 4 sizes x 3 batches, eager runs at 5
+x 3, audio at 3 x 2 each) with fewer repeats (3 replays, 2 eager runs and 3 captures per point,
+one warm-up); the full one (``PROBES["real"]``) 6 x 3 and 5 x 2 points, 7 replays, 4 eager runs, 5
+captures, two warm-ups. Timings of both are in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import datetime
 import functools
 import math
 import platform
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -28,6 +37,7 @@ import torch
 from ..cuda import elapsed_ms
 from .costs import KINDS, MODALITIES, CostModel, Probe
 from .grid import AUDIO_CHUNK_FRAMES, Bucket, BucketGrid, ModalityGrid
+from .packing import audio_demand, vision_demand
 from .requests import AudioRequest, VisionRequest
 
 # (modality, kind) -> (sizes, batches): where to measure. Sizes in patches / mel frames; batches are
@@ -41,6 +51,14 @@ PROBES: dict[str, ProbeSet] = {
         ("audio", "replay"): ((400, 1200, 3200, 6400, 12800), (1, 4)),
         ("audio", "eager"): ((400, 1200, 3200, 6400, 12800), (1, 4)),
     },
+    # Start-up: the same range, fewer points (18 graphs); eager vision keeps a point each side of
+    # the default graphs_up_to (3000), where most of a trace's eager work is.
+    "quick": {
+        ("vision", "replay"): ((256, 1600, 6400, 16384), (1, 4, 16)),
+        ("vision", "eager"): ((256, 1600, 3136, 6400, 16384), (1, 4, 16)),
+        ("audio", "replay"): ((400, 3200, 12800), (1, 4)),
+        ("audio", "eager"): ((400, 3200, 12800), (1, 4)),
+    },
     # Reduced-size random encoders on the CPU (`capture --calibrate --sizes reduced`): a quick check
     # that the path works and writes a loadable file, not a model of anything worth tuning for.
     "reduced": {
@@ -50,6 +68,16 @@ PROBES: dict[str, ProbeSet] = {
         ("audio", "eager"): ((400, 800), (1, 4)),
     },
 }
+# Repeats per point of each calibration: (replays, eager runs, captures, warm-up runs).
+REPEATS = {"full": (7, 4, 5, 2), "quick": (3, 2, 3, 1)}
+# The smallest request (its uncaptured call is the host floor) and small layouts of about its size
+# whose captures give the capture cost: host-bound, so what they measure is host work.
+FLOOR_SHAPE = {"vision": [(1, 4, 4)], "audio": [100]}
+CAPTURE_SHAPES = {
+    "vision": [[(1, 4, 4)], [(1, 2, 8)], [(1, 8, 2)], [(1, 4, 6)], [(1, 6, 4)], [(1, 2, 10)], [(1, 10, 2)]],
+    "audio": [[100 - k] for k in range(7)],
+}
+SMALL_BUCKET = {"vision": Bucket(64, 1), "audio": Bucket(100, 1)}  # holds every capture layout
 
 
 def vision_items(size: int, batch: int, merge: int = 2) -> list[tuple[int, int, int]]:
@@ -102,13 +130,21 @@ def _samples(fn: Callable[[], object], timer, warmup: int, repeats: int) -> tupl
     return tuple(timer(fn) for _ in range(repeats))
 
 
-def _vision_inputs(enc, items, device) -> tuple[torch.Tensor, list]:
-    n = sum(t * h * w for t, h, w in items)
-    return torch.randn(n, enc.in_features, dtype=enc.dtype, device=device), list(items)
+def _request(lane, shape):
+    """A request of ``shape`` with random inputs on the lane's device."""
+    enc, device = lane.encoder, lane.encoder.device
+    if lane.modality == "vision":
+        n = sum(t * h * w for t, h, w in shape)
+        return VisionRequest(torch.randn(n, enc.in_features, dtype=enc.dtype, device=device), torch.tensor(shape))
+    return AudioRequest(torch.randn(enc.config.num_mel_bins, sum(shape), dtype=enc.dtype, device=device),
+                        torch.tensor(shape))
 
 
-def _audio_inputs(enc, lens, device) -> tuple[torch.Tensor, list[int]]:
-    return torch.randn(enc.config.num_mel_bins, sum(lens), dtype=enc.dtype, device=device), list(lens)
+def _shapes(modality: str, size: int, batch: int, merge: int) -> list:
+    """``batch`` one-item request shapes of ``size`` units together (``vision_items``, ``audio_items``)."""
+    if modality == "vision":
+        return [[it] for it in vision_items(size, batch, merge)]
+    return [[T] for T in audio_items(size, batch)]
 
 
 def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int,
@@ -117,24 +153,57 @@ def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats
     equal segments, one request each (as many users' requests packed together)."""
     points: dict[tuple[str, str], list[Probe]] = {}
     for lane in rt.lanes():
-        m, enc = lane.modality, lane.encoder
-        device = enc.device
+        m = lane.modality
         sizes, batches = probes[m, "replay"]
         points[m, "replay"] = []
         for s in sizes:
             for b in batches:
-                if m == "vision":
-                    reqs = [VisionRequest(_vision_inputs(enc, [it], device)[0], torch.tensor([it]))
-                            for it in vision_items(s, b, merge)]
-                else:
-                    reqs = [AudioRequest(_audio_inputs(enc, [T], device)[0], torch.tensor([T]))
-                            for T in audio_items(s, b)]
-                shapes = rt.validate(reqs)
+                shapes = _shapes(m, s, b, merge)
+                reqs = [_request(lane, sh) for sh in shapes]
                 bucket = Bucket(s, b)
                 p = Probe(s, b, _samples(lambda: run_pack(lane, bucket, reqs, shapes), timer, warmup, repeats))
                 points[m, "replay"].append(p)
                 say(f"{m:6s} replay {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
     return points
+
+
+def _uncaptured_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int, eager_repeats: int,
+                       captures: int, say: Callable[[str], None]) -> dict[tuple[str, str], list[Probe]]:
+    """The host floor, eager runs and exact-layout captures, through ``rt``'s lanes (exact graphs on,
+    a small graph bucket per modality)."""
+    points: dict[tuple[str, str], list[Probe]] = {}
+    for lane in rt.lanes():
+        m = lane.modality
+        floor = [_request(lane, FLOOR_SHAPE[m])]
+        p = Probe(units(m, FLOOR_SHAPE[m]), 1, _samples(lambda: lane.eager.run(floor, [FLOOR_SHAPE[m]]), timer,
+                                                         warmup + 2, repeats))  # the first eager calls warm up
+        points[m, "floor"] = [p]
+        say(f"{m:6s} floor  {p.size:>6d}x1   {p.ms:8.2f} ms")
+        sizes, batches = probes[m, "eager"]
+        points[m, "eager"] = []
+        for s in sizes:
+            for b in batches:
+                shapes = _shapes(m, s, b, merge)
+                reqs = [_request(lane, sh) for sh in shapes]
+                p = Probe(s, b, _samples(lambda: lane.eager.run(reqs, shapes), timer, min(warmup, 1), eager_repeats))
+                points[m, "eager"].append(p)
+                say(f"{m:6s} eager  {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
+        by_size: dict[int, list[float]] = {}
+        for shape in CAPTURE_SHAPES[m][:captures]:  # each layout new: its second sighting captures
+            req = [_request(lane, shape)]
+            run_pack(lane, SMALL_BUCKET[m], req, [shape])  # first sighting: a replay of the bucket
+            by_size.setdefault(units(m, shape), []).append(timer(lambda: run_pack(lane, SMALL_BUCKET[m], req, [shape])))
+        points[m, "capture"] = [Probe(size, 1, tuple(ms)) for size, ms in sorted(by_size.items())]
+        kinds = lane.stats.kinds()
+        say(f"{m:6s} capture {sum(len(v) for v in by_size.values())} layouts, median "
+            f"{statistics.median(x for v in by_size.values() for x in v):.2f} ms "
+            f"({kinds['exact_capture'].runs} exact captures counted)")
+    return points
+
+
+def units(modality: str, shape) -> int:
+    """The units (patches, chunk-padded mel frames) of a request shape."""
+    return (vision_demand(shape) if modality == "vision" else audio_demand(shape)).size
 
 
 def _card(device: torch.device) -> str:
@@ -145,73 +214,90 @@ def _card(device: torch.device) -> str:
 
 @torch.inference_mode()
 def calibrate(
-    vision, audio, probes: ProbeSet | None = None, repeats: int = 7, warmup: int = 2,
-    eager_repeats: int = 5, command: str = "", progress: Callable[[str], None] | None = None,
+    vision, audio, probes: ProbeSet | None = None, repeats: int | None = None, warmup: int | None = None,
+    eager_repeats: int | None = None, command: str = "", progress: Callable[[str], None] | None = None,
+    *, quick: bool = False, captures: int | None = None,
 ) -> CostModel:
     """Measures a cost model on ``vision`` and ``audio`` encoders (same device and dtype).
 
     Args:
         vision, audio: The encoders (``VisionEncoder``, ``AudioEncoder``).
-        probes: Where to measure (default ``PROBES["real"]``); see ``PROBES``.
-        repeats: Timed replays per replay probe (median used).
+        probes: Where to measure (default ``PROBES["quick"]`` if ``quick`` else ``PROBES["real"]``).
+        repeats: Timed replays per replay probe, and floor samples (median used).
         warmup: Untimed runs before each point (the first also builds and caches the host plan).
         eager_repeats: Timed runs per eager probe (eager runs of large sizes are slow).
         command: The command line, recorded in the file.
         progress: Called with one line per measured point.
+        quick: The start-up calibration: fewer points and repeats (``REPEATS``); the file says so.
+        captures: Exact-layout captures timed per modality (distinct small layouts, at most
+            ``len(CAPTURE_SHAPES[m])``).
 
     Returns:
-        The model; ``meta`` records card, torch version, date, command and dtype.
+        The model; ``meta`` records the card (``torch.cuda.get_device_name``), torch version, date,
+        command, dtype and whether quick.
     """
+    from .config import RuntimeConfig
     from .runtime import EncoderRuntime
 
-    probes = PROBES["real"] if probes is None else probes
-    if repeats < 1 or eager_repeats < 1 or warmup < 0:
-        raise ValueError("repeats and eager_repeats must be >= 1, warmup >= 0")
+    d_repeats, d_eager, d_captures, d_warmup = REPEATS["quick" if quick else "full"]
+    probes = PROBES["quick" if quick else "real"] if probes is None else probes
+    repeats, eager_repeats = repeats or d_repeats, eager_repeats or d_eager
+    warmup = d_warmup if warmup is None else warmup
+    captures = d_captures if captures is None else captures
+    if repeats < 1 or eager_repeats < 1 or warmup < 0 or not 1 <= captures <= len(CAPTURE_SHAPES["vision"]):
+        raise ValueError(f"repeats and eager_repeats must be >= 1, warmup >= 0, captures 1..{len(CAPTURE_SHAPES['vision'])}")
+    if vision is None or audio is None:
+        raise ValueError("calibration measures both encoders; give vision and audio")
     device, dtype = vision.device, vision.dtype
     if audio.device != device or audio.dtype != dtype:
         raise ValueError(f"vision is {device}/{dtype} but audio is {audio.device}/{audio.dtype}; use one device and dtype")
     dtype_name = str(dtype).removeprefix("torch.")
     merge = getattr(vision, "merge", 2)
-    for m, items in (("vision", lambda s, b: vision_items(s, b, merge)), ("audio", audio_items)):
-        for k in KINDS:  # fail before any work on a probe that cannot be filled
+    for m in MODALITIES:  # fail before any work on a probe that cannot be filled
+        for k in KINDS:
             sizes, batches = probes[m, k]
             for s in sizes:
                 for b in batches:
-                    items(s, b)
+                    _shapes(m, s, b, merge)
     say = progress or (lambda line: None)
     timer = functools.partial(elapsed_ms, device=device)
     t0 = time.perf_counter()
-    rt = EncoderRuntime(vision=vision, audio=audio, grid=probe_grid(probes, dtype_name))
+    rt = EncoderRuntime(vision=vision, audio=audio, grid=probe_grid(probes, dtype_name),
+                        config=RuntimeConfig(exact_graphs=False))
     rt.capture(progress=False)
     say(f"captured the probe grid ({sum(len(lane.buckets) for lane in rt.lanes())} buckets) in "
         f"{time.perf_counter() - t0:.1f} s")
-    graphs = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)  # the runtime's rule
+    graphs = rt.use_cuda_graphs
     points = _replay_points(rt, probes, merge, timer, warmup, repeats, say)
-    del rt  # free the graph pool before the eager runs
+    t1 = time.perf_counter()
+    del rt  # free the probe graphs' pool before the eager runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    for m, enc in (("vision", vision), ("audio", audio)):
-        sizes, batches = probes[m, "eager"]
-        points[m, "eager"] = []
-        for s in sizes:
-            for b in batches:
-                if m == "vision":
-                    x, grid = _vision_inputs(enc, vision_items(s, b, merge), device)
-                else:
-                    x, grid = _audio_inputs(enc, audio_items(s, b), device)
-                p = Probe(s, b, _samples(lambda: enc(x, grid), timer, min(warmup, 1), eager_repeats))
-                points[m, "eager"].append(p)
-                say(f"{m:6s} eager  {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
+    # Uncaptured runs as the runtime makes them, never dense (a trace's mixed layouts seldom are);
+    # exact graphs on for the captures, a small graph bucket per modality to sight them on.
+    small = BucketGrid(dtype_name, *(ModalityGrid(m, (SMALL_BUCKET[m],)) for m in MODALITIES))
+    rt = EncoderRuntime(vision=vision, audio=audio, grid=small,
+                        config=RuntimeConfig(exact_graphs=True, dense_after=2**31 - 1))
+    rt.capture(progress=False)
+    cudnn = rt.vision.attention.cudnn_suits((rt.config.eager_cudnn_tokens,))
+    points.update(_uncaptured_points(rt, probes, merge, timer, warmup, repeats, eager_repeats, captures, say))
+    del rt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     elapsed = time.perf_counter() - t0
     note = ("replays of captured CUDA graphs" if graphs else "replays ran the bucket path eagerly (no CUDA graphs: "
             "CPU, or a dtype without capturable attention)")
-    note += f"; medians of {repeats} replays / {eager_repeats} eager runs after {warmup} warm-up; took {elapsed:.0f} s"
+    note += (f"; {'quick: ' if quick else ''}medians of {repeats} replays / {eager_repeats} eager runs after "
+             f"{warmup} warm-up, {captures} captures per modality; uncaptured vision calls of >= 8192 tokens on "
+             f"{'cuDNN varlen' if cudnn else 'the captured backend'}; took {elapsed:.0f} s "
+             f"(replays {t1 - t0:.0f} s)")
     say(f"calibrated in {elapsed:.1f} s")
     return CostModel.from_probes(
         points, card=_card(device), torch=str(torch.__version__),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command=command, dtype=dtype_name, measured=True, note=note,
+        command=command, dtype=dtype_name, measured=True, quick=bool(quick), note=note,
     )
 
 
-__all__ = ["PROBES", "audio_items", "calibrate", "probe_grid", "run_pack", "vision_items"]
+__all__ = ["CAPTURE_SHAPES", "FLOOR_SHAPE", "PROBES", "REPEATS", "audio_items", "calibrate", "probe_grid", "run_pack",
+           "units", "vision_items"]

@@ -18,8 +18,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                               description="Build the encoders, capture every bucket of the grid, print per-bucket "
                               "capture time and the graph pool's memory; --verify compares each bucket's replay "
                               "with the eager forward on random inputs and exits 1 on a mismatch. --calibrate "
-                              "-o FILE instead measures the cost model of omnienc simulate and omnienc tune (under 2 "
-                              "minutes on an H200 at the real sizes; on a CPU with --sizes reduced for a quick check).")
+                              "-o FILE instead measures the cost model of omnienc simulate and omnienc tune on this "
+                              "card (about 20 s on an H200 at the real sizes, --quick about half: docs/BENCHMARKS.md; "
+                              "on a CPU with --sizes reduced for a check of the path).")
     p.add_argument("--grid", help="bucket grid YAML (default: the packaged configs/qwen3_omni.yaml)")
     p.add_argument("--checkpoint", help="Qwen3-Omni checkpoint folder (default: random weights)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
@@ -35,12 +36,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true",
                    help="instead of the grid: time replays of a probe grid and eager runs, and write the "
                    "cost model that omnienc simulate and omnienc tune use (--costs) to -o FILE")
+    p.add_argument("--quick", action="store_true",
+                   help="with --calibrate: the start-up calibration, fewer points and repeats (the file says so)")
+    p.add_argument("--calibrate-quick", action="store_true", help="--calibrate --quick")
     p.add_argument("-o", "--output", default=None, metavar="FILE.yaml",
                    help="with --calibrate: the cost model YAML to write (written whole or not at all)")
-    add_number(p, "--repeats", lo=1, hi=10_000, default=7, metavar="N",
-               help="with --calibrate: timed replays per probe (default 7; eager runs: half as many)")
-    add_number(p, "--warmup", lo=0, hi=10_000, default=2, metavar="N",
-               help="with --calibrate: untimed runs before each probe (default 2)")
+    add_number(p, "--repeats", lo=1, hi=10_000, default=None, metavar="N",
+               help="with --calibrate: timed replays per probe (default 7, --quick 3; eager runs: half as many)")
+    add_number(p, "--warmup", lo=0, hi=10_000, default=None, metavar="N",
+               help="with --calibrate: untimed runs before each probe (default 2, --quick 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=command("capture", run))
     return p
@@ -71,7 +75,7 @@ def calibrate(args) -> int:
     import shlex
 
     from ..runtime.atomic import atomic_path
-    from ..runtime.calibrate import PROBES, calibrate
+    from ..runtime.calibrate import PROBES, REPEATS, calibrate
     from ..runtime.costs import CostModel
     from .models import build_encoders, device_from_arg
 
@@ -83,25 +87,32 @@ def calibrate(args) -> int:
     except ValueError as e:
         return error("capture", str(e))
     sizes = args.sizes or ("real" if device.startswith("cuda") else "reduced")
+    quick = args.quick or args.calibrate_quick
+    repeats, _, _, warmup = REPEATS["quick" if quick else "full"]
+    repeats = args.repeats or repeats
+    warmup = warmup if args.warmup is None else args.warmup
     dtype, note = run_dtype(args, device, "bfloat16")
     if note:
         print(f"dtype {dtype}{note}")
     t0 = time.perf_counter()
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
-    command = shlex.join(["omnienc", "capture", "--calibrate", "-o", args.output, "--device", device,
-                          "--dtype", dtype, "--sizes", sizes, "--repeats", str(args.repeats),
-                          "--warmup", str(args.warmup)]
+    command = shlex.join(["omnienc", "capture", "--calibrate", *(["--quick"] if quick else []), "-o", args.output,
+                          "--device", device, "--dtype", dtype, "--sizes", sizes, "--repeats", str(repeats),
+                          "--warmup", str(warmup)]
                          + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
-    print(f"device {device}, {dtype}, weights: {args.checkpoint or f'random ({sizes} sizes)'}; "
-          f"built in {time.perf_counter() - t0:.1f} s")
-    model = calibrate(vis, aud, PROBES[sizes], repeats=args.repeats, warmup=args.warmup,
-                      eager_repeats=max(1, (args.repeats + 1) // 2), command=command,
-                      progress=None if args.json else print)
+    built = time.perf_counter() - t0
+    print(f"device {device}, {dtype}, weights: {args.checkpoint or f'random ({sizes} sizes)'}; built in {built:.1f} s")
+    t1 = time.perf_counter()
+    model = calibrate(vis, aud, PROBES["quick" if quick and sizes == "real" else sizes], repeats=repeats,
+                      warmup=warmup, eager_repeats=max(1, (repeats + 1) // 2), command=command,
+                      progress=None if args.json else print, quick=quick)
+    calibrated = time.perf_counter() - t1
     header = "\n".join([
         f"Cost model measured by `{command}`",
-        f"on {model.meta['card']}, torch {model.meta['torch']}, {model.meta['date']}; {sizes} model sizes.",
-        "size: bucket size (replay) or units (eager), in patches / mel frames; batch: segments or items;",
-        "ms: median of samples (every timed run, ms). Used by `omnienc simulate/tune --costs FILE`.",
+        f"on {model.meta['card']}, torch {model.meta['torch']}, {model.meta['date']}; {sizes} model sizes"
+        f"{'; quick (start-up) calibration' if quick else ''}; calibration {calibrated:.1f} s.",
+        "size: bucket size (replay) or units (eager, floor, capture), in patches / mel frames; batch: segments or",
+        "items; ms: median of samples (every timed run, ms). Used by `omnienc simulate/tune --costs FILE`.",
     ])
     try:
         with atomic_path(args.output) as tmp:
@@ -109,7 +120,8 @@ def calibrate(args) -> int:
             CostModel.load(tmp)  # the written file must load before it replaces anything
     except OSError as e:
         return error("capture", f"cannot write {args.output}: {e}; nothing was written")
-    print(f"wrote {args.output} ({time.perf_counter() - t0:.1f} s in all)")
+    print(f"wrote {args.output}: {model.card}; calibration {calibrated:.1f} s{' (quick)' if quick else ''}, "
+          f"{time.perf_counter() - t0:.1f} s with building the encoders")
     return 0
 
 
@@ -133,7 +145,9 @@ def _checkpoint_files(args) -> list[tuple[str, object]]:
 
 
 def run(args) -> int:
-    if args.calibrate:
+    if (args.quick or args.calibrate_quick) and not (args.calibrate or args.calibrate_quick):
+        return error("capture", "--quick is a kind of --calibrate; add --calibrate, or use --calibrate-quick")
+    if args.calibrate or args.calibrate_quick:
         if args.devices is not None:
             return error("capture", "--calibrate measures one device; use --device cuda:N")
         return calibrate(args)

@@ -9,9 +9,10 @@ import json
 import sys
 
 from omnienc.runtime.batching import BatchPolicy
+from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid, GridError
-from omnienc.runtime.simulate import Batching, simulate
+from omnienc.runtime.simulate import Batching, compare, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.tools.args import HelpFormatter, add_number, command
 
@@ -39,8 +40,14 @@ words (as in the runtime's stats):
   replay     a run of a graph bucket (size <= graphs_up_to): padded to the bucket, a CUDA graph
   eager run  a run of an eager bucket (size > graphs_up_to): its packed requests, unpadded
   fallback   a request that fits no bucket: it runs eagerly, alone
-Predicted times are GPU milliseconds from a cost model (--costs; default: the packaged
-calibration, omnienc/configs/costs_h200.yaml), measured with omnienc capture --calibrate.
+kinds of run (each priced by its own rule, and with --measure timed by the runtime):
+  replay, exact_replay (a graph of the pack's exact layout, unpadded), exact_capture (a layout's
+  second sighting: its eager run, then the capture), eager (an eager bucket's pack), merged (a
+  batch's eager packs in one call), fallback
+Predicted times are GPU milliseconds from a cost model (--costs; default: the packaged model of
+the card, --card or the one --measure runs on, else omnienc/configs/costs_h200.yaml), measured with
+omnienc capture --calibrate [--quick] on that card. A prediction with another card's model is
+flagged as such.
 """
 
 
@@ -58,7 +65,13 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
                help="batch fixed windows of this many ms instead of the service's rule (older "
                "behaviour; 0: each request alone); not with --max-wait-ms/--max-batch")
     p.add_argument("--costs", default=None, metavar="FILE",
-                   help="cost model YAML from omnienc capture --calibrate (default: packaged H200 model)")
+                   help="cost model YAML from omnienc capture --calibrate (default: the packaged model of the card)")
+    p.add_argument("--card", default=None, metavar="NAME",
+                   help="the card the prediction is for, as torch.cuda.get_device_name names it (default: the one "
+                   "--measure runs on); a cost model from another card is flagged")
+    p.add_argument("--exact-graphs", choices=["on", "off"], default=None,
+                   help="the runtime's exact-layout graphs (default: the runtime's, on with CUDA graphs; the "
+                   "prediction alone assumes a GPU)")
 
 
 def batching_from_args(args: argparse.Namespace) -> Batching:
@@ -112,24 +125,48 @@ def _arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.set_defaults(func=command(name, run), command_name=name)
 
 
-def measure(records, grid, batching, device: str | None = None) -> dict:
-    """Runs the trace's batches (``group_records``) through an ``EncoderRuntime`` on ``grid``: random
-    inputs of each record's shape, one ``encode`` per batch started on an idle device; returns the
-    runtime's statistics (measured GPU ms per bucket, per modality) and the wall time."""
-    import time
+def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
+    """The runtime configuration the options ask for (``--exact-graphs``; None: the runtime decides)."""
+    exact = getattr(args, "exact_graphs", None)
+    return RuntimeConfig(exact_graphs=None if exact is None else exact == "on")
 
-    import torch
 
-    from omnienc.runtime import AudioRequest, EncoderRuntime, VisionRequest
-    from omnienc.runtime.simulate import group_records
-
+def build_measure_encoders(device: str | None = None):
+    """``(vision, audio, device)`` for ``measure``: random weights at the real sizes on CUDA (bf16),
+    reduced on the CPU (float32)."""
     from .models import build_encoders, default_device
 
     device = device or default_device()
     cuda = device.startswith("cuda")
     vis, aud = build_encoders(None, device, "bfloat16" if cuda else "float32", "real" if cuda else "reduced")
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device)
+    return vis, aud, device
+
+
+def measure(records, grid, batching, device: str | None = None, config: RuntimeConfig | None = None,
+            encoders=None) -> dict:
+    """Runs the trace's batches (``group_records``) through an ``EncoderRuntime`` on ``grid``: random
+    inputs of each record's shape, one ``encode`` per batch started on an idle device; returns the
+    runtime's statistics (measured GPU ms per bucket and kind of run, per modality), the card, the
+    wall time and whether exact-layout graphs were on. The first batch runs once before, as a
+    warm-up, with exact graphs off (its layouts are not sighted: the trace starts as the simulator's).
+
+    Args:
+        config: The runtime's configuration (``exact_graphs`` None: on with CUDA graphs).
+        encoders: ``build_measure_encoders``' result, to share between measurements.
+    """
+    import time
+
+    import torch
+
+    from omnienc.runtime import AudioRequest, EncoderRuntime, VisionRequest
+    from omnienc.runtime.calibrate import _card
+    from omnienc.runtime.simulate import group_records
+
+    vis, aud, device = encoders or build_measure_encoders(device)
+    cuda = device.startswith("cuda")
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, device=device, config=config)
     rt.capture(progress=False)
+    exact = rt.exact_graphs
 
     def request(r):
         if r.modality == "vision":
@@ -139,7 +176,9 @@ def measure(records, grid, batching, device: str | None = None) -> dict:
 
     groups = group_records(records, batching)
     with torch.inference_mode():
+        rt.exact_graphs = False
         rt.encode([request(records[i]) for i in groups[0]])  # warm-up of the first batch's shapes
+        rt.exact_graphs = exact
         rt.reset_stats()
         t0 = time.perf_counter()
         for g in groups:
@@ -148,8 +187,12 @@ def measure(records, grid, batching, device: str | None = None) -> dict:
                 torch.cuda.synchronize()
             rt.encode(reqs)
         wall_s = time.perf_counter() - t0
-    return {"stats": rt.stats(), "wall_s": wall_s, "batches": len(groups), "device": device,
-            "card": torch.cuda.get_device_name() if cuda else "CPU"}
+        stats = rt.stats()
+    del rt
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"stats": stats, "wall_s": wall_s, "batches": len(groups), "device": device,
+            "card": _card(torch.device(device)), "exact_graphs": exact}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,49 +207,37 @@ def run(args: argparse.Namespace) -> int:
         batching = batching_from_args(args)
         if args.busy and not isinstance(batching, BatchPolicy):
             raise GridError("--busy models the service's worker; it does not apply to --step-ms windows")
+        if args.busy and args.measure:
+            raise GridError("--measure runs each batch on an idle device; leave out --busy")
         grid = BucketGrid.default() if args.grid is None else BucketGrid.from_yaml(args.grid)
-        costs = CostModel.load(args.costs)
+        costs = CostModel.load(args.costs, card=args.card) if args.costs or args.card or not args.measure else None
         records = read_trace(args.trace)
     except ValueError as e:  # GridError, TraceError, CostError
         print(f"omnienc {getattr(args, 'command_name', 'simulate')}: error: {e}", file=sys.stderr)
         return 2
-    report = simulate(records, grid, batching, costs, busy=args.busy)
-    out = report.to_dict()
+    config, card, got = config_from_args(args), args.card, None
     if args.measure:
-        got = measure(records, grid, batching, args.device)
-        out["measured"] = {"card": got["card"], "batches": got["batches"], "wall_s": got["wall_s"],
-                           **{m: {"ms": got["stats"][m]["ms"], "predicted_ms": report[m].ms}
-                              for m in ("vision", "audio") if m in got["stats"]}}
-        total = sum(v["ms"] for k, v in out["measured"].items() if isinstance(v, dict))
-        out["measured"]["ms"], out["measured"]["predicted_ms"] = total, report.ms
-        unlike = _unlike(costs, got["card"])
-        out["measured"]["comparable"] = unlike is None
-        if unlike:
-            out["measured"]["note"] = unlike
+        got = measure(records, grid, batching, args.device, config)
+        card = card or got["card"]
+        costs = costs or CostModel.load(card=card)  # the packaged model of the card measuring
+        config = config.replace(exact_graphs=got["exact_graphs"])  # as the runtime resolved it (off on the CPU)
+    report = simulate(records, grid, batching, costs, busy=args.busy, config=config, card=card)
+    out = report.to_dict()
+    if got is not None:
+        cmp = compare(report, got["stats"])
+        out["measured"] = {
+            "card": got["card"], "batches": got["batches"], "wall_s": got["wall_s"],
+            **{m: {"ms": c["measured_ms"], "predicted_ms": c["predicted_ms"]} for m, c in cmp["modalities"].items()},
+            "ms": cmp["total"]["measured_ms"], "predicted_ms": cmp["total"]["predicted_ms"],
+            "comparable": report.card_note is None, "comparison": cmp,
+        }
+        if report.card_note:
+            out["measured"]["note"] = report.card_note
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(report.format_table())
-    if args.measure:
-        m = out["measured"]
-        what = "GPU" if m["card"] != "CPU" else "CPU"
-        print(f"\nmeasured on {m['card']} ({m['batches']} batches, each on an idle device; {m['wall_s']:.1f} s wall):")
-        for k in [k for k in ("vision", "audio") if k in m] + ["total"]:
-            v = m if k == "total" else m[k]
-            error = f" ({(v['predicted_ms'] / v['ms'] - 1) * 100 if v['ms'] else 0:+.1f}%)" if m["comparable"] else ""
-            print(f"  {k:6s} measured {v['ms']:10.1f} ms {what}, predicted {v['predicted_ms']:10.1f} ms{error}")
-        if not m["comparable"]:
-            print(f"  not compared: {m['note']}")
+    print(report.format_table(got["stats"] if got is not None else None))
+    if got is not None:
+        print(f"\nmeasured on {got['card']} ({got['batches']} batches, each on an idle device; "
+              f"{got['wall_s']:.1f} s wall){'' if report.card_note is None else ' -- another card than the model: ' + report.card_note}")
     return 0
-
-
-def _unlike(costs: CostModel, card: str) -> str | None:
-    """None when the cost model was measured on the kind of device ``measure`` ran on (``card``),
-    else why its prediction is no forecast of that run."""
-    model = str(costs.meta.get("card", "")) or "an unknown device"
-    if (card == "CPU" and model.startswith("CPU")) or card == model:
-        return None
-    sizes = "the reduced model sizes" if card == "CPU" else "the real model sizes"
-    return (f"the cost model ({costs.source or 'given'}) was measured on {model}, this run on {card} at {sizes}, "
-            "so the difference is no prediction error; for a comparison on this device, measure a cost model "
-            "here (omnienc capture --calibrate -o costs.yaml) and pass it with --costs")

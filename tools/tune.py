@@ -13,7 +13,7 @@ from omnienc.runtime.simulate import SimReport, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
 from omnienc.tools.args import HelpFormatter, add_number, check_output, command, error
-from omnienc.tools.simulate import EPILOG, add_trace_args, batching_from_args
+from omnienc.tools.simulate import EPILOG, add_trace_args, batching_from_args, config_from_args
 
 OUTPUT_SUFFIXES = (".yaml", ".yml")
 
@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Choose the buckets of both modalities, and which of them are graphs (graphs_up_to),\n"
         "that minimise the predicted GPU time of a trace (replays + eager runs + fallbacks, from a\n"
         "measured cost model), with at most --max-graphs graph buckets. The base grid is scored the\n"
-        "same way; if the search cannot beat it, the base is written unchanged.")
+        "same way; if the search cannot beat it, the base is written unchanged. With --verify on a GPU,\n"
+        "the grid is tuned on the trace's first two thirds, base and tuned are measured on the last\n"
+        "third, and the faster is written.")
     add_trace_args(p)
     add_number(p, "--max-graphs", lo=0, hi=512, default=24, metavar="N", unit="graphs",
                why="each graph holds its own memory and capture time",
@@ -34,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_number(p, "--max-graph-memory", kind=float, lo=0, open_lo=True, hi=1024, default=None, metavar="GB",
                unit="GB", help="most estimated activation memory of one graph, in GB (default: no limit)")
     p.add_argument("--base", default=None, metavar="GRID.yaml", help="grid to beat (default: packaged grid)")
+    p.add_argument("--verify", action="store_true",
+                   help="on a GPU: tune on the first two thirds of the trace, measure the base and the tuned grid on "
+                   "the last third (as omnienc simulate --measure) and write the faster; without CUDA, say so and "
+                   "write the tuned grid")
     p.add_argument("-o", "--output", required=True, metavar="GRID.yaml",
                    help="where to write the tuned YAML grid (written whole or not at all; never an input)")
     p.set_defaults(func=command("tune", run))
@@ -43,11 +49,44 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _command(args: argparse.Namespace) -> str:
     """The command line, rebuilt from the parsed options."""
     parts = ["omnienc", "tune", "--trace", str(args.trace)]
-    for flag in ("max_graphs", "max_graph_memory", "step_ms", "max_wait_ms", "max_batch", "quiet_ms", "costs", "base"):
-        value = getattr(args, flag)
+    for flag in ("max_graphs", "max_graph_memory", "step_ms", "max_wait_ms", "max_batch", "quiet_ms", "costs", "base",
+                 "card", "exact_graphs"):
+        value = getattr(args, flag, None)
         if value is not None:
             parts += ["--" + flag.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
-    return shlex.join(parts + ["-o", str(args.output)])
+    return shlex.join(parts + (["--verify"] if getattr(args, "verify", False) else []) + ["-o", str(args.output)])
+
+
+def cuda_available() -> bool:
+    """Whether a GPU is there to measure on (torch imported only to ask)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def split_held_out(records: list) -> tuple[list, list]:
+    """The trace's first two thirds (to tune on) and last third (held out, to measure on)."""
+    cut = len(records) - len(records) // 3
+    return records[:cut], records[cut:]
+
+
+def measure_grids(records: list, grids: dict, batching, config) -> dict:
+    """Measured GPU ms of ``records`` on each grid (``simulate.measure``, one set of encoders), and the card."""
+    from omnienc.tools.simulate import build_measure_encoders, measure
+
+    encoders = build_measure_encoders()
+    out = {}
+    for name, grid in grids.items():
+        got = measure(records, grid, batching, config=config, encoders=encoders)
+        out[name] = sum(v["ms"] for v in got["stats"].values() if isinstance(v, dict) and "ms" in v)
+        out["card"] = got["card"]
+    return out
+
+
+def keep_faster(base_ms: float, tuned_ms: float, base_ok: bool) -> str:
+    """Which grid to write, measured: the tuned one unless the base, within the constraints, was
+    at least as fast."""
+    return "base" if base_ok and base_ms <= tuned_ms else "tuned"
 
 
 def _grid_words(grid: BucketGrid) -> str:
@@ -75,19 +114,38 @@ def run(args: argparse.Namespace) -> int:
                  [("--trace", args.trace), ("--base", args.base), ("--costs", args.costs)])
     try:
         batching = batching_from_args(args)
-        costs = CostModel.load(args.costs)
+        config = config_from_args(args)
         records = read_trace(args.trace)
         base_name = args.base or "omnienc/configs/qwen3_omni.yaml"
         base = BucketGrid.default() if args.base is None else BucketGrid.from_yaml(args.base)
         limit = None if args.max_graph_memory is None else args.max_graph_memory * 1e9
-        result = tune(records, costs, args.max_graphs, batching, limit, base)
+        verify, lines = args.verify, []
+        if verify and not cuda_available():
+            lines.append("--verify: measuring the grids needs a GPU (no CUDA here); the tuned grid is written "
+                         "unverified, tuned on the whole trace")
+            verify = False
+        card = args.card
+        if verify and card is None:
+            import torch
+
+            card = torch.cuda.get_device_name()
+        costs = CostModel.load(args.costs, card=card)
+        tuning, held = split_held_out(records) if verify else (records, [])
+        if verify and not held:
+            raise ValueError(f"--verify: {args.trace} has {len(records)} requests, too few to hold a third out")
+        result = tune(tuning, costs, args.max_graphs, batching, limit, base, config=config)
     except ValueError as e:  # GridError, TraceError, CostError
         return error("tune", str(e))
-    before = simulate(records, base, batching, costs)
-    after = simulate(records, result.searched, batching, costs)
-    counts = Counter(r.modality for r in records)
-    lines = [f"trace: {args.trace}, {len(records)} requests ({counts['vision']} vision, {counts['audio']} audio)",
-             f"batching: {describe_batching(batching)}", f"costs: {costs.describe()}"]
+    before = simulate(tuning, base, batching, costs, config=config, card=card)
+    after = simulate(tuning, result.searched, batching, costs, config=config, card=card)
+    counts = Counter(r.modality for r in tuning)
+    what = "its first two thirds, " if verify else ""
+    lines += [f"trace: {args.trace}, {len(records)} requests; tuned on {what}{len(tuning)} requests "
+              f"({counts['vision']} vision, {counts['audio']} audio)",
+              f"batching: {describe_batching(batching)}; exact-layout graphs {'on' if after.exact_graphs else 'off'}",
+              f"costs: {costs.describe()}", f"card: predictions for {card or costs.card} with a model of {costs.card}"]
+    if after.card_note:
+        lines.append(f"FOREIGN CARD: {after.card_note}")
     base_lines = _summary("base ", base, before)
     if not result.base_admissible:
         base_lines[0] += (f" -- outside the constraints (--max-graphs {args.max_graphs}"
@@ -96,25 +154,43 @@ def run(args: argparse.Namespace) -> int:
     tuned_lines = _summary("tuned", result.searched, after)
     change = (result.searched_ms - result.base_ms) / result.base_ms if result.base_ms else 0.0
     tuned_lines[0] += f" ({change:+.1%} vs base)"
+    grid, from_base = result.grid, result.from_base
     if result.from_base:
         verdict = (f"the search ({result.searched_ms:.1f} ms) did not beat the base ({result.base_ms:.1f} ms): "
                    f"writing the base grid unchanged")
     else:
         verdict = f"writing the tuned grid: predicted {result.ms:.1f} ms vs base {result.base_ms:.1f} ms"
-    lines += base_lines + tuned_lines + [verdict]
+    verified = ""
+    if verify and not result.from_base:
+        got = measure_grids(held, {"base": base, "tuned": result.searched}, batching, config)
+        pred = {n: simulate(held, g, batching, costs, config=config, card=card).ms
+                for n, g in (("base", base), ("tuned", result.searched))}
+        gain = got["base"] / got["tuned"] - 1 if got["tuned"] else 0.0
+        verified = (f"verified on the held-out last third ({len(held)} requests) on {got['card']}: base "
+                    f"{got['base']:.1f} ms measured (predicted {pred['base']:.1f}), tuned {got['tuned']:.1f} ms "
+                    f"measured (predicted {pred['tuned']:.1f}): the tuned grid {gain:+.1%} faster")
+        if keep_faster(got["base"], got["tuned"], result.base_admissible) == "base":
+            grid, from_base = base, True
+            verdict = "writing the base grid: the tuned grid did not measure faster on the held-out third"
+        elif got["tuned"] < got["base"]:
+            verdict = "writing the tuned grid: it measured faster on the held-out third"
+        else:
+            verdict = "writing the tuned grid: the base measured faster but is outside the constraints"
+    lines += base_lines + tuned_lines + ([verified] if verified else []) + [verdict]
     header = "\n".join([
-        f"Tuned by `omnienc tune` on {Path(args.trace).name} ({len(records)} requests).",
+        f"Tuned by `omnienc tune` on {Path(args.trace).name} ({len(tuning)} of its {len(records)} requests).",
         f"command: {_command(args)}",
         f"costs: {costs.describe()}",
         f"batching: {describe_batching(batching)}",
-        f"predicted GPU time of the trace: this grid {result.ms:.1f} ms; base {base_name} {result.base_ms:.1f} ms"
-        + ("" if result.base_admissible else " (outside the constraints)")
+        f"predicted GPU time of those requests: this grid {result.base_ms if from_base else result.searched_ms:.1f} ms; "
+        f"base {base_name} {result.base_ms:.1f} ms" + ("" if result.base_admissible else " (outside the constraints)")
         + ("; the search did not beat the base, so this is the base" if result.from_base else ""),
-        *(_summary("this grid", result.grid, before if result.from_base else after)[1:]),
+        *([verified, verdict] if verified else []),
+        *(_summary("this grid", grid, before if from_base else after)[1:]),
     ])
     try:
         with atomic_path(args.output) as tmp:
-            result.grid.to_yaml(tmp, header=header)
+            grid.to_yaml(tmp, header=header)
             BucketGrid.from_yaml(tmp)  # the written grid must load before it replaces anything
     except OSError as e:
         return error("tune", f"cannot write {args.output}: {e}; nothing was written")
