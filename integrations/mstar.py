@@ -226,12 +226,15 @@ class EncoderNodesConfig:
         runtime: further ``EncoderRuntime`` keyword arguments (``attention``, ``exact_graphs``, ...).
         encoders: which encoders a device's runtime holds (both nodes of a device share it).
         progress: a progress bar while the grid is captured.
+        calibrate: after capture, measure the card's cost model (``runtime.calibrate``, quick: about
+            10 s) into ``cost_models[device]``, for ``omnienc simulate/tune`` and the service's dispatch.
     """
 
     grid: BucketGrid | None = None
     runtime: Mapping = field(default_factory=dict)
     encoders: tuple[str, ...] = ("vision", "audio")
     progress: bool = True
+    calibrate: bool = False
 
     def __post_init__(self):
         grid = self.grid
@@ -262,7 +265,7 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
 
     Everything else (Thinker, Talker, Code2Wav, walks, prompt processing) is M*'s own. Options
     (the M* config's ``model_kwargs``): ``checkpoint`` (a local checkpoint directory or Hugging Face
-    repo id instead of the registry's), ``grid``, ``runtime``, ``encoders``, ``progress`` (see
+    repo id instead of the registry's), ``grid``, ``runtime``, ``encoders``, ``progress``, ``calibrate`` (see
     ``EncoderNodesConfig``).
 
     The first encoder node M* asks for on a device loads that device's encoders (in the engine's
@@ -272,12 +275,13 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
 
     def __init__(self, model_path_hf: str = "", cache_dir: str | None = None, *, checkpoint: str | None = None,
                  grid=None, runtime: Mapping | None = None, encoders=("vision", "audio"), progress: bool = True,
-                 **kwargs):
+                 calibrate: bool = False, **kwargs):
         self.encoder_nodes = EncoderNodesConfig(grid=grid, runtime=runtime or {}, encoders=encoders,
-                                                progress=progress)
+                                                progress=progress, calibrate=calibrate)
         super().__init__(str(checkpoint) if checkpoint else model_path_hf, cache_dir=cache_dir, **kwargs)
         self._runtimes: dict[torch.device, tuple[EncoderRuntime, torch.dtype]] = {}
         self.load_reports: dict[torch.device, dict] = {}
+        self.cost_models: dict = {}  # device -> CostModel, with calibrate
 
     def _create_submodule(self, node_name: str, device, tp_group=None, autocast_dtype: torch.dtype | None = None):
         if node_name not in _NODES:
@@ -327,6 +331,13 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
             "allocated_bytes": weights[0] + buffers[0] + graphs[0],
             "reserved_bytes": weights[1] + buffers[1] + graphs[1],
         }
+        if cfg.calibrate:
+            from omnienc.runtime.calibrate import calibrate
+
+            t1 = time.perf_counter()
+            with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+                self.cost_models[device] = calibrate(vision, audio, quick=True, command="mstar calibrate: true")
+            report.update(calibrate_s=time.perf_counter() - t1, card=self.cost_models[device].card)
         self.load_reports[device] = report
         gib = 2**-30
         logger.info(

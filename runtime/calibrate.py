@@ -11,7 +11,9 @@ then times, each run through the runtime's own path:
   calls where installed, never ``dense`` -- and row flags);
 * the *host floor*: the smallest request's uncaptured call;
 * exact-layout *captures* of small layouts (a layout's second sighting: its eager run and the capture
-  of that work), through the lane's pack path with exact graphs on.
+  of that work), through the lane's pack path with exact graphs on;
+* where big uncaptured vision calls take cuDNN's varlen attention, the *build* of a new cuDNN graph:
+  the first call of a layout whose graph no probe built, less its next calls.
 
 Each point: ``warmup`` untimed runs, then ``repeats`` timed ones, each started on an idle GPU and
 bracketed by CUDA events (``perf_counter`` on the CPU); the model uses the median, the file keeps
@@ -78,6 +80,9 @@ CAPTURE_SHAPES = {
     "audio": [[100 - k] for k in range(7)],
 }
 SMALL_BUCKET = {"vision": Bucket(64, 1), "audio": Bucket(100, 1)}  # holds every capture layout
+# Big uncaptured vision calls, each of a cuDNN varlen graph (segment count, bound) no other probe
+# uses, with its default rounding: (32, 1024), (16, 2048), (16, 3072), (16, 5120), (48, 1024).
+BUILD_SHAPES = [[(1, 20, 20)] * 24, [(1, 30, 40)] * 12, [(1, 40, 70)] * 5, [(1, 60, 80)] * 2, [(1, 12, 20)] * 40]
 
 
 def vision_items(size: int, batch: int, merge: int = 2) -> list[tuple[int, int, int]]:
@@ -198,6 +203,15 @@ def _uncaptured_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, rep
         say(f"{m:6s} capture {sum(len(v) for v in by_size.values())} layouts, median "
             f"{statistics.median(x for v in by_size.values() for x in v):.2f} ms "
             f"({kinds['exact_capture'].runs} exact captures counted)")
+        if m == "vision" and lane.attention.cudnn_suits((rt.config.eager_cudnn_tokens,)):
+            points[m, "build"] = []
+            for shape in BUILD_SHAPES[:captures]:
+                req = [_request(lane, shape)]
+                first = timer(lambda: lane.eager.run(req, [shape]))
+                then = statistics.median(timer(lambda: lane.eager.run(req, [shape])) for _ in range(2))
+                points[m, "build"].append(Probe(units(m, shape), len(shape), (max(0.0, first - then),)))
+            say(f"{m:6s} build  {len(points[m, 'build'])} new cuDNN graphs, median "
+                f"{statistics.median(p.ms for p in points[m, 'build']):.2f} ms")
     return points
 
 
@@ -292,12 +306,17 @@ def calibrate(
              f"{'cuDNN varlen' if cudnn else 'the captured backend'}; took {elapsed:.0f} s "
              f"(replays {t1 - t0:.0f} s)")
     say(f"calibrated in {elapsed:.1f} s")
+    steps = {}
+    if cudnn:
+        from ..encoders.attention import CUDNN_BOUND_STEP, CUDNN_SEGMENT_STEP
+
+        steps = {"cudnn_steps": [CUDNN_SEGMENT_STEP, CUDNN_BOUND_STEP]}
     return CostModel.from_probes(
         points, card=_card(device), torch=str(torch.__version__),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command=command, dtype=dtype_name, measured=True, quick=bool(quick), note=note,
+        command=command, dtype=dtype_name, measured=True, quick=bool(quick), **steps, note=note,
     )
 
 
-__all__ = ["CAPTURE_SHAPES", "FLOOR_SHAPE", "PROBES", "REPEATS", "audio_items", "calibrate", "probe_grid", "run_pack",
+__all__ = ["BUILD_SHAPES", "CAPTURE_SHAPES", "FLOOR_SHAPE", "PROBES", "REPEATS", "audio_items", "calibrate", "probe_grid", "run_pack",
            "units", "vision_items"]

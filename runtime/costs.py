@@ -27,7 +27,10 @@ each kind of run by one small rule here):
 * an *exact capture* runs the pack eagerly and then captures that work on the host while the GPU
   may still run it: ``max(eager run, floor + capture cost)`` (``capture_ms``), the capture cost
   measured as capture runs of host-bound layouts less the floor (without such points: one floor,
-  the capture recording about as many launches as the eager call made).
+  the capture recording about as many launches as the eager call made);
+* a *first sighting*: the first uncaptured call of each cuDNN varlen graph (``sightings.cudnn_key``,
+  rounded by the calibration's ``cudnn_steps``) pays its build (``build_ms``: measured as a new
+  key's first call less its next ones; without build points, none is priced).
 
 On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``capture``, load too)::
 
@@ -39,6 +42,7 @@ On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``captu
     dtype: bfloat16
     measured: true               # false: derived from other figures (see note)
     quick: false                 # true: the start-up calibration (fewer points and repeats)
+    cudnn_steps: [16, 1024]      # where big uncaptured vision calls took cuDNN varlen: its rounding
     note: free text
     vision:
       replay:                    # size: bucket patches, batch: segments carried, samples: ms per repeat
@@ -49,6 +53,8 @@ On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``captu
       - {size: 16, batch: 1, ms: 7.9, samples: [7.9, 8.0, 7.9]}
       capture:                   # optional: exact-layout captures (eager run + capture) of small layouts
       - {size: 16, batch: 1, ms: 19.0, samples: [18.8, 19.0, 19.3]}
+      build:                     # optional: a new cuDNN varlen graph's first call less its next ones
+      - {size: 9600, batch: 24, ms: 21.0, samples: [21.0]}
     audio: {replay: [...], eager: [...], floor: [...], capture: [...]}  # size in mel frames, batch in audios
 
 ``ms`` is the median of ``samples`` (the raw timings, every repeat, kept so anyone can refit); on
@@ -78,11 +84,11 @@ from .packing import Demand, Pack
 
 MODALITIES = ("vision", "audio")
 KINDS = ("replay", "eager")  # the surfaces, measured on a full grid of sizes x batches
-POINTS = ("floor", "capture")  # optional measured points per modality (format 2)
+POINTS = ("floor", "capture", "build")  # optional measured points per modality (format 2)
 DEFAULT_COSTS = "costs_h200.yaml"  # packaged in omnienc/configs; costs_<card>.yaml for other cards
 FORMAT = 2
 FORMATS = (1, 2)  # readable; format 1 has no floor or capture points
-META = ("card", "torch", "date", "command", "dtype", "measured", "quick", "note")
+META = ("card", "torch", "date", "command", "dtype", "measured", "quick", "cudnn_steps", "note")
 
 
 class CostError(ValueError):
@@ -246,6 +252,13 @@ class CostModel:
                            if capture else floors[m])
         object.__setattr__(self, "_floor", floors)
         object.__setattr__(self, "_capture", captures)
+        builds = {m: max(0.0, statistics.median(s for p in self.points[m, "build"] for s in p.samples))
+                  for m in MODALITIES if (m, "build") in self.points}
+        object.__setattr__(self, "_build", builds)
+        steps = self.meta.get("cudnn_steps")
+        if steps is not None and (isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) != 2
+                                  or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps)):
+            raise CostError(f"cudnn_steps: {steps!r} must be two positive integers [segments, tokens]")
 
     @property
     def card(self) -> str:
@@ -287,6 +300,16 @@ class CostModel:
         """What capturing a layout's graph adds to the host work of its eager run, ms."""
         self._surface(modality, "eager")
         return self._capture[modality]
+
+    def cudnn_steps(self, modality: str) -> tuple[int, int] | None:
+        """The rounding of the cuDNN varlen graphs whose builds were measured for ``modality``
+        (``sightings.cudnn_key``); None: its uncaptured calls' first sightings are not priced."""
+        steps = self.meta.get("cudnn_steps")
+        return tuple(steps) if steps is not None and modality in self._build else None
+
+    def build_ms(self, modality: str) -> float:
+        """What the first call of a new cuDNN varlen graph adds, ms (0 where not measured)."""
+        return self._build.get(modality, 0.0)
 
     def capture_ms(self, modality: str, units: int, items: float = 1) -> float:
         """GPU ms of an exact-layout capture: its eager run, then the capture on the host, which
@@ -333,7 +356,7 @@ class CostModel:
         what = ("provisional, not measured" if not m.get("measured", True)
                 else "measured, quick" if m.get("quick") else "measured")
         date = str(m.get("date", "?"))[:10]
-        guessed = [k for k in POINTS if not any(self.measured_points(mod, k) for mod in MODALITIES)]
+        guessed = [k for k in ("floor", "capture") if not any(self.measured_points(mod, k) for mod in MODALITIES)]
         if guessed:
             what += f"; {' and '.join(guessed)} estimated"
         return f"{self.source or 'in-memory'} ({self.card}, torch {m.get('torch', '?')}, {date}, {what})"
@@ -386,7 +409,8 @@ class CostModel:
         for k in META:
             if k in self.meta:
                 v = self.meta[k]
-                d[k] = v if isinstance(v, bool) else str(v)  # plain YAML scalars (torch's version is a str subclass)
+                # plain YAML scalars (torch's version is a str subclass); cudnn_steps a list of ints
+                d[k] = v if isinstance(v, bool) else [int(x) for x in v] if k == "cudnn_steps" else str(v)
         for m in MODALITIES:
             d[m] = {k: [p.to_dict() for p in self.surfaces[m, k].probes] for k in KINDS}
             d[m].update({k: [p.to_dict() for p in self.points[m, k]] for k in POINTS if (m, k) in self.points})

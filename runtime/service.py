@@ -83,13 +83,13 @@ class _Device:
                 "busy_s": self.busy_s}
 
 
-def _packaged_cost() -> Callable:
-    """The packaged measured cost model's ``run_ms`` (``configs/costs_h200.yaml``); the stand-in
-    ``default_cost`` if it cannot be loaded."""
+def _packaged_cost(device: torch.device) -> Callable:
+    """The packaged measured cost model of the device's card (``costs.packaged``; else
+    ``configs/costs_h200.yaml``) as ``run_ms``; the stand-in ``default_cost`` if it cannot be loaded."""
     try:
         from .costs import CostModel
 
-        return CostModel.load().run_ms
+        return CostModel.load(card=torch.cuda.get_device_name(device) if device.type == "cuda" else None).run_ms
     except Exception:  # noqa: BLE001 - dispatch still works, by work instead of measured time
         return default_cost
 
@@ -115,7 +115,7 @@ class EncoderService:
         output_device: where results are delivered (default: the device that encoded them); the copy
             is enqueued on the producing device's stream, without waiting.
         cost: ``cost(modality, pack, graph) -> ms``, the predicted GPU time of a pack (default: the
-            packaged measured model's ``CostModel.run_ms``; pass the deployment's own calibration).
+            packaged measured model of the card's ``CostModel.run_ms``; pass the deployment's own calibration).
     """
 
     def __init__(self, runtimes: EncoderRuntime | Sequence[EncoderRuntime], max_wait_ms: float = 2.0,
@@ -133,7 +133,7 @@ class EncoderService:
         self.max_batch = self.policy.max_batch
         self.max_pending = _positive_int("max_pending", max_pending)
         self.output_device = torch.device(output_device) if output_device is not None else None
-        self.cost = cost or _packaged_cost()
+        self.cost = cost or _packaged_cost(rts[0].device)
         self.runtime = rts[0]  # validates requests; one grid for all
         self._devices = [_Device(i, rt) for i, rt in enumerate(rts)]
         self._pending: list[tuple[object, list, Future, float]] = []  # request, shape, future, arrival

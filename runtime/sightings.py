@@ -1,4 +1,4 @@
-"""What a pack's sighting of its exact layout does: the rule, pure, shared by the lane and the simulator.
+"""What a sighting does: the rules, pure, shared by the lane and the simulator.
 
 A lane with exact-layout graphs asks, for each pack on a bucket, its layout's ``GraphCache``
 (``cuda.cache``): a layout with a graph replays it (``exact_replay``); a layout due for one (its
@@ -7,11 +7,16 @@ and that work is captured (``exact_capture``); any other pack runs on its bucket
 one eager call with others is only sighted. The simulator drives the same cache class, built from
 the same ``RuntimeConfig``, with the same calls in the same order, so its captures, replays,
 refusals and evictions are the runtime's.
+
+An uncaptured vision call of at least ``eager_cudnn_tokens`` tokens runs on cuDNN's varlen attention
+(where installed), whose frontend builds one graph per segment count and longest segment, both
+rounded up (``encoders.attention.cudnn_layout``): the first call of each such key pays the build
+(``cudnn_key``; the runtime builds one key at capture).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 from ..cuda.cache import GraphCache
 from .config import RuntimeConfig
@@ -47,4 +52,17 @@ def exact_counts(cache: GraphCache | None) -> dict[str, int]:
             "exact_refused": c.get("refused", 0)}
 
 
-__all__ = ["EXACT_CAPTURE", "EXACT_REPLAY", "exact_cache", "exact_counts", "exact_route"]
+def segment_lengths(shapes: Sequence) -> list[int]:
+    """A vision call's attention segments: one per temporal frame of each (t, h, w) item, h * w patches."""
+    return [h * w for s in shapes for t, h, w in s for _ in range(t)]
+
+
+def cudnn_key(seqlens: Sequence[int], steps: Sequence[int]) -> tuple[int, int]:
+    """The cuDNN graph of a call over ``seqlens``: its segment count and longest segment, rounded up to
+    ``steps`` (segments, tokens), as ``encoders.attention.cudnn_layout`` lays the call out."""
+    count, bound = steps
+    return -(-max(len(seqlens), 1) // count) * count, -(-max(max(seqlens, default=1), 1) // bound) * bound
+
+
+__all__ = ["EXACT_CAPTURE", "EXACT_REPLAY", "cudnn_key", "exact_cache", "exact_counts", "exact_route",
+           "segment_lengths"]

@@ -13,7 +13,9 @@ predicted GPU time (``omnienc simulate``).
 3. Each run is priced by the ``CostModel`` rule of its kind (``stats.KINDS``, ``CostModel.price``):
    a padded replay of its bucket, an unpadded replay of its exact size, a capture (its eager run and
    the capture's host work), or an uncaptured call (an eager bucket's pack, a merged call, a
-   fallback) never below the host floor; vision attention by the run's ``attention_segments``.
+   fallback) never below the host floor, plus a cuDNN graph build at the first sighting of its
+   attention layout where the model measured those (``sightings.cudnn_key``); vision attention by
+   the run's ``attention_segments``.
 
 The report is one ``stats.ModalityStats`` per modality, per bucket and per kind of run: the schema the
 runtime measures; ``compare`` sets the two side by side.
@@ -31,7 +33,8 @@ from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, attention_segments, card_note, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid
 from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, layout, pack
-from omnienc.runtime.sightings import EXACT_CAPTURE, exact_cache, exact_counts, exact_route
+from omnienc.runtime.sightings import (EXACT_CAPTURE, cudnn_key, exact_cache, exact_counts, exact_route,
+                                       segment_lengths)
 from omnienc.runtime.stats import KINDS, UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -96,7 +99,9 @@ class SimLane:
     ``GraphCache`` built from ``config`` as the runtime's is (``sightings``): packs on eager buckets
     whose layout has no graph and is not due merge into one call (``packing.eager_groups``, sighted
     after it), every other pack on a bucket is an exact replay, an exact capture, or a run of its
-    bucket (a padded replay, or an eager run). A request that fits no bucket is a fallback.
+    bucket (a padded replay, or an eager run). A request that fits no bucket is a fallback. An
+    uncaptured call of at least ``eager_cudnn_tokens`` also pays a cuDNN graph build the first time
+    its attention layout's key is seen, where the cost model prices those.
 
     Args:
         modality: ``"vision"`` or ``"audio"``.
@@ -117,6 +122,31 @@ class SimLane:
         exact = config.exact_graphs is not False and bool(self.buckets.buckets)
         self.cache = exact_cache(config) if exact else None
         self._ms: dict[tuple, float] = {}
+        self.cudnn_steps, self.cudnn_tokens = costs.cudnn_steps(modality), config.eager_cudnn_tokens
+        self.cudnn_builds = 0
+        # the runtime builds one key at capture (``AttentionPolicy.warm_cudnn``: one 64-token segment)
+        self._cudnn_keys = {cudnn_key([64], self.cudnn_steps)} if self.cudnn_steps else set()
+
+    def _first_sighting(self, units: int, shapes: Iterable[tuple] | None) -> float:
+        """The build an uncaptured call of ``units`` over ``shapes`` pays if its cuDNN graph is new."""
+        if self.cudnn_steps is None or shapes is None or not 0 < self.cudnn_tokens <= units:
+            return 0.0
+        key = cudnn_key(segment_lengths(shapes), self.cudnn_steps)
+        if key in self._cudnn_keys:
+            return 0.0
+        self._cudnn_keys.add(key)
+        self.cudnn_builds += 1
+        return self.costs.build_ms(self.modality)
+
+    def warm(self, demands: Sequence[Demand], shapes: Sequence[tuple]) -> None:
+        """A batch run before the trace with exact graphs off and not counted (``measure``'s warm-up):
+        only the first sightings of its uncaptured calls remain."""
+        packs = pack(demands, self.buckets)
+        mergeable = [p.bucket is not None and not self._by_bucket[p.bucket].graph for p in packs]
+        for group in eager_groups(packs, mergeable, self.merge_units):
+            if len(group) > 1 or group[0].bucket is None or not self._by_bucket[group[0].bucket].graph:
+                self._first_sighting(sum(p.size for p in group), [shapes[i] for p in group for i in p.members])
+        self.cudnn_builds = 0
 
     def _price(self, kind: str, bucket: Bucket | None, units: int, members: Iterable[Demand]) -> float:
         size = bucket.size if kind == "replay" else units  # a replay computes its padded bucket
@@ -143,6 +173,7 @@ class SimLane:
             if len(group) > 1:  # one uncaptured call; each pack a run of its bucket, the time shared by units
                 units = sum(p.size for p in group)
                 ms = self._price("merged", None, units, (demands[i] for p in group for i in p.members))
+                ms += self._first_sighting(units, shapes and [shapes[i] for p in group for i in p.members])
                 for p in group:
                     self._by_bucket[p.bucket].add(p.size, ms * p.size / units, "merged")
                     if cache is not None:
@@ -150,6 +181,7 @@ class SimLane:
                 self.stats.merged_calls += 1
             elif (p := group[0]).bucket is None:
                 ms = self._price("fallback", None, p.size, (demands[i] for i in p.members))
+                ms += self._first_sighting(p.size, shapes and [shapes[i] for i in p.members])
                 self.stats.add_fallback(p.size, ms)
             else:
                 b = self._by_bucket[p.bucket]
@@ -160,14 +192,15 @@ class SimLane:
                         cache.capture(keys[p.members], lambda: _CAPTURED)
                 kind = kind or ("replay" if b.graph else "eager")
                 ms = self._price(kind, p.bucket, p.size, (demands[i] for i in p.members))
+                if kind == "eager":
+                    ms += self._first_sighting(p.size, shapes and [shapes[i] for i in p.members])
                 b.add(p.size, ms, kind)
             total += ms
         return total, packs
 
-    def stats_dict(self) -> dict:
-        """The statistics as the runtime's lane reports them (``ModalityStats.to_dict`` and the exact
-        graphs' counts)."""
-        return {**self.stats.to_dict(), **exact_counts(self.cache)}
+    def counts(self) -> dict[str, int]:
+        """The exact graphs' counts (as the runtime's lane reports them) and the cuDNN graph builds."""
+        return {**exact_counts(self.cache), "cudnn_builds": self.cudnn_builds}
 
 
 def modality_batches(records: Iterable[TraceRecord], modality: str,
@@ -222,7 +255,8 @@ class SimReport:
         card: The card the cost model was measured on.
         card_note: Set when the prediction is for another card (``costs.card_note``).
         exact_graphs: Whether exact-layout graphs were simulated.
-        exact: Per modality, the exact graphs' counts (``sightings.exact_counts``).
+        counts: Per modality, the exact graphs' counts (``sightings.exact_counts``) and the cuDNN graph
+            builds (``SimLane.counts``).
     """
 
     batching: Batching
@@ -232,7 +266,7 @@ class SimReport:
     card: str = ""
     card_note: str | None = None
     exact_graphs: bool = True
-    exact: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
 
     def __getitem__(self, modality: str) -> ModalityStats:
         """The stats of ``modality`` (``"vision"`` or ``"audio"``)."""
@@ -290,7 +324,7 @@ class SimReport:
             "batching": describe_batching(self.batching), "busy": self.busy, "costs": self.costs,
             "card": self.card, "foreign_card": self.card_note is not None, "card_note": self.card_note,
             "exact_graphs": self.exact_graphs,
-            "modalities": {m.modality: {**m.to_dict(), **self.exact.get(m.modality, {})} for m in self.modalities},
+            "modalities": {m.modality: {**m.to_dict(), **self.counts.get(m.modality, {})} for m in self.modalities},
             "total": {
                 "requests": self.requests, "replays": self.replays, "eager_runs": self.eager_runs,
                 "fallbacks": self.fallbacks, "runs": self.runs, "fallback_share": self.fallback_share,
@@ -302,9 +336,10 @@ class SimReport:
         """One line per modality and a total line."""
         lines = []
         for m in self.modalities:
-            x = self.exact.get(m.modality, {})
+            x = self.counts.get(m.modality, {})
             exact = (f"; exact layouts: {x['exact_captures']} captures, {x['exact_graph_replays']} replays"
                      if self.exact_graphs and x else "")
+            exact += f"; {x['cudnn_builds']} cuDNN graph builds" if x.get("cudnn_builds") else ""
             lines.append(
                 f"{m.modality}: {m.requests} requests; {m.replays} replays ({m.graph_buckets} graph buckets), "
                 f"{m.eager_runs} eager runs ({m.eager_buckets} eager buckets), {m.fallbacks} fallbacks "
@@ -392,7 +427,7 @@ def compare(report: SimReport, measured: dict) -> dict:
         got = measured.get(m.modality)
         if not isinstance(got, dict):
             continue
-        pred = {**m.to_dict(), **report.exact.get(m.modality, {})}
+        pred = {**m.to_dict(), **report.counts.get(m.modality, {})}
         buckets = {}
         for name, b in pred["buckets"].items():
             mb = got.get("buckets", {}).get(name, {})
@@ -440,7 +475,7 @@ def format_comparison(cmp: dict) -> list[str]:
 def simulate(
     records: Iterable[TraceRecord], grid: BucketGrid, batching: Batching | None = None,
     costs: CostModel | None = None, *, step_ms: float | None = None, busy: bool = False,
-    config: RuntimeConfig | None = None, card: str | None = None,
+    config: RuntimeConfig | None = None, card: str | None = None, warmup: int = 0,
 ) -> SimReport:
     """Simulates what the runtime runs for a trace, and predicts its GPU time.
 
@@ -457,6 +492,8 @@ def simulate(
         config: The runtime's configuration (default ``RuntimeConfig()``; ``exact_graphs`` None
             counts as on, as on a GPU).
         card: The card the prediction is for; the report flags a model measured on another.
+        warmup: Batches run once before the trace, exact graphs off, not counted (as ``omnienc
+            simulate --measure`` warms the runtime up with its first batch).
 
     Returns:
         Per-modality stats (runs per bucket and kind, padding, fallbacks, predicted ms) and totals.
@@ -477,6 +514,10 @@ def simulate(
             total += lanes[m].add([records[i].demand for i in ids], [records[i].shape for i in ids])[0]
         return total
 
+    for group in group_records(records, batching)[:warmup]:
+        for m in MODALITIES:
+            ids = [i for i in group if records[i].modality == m]
+            lanes[m].warm([records[i].demand for i in ids], [records[i].shape for i in ids])
     if busy:
         group_records(records, batching, run)  # tallies while grouping: each batch's time delays the next
     else:
@@ -484,7 +525,7 @@ def simulate(
             run(group)
     return SimReport(batching, tuple(lanes[m].stats for m in MODALITIES), costs.describe(), busy, costs.card,
                      card_note(costs, card), config.exact_graphs is not False,
-                     {m: exact_counts(lanes[m].cache) for m in MODALITIES if lanes[m].cache is not None})
+                     {m: lanes[m].counts() for m in MODALITIES})
 
 
 __all__ = ["Batching", "SimLane", "SimReport", "batches", "compare", "describe_batching", "format_comparison",

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import omnienc.runtime.costs as costs_module
 from omnienc.runtime.calibrate import PROBES, audio_items, probe_grid, vision_items
-from omnienc.runtime.costs import CostError, CostModel, Probe, Surface, attention_segments
+from omnienc.runtime.costs import CostError, CostModel, Probe, Surface, attention_segments, card_family, card_note
 from omnienc.runtime.grid import Bucket
 from omnienc.runtime.packing import Demand, Pack, audio_demand, vision_demand
 
@@ -91,6 +92,43 @@ def test_predictions_of_runs():
         model.eager_ms("text", 10)
 
 
+def with_points(model: CostModel, rng: random.Random) -> tuple[CostModel, dict, dict]:
+    """``model`` plus measured host floors and capture runs (floor + a capture cost, with noise)."""
+    probes = {k: list(surf.probes) for k, surf in model.surfaces.items()}
+    floor, cost = {}, {}
+    for m in ("vision", "audio"):
+        floor[m], cost[m] = rng.uniform(5, 30), rng.uniform(1, 20)
+        probes[m, "floor"] = [Probe(16, 1, (0.99 * floor[m], floor[m], 1.01 * floor[m]))]
+        probes[m, "capture"] = [Probe(16, 1, tuple(floor[m] + cost[m] + d for d in (-0.1, 0.0, 0.1)))]
+    return CostModel.from_probes(probes, card="test", measured=True), floor, cost
+
+
+def test_pricing_rules_of_each_kind():
+    """An exact replay costs the replay surface at the pack's own size; an uncaptured call (eager,
+    merged, fallback) never goes below the measured host floor; a capture costs max(its eager run,
+    floor + capture cost), the cost being the capture runs less the floor. Without those points the
+    floor is the cheapest eager point, the capture cost one floor, and the model says so."""
+    rng = random.Random()
+    base = random_model(rng)
+    model, floor, cost = with_points(base, rng)
+    for m, unit in (("vision", 4), ("audio", 100)):
+        assert model.floor_ms(m) == pytest.approx(floor[m]) and model.capture_cost_ms(m) == pytest.approx(cost[m])
+        for _ in range(30):
+            units, segs = rng.randint(1, 300) * unit, rng.uniform(1, 20)
+            eager = max(base.surfaces[m, "eager"](units, segs), floor[m])
+            for kind in ("eager", "merged", "fallback"):
+                assert model.price(m, kind, units, segs) == pytest.approx(eager)
+            assert model.price(m, "exact_capture", units, segs) == pytest.approx(max(eager, floor[m] + cost[m]))
+            assert model.price(m, "exact_replay", units, segs) == base.surfaces[m, "replay"](units, segs)
+            b = Bucket(units + rng.randint(0, 50) * unit, 4)
+            assert model.price(m, "replay", units, segs, b) == base.replay_ms(m, b, segs)
+        least = float(base.surfaces[m, "eager"].table.min())
+        assert base.floor_ms(m) == least and base.capture_cost_ms(m) == least
+    assert "floor and capture estimated" in base.describe() and "estimated" not in model.describe()
+    with pytest.raises(CostError, match="kind of run"):
+        model.price("vision", "replays", 10, 1)
+
+
 def test_attention_segments():
     one = vision_demand([(1, 60, 60)])  # one 3600-patch frame
     assert attention_segments("vision", 3600, [one]) == 1
@@ -109,7 +147,7 @@ def test_attention_segments():
 def test_file_round_trip(tmp_path):
     """Every probe point and sample survives save/load; predictions are identical; meta kept."""
     rng = random.Random()
-    model = random_model(rng, jitter=0.5)
+    model = with_points(random_model(rng, jitter=0.5), rng)[0]
     path = tmp_path / "costs.yaml"
     text = model.save(path, header="measured on a test card\nsecond line")
     assert text.startswith("# measured on a test card\n# second line\nformat: 2\n")
@@ -122,7 +160,40 @@ def test_file_round_trip(tmp_path):
         for _ in range(10):
             s, n = rng.uniform(1, 8000), rng.uniform(1, 40)
             assert got(s, n) == surf(s, n)
+    assert back.points == model.points
+    for m in ("vision", "audio"):
+        assert back.floor_ms(m) == model.floor_ms(m) and back.capture_cost_ms(m) == model.capture_cost_ms(m)
     assert CostModel.load(path).to_dict() == back.to_dict()
+    import yaml
+
+    old = yaml.safe_load(text)  # a format-1 file (no floor, no capture) still loads; its points are not format 1
+    old["format"] = 1
+    for m in ("vision", "audio"):
+        del old[m]["floor"], old[m]["capture"]
+    path.write_text(yaml.safe_dump(old))
+    assert not CostModel.load(path).points
+    old["vision"]["floor"] = [{"size": 16, "batch": 1, "samples": [1.0]}]
+    path.write_text(yaml.safe_dump(old))
+    with pytest.raises(CostError, match="'replay' and 'eager'"):
+        CostModel.load(path)
+
+
+def test_packaged_model_of_the_card(monkeypatch):
+    """The packaged model of a card: the same name, else the same family, else the default (H200);
+    a model used for another card is flagged with both names."""
+    h200 = CostModel.load()
+    h100 = CostModel.from_probes({k: list(v.probes) for k, v in h200.surfaces.items()}, "fake_h100",
+                                 card="NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(costs_module, "packaged_models", lambda: [h200, h100])
+    assert costs_module.packaged() is h200 and CostModel.load(card="NVIDIA H100 80GB HBM3") is h100
+    assert costs_module.packaged("NVIDIA H100 PCIe") is h100 and costs_module.packaged("NVIDIA A100-SXM4-80GB") is h200
+    assert card_family("NVIDIA H100 80GB HBM3") == "H100" and card_family("CPU (x86_64, 2 threads)") is None
+    assert card_note(h200, "NVIDIA H200") is None and card_note(h200, None) is None
+    note = card_note(h200, "NVIDIA H100 80GB HBM3")
+    assert "measured on NVIDIA H200, not on NVIDIA H100 80GB HBM3" in note and "--calibrate" in note
+    monkeypatch.undo()
+    for model in costs_module.packaged_models():  # every packaged model loads and names its card
+        assert card_family(model.card) and model.meta["measured"] is True
 
 
 def test_packaged_model():
@@ -208,13 +279,18 @@ def test_calibrate_on_the_cpu(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="omnienc")
     capture.register(parser.add_subparsers(required=True))
     out = tmp_path / "costs.yaml"
-    args = parser.parse_args(["capture", "--calibrate", "--device", "cpu", "--sizes", "reduced",
+    args = parser.parse_args(["capture", "--calibrate-quick", "--device", "cpu", "--sizes", "reduced",
                               "--repeats", "1", "--warmup", "0", "-o", str(out)])
     assert args.func(args) == 0
-    assert "wrote" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "wrote" in text and "calibration" in text and "(quick)" in text
     model = CostModel.load(out)
-    assert model.meta["measured"] is True and model.meta["card"].startswith("CPU")
-    assert "capture --calibrate" in model.meta["command"] and model.meta["dtype"] == "float32"
+    assert model.meta["measured"] is True and model.card.startswith("CPU") and model.meta["quick"] is True
+    assert "capture --calibrate --quick" in model.meta["command"] and model.meta["dtype"] == "float32"
+    assert f"# on {model.card}, torch" in out.read_text()
+    for m in ("vision", "audio"):  # the host floor and the captures, measured through the runtime's paths
+        assert model.measured_points(m, "floor") and model.measured_points(m, "capture")
+        assert model.floor_ms(m) > 0 and model.capture_cost_ms(m) >= 0
     for (m, k), (sizes, batches) in PROBES["reduced"].items():
         surf = model.surfaces[m, k]
         assert {(p.size, p.batch) for p in surf.probes} == {(s, b) for s in sizes for b in batches}
@@ -224,3 +300,24 @@ def test_calibrate_on_the_cpu(tmp_path, capsys):
     assert model.run_ms("audio", Pack(Bucket(800, 4), (0,), 500, 1), graph=True) > 0
     args = parser.parse_args(["capture", "--calibrate", "--device", "cpu"])
     assert args.func(args) == 2 and "-o FILE" in capsys.readouterr().err
+    args = parser.parse_args(["capture", "--quick", "--device", "cpu"])
+    assert args.func(args) == 2 and "--calibrate" in capsys.readouterr().err
+
+
+def test_cudnn_key_is_the_encoders_layout():
+    """The simulator's key of a cuDNN varlen graph is the segment count and bound the runtime's
+    uncaptured call is laid out with (``encoders.attention.cudnn_layout``)."""
+    import itertools
+
+    import torch
+
+    from omnienc.encoders.attention import CUDNN_BOUND_STEP, CUDNN_SEGMENT_STEP, cudnn_layout
+    from omnienc.runtime.sightings import cudnn_key, segment_lengths
+
+    rng = random.Random()
+    for _ in range(50):
+        seqlens = [rng.randint(1, 5000) for _ in range(rng.randint(1, 70))]
+        cu = torch.tensor([0, *itertools.accumulate(seqlens)], dtype=torch.int32)
+        _, padded, bound = cudnn_layout(cu, tuple(seqlens), max(seqlens))
+        assert cudnn_key(seqlens, (CUDNN_SEGMENT_STEP, CUDNN_BOUND_STEP)) == (len(padded), bound)
+    assert segment_lengths([[(2, 4, 6), (1, 2, 2)], [(1, 8, 8)]]) == [24, 24, 4, 64]

@@ -416,13 +416,13 @@ def test_errors_name_the_real_cause(media, checkpoint, capsys, tmp_path):
 
 def test_measure_compares_only_like_with_like():
     from omnienc.runtime import CostModel
-    from omnienc.tools.simulate import _unlike
+    from omnienc.runtime.costs import card_note
 
-    h200 = CostModel.load()
-    assert "no prediction error" in _unlike(h200, "CPU") and "--calibrate" in _unlike(h200, "CPU")
-    assert _unlike(h200, h200.meta["card"]) is None
-    cpu = CostModel.from_probes({k: s.probes for k, s in h200.surfaces.items()}, card="CPU (x86_64, 2 threads)")
-    assert _unlike(cpu, "CPU") is None and _unlike(cpu, "NVIDIA H100 80GB HBM3") is not None
+    h200, here = CostModel.load(), "CPU (x86_64, 2 threads)"
+    assert "not a forecast" in card_note(h200, here) and "--calibrate" in card_note(h200, here)
+    assert card_note(h200, h200.meta["card"]) is None
+    cpu = CostModel.from_probes({k: s.probes for k, s in h200.surfaces.items()}, card=here)
+    assert card_note(cpu, here) is None and card_note(cpu, "NVIDIA H100 80GB HBM3") is not None
 
 
 def test_help_is_plain_and_wraps_between_words(monkeypatch):

@@ -251,6 +251,68 @@ def test_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
 
 
 @torch.no_grad()
+def test_simulator_runs_what_the_runtime_runs(encoders, monkeypatch):
+    """A trace replayed batch by batch through a runtime with exact-layout graphs (captures stood in on
+    the CPU) and through the simulator with the same configuration: the same runs per bucket and per
+    kind (replays, exact replays, exact captures, eager runs, merged calls, fallbacks), the same
+    padding, and the same exact-graph captures, replays, refusals and evictions (one GraphCache rule).
+    The runtime times every kind, and its kinds' times add up to its buckets' and modalities'."""
+    from omnienc.cuda import graphs as cuda_graphs
+    from omnienc.runtime.batching import BatchPolicy
+    from omnienc.runtime.costs import CostModel
+    from omnienc.runtime.simulate import compare, group_records, simulate
+    from omnienc.runtime.trace import TraceRecord
+
+    vis, aud = encoders
+    monkeypatch.setattr(cuda_graphs, "capture_live", lambda fn, pool=None: (g := FakeGraph(fn), g.outputs))
+    config = RuntimeConfig(exact_graphs=True, exact_max_graphs=2, exact_credit=2, exact_refill=3)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, config=config)
+    rt.capture(progress=False)
+    pools = {  # EAGER_GRID: graph buckets up to 64 patches / 200 frames, eager up to 256 / 800, then fallbacks
+        "vision": ([[(1, 4, 6)], [(1, 6, 6)], [(2, 2, 4)], [(1, 2, 8)]], [[(1, 12, 12)], [(1, 10, 12)], [(1, 8, 16)]],
+                   [[(1, 18, 18)]]),
+        "audio": ([[150], [90], [60, 40]], [[420], [650], [300, 200]], [[950]]),
+    }
+    rng = random.Random()
+    batches = []
+    for k in range(14):
+        if k % 3 == 0:  # one layout again and again: sighted, captured (while credit lasts), replayed
+            m = rng.choice(["vision", "audio"])
+            shape = rng.choice(pools[m][1] + pools[m][0])
+            batches += [[(m, shape)]] * rng.randint(2, 4)
+        else:  # a mix: graph and eager packs, merged eager calls, fallbacks
+            batches.append([(m, rng.choice(rng.choice(pools[m][:2] if rng.random() < 0.85 else pools[m])))
+                            for m in rng.choices(["vision", "audio"], k=rng.randint(3, 6))])
+    records = [TraceRecord(k + 1e-4 * j, m, **{"grid_thw" if m == "vision" else "frames": shape})
+               for k, batch in enumerate(batches) for j, (m, shape) in enumerate(batch)]
+    groups = group_records(records, BatchPolicy())
+    assert [len(g) for g in groups] == [len(b) for b in batches]
+    for g in groups:
+        reqs = [vision_request([list(x) for x in records[i].grid_thw], vis.config) if records[i].modality == "vision"
+                else audio_request(list(records[i].frames), aud.config) for i in g]
+        check_against_direct(encoders, reqs, rt.encode(reqs))
+    got = rt.stats()
+    sim = simulate(records, EAGER_GRID, BatchPolicy(), CostModel.load(), config=config)
+    cmp = compare(sim, got)
+    for m in ("vision", "audio"):
+        c = cmp["modalities"][m]
+        assert {k: v["predicted"]["runs"] for k, v in c["kinds"].items()} == {
+            k: v["measured"]["runs"] for k, v in c["kinds"].items()}, m
+        assert all(b["predicted"]["runs"] == b["measured"]["runs"] for b in c["buckets"].values()), m
+        assert c["merged_calls"]["predicted"] == c["merged_calls"]["measured"]
+        assert all(v["predicted"] == v["measured"] for v in c["exact"].values()), (m, c["exact"])
+        assert sim[m].padded_units == got[m]["padded_units"]
+        kinds = got[m]["kinds"]
+        assert sum(k["ms"] for k in kinds.values()) == pytest.approx(got[m]["ms"])
+        assert all(k["ms"] > 0 for k in kinds.values() if k["runs"])
+        for b in got[m]["buckets"].values():
+            assert sum(k["ms"] for k in b["kinds"].values()) == pytest.approx(b["ms"])
+    ran = {k for m in ("vision", "audio") for k, v in got[m]["kinds"].items() if v["runs"]}
+    assert {"replay", "exact_replay", "exact_capture", "eager"} <= ran  # the trace exercised the rules
+    assert got["vision"]["exact_captures"] + got["audio"]["exact_captures"] >= 1
+
+
+@torch.no_grad()
 def test_eager_buckets_run_unpadded_and_split_on_oom(encoders, monkeypatch):
     """Buckets above graphs_up_to get no graph and no buffers; their packs run as one eager call
     (no padding) with each request's own result; an out-of-memory there retries request by request."""

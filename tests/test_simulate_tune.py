@@ -398,3 +398,83 @@ def test_tracegen_deterministic_and_plausible(tmp_path, capsys):
     assert _cli("tracegen", "-o", path, "--seconds", 5, "--seed", 3) == 0
     assert read_trace(path) == generate_trace(5, 20, 3) and "wrote" in capsys.readouterr().out
     assert _cli("tracegen", "-o", path, "--rate", 0) == 2
+
+
+def test_reports_name_the_card_and_flag_a_foreign_model(tmp_path, capsys):
+    """Every simulate and tune report names the card of its cost model; a prediction for another card
+    (--card, or the card --measure runs on) is flagged as such, in the table and the JSON."""
+    costs = CostModel.load()
+    own = simulate(TINY, GRID, costs=costs, step_ms=10, card=costs.card)
+    other = simulate(TINY, GRID, costs=costs, step_ms=10, card="NVIDIA H100 80GB HBM3")
+    assert own.card_note is None and f"measured on {costs.card}" in own.format_table()
+    assert "FOREIGN" not in own.format_table() and not own.to_dict()["foreign_card"]
+    d = other.to_dict()
+    assert d["foreign_card"] and d["card"] == costs.card and "not on NVIDIA H100 80GB HBM3" in d["card_note"]
+    assert "FOREIGN CARD" in other.format_table() and other.ms == own.ms
+    path, grid, file = tmp_path / "t.jsonl", tmp_path / "g.yaml", tmp_path / "costs.yaml"
+    write_trace(path, TINY)
+    GRID.to_yaml(grid)
+    costs.save(file)
+    assert _cli("simulate", "--trace", path, "--grid", grid, "--costs", file, "--card", "NVIDIA H100 80GB HBM3") == 0
+    assert "FOREIGN CARD" in capsys.readouterr().out
+    assert _cli("simulate", "--trace", path, "--grid", grid, "--costs", file, "--card", costs.card, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["foreign_card"] is False
+    out = tmp_path / "tuned.yaml"
+    assert _cli("tune", "--trace", path, "--costs", file, "--card", "NVIDIA H100 80GB HBM3", "-o", out) == 0
+    text = capsys.readouterr().out
+    assert f"with a model of {costs.card}" in text and "FOREIGN CARD" in text
+
+
+def test_tune_verify(tmp_path, capsys, monkeypatch):
+    """Without CUDA, --verify says that it needs a GPU and writes the tuned grid as without it. With a
+    GPU (its measurement stood in), the grid is tuned on the trace's first two thirds, base and tuned
+    are measured on the last third, both figures are said, and the faster is written."""
+    path, out, plain, costs = (tmp_path / n for n in ("t.jsonl", "v.yaml", "p.yaml", "c.yaml"))
+    records = generate_trace(seconds=6, rate=20, seed=random.randrange(10**6))
+    write_trace(path, records)
+    linear_costs(1.0).save(costs)  # padding costs: the search beats the default grid
+    assert tune.keep_faster(100.0, 80.0, True) == "tuned" and tune.keep_faster(80.0, 100.0, True) == "base"
+    assert tune.keep_faster(80.0, 80.0, True) == "base" and tune.keep_faster(80.0, 100.0, False) == "tuned"
+    monkeypatch.setattr(tune, "cuda_available", lambda: False)
+    assert _cli("tune", "--trace", path, "--costs", costs, "--verify", "-o", out) == 0
+    assert "needs a GPU" in capsys.readouterr().out
+    assert _cli("tune", "--trace", path, "--costs", costs, "-o", plain) == 0
+    assert BucketGrid.from_yaml(out) == BucketGrid.from_yaml(plain) != BucketGrid.default()
+    monkeypatch.setattr(tune, "cuda_available", lambda: True)
+    for base_ms, tuned_ms in ((100.0, 80.0), (100.0, 120.0)):
+        seen = []
+
+        def fake(records, grids, batching, config):
+            seen.append((len(records), sorted(grids)))
+            return {"base": base_ms, "tuned": tuned_ms, "card": "NVIDIA H200"}
+
+        monkeypatch.setattr(tune, "measure_grids", fake)
+        assert _cli("tune", "--trace", path, "--costs", costs, "--verify", "--card", "NVIDIA H200", "-o", out) == 0
+        text = capsys.readouterr().out
+        assert seen == [(len(records) // 3, ["base", "tuned"])]
+        assert f"base {base_ms:.1f} ms measured" in text and f"tuned {tuned_ms:.1f} ms measured" in text
+        written, header = BucketGrid.from_yaml(out), out.read_text()
+        assert (written == BucketGrid.default()) == (base_ms <= tuned_ms)
+        assert f"of its {len(records)} requests" in header and "held-out last third" in header
+
+
+def test_first_sightings_of_cudnn_graphs_are_priced_once():
+    """Where the model measured cuDNN graph builds, an uncaptured vision call of at least
+    eager_cudnn_tokens tokens pays one build the first time its graph's key (segment count and longest
+    segment, rounded up) is seen; later calls of that key, smaller calls and replays pay none. A
+    warm-up batch (measure's) builds its keys before the trace."""
+    base = CostModel.load()
+    probes = {k: list(v.probes) for k, v in base.surfaces.items()}
+    plain = CostModel.from_probes(probes, card="x", cudnn_steps=[16, 1024])
+    build = random.uniform(10, 40)
+    costs = CostModel.from_probes({**probes, ("vision", "build"): [Probe(9600, 24, (build,))]}, card="x",
+                                  cudnn_steps=[16, 1024])
+    grid = BucketGrid(vision=ModalityGrid("vision", (B(1024, 4), B(20000, 64)), graphs_up_to=1024))
+    records = [vis(0, (1, 100, 100)), vis(1, (1, 100, 100)), vis(2, (1, 96, 100)),  # 10000, 10000, 9600: one key
+               vis(3, (1, 40, 40)), vis(4, *[(1, 30, 40)] * 12), vis(5, (1, 8, 8))]  # small; a new key; a replay
+    got, without = (simulate(records, grid, costs=c, step_ms=10, config=NO_EXACT) for c in (costs, plain))
+    assert got.counts["vision"]["cudnn_builds"] == 2 and without.counts["vision"]["cudnn_builds"] == 0
+    assert got.ms - without.ms == pytest.approx(2 * build)
+    warmed = simulate(records, grid, costs=costs, step_ms=10, config=NO_EXACT, warmup=1)
+    assert warmed.counts["vision"]["cudnn_builds"] == 1 and warmed.requests == len(records)
+    assert warmed.ms == pytest.approx(got.ms - build)

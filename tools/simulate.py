@@ -116,6 +116,7 @@ def _arguments(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--busy", action="store_true",
                    help="model the worker busy for each batch's predicted time (arrivals meanwhile wait)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json-out", default=None, metavar="FILE.json", help="also write the JSON report to FILE")
     p.add_argument("--measure", action="store_true",
                    help="also run the trace's batches through a real runtime (random weights at real sizes on "
                    "CUDA, reduced on the CPU; each batch on an idle device, as calibrated) and compare its "
@@ -221,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
         card = card or got["card"]
         costs = costs or CostModel.load(card=card)  # the packaged model of the card measuring
         config = config.replace(exact_graphs=got["exact_graphs"])  # as the runtime resolved it (off on the CPU)
-    report = simulate(records, grid, batching, costs, busy=args.busy, config=config, card=card)
+    report = simulate(records, grid, batching, costs, busy=args.busy, config=config, card=card,
+                      warmup=1 if got is not None else 0)  # measure's warm-up batch
     out = report.to_dict()
     if got is not None:
         cmp = compare(report, got["stats"])
@@ -233,6 +235,14 @@ def run(args: argparse.Namespace) -> int:
         }
         if report.card_note:
             out["measured"]["note"] = report.card_note
+    if args.json_out:
+        try:
+            with open(args.json_out, "w", encoding="utf-8") as f:
+                json.dump(out, f, indent=2)
+        except OSError as e:
+            print(f"omnienc {getattr(args, 'command_name', 'simulate')}: error: cannot write {args.json_out}: {e}",
+                  file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(out, indent=2))
         return 0

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     verified = ""
     if verify and not result.from_base:
         got = measure_grids(held, {"base": base, "tuned": result.searched}, batching, config)
-        pred = {n: simulate(held, g, batching, costs, config=config, card=card).ms
+        pred = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=1).ms
                 for n, g in (("base", base), ("tuned", result.searched))}
         gain = got["base"] / got["tuned"] - 1 if got["tuned"] else 0.0
         verified = (f"verified on the held-out last third ({len(held)} requests) on {got['card']}: base "

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Does the cost model hold on this card? From the repository root on one GPU (the package installed
+# editable, cuDNN's frontend importable), within BUDGET seconds (default 205), results under $OUT:
+#   1. the quick calibration on the card -> costs_h100.yaml (COSTS_NAME to rename), its wall time;
+#   2. two `omnienc tracegen` traces of ~800 requests, seeds used nowhere else: one to tune on, one
+#      held out;
+#   3. `omnienc simulate --measure` on the held-out trace: the default grid with that model,
+#      predicted vs measured per modality, bucket and kind of run;
+#   4. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
+#      measured on the last third, the faster written);
+#   5. `simulate --measure` of the tuned grid on the held-out trace;
+#   6. the default grid again with exact-layout graphs off (the A/B of the exact graphs);
+#   7. costs_summary.md, written last, from whatever of the above finished.
+# Every step runs under `timeout`, within what is left of the budget, so the script always ends and
+# writes its summary. Each measurement is ~12 s of GPU time per 800 requests (docs/BENCHMARKS.md)
+# plus ~10 s of start-up (torch, random weights, capture).
+set -uo pipefail
+out=${OUT:-out/costs}; mkdir -p "$out"
+budget=${BUDGET:-205}
+costs_name=${COSTS_NAME:-costs_h100.yaml}
+seconds=${TRACE_SECONDS:-40}  # x 20 requests per second: ~800 requests per trace
+scale=${LIMIT_SCALE:-1}  # step limits x this (a dry run on a CPU needs more)
+cli=(python3 -m omnienc.tools.cli)
+start=$(date +%s)
+deadline=$((start + budget - 8))  # the summary's few seconds
+
+step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND into NAME.log within LIMIT_S and what is left
+  local name=$1 limit=$(($2 * scale)) left; shift 2
+  left=$((deadline - $(date +%s)))
+  ((left < limit)) && limit=$left
+  if ((limit < 15)); then echo "== $name: skipped, ${left} s left" | tee "$out/$name.log"; return 1; fi
+  local t=$(date +%s)
+  timeout "$limit" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: exit $rc in $(($(date +%s) - t)) s (limit $limit s)"
+  return $rc
+}
+
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1 >"$out/card.txt"
+git rev-parse --short HEAD >"$out/commit.txt" 2>/dev/null
+
+step calibrate 45 "${cli[@]}" capture --calibrate-quick -o "$out/$costs_name"
+tail -n 2 "$out/calibrate.log"
+costs=()
+[[ -s $out/$costs_name ]] && costs=(--costs "$out/$costs_name")  # else: the packaged model, flagged as another card's
+
+"${cli[@]}" tracegen -o "$out/trace_tune.jsonl" --seconds "$seconds" --rate 20 --seed 3101 | tail -n 1
+"${cli[@]}" tracegen -o "$out/trace_heldout.jsonl" --seconds "$seconds" --rate 20 --seed 3102 | tail -n 1
+
+step default 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" --measure ${costs[@]+"${costs[@]}"} \
+  --json-out "$out/default.json"
+grep -E "^(vision|audio|total) +measured" "$out/default.log"
+
+step tune 55 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --verify -o "$out/grid_tuned.yaml"
+grep -E "^(verified|writing|FOREIGN)" "$out/tune.log"
+
+if [[ -s $out/grid_tuned.yaml ]]; then
+  step tuned 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" --grid "$out/grid_tuned.yaml" --measure \
+    ${costs[@]+"${costs[@]}"} --json-out "$out/tuned.json"
+  grep -E "^(vision|audio|total) +measured" "$out/tuned.log"
+fi
+
+step exact_off 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" --measure ${costs[@]+"${costs[@]}"} \
+  --exact-graphs off --json-out "$out/exact_off.json"
+grep -E "^(vision|audio|total) +measured" "$out/exact_off.log"
+
+timeout 20 python3 - "$out" "$costs_name" <<'EOF'
+import json, re, sys
+from pathlib import Path
+
+out, costs_name = Path(sys.argv[1]), sys.argv[2]
+
+
+def read(name):
+    p = out / name
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def grep(name, pattern):
+    p = out / name
+    lines = p.read_text(errors="replace").splitlines() if p.is_file() else []
+    return [ln for ln in lines if re.search(pattern, ln)]
+
+
+def pct(e):
+    return "-" if e is None else f"{e:+.1%}"
+
+
+card = (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "?"
+commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").is_file() else "?"
+md = [f"# Cost model on the card: {card} (commit {commit}, benchmarks/costs_gpu.sh)", ""]
+md += [f"- calibration: {line.strip()}" for line in grep("calibrate.log", r"^wrote ")] or ["- calibration: none"]
+runs = {"default grid, exact graphs on": read("default.json"), "tuned grid, exact graphs on": read("tuned.json"),
+        "default grid, exact graphs off": read("exact_off.json")}
+md += ["", "## Predicted vs measured GPU ms, held-out trace (tracegen seed 3102)", "",
+       "| grid | modality | predicted | measured | error |", "|---|---|---:|---:|---:|"]
+for name, r in runs.items():
+    if not r or "measured" not in r:
+        md.append(f"| {name} | (not run) | | | |")
+        continue
+    cmp = r["measured"]["comparison"]
+    for m, c in cmp["modalities"].items():
+        md.append(f"| {name} | {m} | {c['predicted_ms']:.1f} | {c['measured_ms']:.1f} | {pct(c['error'])} |")
+    t = cmp["total"]
+    md.append(f"| {name} | total | {t['predicted_ms']:.1f} | {t['measured_ms']:.1f} | {pct(t['error'])} |")
+    if r.get("foreign_card"):
+        md.append(f"| {name} | FOREIGN CARD: {r['card_note']} | | | |")
+for name, r in runs.items():
+    if not r or "measured" not in r:
+        continue
+    md += ["", f"### Per kind of run: {name}", "",
+           "| modality | kind | runs predicted | runs measured | predicted ms | measured ms | error |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for m, c in r["measured"]["comparison"]["modalities"].items():
+        for k, v in c["kinds"].items():
+            if v["predicted"]["runs"] or v["measured"]["runs"]:
+                md.append(f"| {m} | {k} | {v['predicted']['runs']} | {v['measured']['runs']} | "
+                          f"{v['predicted']['ms']:.1f} | {v['measured']['ms']:.1f} | {pct(v['error'])} |")
+        ex = c["exact"]
+        md.append(f"| {m} | exact captures / replays / refused | {ex['exact_captures']['predicted']} / "
+                  f"{ex['exact_graph_replays']['predicted']} / {ex['exact_refused']['predicted']} | "
+                  f"{ex['exact_captures']['measured']} / {ex['exact_graph_replays']['measured']} / "
+                  f"{ex['exact_refused']['measured']} | | | |")
+d, t = runs["default grid, exact graphs on"], runs["tuned grid, exact graphs on"]
+md += ["", "## Tuned vs default grid, measured on the held-out trace", ""]
+if d and t and "measured" in d and "measured" in t:
+    dm, tm = d["measured"]["ms"], t["measured"]["ms"]
+    md.append(f"default {dm:.1f} ms, tuned {tm:.1f} ms measured: the tuned grid {dm / tm - 1:+.1%} faster "
+              f"(predicted {d['measured']['predicted_ms']:.1f} vs {t['measured']['predicted_ms']:.1f} ms)")
+else:
+    md.append("(not both measured)")
+md += ["", "## omnienc tune --verify (tuning trace, seed 3101)", ""]
+md += [f"- {line.strip()}" for line in grep("tune.log", r"^(verified|writing|tuned:|base :|FOREIGN|--verify)")] or ["- (no output)"]
+md += ["", "Logs: calibrate.log, default.log, tune.log, tuned.log, exact_off.log; JSON: default.json, tuned.json, "
+       f"exact_off.json; the model: {costs_name}; the tuned grid: grid_tuned.yaml."]
+(out / "costs_summary.md").write_text("\n".join(md) + "\n")
+print("\n".join(md))
+EOF
+echo "== total $(($(date +%s) - start)) s"
