@@ -226,8 +226,8 @@ class EncoderNodesConfig:
         runtime: further ``EncoderRuntime`` keyword arguments (``attention``, ``exact_graphs``, ...).
         encoders: which encoders a device's runtime holds (both nodes of a device share it).
         progress: a progress bar while the grid is captured.
-        calibrate: after capture, measure the card's cost model (``runtime.calibrate``, quick: about
-            10 s) into ``cost_models[device]``, for ``omnienc simulate/tune`` and the service's dispatch.
+        calibrate: after capture, measure the card's cost model (``runtime.calibrate``, the quick
+            one) into ``cost_models[device]``, for ``omnienc simulate/tune`` and the service's dispatch.
     """
 
     grid: BucketGrid | None = None

@@ -19,7 +19,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                               "capture time and the graph pool's memory; --verify compares each bucket's replay "
                               "with the eager forward on random inputs and exits 1 on a mismatch. --calibrate "
                               "-o FILE instead measures the cost model of omnienc simulate and omnienc tune on this "
-                              "card (about 20 s on an H200 at the real sizes, --quick about half: docs/BENCHMARKS.md; "
+                              "card (seconds at the real sizes, --quick fewer: docs/BENCHMARKS.md; "
                               "on a CPU with --sizes reduced for a check of the path).")
     p.add_argument("--grid", help="bucket grid YAML (default: the packaged configs/qwen3_omni.yaml)")
     p.add_argument("--checkpoint", help="Qwen3-Omni checkpoint folder (default: random weights)")
