@@ -86,12 +86,16 @@ def pct(e):
     return "-" if e is None else f"{e:+.1%}"
 
 
-card = (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "?"
+runs = {"default grid": read("default.json"), "tuned grid": read("tuned.json"),
+        "default grid, --exact-graphs off": read("exact_off.json")}
+measured = [r["measured"] for r in runs.values() if r and "measured" in r]
+card = measured[0]["card"] if measured else (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "?"
 commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").is_file() else "?"
 md = [f"# Cost model on the card: {card} (commit {commit}, benchmarks/costs_gpu.sh)", ""]
 md += [f"- calibration: {line.strip()}" for line in grep("calibrate.log", r"^wrote ")] or ["- calibration: none"]
-runs = {"default grid, exact graphs on": read("default.json"), "tuned grid, exact graphs on": read("tuned.json"),
-        "default grid, exact graphs off": read("exact_off.json")}
+for name, r in list(runs.items()):
+    if r:
+        runs[f"{name} (exact graphs {'on' if r.get('exact_graphs') else 'off'})"] = runs.pop(name)
 md += ["", "## Predicted vs measured GPU ms, held-out trace (tracegen seed 3102)", "",
        "| grid | modality | predicted | measured | error |", "|---|---|---:|---:|---:|"]
 for name, r in runs.items():
@@ -121,7 +125,7 @@ for name, r in runs.items():
                   f"{ex['exact_graph_replays']['predicted']} / {ex['exact_refused']['predicted']} | "
                   f"{ex['exact_captures']['measured']} / {ex['exact_graph_replays']['measured']} / "
                   f"{ex['exact_refused']['measured']} | | | |")
-d, t = runs["default grid, exact graphs on"], runs["tuned grid, exact graphs on"]
+d, t = read("default.json"), read("tuned.json")
 md += ["", "## Tuned vs default grid, measured on the held-out trace", ""]
 if d and t and "measured" in d and "measured" in t:
     dm, tm = d["measured"]["ms"], t["measured"]["ms"]
