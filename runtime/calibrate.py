@@ -72,14 +72,16 @@ PROBES: dict[str, ProbeSet] = {
 }
 # Repeats per point of each calibration: (replays, eager runs, captures, warm-up runs).
 REPEATS = {"full": (7, 4, 5, 2), "quick": (3, 2, 3, 1)}
-# The smallest request (its uncaptured call is the host floor) and small layouts of about its size
-# whose captures give the capture cost: host-bound, so what they measure is host work.
+# The smallest request (its uncaptured call is the host floor) and small layouts whose captures give
+# the capture cost: host-bound, so what they measure is host work. Vision's are images as a trace's
+# (one frame of >= 128 patches, each of a size not seen before): their capture's eager run takes
+# ``dense`` attention and builds its cuDNN plan, as a trace's new layouts do.
 FLOOR_SHAPE = {"vision": [(1, 4, 4)], "audio": [100]}
 CAPTURE_SHAPES = {
-    "vision": [[(1, 4, 4)], [(1, 2, 8)], [(1, 8, 2)], [(1, 4, 6)], [(1, 6, 4)], [(1, 2, 10)], [(1, 10, 2)]],
+    "vision": [[(1, 12, 12)], [(1, 12, 14)], [(1, 14, 14)], [(1, 14, 16)], [(1, 16, 16)], [(1, 12, 16)], [(1, 16, 18)]],
     "audio": [[100 - k] for k in range(7)],
 }
-SMALL_BUCKET = {"vision": Bucket(64, 1), "audio": Bucket(100, 1)}  # holds every capture layout
+SMALL_BUCKET = {"vision": Bucket(288, 1), "audio": Bucket(100, 1)}  # holds every capture layout
 # Big uncaptured vision calls, each of a cuDNN varlen graph (segment count, bound) no other probe
 # uses, with its default rounding: (32, 1024), (16, 2048), (16, 3072), (16, 5120), (48, 1024).
 BUILD_SHAPES = [[(1, 20, 20)] * 24, [(1, 30, 40)] * 12, [(1, 40, 70)] * 5, [(1, 60, 80)] * 2, [(1, 12, 20)] * 40]
