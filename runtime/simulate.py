@@ -26,6 +26,7 @@ from omnienc.runtime.costs import CostModel, attention_segments, estimate_flops
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.grid import Bucket, BucketGrid
 from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, pack
+from omnienc.runtime.split import piece_demands
 from omnienc.runtime.stats import UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -88,6 +89,9 @@ class _Tally:
         self.buckets = BucketSet(buckets)
         # a launch's eager packs merge as in a runtime of the default configuration
         self._merge_units = RuntimeConfig.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
+        # a request larger than every bucket is cut into pieces of at most the largest one, as the
+        # runtime cuts it under its default bound (``split``)
+        self._largest = max(self.buckets.buckets, key=lambda b: (b.size, b.batch), default=None)
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
         self._by_bucket = {b.bucket: b for b in self.stats.buckets}
         self._ms: dict[tuple, float] = {}
@@ -108,6 +112,10 @@ class _Tally:
         self.stats.requests += len(demands)
         if not demands:
             return 0.0, []
+        if self._largest is not None and RuntimeConfig.split_requests:
+            demands = [p for d in demands
+                       for p in (piece_demands(self.modality, d, self._largest)
+                                 if self.buckets.smallest(d.size, d.batch) is None else (d,))]
         total = 0.0
         packs = pack(demands, self.buckets)
         eager = [r.bucket is not None and not self._by_bucket[r.bucket].graph for r in packs]
