@@ -29,7 +29,7 @@ M*'s API server (docs/MSTAR.md).
 from __future__ import annotations
 
 import contextlib
-import inspect
+import dataclasses
 import logging
 import re
 import time
@@ -48,7 +48,7 @@ except ImportError as _error:
         "omnienc.integrations.mstar needs M* (mstar-ai 0.2.1) with its Qwen3-Omni dependencies: "
         f"pip install 'omnienc[mstar]' (could not import {_error.name or _error})") from _error
 
-from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, VisionRequest
+from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +212,7 @@ class AudioEncoderNode(_EncoderNode):
 # --- the model class -----------------------------------------------------------------------------
 
 _NODES = {"vision_encoder": ("vision", VisionEncoderNode), "audio_encoder": ("audio", AudioEncoderNode)}
-_RUNTIME_OPTIONS = frozenset(p for p in inspect.signature(EncoderRuntime).parameters
-                             if p not in ("vision", "audio", "grid", "device"))
+_RUNTIME_OPTIONS = frozenset(f.name for f in dataclasses.fields(RuntimeConfig))
 
 
 @dataclass(frozen=True)
@@ -223,7 +222,8 @@ class EncoderNodesConfig:
     Attributes:
         grid: the bucket grid: a YAML path, a mapping (``BucketGrid.from_dict``), a ``BucketGrid``,
             or None for the packaged ``configs/qwen3_omni.yaml``.
-        runtime: further ``EncoderRuntime`` keyword arguments (``attention``, ``exact_graphs``, ...).
+        runtime: ``RuntimeConfig`` fields (``attention``, ``exact_graphs``, ``max_transient_bytes``, ...),
+            validated here; kept as that ``RuntimeConfig``.
         encoders: which encoders a device's runtime holds (both nodes of a device share it).
         progress: a progress bar while the grid is captured.
         calibrate: after capture, measure the card's cost model (``runtime.calibrate``, the quick
@@ -231,7 +231,7 @@ class EncoderNodesConfig:
     """
 
     grid: BucketGrid | None = None
-    runtime: Mapping = field(default_factory=dict)
+    runtime: Mapping | RuntimeConfig = field(default_factory=dict)
     encoders: tuple[str, ...] = ("vision", "audio")
     progress: bool = True
     calibrate: bool = False
@@ -246,14 +246,20 @@ class EncoderNodesConfig:
             raise ValueError(f"model_kwargs.grid: a grid YAML path, a mapping or a BucketGrid, "
                              f"got {type(grid).__name__}")
         object.__setattr__(self, "grid", grid)
-        if not isinstance(self.runtime, Mapping):
-            raise ValueError(f"model_kwargs.runtime: a mapping of EncoderRuntime options, "
-                             f"got {type(self.runtime).__name__}")
-        unknown = sorted(set(self.runtime) - _RUNTIME_OPTIONS)
-        if unknown:
-            raise ValueError(f"model_kwargs.runtime: unknown option(s) {unknown}; "
-                             f"EncoderRuntime takes {sorted(_RUNTIME_OPTIONS)}")
-        object.__setattr__(self, "runtime", dict(self.runtime))
+        runtime = self.runtime
+        if not isinstance(runtime, RuntimeConfig):
+            if not isinstance(runtime, Mapping):
+                raise ValueError(f"model_kwargs.runtime: a mapping of RuntimeConfig fields, "
+                                 f"got {type(runtime).__name__}")
+            unknown = sorted(set(runtime) - _RUNTIME_OPTIONS)
+            if unknown:
+                raise ValueError(f"model_kwargs.runtime: unknown option(s) {unknown}; "
+                                 f"RuntimeConfig has {sorted(_RUNTIME_OPTIONS)}")
+            try:
+                runtime = RuntimeConfig(**runtime)
+            except ValueError as e:
+                raise ValueError(f"model_kwargs.runtime: {e}") from None
+        object.__setattr__(self, "runtime", runtime)
         encoders = (self.encoders,) if isinstance(self.encoders, str) else tuple(self.encoders)
         if not encoders or not set(encoders) <= {"vision", "audio"} or len(set(encoders)) != len(encoders):
             raise ValueError(f"model_kwargs.encoders: a non-empty list of 'vision' and 'audio', got {self.encoders!r}")
@@ -317,7 +323,7 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
             audio = (AudioEncoder.from_pretrained(self.local_dir, dtype=dtype, device=device)
                      if "audio" in cfg.encoders else None)
             weights = mem.grew()
-            rt = EncoderRuntime(vision=vision, audio=audio, grid=cfg.grid, device=device, **cfg.runtime)
+            rt = EncoderRuntime(vision=vision, audio=audio, grid=cfg.grid, device=device, config=cfg.runtime)
             buffers = mem.grew()
             captured = rt.capture(progress=cfg.progress)
             graphs = mem.grew()
@@ -330,6 +336,7 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
             "weights_bytes": weights[0], "static_buffers_bytes": buffers[0], "capture_allocated_bytes": graphs[0],
             "allocated_bytes": weights[0] + buffers[0] + graphs[0],
             "reserved_bytes": weights[1] + buffers[1] + graphs[1],
+            "max_transient_bytes": captured["max_transient_bytes"],
         }
         if cfg.calibrate:
             from omnienc.runtime.calibrate import calibrate
@@ -344,11 +351,13 @@ class Qwen3OmniOmniencModel(Qwen3OmniModel):
             "omnienc encoder nodes on %s (%s, %s): %d CUDA graphs captured in %.1f s (node creation %.1f s); "
             "GPU memory held: weights %.2f GiB, static buffers %.2f GiB, allocated by capture %.2f GiB "
             "(graph pools reserve %s); "
-            "torch.cuda.memory_allocated grew by %.2f GiB, memory_reserved by %.2f GiB",
+            "torch.cuda.memory_allocated grew by %.2f GiB, memory_reserved by %.2f GiB; "
+            "one launch takes at most %s beyond that (RuntimeConfig.max_transient_bytes): leave room for it too",
             device, report["dtype"], "+".join(cfg.encoders), report["graphs"], report["capture_s"], report["load_s"],
             weights[0] * gib, buffers[0] * gib, graphs[0] * gib,
             ", ".join(f"{m} {b * gib:.2f} GiB" for m, b in report["graph_memory_bytes"].items()),
-            report["allocated_bytes"] * gib, report["reserved_bytes"] * gib)
+            report["allocated_bytes"] * gib, report["reserved_bytes"] * gib,
+            "no bound" if report["max_transient_bytes"] is None else f"{report['max_transient_bytes'] * gib:.2f} GiB")
         return rt
 
     def stock_encoder_nodes(self, device, dtype: torch.dtype | None = None) -> dict[str, NodeSubmodule]:

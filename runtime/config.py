@@ -81,6 +81,15 @@ class RuntimeConfig:
         exact_credit: captures are paid for by replays, a token bucket this big: traffic whose
             layouts come back once and never again would otherwise capture at every pack.
         exact_refill: packs run otherwise that earn one capture token.
+        split_requests: a request larger than every bucket is cut into pieces at attention-segment
+            boundaries (whole frames, whole audio windows: ``runtime.split``) that pack like any
+            other demand, its outputs put back in order; else it runs eagerly alone, its memory
+            growing with its length.
+        max_transient_bytes: the most device memory one uncaptured call may take beyond what the
+            runtime holds, so an engine can reserve it: pieces, merged eager calls and eager packs
+            stay within it, and a request that cannot (one segment too large) fails alone, naming
+            the bound. None: what the runtime's largest bucket needs or its graphs reserve,
+            whichever is more (``EncoderRuntime.memory()``).
         trace_path: if set, every request's shape is appended to this JSONL trace.
         plan_cache_size: packed host plans kept per lane (pinned on CUDA): traffic repeats shapes,
             and a cached plan stages with one copy.
@@ -101,12 +110,18 @@ class RuntimeConfig:
     exact_seen: int = 1024
     exact_credit: int = 16
     exact_refill: int = 64
+    split_requests: bool = True
+    max_transient_bytes: int | None = None
     trace_path: str | os.PathLike | None = None
     plan_cache_size: int = 64
     size_cache_size: int = 4096
     timings_pending: int = 4096
 
     def __post_init__(self) -> None:
+        if not isinstance(self.split_requests, bool):
+            raise ValueError(f"split_requests={self.split_requests!r}: use True or False")
+        if self.max_transient_bytes is not None:
+            _count("max_transient_bytes", self.max_transient_bytes, 1, " (None: what the largest bucket needs)")
         for name in ("use_cuda_graphs", "exact_graphs"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):

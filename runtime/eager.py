@@ -1,9 +1,11 @@
 """Uncaptured runs and their out-of-memory ladder.
 
 An eager run is one call of the encoder on exactly its requests, unpadded, on an exact plan, with
-the attention backend the lane's policy picks for it. Out of device memory, a pack retries request
-by request, and a request of several items item by item; a single item that still does not fit
-fails with an error naming its request.
+the attention backend the lane's policy picks for it. Each call stays within the lane's bound on
+transient memory (``limit``, from ``RuntimeConfig.max_transient_bytes``), by its estimate
+(``Modality.eager_bytes``): a pack over it runs request by request, a request item by item, and an
+item over it fails alone, naming its request, its size and the bound, before any work. Out of device
+memory all the same, the same ladder: request by request, then item by item, then the error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ..encoders.ops.finite import row_flags
 from .attention_policy import AttentionPolicy
 from .modality import Modality
 from .plans import upload
+from .stats import UNITS
 
 
 def release_cached_memory(device: torch.device) -> None:
@@ -40,6 +43,14 @@ class EagerRunner:
 
     def __init__(self, modality: Modality, device: torch.device, attention: AttentionPolicy):
         self.modality, self.device, self.attention = modality, device, attention
+        self.limit: int | None = None  # bytes one call may take (None: unbounded)
+
+    def fits(self, shapes: list) -> bool:
+        """Whether one eager call over requests of ``shapes`` stays within ``limit``."""
+        if self.limit is None:
+            return True
+        m = self.modality
+        return m.eager_bytes(sum(m.demand(s).size for s in shapes)) <= self.limit
 
     def run(self, requests: list, shapes: list) -> tuple[torch.Tensor, ...]:
         """One eager call on exactly these requests (no padding); outputs and their row flags."""
@@ -56,28 +67,44 @@ class EagerRunner:
         return (*outputs, row_flags(outputs))
 
     def fallback(self, request, shape, index: int) -> tuple[torch.Tensor, ...]:
-        """A request that fits no bucket. On out-of-memory, a request of several items runs item by
-        item; a single item that still does not fit fails with an error naming the request."""
-        try:
-            return self.run([request], [shape])
-        except torch.OutOfMemoryError:
-            pass
-        self.release()
-        if len(shape) > 1:
+        """A request run alone: in one call if it fits the bound, else item by item; an item over
+        the bound fails the request with an error naming it, its size and the bound, before any
+        work. On out-of-memory, item by item too; a single item that still does not fit fails with
+        an error naming the request."""
+        if self.fits([shape]):
             try:
-                parts = [self.run([r], [s]) for r, s in self.modality.items(request, shape)]
-                return tuple(torch.cat(ts) for ts in zip(*parts))
+                return self.run([request], [shape])
             except torch.OutOfMemoryError:
-                pass
+                self.release()
+        items = self.modality.items(request, shape) if len(shape) > 1 else [(request, shape)]
+        for _, s in items:
+            if not self.fits([s]):
+                raise self._too_large(index, request, s)
+        if len(items) > 1 or not self.fits([shape]):
+            try:
+                parts = [self.run([r], [s]) for r, s in items]
+                return tuple(torch.cat(ts) for ts in zip(*parts)) if len(parts) > 1 else parts[0]
+            except torch.OutOfMemoryError:
+                self.release()
         raise RuntimeError(
             f"request {index} ({type(request).__name__}): out of device memory in the eager fallback "
             f"(shape {shape}); it fits no bucket and is too large to run alone -- split it or add a larger bucket"
         )
 
+    def _too_large(self, index: int, request, shape) -> ValueError:
+        m = self.modality
+        units = m.demand(shape).size
+        word = UNITS.get(m.name, "units")
+        return ValueError(
+            f"request {index} ({type(request).__name__}): {shape} ({units} {word}) fits no bucket and cannot be "
+            f"cut into pieces that do; its eager run needs about {m.eager_bytes(units) / 2**30:.2f} GiB, above the "
+            f"runtime's bound on transient memory of {self.limit / 2**30:.2f} GiB "
+            "(RuntimeConfig.max_transient_bytes): send it smaller, add a larger bucket or raise the bound")
+
     def pack(self, requests: list, shapes: list, ids: list[int]) -> tuple[torch.Tensor, ...]:
-        """An eager bucket's pack as one call. On out-of-memory, request by request (each through the
-        fallback's own splitting)."""
-        if len(requests) > 1:
+        """An eager bucket's pack as one call if it fits the bound. Over it, or on out-of-memory,
+        request by request (each through the fallback's own ladder)."""
+        if len(requests) > 1 and self.fits(shapes):
             try:
                 return self.run(requests, shapes)
             except torch.OutOfMemoryError:

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 AUDIO_CHUNK_FRAMES = 100  # the audio encoder cuts every audio into chunks of 100 mel frames
+AUDIO_WINDOW_FRAMES = 800  # and attends within windows of this many frames (Qwen3-Omni's n_window_infer)
 PATCHES_PER_TOKEN = 4  # the vision merger turns 2x2 patches into one output token
 DTYPES = ("bfloat16", "float16", "float32")
 # modality -> (YAML key of the size axis, unit the size must be a multiple of, what one unit is).

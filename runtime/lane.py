@@ -32,6 +32,7 @@ from .exact import ExactGraphs, exact_stats
 from .grid import Bucket, ModalityGrid
 from .modality import Modality
 from .packing import BucketSet, Demand, Pack, eager_groups, pack
+from .split import Unsplittable
 from .stats import BucketStats, ModalityStats, new_modality_stats
 
 
@@ -46,6 +47,52 @@ class Check:
 
     def ok(self) -> bool:
         return bool(self.flags[self.start : self.stop].all())
+
+
+class Checks:
+    """The checks of a request run in pieces: it is finite where every piece is."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[Check]):
+        self.parts = parts
+
+    def ok(self) -> bool:
+        return all(c.ok() for c in self.parts)
+
+
+class _Assembly:
+    """One request run in pieces: each piece's output rows are copied into the request's own
+    tensors as soon as its pack has run (so a long request's pieces are not all held at once); the
+    first piece to fail fails the request."""
+
+    __slots__ = ("spec", "rows", "tensors", "checks", "error")
+
+    def __init__(self, spec: Modality, rows: int):
+        self.spec, self.rows = spec, rows
+        self.tensors: tuple[torch.Tensor, ...] | None = None
+        self.checks: list[Check] = []
+        self.error: BaseException | None = None
+
+    def put(self, at: int, result: tuple[object, Check | None]) -> None:
+        out, check = result
+        if self.error is not None:
+            return
+        if isinstance(out, BaseException):
+            self.error = out
+            return
+        parts = self.spec.tensors(out)
+        if self.tensors is None:
+            self.tensors = tuple(t.new_empty((self.rows, *t.shape[1:])) for t in parts)
+        n = parts[0].shape[0]
+        for dst, src in zip(self.tensors, parts):
+            dst[at : at + n].copy_(src)
+        self.checks.append(check)
+
+    def result(self) -> tuple[object, Checks | None]:
+        if self.error is not None:
+            return self.error, None
+        return self.spec.output(self.tensors), Checks(self.checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +124,11 @@ class Lane:
         buckets = grid.buckets if grid is not None else ()
         self.stats: ModalityStats = new_modality_stats(self.modality, buckets, grid.is_graph if grid else None)
         self.bucket_set = BucketSet(buckets)
-        self.eager_merge_units = config.eager_merge * max((b.size for b in buckets), default=0)
+        self._merge_units = config.eager_merge * max((b.size for b in buckets), default=0)
+        self.eager_merge_units = self._merge_units  # a merged eager call's most units (``set_bound``)
+        self._largest = max(buckets, key=lambda b: (b.size, b.batch), default=None)
+        self.split = config.split_requests and self._largest is not None
+        self.piece_limit = self._largest  # the most a piece of a split request holds (``set_bound``)
         self.attention = AttentionPolicy(spec.facts, config, spec.eager_cudnn)
         self.eager = EagerRunner(spec, device, self.attention)
         exact = bool(exact_graphs and buckets)
@@ -97,6 +148,33 @@ class Lane:
         if on and self.exact is None:
             raise ValueError(f"{self.modality}: exact graphs need a runtime built with exact_graphs=True")
         self.exact_on = bool(on)
+
+    def needed_bytes(self) -> int:
+        """What the largest bucket's eager call would need (``Modality.eager_bytes``): the default
+        bound of uncaptured calls."""
+        return self.spec.eager_bytes(self._largest.size) if self._largest is not None else 0
+
+    def set_bound(self, limit: int | None) -> None:
+        """Bounds this lane's uncaptured calls by ``limit`` bytes (None: unbounded): eager packs and
+        fallbacks check it, merged eager calls and the pieces of split requests are cut to fit it."""
+        self.eager.limit = limit
+        if limit is None:
+            self.eager_merge_units, self.piece_limit = self._merge_units, self._largest
+            return
+        within = self.units_within(limit)
+        self.eager_merge_units = min(self._merge_units, within)
+        if self._largest is not None:
+            self.piece_limit = Bucket(max(1, min(self._largest.size, within)), self._largest.batch)
+
+    def units_within(self, limit: int) -> int:
+        """The most units one eager call may hold within ``limit`` bytes (its estimate is monotone)."""
+        lo, hi = 0, 1
+        while self.spec.eager_bytes(hi) <= limit and hi < 2**40:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.spec.eager_bytes(mid) <= limit else (lo, mid)
+        return lo
 
     def sizes(self, shape) -> Sizes:
         """The ``Sizes`` of a request shape, cached (traffic repeats shapes)."""
@@ -143,8 +221,54 @@ class Lane:
         (``packing.eager_groups``), but for those an exact graph replays or captures."""
         self.stats.requests += len(requests)
         sizes = [self.sizes(s) for s in shapes]
+        if self.split and any(z.bucket is None for z in sizes):
+            return self._run_split(requests, shapes, ids, sizes)
         if len(requests) == 1:  # the common case, without the packing's bookkeeping
             return [self._alone(requests[0], shapes[0], ids[0], sizes[0])]
+        return self._run_packs(requests, shapes, ids, sizes)
+
+    def _run_split(self, requests: list, shapes: list, ids: list[int], sizes: list[Sizes]) -> list:
+        """``run`` where some requests fit no bucket: each is cut into pieces (``Modality.pieces``:
+        whole frames or audio windows, each within ``piece_limit``) that pack beside the others;
+        its outputs are its pieces' rows in order. A request that cannot be cut runs as it is."""
+        reqs, shps, pids, szs = [], [], [], []
+        owner: list[tuple[_Assembly | None, int]] = []  # per piece: its request's assembly and first row there
+        whole: dict[int, int] = {}  # request -> its place among the pieces, when it runs uncut
+        assemblies: dict[int, _Assembly] = {}
+        for i, (r, s, n, z) in enumerate(zip(requests, shapes, ids, sizes)):
+            parts = None
+            if z.bucket is None:
+                try:
+                    parts = self.spec.pieces(s, self.piece_limit)
+                except Unsplittable:
+                    parts = None
+            if parts is None:
+                whole[i] = len(reqs)
+                reqs.append(r), shps.append(s), pids.append(n), szs.append(z), owner.append((None, 0))
+                continue
+            assembly = assemblies[i] = _Assembly(self.spec, z.rows)
+            row = 0
+            for p in parts:
+                shape = list(p.shape)
+                size = self.sizes(shape)
+                reqs.append(self.spec.piece(r, p)), shps.append(shape), pids.append(n), szs.append(size)
+                owner.append((assembly, row))
+                row += size.rows
+
+        def done(j: int, result):
+            assembly, row = owner[j]
+            if assembly is None:
+                return result
+            assembly.put(row, result)
+            return None  # the piece's rows are in its request's tensors: its pack's may go
+
+        runs = self._run_packs(reqs, shps, pids, szs, done)
+        return [runs[whole[i]] if i in whole else assemblies[i].result() for i in range(len(requests))]
+
+    def _run_packs(self, requests: list, shapes: list, ids: list[int], sizes: list[Sizes],
+                   done=None) -> list:
+        """Packs and runs requests (``run`` without its fast path); ``done(i, result)``, if given, is
+        called for each request as soon as its pack has run, and what it returns is kept."""
         results: list = [None] * len(requests)
         packs = pack([s.demand for s in sizes], self.bucket_set)
         groups = eager_groups(packs, [self._mergeable(p, shapes) for p in packs], self.eager_merge_units)
@@ -159,7 +283,7 @@ class Lane:
                 else:
                     outs = [self._alone(requests[i], shapes[i], ids[i], sizes[i]) for i in idx]
             for i, o in zip(idx, outs):
-                results[i] = o
+                results[i] = o if done is None else done(i, o)
         return results
 
     def _mergeable(self, p: Pack, shapes: list) -> bool:
@@ -289,4 +413,4 @@ class Lane:
         self.buckets.rebind(self.stats)
 
 
-__all__ = ["Check", "Lane", "Sizes"]
+__all__ = ["Check", "Checks", "Lane", "Sizes"]

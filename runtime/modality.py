@@ -20,6 +20,7 @@ from ..encoders.audio import AudioEncoder, audio_output_length
 from ..encoders.vision import VisionEncoder
 from .grid import AUDIO_CHUNK_FRAMES, Bucket
 from .packing import Demand, audio_demand, vision_demand
+from .split import Piece, audio_pieces, vision_pieces
 from .requests import AudioOutput, AudioRequest, VisionOutput, VisionRequest, validate_audio, validate_vision
 
 
@@ -67,6 +68,10 @@ class Modality(Protocol):
     def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]: ...
     def output(self, tensors: tuple[torch.Tensor, ...]): ...
     def items(self, request, shape) -> list[tuple[object, list]]: ...
+    def pieces(self, shape, bucket: Bucket) -> list[Piece]: ...
+    def piece(self, request, piece: Piece): ...
+    def tensors(self, output) -> tuple[torch.Tensor, ...]: ...
+    def eager_bytes(self, units: int) -> int: ...
     def typical_shapes(self, bucket: Bucket) -> list: ...
     def typical_request(self, shape): ...
     def record(self, recorder, shape) -> None: ...
@@ -170,6 +175,23 @@ class VisionModality:
             start += n
         return out
 
+    def pieces(self, shape, bucket: Bucket) -> list[Piece]:
+        """The request cut into pieces of whole frames that fit ``bucket`` (``split.vision_pieces``)."""
+        return vision_pieces(shape, bucket.size, bucket.batch)
+
+    def piece(self, request: VisionRequest, piece: Piece) -> VisionRequest:
+        """One piece of ``request`` as a request: a view of its patches."""
+        return VisionRequest(request.pixel_values[piece.start : piece.stop], torch.tensor(piece.shape))
+
+    def tensors(self, output: VisionOutput) -> tuple[torch.Tensor, ...]:
+        return (output.embeds, *output.deepstack)
+
+    def eager_bytes(self, units: int) -> int:
+        """Estimated device memory of one eager call over ``units`` patches: its input rows and the
+        encoder's activations (``VisionEncoder.activation_bytes``)."""
+        enc = self.encoder
+        return units * enc.in_features * _itemsize(enc.dtype) + enc.activation_bytes(units)
+
     def typical_shapes(self, bucket: Bucket) -> list:
         """A typical full pack of ``bucket`` (for timing): ``batch`` equal frames filling it."""
         n = min(bucket.batch, bucket.size // 4)
@@ -196,7 +218,8 @@ class AudioModality:
                              f"this encoder uses {encoder.chunk_frames}")
         self.encoder = encoder
         enc = encoder
-        self.window = enc.tokens_per_chunk * max(enc.n_window_infer // enc.chunk_frames, 1)
+        self.window = enc.tokens_per_chunk * max(enc.n_window_infer // enc.chunk_frames, 1)  # tokens
+        self.window_frames = enc.chunk_frames * max(enc.n_window_infer // enc.chunk_frames, 1)
 
     @property
     def facts(self) -> EncoderFacts:
@@ -293,6 +316,26 @@ class AudioModality:
                         [T]))
             start += T
         return out
+
+    def pieces(self, shape, bucket: Bucket) -> list[Piece]:
+        """The request cut into pieces of whole attention windows that fit ``bucket``
+        (``split.audio_pieces``)."""
+        enc = self.encoder
+        return audio_pieces(shape, bucket.size, bucket.batch, self.window_frames, enc.chunk_frames)
+
+    def piece(self, request: AudioRequest, piece: Piece) -> AudioRequest:
+        """One piece of ``request`` as a request: a view of its frames."""
+        return AudioRequest(request.input_features[:, piece.start : piece.stop], torch.tensor(piece.shape))
+
+    def tensors(self, output: AudioOutput) -> tuple[torch.Tensor, ...]:
+        return (output.embeds,)
+
+    def eager_bytes(self, units: int) -> int:
+        """Estimated device memory of one eager call over ``units`` chunk-padded frames: its chunk
+        rows and the encoder's activations (``AudioEncoder.activation_bytes``)."""
+        enc = self.encoder
+        chunks = math.ceil(units / AUDIO_CHUNK_FRAMES)
+        return chunks * enc.config.num_mel_bins * enc.chunk_frames * _itemsize(enc.dtype) + enc.activation_bytes(chunks)
 
     def typical_shapes(self, bucket: Bucket) -> list:
         """A typical full pack of ``bucket`` (for timing): ``batch`` equal clips filling it."""

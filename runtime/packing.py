@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, Bucket, check_int
 
@@ -22,10 +22,13 @@ class Demand:
     Attributes:
         size: Units, >= 1: patches (vision) or chunk-padded mel frames (audio).
         batch: Segments, >= 1: frames of all items (vision) or audios (audio).
+        shape: The request's items (``(t, h, w)`` triples, or frame counts) where known: what a
+            request larger than every bucket is cut by (``split``). Not part of equality.
     """
 
     size: int
     batch: int
+    shape: tuple | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.size < 1 or self.batch < 1:
@@ -45,6 +48,7 @@ def vision_demand(grid_thw: Iterable[Sequence[int]]) -> Demand:
         ValueError: No items, an item that is not three positive integers, or odd h/w.
     """
     size = batch = 0
+    items = []
     for i, item in enumerate(grid_thw):
         thw = tuple(item)
         if len(thw) != 3:
@@ -53,9 +57,10 @@ def vision_demand(grid_thw: Iterable[Sequence[int]]) -> Demand:
         if h % 2 or w % 2:
             raise ValueError(f"grid_thw[{i}]: h={h}, w={w} must be even (2x2 patch merge)")
         size, batch = size + t * h * w, batch + t
+        items.append((t, h, w))
     if not batch:
         raise ValueError("grid_thw is empty; a vision request needs at least one (t, h, w)")
-    return Demand(size, batch)
+    return Demand(size, batch, tuple(items))
 
 
 def audio_demand(frames: Iterable[int]) -> Demand:
@@ -74,7 +79,7 @@ def audio_demand(frames: Iterable[int]) -> Demand:
     if not counts:
         raise ValueError("frames is empty; an audio request needs at least one frame count")
     chunks = sum(math.ceil(t / AUDIO_CHUNK_FRAMES) for t in counts)
-    return Demand(chunks * AUDIO_CHUNK_FRAMES, len(counts))
+    return Demand(chunks * AUDIO_CHUNK_FRAMES, len(counts), tuple(counts))
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ class Batch:
             packs: dict = {}  # id(flags) -> every row of that pack finite
             out = []
             for i, (o, c) in enumerate(self._raw):
-                if c is not None:
+                if isinstance(c, Check):
                     ok = packs.get(id(c.flags))
                     if ok is None:
                         ok = packs[id(c.flags)] = bool(c.flags.all())
@@ -154,6 +154,7 @@ class EncoderRuntime:
         exact = use_cuda_graphs if config.exact_graphs is None else config.exact_graphs
         _check_memory(self.device, specs, use_cuda_graphs, exact)
         self._lanes = [Lane(m, g, self.device, config, use_cuda_graphs, exact) for m, g in specs]
+        self._bound()
         named = {lane.modality: lane for lane in self._lanes}
         self.vision, self.audio = named.get("vision"), named.get("audio")
         self._cuda = self.device.type == "cuda"
@@ -234,13 +235,37 @@ class EncoderRuntime:
             for lane in self.lanes():
                 pool = lane.capture(tick, pool)
             self.captures += 1
+            self._bound()
         if bar is not None:
             bar.close()
         return {
             "capture_s": sum(lane.capture_s for lane in self.lanes()),
-            "graph_memory_bytes": sum(lane.buckets.graph_memory_bytes for lane in self.lanes()),
             "graphs": sum(lane.buckets.graphs for lane in self.lanes()),
+            **self.memory(),
         }
+
+    def memory(self) -> dict:
+        """What the runtime holds on its device, and the bound on what one launch takes beyond it,
+        in bytes: ``graph_memory_bytes`` (the graphs' pool, as reserved at capture),
+        ``static_buffers_bytes`` (inputs and plans of the graph buckets), ``max_transient_bytes``
+        (the most one uncaptured call may allocate beyond those: ``RuntimeConfig.max_transient_bytes``,
+        or what the largest bucket's eager run needs or the graphs reserve, whichever is more; None
+        without buckets: unbounded). An
+        engine sizing its own caches leaves room for all three (weights come on top)."""
+        static = sum(t.numel() * t.element_size() for lane in self._lanes
+                     for t in (lane.buckets.inputs, lane.buckets.plan_buffer) if t is not None)
+        return {"graph_memory_bytes": sum(lane.buckets.graph_memory_bytes for lane in self._lanes),
+                "static_buffers_bytes": static, "max_transient_bytes": self._transient}
+
+    def _bound(self) -> None:
+        """Sets every lane's bound on transient memory (see ``memory``)."""
+        limit = self.config.max_transient_bytes
+        if limit is None:
+            limit = max([lane.needed_bytes() for lane in self._lanes]
+                        + [sum(lane.buckets.graph_memory_bytes for lane in self._lanes)]) or None  # no buckets: none
+        self._transient = limit
+        for lane in self._lanes:
+            lane.set_bound(limit)
 
     def validate(self, requests: Sequence) -> list:
         """Checks every request's structure; returns their host-side shapes. Raises ``ValueError``

@@ -23,7 +23,6 @@ runtime measures; ``compare`` sets the two side by side.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from omnienc.runtime.grid import Bucket, BucketGrid
 from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, layout, pack
 from omnienc.runtime.sightings import (EXACT_CAPTURE, cudnn_key, exact_cache, exact_counts, exact_route,
                                        segment_lengths)
+from omnienc.runtime.split import piece_demands
 from omnienc.runtime.stats import KINDS, UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -116,6 +116,10 @@ class SimLane:
                  costs: CostModel, config: RuntimeConfig) -> None:
         self.modality, self.costs = modality, costs
         self.buckets = BucketSet(buckets)
+        # a request larger than every bucket is cut into pieces of at most the largest one, as the
+        # runtime cuts it under its default bound (``split``)
+        largest = max(self.buckets.buckets, key=lambda b: (b.size, b.batch), default=None)
+        self._largest = largest if config.split_requests else None
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
         self._by_bucket = {b.bucket: b for b in self.stats.buckets}
         self.merge_units = config.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
@@ -127,9 +131,12 @@ class SimLane:
         # the runtime builds one key at capture (``AttentionPolicy.warm_cudnn``: one 64-token segment)
         self._cudnn_keys = {cudnn_key([64], self.cudnn_steps)} if self.cudnn_steps else set()
 
-    def _first_sighting(self, units: int, shapes: Iterable[tuple] | None) -> float:
-        """The build an uncaptured call of ``units`` over ``shapes`` pays if its cuDNN graph is new."""
-        if self.cudnn_steps is None or shapes is None or not 0 < self.cudnn_tokens <= units:
+    def _first_sighting(self, units: int, members: Iterable[Demand]) -> float:
+        """The build an uncaptured call of ``units`` over ``members`` pays if its cuDNN graph is new."""
+        if self.cudnn_steps is None or not 0 < self.cudnn_tokens <= units:
+            return 0.0
+        shapes = [d.shape for d in members]
+        if any(s is None for s in shapes):
             return 0.0
         key = cudnn_key(segment_lengths(shapes), self.cudnn_steps)
         if key in self._cudnn_keys:
@@ -138,14 +145,22 @@ class SimLane:
         self.cudnn_builds += 1
         return self.costs.build_ms(self.modality)
 
-    def warm(self, demands: Sequence[Demand], shapes: Sequence[tuple]) -> None:
+    def _cut(self, demands: Sequence[Demand]) -> list[Demand]:
+        """The batch as the runtime runs it: a request larger than every bucket as its pieces."""
+        if self._largest is None:
+            return list(demands)
+        return [p for d in demands for p in (piece_demands(self.modality, d, self._largest)
+                                             if self.buckets.smallest(d.size, d.batch) is None else (d,))]
+
+    def warm(self, demands: Sequence[Demand]) -> None:
         """A batch run before the trace with exact graphs off and not counted (``measure``'s warm-up):
         only the first sightings of its uncaptured calls remain."""
+        demands = self._cut(demands)
         packs = pack(demands, self.buckets)
         mergeable = [p.bucket is not None and not self._by_bucket[p.bucket].graph for p in packs]
         for group in eager_groups(packs, mergeable, self.merge_units):
             if len(group) > 1 or group[0].bucket is None or not self._by_bucket[group[0].bucket].graph:
-                self._first_sighting(sum(p.size for p in group), [shapes[i] for p in group for i in p.members])
+                self._first_sighting(sum(p.size for p in group), [demands[i] for p in group for i in p.members])
         self.cudnn_builds = 0
 
     def _price(self, kind: str, bucket: Bucket | None, units: int, members: Iterable[Demand]) -> float:
@@ -157,43 +172,48 @@ class SimLane:
             ms = self._ms[key] = self.costs.price(self.modality, kind, units, segments, bucket)
         return ms
 
-    def add(self, demands: Sequence[Demand], shapes: Sequence[tuple] | None = None) -> tuple[float, list[Pack]]:
-        """Runs one batch (``shapes``: each request's items, for exact layouts; None: no exact
-        graphs for it); returns its predicted ms and its packs."""
+    def add(self, demands: Sequence[Demand]) -> tuple[float, list[Pack]]:
+        """Runs one batch; returns its predicted ms and its packs (of the requests as run: an
+        oversized one as its pieces). A pack with a member of unknown ``shape`` has no exact layout."""
         self.stats.requests += len(demands)
         if not demands:
             return 0.0, []
+        demands = self._cut(demands)
         packs = pack(demands, self.buckets)
-        cache = self.cache if shapes is not None else None
-        keys = {p.members: layout([shapes[i] for i in p.members]) for p in packs} if cache is not None else {}
+        cache, keys = self.cache, {}
+        if cache is not None:
+            for p in packs:
+                shapes = [demands[i].shape for i in p.members]
+                keys[p.members] = None if any(s is None for s in shapes) else layout(shapes)
         mergeable = [p.bucket is not None and not self._by_bucket[p.bucket].graph
-                     and not (cache is not None and cache.wanted(keys[p.members])) for p in packs]
+                     and not (keys.get(p.members) is not None and cache.wanted(keys[p.members])) for p in packs]
         total = 0.0
         for group in eager_groups(packs, mergeable, self.merge_units):
             if len(group) > 1:  # one uncaptured call; each pack a run of its bucket, the time shared by units
                 units = sum(p.size for p in group)
-                ms = self._price("merged", None, units, (demands[i] for p in group for i in p.members))
-                ms += self._first_sighting(units, shapes and [shapes[i] for p in group for i in p.members])
+                members = [demands[i] for p in group for i in p.members]
+                ms = self._price("merged", None, units, members) + self._first_sighting(units, members)
                 for p in group:
                     self._by_bucket[p.bucket].add(p.size, ms * p.size / units, "merged")
-                    if cache is not None:
+                    if keys.get(p.members) is not None:
                         cache.sight(keys[p.members])
                 self.stats.merged_calls += 1
             elif (p := group[0]).bucket is None:
-                ms = self._price("fallback", None, p.size, (demands[i] for i in p.members))
-                ms += self._first_sighting(p.size, shapes and [shapes[i] for i in p.members])
+                members = [demands[i] for i in p.members]
+                ms = self._price("fallback", None, p.size, members) + self._first_sighting(p.size, members)
                 self.stats.add_fallback(p.size, ms)
             else:
-                b = self._by_bucket[p.bucket]
+                b, key = self._by_bucket[p.bucket], keys.get(p.members)
                 kind = None
-                if cache is not None:
-                    kind = exact_route(cache, keys[p.members])[0]
+                if key is not None:
+                    kind = exact_route(cache, key)[0]
                     if kind == EXACT_CAPTURE:
-                        cache.capture(keys[p.members], lambda: _CAPTURED)
+                        cache.capture(key, lambda: _CAPTURED)
                 kind = kind or ("replay" if b.graph else "eager")
-                ms = self._price(kind, p.bucket, p.size, (demands[i] for i in p.members))
+                members = [demands[i] for i in p.members]
+                ms = self._price(kind, p.bucket, p.size, members)
                 if kind == "eager":
-                    ms += self._first_sighting(p.size, shapes and [shapes[i] for i in p.members])
+                    ms += self._first_sighting(p.size, members)
                 b.add(p.size, ms, kind)
             total += ms
         return total, packs
@@ -203,43 +223,30 @@ class SimLane:
         return {**exact_counts(self.cache), "cudnn_builds": self.cudnn_builds}
 
 
-def modality_batches(records: Iterable[TraceRecord], modality: str,
-                     batching: Batching = BatchPolicy()) -> tuple[list[list[Demand]], list[list[tuple]]]:
-    """``batches`` and, beside each demand, its request's shape (its exact layout's items)."""
-    records = list(records)
-    demands, shapes = [], []
-    for g in group_records(records, batching):
-        ids = [i for i in g if records[i].modality == modality]
-        if ids:
-            demands.append([records[i].demand for i in ids])
-            shapes.append([records[i].shape for i in ids])
-    return demands, shapes
-
-
 def simulate_modality(
     groups: Iterable[Sequence[Demand]], modality: str, buckets: Iterable[Bucket],
     is_graph: Callable[[Bucket], bool] | None = None, costs: CostModel | None = None,
-    config: RuntimeConfig | None = None, shapes: Iterable[Sequence[tuple]] | None = None,
+    config: RuntimeConfig | None = None,
 ) -> tuple[ModalityStats, list[Pack]]:
     """Runs each batch of one modality through a ``SimLane``.
 
     Args:
-        groups: The batches' demands (``batches``).
+        groups: The batches' demands (``batches``; their ``shape`` gives each pack's exact layout).
         modality: ``"vision"`` or ``"audio"``.
         buckets: The modality's buckets (none: every request is a fallback).
         is_graph: The grid's ``ModalityGrid.is_graph``; buckets where it is False are eager buckets.
             None: every bucket is a graph bucket.
         costs: The cost model; None is the packaged default.
         config: The runtime's configuration (default ``RuntimeConfig()``: exact graphs on).
-        shapes: Per batch, each request's shape (``modality_batches``); None: no exact graphs.
 
     Returns:
-        The stats, and every pack in order (batch after batch; members index into their batch).
+        The stats, and every pack in order (batch after batch; members index into their batch as
+        run, an oversized request as its pieces).
     """
     lane = SimLane(modality, buckets, is_graph, costs or CostModel.load(), config or RuntimeConfig())
     packs: list[Pack] = []
-    for group, shape in zip(groups, shapes if shapes is not None else itertools.repeat(None)):
-        packs += lane.add(group, shape)[1]
+    for group in groups:
+        packs += lane.add(group)[1]
     return lane.stats, packs
 
 
@@ -508,16 +515,12 @@ def simulate(
         lanes[m] = SimLane(m, g.buckets if g else (), g.is_graph if g else None, costs, config)
 
     def run(group: list[int]) -> float:
-        total = 0.0
-        for m in MODALITIES:
-            ids = [i for i in group if records[i].modality == m]
-            total += lanes[m].add([records[i].demand for i in ids], [records[i].shape for i in ids])[0]
-        return total
+        return sum(lanes[m].add([records[i].demand for i in group if records[i].modality == m])[0]
+                   for m in MODALITIES)
 
     for group in group_records(records, batching)[:warmup]:
         for m in MODALITIES:
-            ids = [i for i in group if records[i].modality == m]
-            lanes[m].warm([records[i].demand for i in ids], [records[i].shape for i in ids])
+            lanes[m].warm([records[i].demand for i in group if records[i].modality == m])
     if busy:
         group_records(records, batching, run)  # tallies while grouping: each batch's time delays the next
     else:
@@ -529,4 +532,4 @@ def simulate(
 
 
 __all__ = ["Batching", "SimLane", "SimReport", "batches", "compare", "describe_batching", "format_comparison",
-           "group_records", "modality_batches", "simulate", "simulate_modality"]
+           "group_records", "simulate", "simulate_modality"]

@@ -23,6 +23,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .grid import AUDIO_CHUNK_FRAMES, AUDIO_WINDOW_FRAMES, Bucket
+from .packing import Demand, audio_demand, vision_demand
+
 
 @dataclass(frozen=True, slots=True)
 class Piece:
@@ -120,4 +123,18 @@ def audio_pieces(frames: Sequence[int], max_size: int, max_batch: int, window: i
     return pieces
 
 
-__all__ = ["Piece", "Unsplittable", "audio_parts", "audio_pieces", "vision_pieces"]
+def piece_demands(modality: str, demand: Demand, limit: Bucket, window: int = AUDIO_WINDOW_FRAMES,
+                  chunk: int = AUDIO_CHUNK_FRAMES) -> list[Demand]:
+    """The demands of a request's pieces as the runtime cuts it (for the simulator): ``demand``
+    itself where it carries no shape or cannot be cut, else one per piece of at most ``limit``."""
+    if demand.shape is None:
+        return [demand]
+    try:
+        if modality == "vision":
+            return [vision_demand(p.shape) for p in vision_pieces(demand.shape, limit.size, limit.batch)]
+        return [audio_demand(p.shape) for p in audio_pieces(demand.shape, limit.size, limit.batch, window, chunk)]
+    except Unsplittable:
+        return [demand]
+
+
+__all__ = ["Piece", "Unsplittable", "audio_parts", "audio_pieces", "piece_demands", "vision_pieces"]

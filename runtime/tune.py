@@ -31,6 +31,7 @@ beat it within the constraints: the result is never worse than an admissible bas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,9 +40,9 @@ import numpy as np
 from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, estimate_activation_bytes
-from omnienc.runtime.grid import Bucket, BucketGrid, GridError, ModalityGrid
+from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, AUDIO_WINDOW_FRAMES, Bucket, BucketGrid, GridError, ModalityGrid
 from omnienc.runtime.packing import Demand, Pack
-from omnienc.runtime.simulate import Batching, modality_batches, resolve_batching, simulate, simulate_modality
+from omnienc.runtime.simulate import Batching, batches, resolve_batching, simulate, simulate_modality
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
 _BLOCK = 512  # DP rows per numpy block: memory O(_BLOCK * candidate sizes)
@@ -80,12 +81,15 @@ def _split(g: ModalityGrid | None) -> tuple[tuple[Bucket, ...], tuple[Bucket, ..
 def optimal_buckets(
     items: Sequence[Demand], max_buckets: int, replay: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
     eager: Callable[[np.ndarray, np.ndarray], np.ndarray], max_size: int | None = None,
+    segments: Sequence[int | None] | None = None,
 ) -> list[tuple[Bucket, ...]]:
     """Best graph buckets for demands that each run alone, for every bucket count.
 
-    Minimises ``sum(replay(bucket(x).size, x.size, x.batch)) + sum(eager(x.size, x.batch) for x
-    fitting none)``,
-    where ``bucket(x)`` is the smallest bucket holding x. Bucket sizes are drawn from the distinct
+    Minimises ``sum(replay(bucket(x).size, x.size, x.batch)) + sum(tail(x) for x fitting none)``,
+    where ``bucket(x)`` is the smallest bucket holding x and ``tail(x)`` its eager run, or, where
+    ``segments`` gives the smallest unit it can be cut by (a frame, an audio window; None: it cannot
+    be) and that fits the largest bucket T, its pieces (``split``) priced as replays of T, each
+    holding as many whole segments as T does: the runtime cuts such a request so. Bucket sizes are drawn from the distinct
     demand sizes (all of them up to ``MAX_CANDIDATES``, else count quantiles and the largest), at
     most ``max_size``; each bucket's batch is the largest batch among the demands it covers.
     O(max_buckets * n^2) for n candidate sizes, vectorised.
@@ -105,6 +109,8 @@ def optimal_buckets(
         return [()] * (max_buckets + 1)
     size = np.array([d.size for d in items], dtype=np.int64)
     batch = np.array([d.batch for d in items], dtype=np.int64)
+    seg = np.array([0 if segments is None or segments[i] is None else segments[i] for i in range(len(items))],
+                   dtype=np.int64)  # 0: cannot be cut
     cand = np.unique(size)
     if len(cand) > MAX_CANDIDATES:
         q = np.quantile(np.sort(size), np.linspace(0, 1, MAX_CANDIDATES), method="higher")
@@ -112,8 +118,8 @@ def optimal_buckets(
     n = len(cand)
     # Distinct (candidate index, size, batch) with counts, ordered by candidate index.
     idx = np.searchsorted(cand, size, side="left")
-    keys, count = np.unique(np.stack([idx, size, batch], axis=1), axis=0, return_counts=True)
-    uidx, usize, ubatch = keys[:, 0], keys[:, 1], keys[:, 2]
+    keys, count = np.unique(np.stack([idx, size, batch, seg], axis=1), axis=0, return_counts=True)
+    uidx, usize, ubatch, useg = keys[:, 0], keys[:, 1], keys[:, 2], keys[:, 3]
     upto = np.searchsorted(uidx, np.arange(n), side="right")  # units with candidate index <= k
     R = replay(cand[:, None].astype(np.float64), usize[None, :].astype(np.float64),
                ubatch[None, :].astype(np.float64)) * count[None, :]
@@ -122,6 +128,16 @@ def optimal_buckets(
     E = eager(usize.astype(np.float64), ubatch.astype(np.float64)) * count
     cumE = np.concatenate([[0.0], np.cumsum(E)])
     tail = cumE[-1] - cumE[upto]  # eager cost of the units above candidate k
+    if useg.any():  # those that can be cut: their pieces in the largest bucket, candidate k
+        top = cand[:, None].astype(np.float64)
+        per = np.floor(top / np.maximum(useg, 1)[None, :]) * useg[None, :]  # units of whole segments a piece holds
+        cut = (useg[None, :] > 0) & (per > 0)
+        pieces = np.ceil(usize[None, :] / np.maximum(per, 1))
+        piece_batch = np.maximum(1.0, np.ceil(ubatch[None, :] / pieces))
+        P = np.where(cut, pieces * replay(top, np.clip(per, 1, usize[None, :]).astype(np.float64), piece_batch),
+                     E[None, :] / count[None, :]) * count[None, :]
+        above = uidx[None, :] > np.arange(n)[:, None]
+        tail = np.where(above, P, 0.0).sum(axis=1)
     maxb = np.zeros(n, dtype=np.int64)
     np.maximum.at(maxb, uidx, ubatch)
     allowed = np.ones(n, dtype=bool) if max_size is None else cand <= max_size
@@ -141,7 +157,7 @@ def optimal_buckets(
         args.append(arg)
 
     result: list[tuple[Bucket, ...]] = [()]
-    best = cumE[-1]
+    best = cumE[-1]  # no bucket: everything eager
     for k in range(1, max_buckets + 1):
         if k <= len(layers):
             total = layers[k - 1] + tail
@@ -156,6 +172,16 @@ def optimal_buckets(
                 continue
         result.append(result[-1])
     return result
+
+
+def _segment(modality: str, d: Demand) -> int | None:
+    """The smallest unit ``d``'s request can be cut by (``split``): its largest frame (vision), or
+    an audio window (a clip shorter than one cannot be cut); None where its shape is unknown."""
+    if d.shape is None:
+        return None
+    if modality == "vision":
+        return max(h * w for _, h, w in d.shape)
+    return min(max(math.ceil(n / AUDIO_CHUNK_FRAMES) * AUDIO_CHUNK_FRAMES for n in d.shape), AUDIO_WINDOW_FRAMES)
 
 
 def _largest_size(modality: str, limit: float, batch: int, dtype: str, hi: int) -> int:
@@ -203,7 +229,7 @@ def tune_modality(
         ``ms`` is non-increasing in k.
     """
     costs = costs or CostModel.load()
-    groups, shapes = modality_batches(records, modality, batching)
+    groups = batches(records, modality, batching)
     items = [d for g in groups for d in g]
     totals = [Demand(sum(d.size for d in g), sum(d.batch for d in g)) for g in groups]
     max_size = None
@@ -232,7 +258,7 @@ def tune_modality(
         key = (graphs, eager)
         if key not in scored:
             gs = set(graphs)
-            stats, packs = simulate_modality(groups, modality, graphs + eager, gs.__contains__, costs, config, shapes)
+            stats, packs = simulate_modality(groups, modality, graphs + eager, gs.__contains__, costs, config)
             scored[key] = stats.ms, packs
         return scored[key]
 
@@ -252,7 +278,9 @@ def tune_modality(
     def fit(demands: list[Demand]) -> bool:
         """Scores the optimal graph buckets of ``demands`` with each eager option; True if any improved."""
         improved = False
-        for graphs in dict.fromkeys(optimal_buckets(demands, max_graphs, replay_many, eager_many, max_size)):
+        segments = [_segment(modality, d) for d in demands] if (config or RuntimeConfig()).split_requests else None
+        for graphs in dict.fromkeys(optimal_buckets(demands, max_graphs, replay_many, eager_many, max_size,
+                                                    segments)):
             top = max((b.size for b in graphs), default=0)
             for eager in eager_options:
                 if all(b.size > top for b in eager):
@@ -280,7 +308,44 @@ def tune_modality(
                 break
             monotone()
     monotone()
+    if (config or RuntimeConfig()).split_requests and any(_segment(modality, d) for d in items):
+        improve_locally(best, items, consider, eager_options)
+        monotone()
     return best
+
+
+LOCAL_CANDIDATES = 64  # distinct request sizes up to which the local search runs
+LOCAL_EVALS = 400  # grids it scores at most, per modality
+
+
+def improve_locally(best: list[Choice], items: Sequence[Demand], consider, eager_options) -> None:
+    """Moves of one bucket at a time -- swap one for another request size, add one, drop one --
+    from each graph count's best grid, kept while the simulator scores them better. The program
+    above is exact for requests that run whole; requests cut into pieces by the largest bucket make
+    the cost of a grid depend on it in a way the program only approximates, so it is followed by
+    this search where the sizes are few."""
+    sizes = sorted({d.size for d in items})
+    if len(sizes) > LOCAL_CANDIDATES:
+        return
+    # each size with the largest batch of the requests it holds, and with the largest of all (the
+    # pieces of bigger requests may fill it)
+    widest = max(d.batch for d in items)
+    cands = sorted({Bucket(s, b) for s in sizes for b in (max(d.batch for d in items if d.size <= s), widest)})
+    evals = 0
+    for k in range(1, len(best)):
+        improved = True
+        while improved and evals < LOCAL_EVALS:
+            improved = False
+            cur = best[k].graphs
+            moves = [tuple(sorted(set(cur) - {b} | {c})) for b in cur for c in cands if c not in cur]
+            moves += [tuple(sorted(set(cur) | {c})) for c in cands if c not in cur and len(cur) < k]
+            moves += [tuple(sorted(set(cur) - {b})) for b in cur]
+            for graphs in moves:
+                top = max((b.size for b in graphs), default=0)
+                for eager in eager_options:
+                    if evals < LOCAL_EVALS and all(b.size > top for b in eager):
+                        evals += 1
+                        improved |= consider(graphs, eager)
 
 
 @dataclass(frozen=True)

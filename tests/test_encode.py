@@ -355,9 +355,9 @@ def test_encode_writes_native_embeddings(setup, capsys):
 
 
 @torch.no_grad()
-def test_encode_with_grid_file_and_eager_fallback(setup, tmp_path, capsys):
+def test_encode_with_grid_file_cuts_a_video_larger_than_every_bucket(setup, tmp_path, capsys):
     _, ckpt, files = setup
-    grid = tmp_path / "grid.yaml"  # the GIF video (3 x 10 x 14 patches) fits no bucket: eager
+    grid = tmp_path / "grid.yaml"  # the GIF video (2 x 10 x 14 patches) fits no bucket: cut into its frames
     grid.write_text("dtype: float32\nvision:\n  patches: [256]\n  batch: [2]\naudio:\n  frames: [200]\n  batch: [1]\n")
     out = tmp_path / "o.safetensors"
     argv = ["--checkpoint", str(ckpt), "--image", str(files["png"]), "--video", str(files["gif"]),
@@ -365,7 +365,7 @@ def test_encode_with_grid_file_and_eager_fallback(setup, tmp_path, capsys):
             "-o", str(out)]
     trace = tmp_path / "t.jsonl"
     assert run_encode(argv + ["--trace", str(trace)]) == 0
-    assert "1 fallback," in capsys.readouterr().out
+    assert "0 fallbacks," in capsys.readouterr().out
     from omnienc.runtime import read_trace
 
     recs = read_trace(trace)  # what was encoded, for omnienc simulate / tune

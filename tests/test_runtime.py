@@ -22,6 +22,11 @@ GRID = BucketGrid.from_dict(
 )
 
 
+# Room for a single frame larger than every bucket to run eagerly, as these tests' requests do (the
+# bound itself is tested in tests/test_split_runtime.py).
+ROOMY = RuntimeConfig(max_transient_bytes=2**34)
+
+
 @pytest.fixture(scope="module")
 def encoders():
     _, vis = hf_and_native_vision()
@@ -32,7 +37,7 @@ def encoders():
 @pytest.fixture()
 def runtime(encoders):
     vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY)
     rt.capture(progress=False)
     return rt
 
@@ -80,15 +85,15 @@ def test_mixed_packed_batch_matches_encoders_alone(encoders, runtime):
     rng = random.Random()
     vis, aud = encoders
     reqs = random_mix(vis.config, aud.config, 12, rng)
-    big_v = vision_request([[1, 20, 16]], vis.config)  # 320 patches > 256: eager
-    big_a = audio_request([900], aud.config)  # 900 frames > 800: eager
-    many = vision_request([[1, 2, 2]] * 5, vis.config)  # 5 segments > batch 4: eager
+    big_v = vision_request([[1, 20, 16]], vis.config)  # one frame of 320 patches > 256: eager, alone
+    big_a = audio_request([900], aud.config)  # 900 frames > 800: cut at a window into 800 + 100
+    many = vision_request([[1, 2, 2]] * 5, vis.config)  # 5 segments > batch 4: cut into 4 + 1 frames
     reqs[3:3] = [big_v]
     reqs[7:7] = [big_a, many]
     outs = runtime.encode(reqs)
     check_against_direct(encoders, reqs, outs)
     s = runtime.stats()
-    assert s["fallbacks"] == 3 and s["vision"]["fallbacks"] == 2 and s["audio"]["fallbacks"] == 1
+    assert s["fallbacks"] == 1 and s["vision"]["fallbacks"] == 1 and s["audio"]["fallbacks"] == 0
     assert s["replays"] >= 2
     assert s["requests"] == len(reqs)
     assert 0.0 <= s["padded_share"] < 1.0
@@ -232,7 +237,7 @@ def test_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
     from omnienc.runtime.trace import read_trace
 
     vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, trace_path=tmp_path / "t.jsonl")
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=grid, config=ROOMY, trace_path=tmp_path / "t.jsonl")
     rt.capture(progress=False)
     rng = random.Random()
     reqs = random_mix(vis.config, aud.config, 16, rng) + [vision_request([[1, 20, 16]], vis.config),
@@ -254,8 +259,9 @@ def test_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
 def test_simulator_runs_what_the_runtime_runs(encoders, monkeypatch):
     """A trace replayed batch by batch through a runtime with exact-layout graphs (captures stood in on
     the CPU) and through the simulator with the same configuration: the same runs per bucket and per
-    kind (replays, exact replays, exact captures, eager runs, merged calls, fallbacks), the same
-    padding, and the same exact-graph captures, replays, refusals and evictions (one GraphCache rule).
+    kind (replays, exact replays, exact captures, eager runs, merged calls; requests larger than every
+    bucket as their pieces), the same padding, and the same exact-graph captures, replays, refusals and
+    evictions (one GraphCache rule).
     The runtime times every kind, and its kinds' times add up to its buckets' and modalities'."""
     from omnienc.cuda import graphs as cuda_graphs
     from omnienc.runtime.batching import BatchPolicy
@@ -265,13 +271,15 @@ def test_simulator_runs_what_the_runtime_runs(encoders, monkeypatch):
 
     vis, aud = encoders
     monkeypatch.setattr(cuda_graphs, "capture_live", lambda fn, pool=None: (g := FakeGraph(fn), g.outputs))
-    config = RuntimeConfig(exact_graphs=True, exact_max_graphs=2, exact_credit=2, exact_refill=3)
+    config = RuntimeConfig(exact_graphs=True, exact_max_graphs=2, exact_credit=2, exact_refill=3,
+                           max_transient_bytes=2**40)  # merged calls bounded by eager_merge alone
     rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, config=config)
     rt.capture(progress=False)
-    pools = {  # EAGER_GRID: graph buckets up to 64 patches / 200 frames, eager up to 256 / 800, then fallbacks
+    pools = {  # EAGER_GRID: graph buckets up to 64 patches / 200 frames, eager up to 256 / 800; then requests
+        # larger than every bucket, cut into pieces of whole frames
         "vision": ([[(1, 4, 6)], [(1, 6, 6)], [(2, 2, 4)], [(1, 2, 8)]], [[(1, 12, 12)], [(1, 10, 12)], [(1, 8, 16)]],
-                   [[(1, 18, 18)]]),
-        "audio": ([[150], [90], [60, 40]], [[420], [650], [300, 200]], [[950]]),
+                   [[(2, 12, 12)], [(3, 10, 10)]]),
+        "audio": ([[150], [90], [60, 40]], [[420], [650], [300, 200]], [[700], [300, 300]]),
     }
     rng = random.Random()
     batches = []
@@ -355,7 +363,7 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
 
     vis, aud = encoders
     monkeypatch.setattr(cuda_graphs, "capture_live", lambda fn, pool=None: (g := FakeGraph(fn), g.outputs))
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, exact_graphs=True)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, config=ROOMY, exact_graphs=True)
     rt.capture(progress=False)
     lane = rt.vision
     calls = []
@@ -418,7 +426,7 @@ def test_eager_packs_of_a_launch_share_one_call(encoders, monkeypatch):
     fail.append(True)
     check_against_direct(encoders, new, rt.encode(new))
     assert [lane.exact.cache.sightings((s,)) for s in ((1, 12, 18), (1, 14, 16))] == [1, 1]
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, exact_graphs=False, eager_merge=0)  # each pack alone
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=EAGER_GRID, config=ROOMY, exact_graphs=False, eager_merge=0)  # each pack alone
     calls.clear()
     reqs = mix()
     check_against_direct(encoders, reqs, rt.encode(reqs))
@@ -539,7 +547,7 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     from omnienc.runtime import attention_policy as policy_mod
 
     vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY)
     policy = rt.vision.attention
     assert policy.uncaptured((3520,)) == "sdpa"  # the CPU: no cuDNN attention
     monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: True)
@@ -562,7 +570,7 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     with pytest.raises(ValueError, match="eager_attention='flash'"):
         EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_attention="flash")
 
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_attention="dense")
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY, eager_attention="dense")
     used = []
     real = vis.run
     monkeypatch.setattr(vis, "run", lambda x, plan, backend=None: used.append(backend) or real(x, plan, backend))
@@ -583,7 +591,7 @@ def test_big_uncaptured_calls_take_cudnn_varlen_with_a_recurring_graph_key(encod
     from omnienc.runtime import attention_policy as policy_mod
 
     vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY)
     policy = rt.vision.attention
     assert policy.cudnn_tokens == 8192 and rt.audio.attention.cudnn_tokens == 0
     assert policy.uncaptured((9000,)) == "sdpa"  # the CPU: no cuDNN
@@ -597,7 +605,7 @@ def test_big_uncaptured_calls_take_cudnn_varlen_with_a_recurring_graph_key(encod
     assert [policy.uncaptured((3000,)) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]  # smaller: as before
     assert policy.dense_shapes() == 1  # the big call's shape was never counted
     monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: False)
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, eager_cudnn_tokens=500)  # the tiny encoders' calls are small
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY, eager_cudnn_tokens=500)  # the tiny encoders' calls are small
     used = []
     real = vis.run
 

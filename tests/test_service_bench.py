@@ -14,7 +14,7 @@ import torch
 from conftest import hf_and_native_audio, hf_and_native_vision
 from test_runtime import GRID
 
-from omnienc.runtime import EncoderRuntime
+from omnienc.runtime import EncoderRuntime, RuntimeConfig
 import service_bench
 
 from omnienc.tools import bench, capture, demo, service_load
@@ -83,7 +83,8 @@ def test_throughput_over_two_runtimes_adds_up():
     runtimes serve some, and each device's figures are that runtime's own."""
     _, vis = hf_and_native_vision()
     _, aud = hf_and_native_audio()
-    rts = [Renamed(EncoderRuntime(vision=v, audio=a, grid=GRID), f"fake:{i}")
+    room = RuntimeConfig(max_transient_bytes=2**30)  # the tiny trace has single frames larger than GRID's buckets
+    rts = [Renamed(EncoderRuntime(vision=v, audio=a, grid=GRID, config=room), f"fake:{i}")
            for i, (v, a) in enumerate([(vis, aud), (copy.deepcopy(vis), copy.deepcopy(aud))])]
     records = service_load.trace_records(30, tiny=True, seed=torch.randint(1000, ()).item())
     reqs = service_load.trace_requests(records, vis, aud, pin=False)

@@ -54,7 +54,7 @@ TINY = [
     vis(0.005, (1, 28, 28)),  # 784 patches   }
     vis(0.012, (2, 16, 24)),  # 768 patches, 2 segments: window 1 -> 1024x4
     vis(0.030, (1, 80, 80)),  # 6400 patches: fits no bucket -> eager
-    aud(0.002, 1000, 370),    # 1400 frames, 2 audios: eager
+    aud(0.002, 1000, 370),    # 1400 frames, 2 audios: fits no bucket, cut into its two clips
     aud(0.004, 250),          # 300 frames: window 0 -> 1000x2
     aud(0.050, 999),          # 1000 frames: window 5 -> 1000x2
 ]
@@ -69,11 +69,12 @@ def test_simulate_by_hand():
     assert v.buckets[0].padded_share == 0.25
     assert v.padded_units == 5120 - 1808 and v.padded_share == pytest.approx(3312 / 5120)
     assert v.work == 5120 + 6400 and v.fallback_share == 0.25
-    assert [(s.runs, s.units) for s in a.buckets] == [(2, 1300)]
-    assert (a.requests, a.runs, a.fallbacks, a.padded_share, a.work) == (3, 3, 1, 0.35, 2000 + 1400)
-    assert (r.requests, r.runs, r.fallbacks) == (7, 6, 2)
-    assert r.fallback_share == pytest.approx(2 / 7)
-    flops = estimate_flops("vision", 11520) + estimate_flops("audio", 3400)
+    # window 0: the 1000-frame clip fills 1000x2, the 370-frame one (400) packs with the 300; then 999 (1000)
+    assert [(s.runs, s.units) for s in a.buckets] == [(3, 2700)]
+    assert (a.requests, a.runs, a.fallbacks, a.padded_share, a.work) == (3, 3, 0, 0.1, 3000)
+    assert (r.requests, r.runs, r.fallbacks) == (7, 6, 1)
+    assert r.fallback_share == pytest.approx(1 / 7)
+    flops = estimate_flops("vision", 11520) + estimate_flops("audio", 3000)
     assert r.work_tflop == pytest.approx(flops / 1e12)
 
 
@@ -86,8 +87,9 @@ def test_simulate_predicts_time_from_the_cost_model():
     # 768 patches in 2 frames in a 1024 bucket: attention of 1024^2 / (768^2 / 2) equal segments
     assert v.bucket(B(1024, 4)).ms == pytest.approx(costs.replay_ms("vision", B(1024, 4), 2 * 1024**2 / 768**2))
     assert v.fallback_ms == pytest.approx(costs.eager_ms("vision", 6400, 1))
-    assert a.fallback_ms == pytest.approx(costs.eager_ms("audio", 1400, 2))
-    assert a.bucket(B(1000, 2)).ms == pytest.approx(costs.replay_ms("audio", B(1000, 2), 1) * 2)
+    assert a.fallback_ms == 0  # the two-clip request is cut into its clips: replays
+    assert a.bucket(B(1000, 2)).ms == pytest.approx(costs.replay_ms("audio", B(1000, 2), 1) * 2
+                                                    + costs.replay_ms("audio", B(1000, 2), 2))
     assert v.ms == pytest.approx(sum(b.ms for b in v.buckets) + v.fallback_ms)
     assert r.ms == pytest.approx(v.ms + a.ms) and r.ms > 0
     eager = simulate(TINY, dataclasses.replace(GRID, vision=ModalityGrid("vision", GRID.vision.buckets, 1024)),
@@ -137,7 +139,7 @@ def test_simulate_each_request_alone():
     v = r["vision"]
     assert [(s.runs, s.units) for s in v.buckets] == [(3, 1808), (0, 0)]
     assert v.padded_share == pytest.approx(1 - 1808 / 3072) and v.runs == 4
-    assert r["audio"].runs == 3
+    assert r["audio"].runs == 4  # the two-clip request in two pieces
 
 
 def test_simulate_without_buckets_runs_eagerly():
@@ -163,7 +165,7 @@ def test_report_output():
     assert {k: b[k] for k in ("size", "batch", "runs", "units", "padded_share", "graph")} == {
         "size": 1024, "batch": 4, "runs": 1, "units": 768, "padded_share": 0.25, "graph": True}
     assert b["ms"] > 0 and d["total"]["ms"] == pytest.approx(r.ms)
-    assert d["total"]["fallbacks"] == 2
+    assert d["total"]["fallbacks"] == 1
     table = r.format_table()
     assert "1024x4" in table and "25.0%" in table and "fallback" in table and "total: 7 requests" in table
     assert "eager runs" in table and "replays" in table and "predicted" in table
@@ -172,12 +174,13 @@ def test_report_output():
 # --- tuner ---------------------------------------------------------------------------------------
 
 
-def _cost(records, modality, buckets, costs, step_ms=0.0):
-    return simulate_modality(batches(records, modality, step_ms), modality, tuple(buckets), costs=costs)[0].ms
+def _cost(records, modality, buckets, costs, step_ms=0.0, config=NO_EXACT):
+    return simulate_modality(batches(records, modality, step_ms), modality, tuple(buckets), costs=costs,
+                             config=config)[0].ms
 
 
-def _brute(records, modality, k, costs, candidates, step_ms=0.0):
-    return min(_cost(records, modality, c, costs, step_ms)
+def _brute(records, modality, k, costs, candidates, step_ms=0.0, config=NO_EXACT):
+    return min(_cost(records, modality, c, costs, step_ms, config)
                for n in range(k + 1) for c in itertools.combinations(candidates, n))
 
 
@@ -199,16 +202,37 @@ def test_tune_matches_brute_force_2d(seed, penalty):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_tune_matches_brute_force_mixed_batches(seed):
-    """Multi-clip requests: brute force over size subsets, each bucket large enough in batch."""
+    """Multi-clip requests, a runtime that runs a request larger than every bucket whole: brute
+    force over size subsets, each bucket large enough in batch."""
+    whole = NO_EXACT.replace(split_requests=False)
     rng = random.Random(seed)
     costs = linear_costs(1.0)
     clips = [150, 420, 999, 1000, 2310]
     records = [aud(0.1 * i, *rng.choices(clips, k=rng.randint(1, 3))) for i in range(20)]
     sizes = sorted({r.demand.size for r in records})
     candidates = [B(s, 3) for s in sizes]
-    best = tuner.tune_modality(records, "audio", 4, 0.0, costs, config=NO_EXACT)
+    best = tuner.tune_modality(records, "audio", 4, 0.0, costs, config=whole)
     for k in range(5):
-        assert best[k].ms == pytest.approx(_brute(records, "audio", k, costs, candidates), rel=1e-12)
+        assert best[k].ms == pytest.approx(_brute(records, "audio", k, costs, candidates, config=whole), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tune_with_requests_cut_into_pieces_beats_every_grid_that_holds_them_whole(seed):
+    """The runtime cuts a request larger than every bucket into pieces: the tuner, pricing that,
+    finds a grid at least as good as the best one whose largest bucket holds every request whole
+    (where its program is exact), and prices it as the simulator does."""
+    rng = random.Random(seed)
+    costs = linear_costs(1.0)
+    clips = [150, 420, 999, 1000, 2310]
+    records = [aud(0.1 * i, *rng.choices(clips, k=rng.randint(1, 3))) for i in range(20)]
+    sizes = sorted({r.demand.size for r in records})
+    top = B(sizes[-1], 3)
+    best = tuner.tune_modality(records, "audio", 4, 0.0, costs, config=NO_EXACT)
+    for k in range(1, 5):
+        whole = min(_cost(records, "audio", (*c, top), costs)
+                    for n in range(k) for c in itertools.combinations([B(s, 3) for s in sizes[:-1]], n))
+        assert best[k].ms <= whole * (1 + 1e-12)
+        assert best[k].ms == pytest.approx(_cost(records, "audio", best[k].graphs + best[k].eager, costs), rel=1e-12)
 
 
 def test_optimal_buckets_by_hand():

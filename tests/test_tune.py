@@ -15,6 +15,7 @@ from omnienc.runtime.costs import CostModel, Probe
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import BucketSet, Demand, pack
 from omnienc.runtime.simulate import batches, group_records, simulate, simulate_modality
+from omnienc.runtime.split import piece_demands
 from omnienc.runtime.trace import TraceRecord
 from omnienc.tools.tracegen import generate_trace
 
@@ -38,24 +39,38 @@ def eager_path_shares(records, grid, batching=BatchPolicy()):
     a graph (replay). A small request is *left on the eager path* when it runs eagerly (a fallback,
     or an eager bucket's run) and nothing in its pack is above the modality's graphs_up_to: a pack
     that holds such a request runs eagerly by the grid's design, and a small request that arrived
-    in the same batch rides along (cheaper than a replay of its own under the model)."""
+    in the same batch rides along (cheaper than a replay of its own under the model). A request
+    larger than every bucket runs as its pieces (``split``), as the runtime runs it: served by a
+    graph when every piece is."""
     left, by_graph, total = {}, {}, {}
     for m, limit in SMALL.items():
         g = grid.modality(m)
         prepared = BucketSet(g.buckets if g else ())
+        largest = max(g.buckets, key=lambda b: (b.size, b.batch)) if g and g.buckets else None
         top = (max(b.size for b in g.graph_buckets) if g and g.graph_buckets else 0) if g else 0
         n_left = n_graph = n = 0
         for group in group_records(records, batching):
             ids = [i for i in group if records[i].modality == m]
-            for r in pack([records[i].demand for i in ids], prepared):
-                ds = [records[ids[k]].demand for k in r.members]
+            owner, parts = [], []  # per piece: its request
+            for i in ids:
+                d = records[i].demand
+                cut = piece_demands(m, d, largest) if largest and prepared.smallest(d.size, d.batch) is None else [d]
+                owner += [i] * len(cut)
+                parts += cut
+            graph_all, left_any = {}, {}
+            for r in pack(parts, prepared):
+                ds = [parts[k] for k in r.members]
                 graph = r.bucket is not None and g.is_graph(r.bucket)
                 rides = any(d.size > top for d in ds)
-                for d in ds:
-                    if limit is None or d.size <= limit:
-                        n += 1
-                        n_graph += graph
-                        n_left += not graph and not (rides and d.size <= top)
+                for k, d in zip(r.members, ds):
+                    i = owner[k]
+                    graph_all[i] = graph_all.get(i, True) and graph
+                    left_any[i] = left_any.get(i, False) or (not graph and not (rides and d.size <= top))
+            for i in ids:
+                if limit is None or records[i].demand.size <= limit:
+                    n += 1
+                    n_graph += graph_all[i]
+                    n_left += left_any[i]
         left[m], by_graph[m], total[m] = n_left / max(n, 1), n_graph / max(n, 1), n
     return left, by_graph, total
 

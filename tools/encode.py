@@ -250,6 +250,20 @@ def _largest(items) -> str:
     return f"the largest item: {kind} {item.meta['source']}, {rows((kind, item)):,} {unit}"
 
 
+def _free_bytes(device) -> int | None:
+    """Memory free on ``device`` now (None where it cannot be told: no bound)."""
+    import os
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _dtype_name(args, device, grid) -> tuple[str, str]:
     """The dtype to run in and why (said in the summary)."""
     if args.dtype:
@@ -266,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
     from omnienc.encoders import CheckpointError, WeightLoadError
     from omnienc.preprocess import Preprocessor
-    from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, VisionRequest
+    from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
     from omnienc.runtime.atomic import atomic_path
     from omnienc.runtime.grid import GridError
 
@@ -290,7 +304,10 @@ def run(args: argparse.Namespace) -> int:
         t_load = time.perf_counter()
         try:
             # Graphs when the attention can be captured (bf16/fp16 FlashAttention varlen), else eager.
-            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device, trace_path=args.trace)
+            # A command of its own: one uncaptured call may take what the device has free (an engine
+            # sharing the device bounds it lower, RuntimeConfig.max_transient_bytes).
+            runtime = EncoderRuntime(vision=vision, audio=audio, grid=grid, device=device, trace_path=args.trace,
+                                     config=RuntimeConfig(max_transient_bytes=_free_bytes(device)))
         except ValueError as e:  # e.g. a grid whose audio chunking differs from the encoder's
             raise GridError(f"cannot build the runtime for this grid and checkpoint: {e}") from None
     except (UsageError, InputError, PreprocessConfigError, CheckpointError, WeightLoadError, GridError) as e:

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from omnienc.tools.floor import audio_chunks_tokens, vision_patches
+# numpy, torch and the floor's helpers are imported where used: `omnienc bench --help` and
+# `omnienc ab --help` read this module's names without them.
 
 WORKLOADS = ("image224", "image448", "image720p", "images8x448", "video16x448", "audio10s", "audio30s",
              "audios8x10s", "mixed32", "raw_image448", "raw_audio10s", "raw_mixed32")
@@ -47,6 +45,8 @@ class Workload:
         return [m for m in ("vision", "audio") if self.items(m)]
 
     def summary(self, n_window: int = 50) -> dict:
+        from omnienc.tools.floor import audio_chunks_tokens, vision_patches
+
         frames = self.items("audio")
         chunks, tokens = audio_chunks_tokens(frames, n_window)
         return {
@@ -175,7 +175,11 @@ class Inputs:
 
 
 def make_inputs(w: Workload, vcfg, acfg, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Inputs:
+    import numpy as np
+    import torch
+
     from omnienc.runtime import AudioRequest, VisionRequest, preprocess_requests
+    from omnienc.tools.floor import vision_patches
 
     in_features = vcfg.in_channels * vcfg.temporal_patch_size * vcfg.patch_size**2
     requests, calls, raw = [], [], None
@@ -221,6 +225,9 @@ def transformers_preprocess(items: list, cfg, cpu_threads_note: bool = False) ->
     """What engines do today: transformers' processors on the CPU, one call per request. Returns a
     callable giving per item ``("vision", pixel_values, grid_thw)`` or ``("audio", features, lens)``
     (host tensors); None where a resampler is needed and scipy is missing."""
+    import numpy as np
+    import torch
+
     from omnienc.preprocess import (
         RawAudio, RawImages, make_feature_extractor, make_image_processor, transformers_video, whisper_features,
     )

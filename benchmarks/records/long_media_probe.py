@@ -1,0 +1,135 @@
+"""Long video and audio through the runtime in bounded memory (a record of what ran on the GPU).
+
+    python benchmarks/records/long_media_probe.py [--out DIR]
+
+Real encoder sizes, random bf16 weights, the default grid, captured. Inputs are put on the GPU
+before each launch is measured (they are the caller's). For each request: the wall time of one
+launch to its results (median of 3 after one warm-up), the peak memory allocated during it above
+what was allocated before, the size of its outputs (the caller's result, as long as the input), and
+the runtime's bound (``EncoderRuntime.memory()``). Cut (the default) against uncut
+(``split_requests=False``, unbounded) where the uncut run fits: a 1-minute 720p video, a 10-minute
+audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. Then the 32-request mix with
+the default bound against an unbounded one (merged eager calls are capped by the bound).
+One JSON line per result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_video_probe import CUDA, real_audio, real_vision  # noqa: E402
+
+
+def emit(out, **kw):
+    line = json.dumps(kw)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
+def measure(rt, req, repeats=3):
+    rt.encode([req])  # warm-up: exact-layout sightings, cuDNN plans, the allocator's cache
+    times, peak = [], 0
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        out = rt.encode([req])[0]
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        peak = max(peak, torch.cuda.max_memory_allocated() - base)
+        outputs = sum(t.numel() * t.element_size() for t in ([out.embeds, *out.deepstack] if hasattr(out, "deepstack") else [out.embeds]))
+        del out
+    return statistics.median(times), peak, outputs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=None)
+    p.add_argument("--cases", default="video1m,audio10m,video10m,audio60m,mixed32")
+    a = p.parse_args()
+    out = a.out and str(Path(a.out) / "long_media.jsonl")
+    from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
+
+    vis, aud = real_vision(), real_audio()
+    cut = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default())
+    cut.capture(progress=False)
+    whole = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(),
+                           config=RuntimeConfig(split_requests=False, max_transient_bytes=2**40))
+    whole.capture(progress=False)
+    mem = cut.memory()
+    emit(out, case="memory", card=torch.cuda.get_device_name(), **mem)
+    cases = a.cases.split(",")
+
+    def video(minutes):
+        t = int(minutes * 60 * 2 / 2)  # 2 fps, two frames a temporal patch
+        return VisionRequest(torch.randn(t * 46 * 80, vis.in_features, device=CUDA, dtype=torch.bfloat16),
+                             torch.tensor([[t, 46, 80]])), t
+
+    def clip(minutes):
+        frames = int(minutes * 60 * 100)
+        return AudioRequest(torch.randn(128, frames, device=CUDA), torch.tensor([frames])), frames / 100
+
+    plan = [("video1m", lambda: video(1), "frame pairs", True), ("audio10m", lambda: clip(10), "s", True),
+            ("video10m", lambda: video(10), "frame pairs", False), ("audio60m", lambda: clip(60), "s", False)]
+    for name, make, unit, both in plan:
+        if name not in cases:
+            continue
+        req, n = make()
+        for label, rt in [("cut", cut)] + ([("uncut", whole)] if both else []):
+            try:
+                s, peak, outputs = measure(rt, req)
+            except Exception as e:  # noqa: BLE001 - record and go on
+                emit(out, case=name, runtime=label, error=f"{type(e).__name__}: {str(e)[:300]}")
+                continue
+            st = rt.stats()
+            emit(out, case=name, runtime=label, units=n, unit=unit, s=round(s, 4), ms_per_unit=round(1e3 * s / n, 4),
+                 peak_gib=round(peak / 2**30, 3), outputs_gib=round(outputs / 2**30, 3),
+                 transient_gib=round((peak - outputs) / 2**30, 3), bound_gib=round(mem["max_transient_bytes"] / 2**30, 3),
+                 within_bound=peak - outputs <= mem["max_transient_bytes"],
+                 replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"])
+            rt.reset_stats()
+        del req
+        torch.cuda.empty_cache()
+    if "mixed32" in cases:
+        from omnienc.tools.workloads import mixed_requests
+
+        reqs = []
+        for kind, shape in mixed_requests():
+            if kind == "vision":
+                reqs.append(VisionRequest(torch.randn(sum(t * h * w for t, h, w in shape), vis.in_features, device=CUDA,
+                                                      dtype=torch.bfloat16), torch.tensor(shape)))
+            else:
+                reqs.append(AudioRequest(torch.randn(128, sum(shape), device=CUDA), torch.tensor(shape)))
+        unbounded = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(),
+                                   config=RuntimeConfig(max_transient_bytes=2**40, exact_graphs=False))
+        unbounded.capture(progress=False)
+        bounded = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(), config=RuntimeConfig(exact_graphs=False))
+        bounded.capture(progress=False)
+        times = {"bounded": [], "unbounded": []}
+        for _ in range(3):
+            bounded.encode(reqs), unbounded.encode(reqs)
+        for _ in range(8):  # in turns
+            for label, rt in (("bounded", bounded), ("unbounded", unbounded)):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                rt.encode(reqs)
+                torch.cuda.synchronize()
+                times[label].append(time.perf_counter() - t0)
+        emit(out, case="mixed32", bound_gib=round(bounded.memory()["max_transient_bytes"] / 2**30, 3),
+             merge_units=bounded.vision.eager_merge_units, unbounded_merge_units=unbounded.vision.eager_merge_units,
+             **{k: round(1e3 * statistics.median(v), 2) for k, v in times.items()})
+
+
+if __name__ == "__main__":
+    main()
