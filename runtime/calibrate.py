@@ -261,7 +261,8 @@ def calibrate(
     warmup = d_warmup if warmup is None else warmup
     captures = d_captures if captures is None else captures
     if repeats < 1 or eager_repeats < 1 or warmup < 0 or not 1 <= captures <= len(CAPTURE_SHAPES["vision"]):
-        raise ValueError(f"repeats and eager_repeats must be >= 1, warmup >= 0, captures 1..{len(CAPTURE_SHAPES['vision'])}")
+        raise ValueError("repeats and eager_repeats must be >= 1, warmup >= 0, captures "
+                         f"1..{len(CAPTURE_SHAPES['vision'])}")
     if vision is None or audio is None:
         raise ValueError("calibration measures both encoders; give vision and audio")
     device, dtype = vision.device, vision.dtype
@@ -320,5 +321,5 @@ def calibrate(
     )
 
 
-__all__ = ["BUILD_SHAPES", "CAPTURE_SHAPES", "FLOOR_SHAPE", "PROBES", "REPEATS", "audio_items", "calibrate", "probe_grid", "run_pack",
-           "units", "vision_items"]
+__all__ = ["BUILD_SHAPES", "CAPTURE_SHAPES", "FLOOR_SHAPE", "PROBES", "REPEATS", "audio_items", "calibrate",
+           "probe_grid", "run_pack", "units", "vision_items"]

@@ -397,7 +397,8 @@ class SimReport:
         if cmp:
             lines += ["", *format_comparison(cmp)]
         units = ", ".join(f"{m}: {u}" for m, u in UNITS.items())
-        lines.append(f"batching: {describe_batching(self.batching)}{'; worker busy for each batch' if self.busy else ''}; "
+        busy = "; worker busy for each batch" if self.busy else ""
+        lines.append(f"batching: {describe_batching(self.batching)}{busy}; "
                      f"exact-layout graphs {'on' if self.exact_graphs else 'off'}")
         lines.append(f"costs: {self.costs}; units {units}")
         lines.append(f"card: predictions of a model measured on {self.card}"
@@ -472,7 +473,8 @@ def format_comparison(cmp: dict) -> list[str]:
                    if v["predicted"] != v["measured"]]
         if c["merged_calls"]["predicted"] != c["merged_calls"]["measured"]:
             differ.append(f"merged calls {c['merged_calls']['predicted']} vs {c['merged_calls']['measured']}")
-        lines.append(f"       runs as predicted: {'yes' if not differ else 'no, predicted vs measured: ' + ', '.join(differ)}")
+        same = "yes" if not differ else "no, predicted vs measured: " + ", ".join(differ)
+        lines.append(f"       runs as predicted: {same}")
     t = cmp["total"]
     err = "" if t["error"] is None else f" ({t['error']:+.1%})"
     lines.append(f"total  measured {t['measured_ms']:10.1f} ms, predicted {t['predicted_ms']:10.1f} ms{err}")

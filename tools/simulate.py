@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(report.format_table(got["stats"] if got is not None else None))
     if got is not None:
+        other = "" if report.card_note is None else " -- another card than the model's: " + report.card_note
         print(f"\nmeasured on {got['card']} ({got['batches']} batches, each on an idle device; "
-              f"{got['wall_s']:.1f} s wall){'' if report.card_note is None else ' -- another card than the model: ' + report.card_note}")
+              f"{got['wall_s']:.1f} s wall){other}")
     return 0

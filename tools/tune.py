@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         f"command: {_command(args)}",
         f"costs: {costs.describe()}",
         f"batching: {describe_batching(batching)}",
-        f"predicted GPU time of those requests: this grid {result.base_ms if from_base else result.searched_ms:.1f} ms; "
+        f"predicted GPU time of those requests: this grid "
+        f"{result.base_ms if from_base else result.searched_ms:.1f} ms; "
         f"base {base_name} {result.base_ms:.1f} ms" + ("" if result.base_admissible else " (outside the constraints)")
         + ("; the search did not beat the base, so this is the base" if result.from_base else ""),
         *([verified, verdict] if verified else []),
