@@ -5,11 +5,12 @@
 #   2. two `omnienc tracegen` traces of ~800 requests, seeds used nowhere else: one to tune on, one
 #      held out;
 #   3. `omnienc simulate --measure` on the held-out trace: the default grid with that model,
-#      predicted vs measured per modality, bucket and kind of run;
+#      predicted vs measured per modality, bucket and kind of run, exact-layout graphs on, then off
+#      (the A/B of the exact graphs);
 #   4. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
 #      measured on the last third, the faster written);
 #   5. `simulate --measure` of the tuned grid on the held-out trace;
-#   6. the default grid again with exact-layout graphs off (the A/B of the exact graphs);
+#   6. 4 and 5 again with exact-layout graphs off, as far as the budget goes;
 #   7. costs_summary.md, written last, from whatever of the above finished.
 # Every step runs under `timeout`, within what is left of the budget, so the script always ends and
 # writes its summary. Each measurement is ~12 s of GPU time per 800 requests (docs/BENCHMARKS.md)
@@ -47,22 +48,25 @@ costs=()
 "${cli[@]}" tracegen -o "$out/trace_tune.jsonl" --seconds "$seconds" --rate 20 --seed 3101 | tail -n 1
 "${cli[@]}" tracegen -o "$out/trace_heldout.jsonl" --seconds "$seconds" --rate 20 --seed 3102 | tail -n 1
 
-step default 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" --measure ${costs[@]+"${costs[@]}"} \
-  --json-out "$out/default.json"
-grep -E "^(vision|audio|total) +measured" "$out/default.log"
+measure() {  # measure NAME GRID EXACT: simulate --measure of the held-out trace into NAME.log and NAME.json
+  local grid=()
+  [[ -n $2 ]] && grid=(--grid "$2")
+  step "$1" 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" ${grid[@]+"${grid[@]}"} --measure \
+    ${costs[@]+"${costs[@]}"} --exact-graphs "$3" --json-out "$out/$1.json"
+  grep -E "^(vision|audio|total) +measured" "$out/$1.log"
+}
+tune() {  # tune NAME EXACT: tune --verify on the tuning trace into NAME.log and grid_NAME.yaml
+  step "$1" 55 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --exact-graphs "$2" \
+    --verify -o "$out/grid_$1.yaml"
+  grep -E "^(verified|writing|FOREIGN)" "$out/$1.log"
+}
 
-step tune 55 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --verify -o "$out/grid_tuned.yaml"
-grep -E "^(verified|writing|FOREIGN)" "$out/tune.log"
-
-if [[ -s $out/grid_tuned.yaml ]]; then
-  step tuned 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" --grid "$out/grid_tuned.yaml" --measure \
-    ${costs[@]+"${costs[@]}"} --json-out "$out/tuned.json"
-  grep -E "^(vision|audio|total) +measured" "$out/tuned.log"
-fi
-
-step exact_off 45 "${cli[@]}" simulate --trace "$out/trace_heldout.jsonl" --measure ${costs[@]+"${costs[@]}"} \
-  --exact-graphs off --json-out "$out/exact_off.json"
-grep -E "^(vision|audio|total) +measured" "$out/exact_off.log"
+measure default "" on
+measure exact_off "" off
+tune tuned_grid on
+[[ -s $out/grid_tuned_grid.yaml ]] && measure tuned "$out/grid_tuned_grid.yaml" on
+tune tuned_grid_off off
+[[ -s $out/grid_tuned_grid_off.yaml ]] && measure tuned_off "$out/grid_tuned_grid_off.yaml" off
 
 timeout 20 python3 - "$out" "$costs_name" <<'EOF'
 import json, re, sys
@@ -86,8 +90,8 @@ def pct(e):
     return "-" if e is None else f"{e:+.1%}"
 
 
-runs = {"default grid": read("default.json"), "tuned grid": read("tuned.json"),
-        "default grid, --exact-graphs off": read("exact_off.json")}
+runs = {"default grid": read("default.json"), "default grid ": read("exact_off.json"),
+        "tuned grid": read("tuned.json"), "tuned grid ": read("tuned_off.json")}
 measured = [r["measured"] for r in runs.values() if r and "measured" in r]
 card = measured[0]["card"] if measured else (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "?"
 commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").is_file() else "?"
@@ -95,7 +99,7 @@ md = [f"# Cost model on the card: {card} (commit {commit}, benchmarks/costs_gpu.
 md += [f"- calibration: {line.strip()}" for line in grep("calibrate.log", r"^wrote ")] or ["- calibration: none"]
 for name, r in list(runs.items()):
     if r:
-        runs[f"{name} (exact graphs {'on' if r.get('exact_graphs') else 'off'})"] = runs.pop(name)
+        runs[f"{name.strip()} (exact graphs {'on' if r.get('exact_graphs') else 'off'})"] = runs.pop(name)
 md += ["", "## Predicted vs measured GPU ms, held-out trace (tracegen seed 3102)", "",
        "| grid | modality | predicted | measured | error |", "|---|---|---:|---:|---:|"]
 for name, r in runs.items():
@@ -109,6 +113,8 @@ for name, r in runs.items():
     md.append(f"| {name} | total | {t['predicted_ms']:.1f} | {t['measured_ms']:.1f} | {pct(t['error'])} |")
     if r.get("foreign_card"):
         md.append(f"| {name} | FOREIGN CARD: {r['card_note']} | | | |")
+    if r["measured"].get("failed"):
+        md.append(f"| {name} | {r['measured']['failed']} requests FAILED, the first: {r['measured']['first_failure']} | | | |")
 for name, r in runs.items():
     if not r or "measured" not in r:
         continue
@@ -125,18 +131,22 @@ for name, r in runs.items():
                   f"{ex['exact_graph_replays']['predicted']} / {ex['exact_refused']['predicted']} | "
                   f"{ex['exact_captures']['measured']} / {ex['exact_graph_replays']['measured']} / "
                   f"{ex['exact_refused']['measured']} | | | |")
-d, t = read("default.json"), read("tuned.json")
 md += ["", "## Tuned vs default grid, measured on the held-out trace", ""]
-if d and t and "measured" in d and "measured" in t:
-    dm, tm = d["measured"]["ms"], t["measured"]["ms"]
-    md.append(f"default {dm:.1f} ms, tuned {tm:.1f} ms measured: the tuned grid {dm / tm - 1:+.1%} faster "
-              f"(predicted {d['measured']['predicted_ms']:.1f} vs {t['measured']['predicted_ms']:.1f} ms)")
-else:
-    md.append("(not both measured)")
-md += ["", "## omnienc tune --verify (tuning trace, seed 3101)", ""]
-md += [f"- {line.strip()}" for line in grep("tune.log", r"^(verified|writing|tuned:|base :|FOREIGN|--verify)")] or ["- (no output)"]
-md += ["", "Logs: calibrate.log, default.log, tune.log, tuned.log, exact_off.log; JSON: default.json, tuned.json, "
-       f"exact_off.json; the model: {costs_name}; the tuned grid: grid_tuned.yaml."]
+for exact, dn, tn in (("on", "default.json", "tuned.json"), ("off", "exact_off.json", "tuned_off.json")):
+    d, t = read(dn), read(tn)
+    if d and t and "measured" in d and "measured" in t:
+        dm, tm = d["measured"]["ms"], t["measured"]["ms"]
+        md.append(f"- exact graphs {exact}: default {dm:.1f} ms, tuned {tm:.1f} ms measured: the tuned grid "
+                  f"{dm / tm - 1:+.1%} faster (predicted {d['measured']['predicted_ms']:.1f} vs "
+                  f"{t['measured']['predicted_ms']:.1f} ms)")
+    else:
+        md.append(f"- exact graphs {exact}: (not both measured)")
+for log in ("tuned_grid.log", "tuned_grid_off.log"):
+    md += ["", f"## omnienc tune --verify ({log}; tuning trace, seed 3101)", ""]
+    md += [f"- {line.strip()}" for line in grep(log, r"^(verified|writing|tuned:|base :|FOREIGN|--verify|==)")] \
+        or ["- (not run)"]
+md += ["", "Logs and JSON: calibrate, default, exact_off, tuned_grid, tuned, tuned_grid_off, tuned_off; "
+       f"the model: {costs_name}; the tuned grids: grid_tuned_grid.yaml, grid_tuned_grid_off.yaml."]
 (out / "costs_summary.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 EOF

@@ -459,6 +459,7 @@ def test_tune_verify(tmp_path, capsys, monkeypatch):
     linear_costs(1.0).save(costs)  # padding costs: the search beats the default grid
     assert tune.keep_faster(100.0, 80.0, True) == "tuned" and tune.keep_faster(80.0, 100.0, True) == "base"
     assert tune.keep_faster(80.0, 80.0, True) == "base" and tune.keep_faster(80.0, 100.0, False) == "tuned"
+    assert tune.keep_faster(100.0, 80.0, True, base_failed=0, tuned_failed=2) == "base"
     monkeypatch.setattr(tune, "cuda_available", lambda: False)
     assert _cli("tune", "--trace", path, "--costs", costs, "--verify", "-o", out) == 0
     assert "needs a GPU" in capsys.readouterr().out

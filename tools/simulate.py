@@ -148,7 +148,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
     """Runs the trace's batches (``group_records``) through an ``EncoderRuntime`` on ``grid``: random
     inputs of each record's shape, one ``encode`` per batch started on an idle device; returns the
     runtime's statistics (measured GPU ms per bucket and kind of run, per modality), the card, the
-    wall time and whether exact-layout graphs were on. The first batch runs once before, as a
+    wall time, whether exact-layout graphs were on and how many requests failed (each alone). The first batch runs once before, as a
     warm-up, with exact graphs off (its layouts are not sighted: the trace starts as the simulator's).
 
     Args:
@@ -176,9 +176,10 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
         return AudioRequest(torch.randn(aud.config.num_mel_bins, sum(r.frames), device=device), torch.tensor(r.frames))
 
     groups = group_records(records, batching)
+    failed: list[str] = []  # a request that fails (too large for the bound, say) fails alone: counted, not raised
     with torch.inference_mode():
         rt.exact_graphs = False
-        rt.encode([request(records[i]) for i in groups[0]])  # warm-up of the first batch's shapes
+        rt.launch([request(records[i]) for i in groups[0]]).results()  # warm-up of the first batch's shapes
         rt.exact_graphs = exact
         rt.reset_stats()
         t0 = time.perf_counter()
@@ -186,14 +187,15 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
             reqs = [request(records[i]) for i in g]
             if cuda:
                 torch.cuda.synchronize()
-            rt.encode(reqs)
+            failed += [str(o) for o in rt.launch(reqs).results() if isinstance(o, Exception)]
         wall_s = time.perf_counter() - t0
         stats = rt.stats()
     del rt
     if cuda:
         torch.cuda.empty_cache()
     return {"stats": stats, "wall_s": wall_s, "batches": len(groups), "device": device,
-            "card": _card(torch.device(device)), "exact_graphs": exact}
+            "card": _card(torch.device(device)), "exact_graphs": exact, "failed": len(failed),
+            "first_failure": failed[0] if failed else None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             **{m: {"ms": c["measured_ms"], "predicted_ms": c["predicted_ms"]} for m, c in cmp["modalities"].items()},
             "ms": cmp["total"]["measured_ms"], "predicted_ms": cmp["total"]["predicted_ms"],
             "comparable": report.card_note is None, "comparison": cmp,
+            "failed": got["failed"], "first_failure": got["first_failure"],
         }
         if report.card_note:
             out["measured"]["note"] = report.card_note
@@ -251,4 +254,7 @@ def run(args: argparse.Namespace) -> int:
         other = "" if report.card_note is None else " -- another card than the model's: " + report.card_note
         print(f"\nmeasured on {got['card']} ({got['batches']} batches, each on an idle device; "
               f"{got['wall_s']:.1f} s wall){other}")
+        if got["failed"]:
+            print(f"{got['failed']} requests failed in the runtime (not in the prediction); the first: "
+                  f"{got['first_failure']}")
     return 0

@@ -79,14 +79,14 @@ def measure_grids(records: list, grids: dict, batching, config) -> dict:
     for name, grid in grids.items():
         got = measure(records, grid, batching, config=config, encoders=encoders)
         out[name] = sum(v["ms"] for v in got["stats"].values() if isinstance(v, dict) and "ms" in v)
-        out["card"] = got["card"]
+        out["card"], out[f"{name}_failed"] = got["card"], got["failed"]
     return out
 
 
-def keep_faster(base_ms: float, tuned_ms: float, base_ok: bool) -> str:
-    """Which grid to write, measured: the tuned one unless the base, within the constraints, was
-    at least as fast."""
-    return "base" if base_ok and base_ms <= tuned_ms else "tuned"
+def keep_faster(base_ms: float, tuned_ms: float, base_ok: bool, base_failed: int = 0, tuned_failed: int = 0) -> str:
+    """Which grid to write, measured: the tuned one unless the base, within the constraints, was at
+    least as fast or the tuned one failed more requests (a request too large for it, say)."""
+    return "base" if base_ok and (base_ms <= tuned_ms or tuned_failed > base_failed) else "tuned"
 
 
 def _grid_words(grid: BucketGrid) -> str:
@@ -169,9 +169,13 @@ def run(args: argparse.Namespace) -> int:
         verified = (f"verified on the held-out last third ({len(held)} requests) on {got['card']}: base "
                     f"{got['base']:.1f} ms measured (predicted {pred['base']:.1f}), tuned {got['tuned']:.1f} ms "
                     f"measured (predicted {pred['tuned']:.1f}): the tuned grid {gain:+.1%} faster")
-        if keep_faster(got["base"], got["tuned"], result.base_admissible) == "base":
+        failed = {n: got.get(f"{n}_failed", 0) for n in ("base", "tuned")}
+        if any(failed.values()):
+            verified += f"; requests that failed: base {failed['base']}, tuned {failed['tuned']}"
+        if keep_faster(got["base"], got["tuned"], result.base_admissible, failed["base"], failed["tuned"]) == "base":
             grid, from_base = base, True
-            verdict = "writing the base grid: the tuned grid did not measure faster on the held-out third"
+            verdict = ("writing the base grid: the tuned grid " + ("failed more requests" if failed["tuned"] > failed["base"]
+                       else "did not measure faster") + " on the held-out third")
         elif got["tuned"] < got["base"]:
             verdict = "writing the tuned grid: it measured faster on the held-out third"
         else:
