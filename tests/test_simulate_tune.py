@@ -454,7 +454,7 @@ def test_tune_verify(tmp_path, capsys, monkeypatch):
     GPU (its measurement stood in), the grid is tuned on the trace's first two thirds, base and tuned
     are measured on the last third, both figures are said, and the faster is written."""
     path, out, plain, costs = (tmp_path / n for n in ("t.jsonl", "v.yaml", "p.yaml", "c.yaml"))
-    records = generate_trace(seconds=6, rate=20, seed=random.randrange(10**6))
+    records = generate_trace(seconds=3, rate=20, seed=random.randrange(10**6))
     write_trace(path, records)
     linear_costs(1.0).save(costs)  # padding costs: the search beats the default grid
     assert tune.keep_faster(100.0, 80.0, True) == "tuned" and tune.keep_faster(80.0, 100.0, True) == "base"
