@@ -147,8 +147,9 @@ class SimLane:
 
     def _cut(self, demands: Sequence[Demand]) -> list[Demand]:
         """The batch as the runtime runs it: a request larger than every bucket as its pieces."""
-        if self._largest is None:
-            return list(demands)
+        top = self._largest
+        if top is None or all(d.size <= top.size and d.batch <= top.batch for d in demands):
+            return demands  # the largest bucket holds each of them: nothing to cut
         return [p for d in demands for p in (piece_demands(self.modality, d, self._largest)
                                              if self.buckets.smallest(d.size, d.batch) is None else (d,))]
 

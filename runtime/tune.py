@@ -315,15 +315,16 @@ def tune_modality(
 
 
 LOCAL_CANDIDATES = 64  # distinct request sizes up to which the local search runs
-LOCAL_EVALS = 400  # grids it scores at most, per modality
+LOCAL_EVALS = 40  # grids it scores at most, per modality
+LOCAL_SHARE = 0.02  # the search runs where more than this share of the units are in requests cut
 
 
 def improve_locally(best: list[Choice], items: Sequence[Demand], consider, eager_options) -> None:
-    """Moves of one bucket at a time -- swap one for another request size, add one, drop one --
-    from each graph count's best grid, kept while the simulator scores them better. The program
-    above is exact for requests that run whole; requests cut into pieces by the largest bucket make
-    the cost of a grid depend on it in a way the program only approximates, so it is followed by
-    this search where the sizes are few."""
+    """Moves of the largest graph bucket -- another request size for it, one more above it, or
+    none -- from each graph count's best grid, kept while the simulator scores them better. The
+    program above is exact for requests that run whole; requests cut into pieces by the largest
+    bucket make a grid's cost depend on that bucket in a way the program only approximates, so it
+    is followed by this search where sizes are few and some request is cut."""
     sizes = sorted({d.size for d in items})
     if len(sizes) > LOCAL_CANDIDATES:
         return
@@ -331,15 +332,23 @@ def improve_locally(best: list[Choice], items: Sequence[Demand], consider, eager
     # pieces of bigger requests may fill it)
     widest = max(d.batch for d in items)
     cands = sorted({Bucket(s, b) for s in sizes for b in (max(d.batch for d in items if d.size <= s), widest)})
-    evals = 0
+    evals, total = 0, sum(d.size for d in items)
     for k in range(1, len(best)):
+        held = best[k].graphs + best[k].eager
+        top = max((b.size for b in held), default=0)
+        cut = sum(d.size for d in items if d.size > top)
+        if cut <= LOCAL_SHARE * total:
+            continue  # (almost) nothing is cut under this grid: the program's answer stands
         improved = True
         while improved and evals < LOCAL_EVALS:
             improved = False
             cur = best[k].graphs
-            moves = [tuple(sorted(set(cur) - {b} | {c})) for b in cur for c in cands if c not in cur]
-            moves += [tuple(sorted(set(cur) | {c})) for c in cands if c not in cur and len(cur) < k]
-            moves += [tuple(sorted(set(cur) - {b})) for b in cur]
+            rest = cur[:-1]  # the largest bucket sets the pieces: the move is its size
+            low = max((b.size for b in rest), default=0)
+            moves = [(*rest, c) for c in cands if c.size > low and (*rest, c) != cur]
+            moves += [(*cur, c) for c in cands if cur and c.size > cur[-1].size and len(cur) < k]
+            if cur:
+                moves.append(rest)
             for graphs in moves:
                 top = max((b.size for b in graphs), default=0)
                 for eager in eager_options:

@@ -56,7 +56,7 @@ def measure(rt, req, repeats=3):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=None)
-    p.add_argument("--cases", default="video1m,audio10m,video10m,audio60m,mixed32")
+    p.add_argument("--cases", default="video10m,audio60m,video1m,audio10m,mixed32")
     a = p.parse_args()
     out = a.out and str(Path(a.out) / "long_media.jsonl")
     from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
@@ -80,8 +80,8 @@ def main() -> None:
         frames = int(minutes * 60 * 100)
         return AudioRequest(torch.randn(128, frames, device=CUDA), torch.tensor([frames])), frames / 100
 
-    plan = [("video1m", lambda: video(1), "frame pairs", True), ("audio10m", lambda: clip(10), "s", True),
-            ("video10m", lambda: video(10), "frame pairs", False), ("audio60m", lambda: clip(60), "s", False)]
+    plan = [("video10m", lambda: video(10), "frame pairs", False), ("audio60m", lambda: clip(60), "s", False),
+            ("video1m", lambda: video(1), "frame pairs", True), ("audio10m", lambda: clip(10), "s", True)]
     for name, make, unit, both in plan:
         if name not in cases:
             continue
