@@ -19,6 +19,7 @@ t0=$SECONDS
 timeout 105 python3 benchmarks/records/long_media_probe.py --out "$out" >"$out/long_media.log" 2>&1
 echo "== long media: exit $? in $((SECONDS - t0)) s"; cat "$out/long_media.jsonl" 2>/dev/null | cut -c1-400
 t0=$SECONDS
-OUT=$out/costs BUDGET=190 timeout 200 bash benchmarks/costs_gpu.sh >"$out/costs.log" 2>&1
+name=costs_h100.yaml; grep -q H200 "$out/card.txt" && name=costs_h200.yaml
+COSTS_NAME=$name OUT=$out/costs BUDGET=190 timeout 200 bash benchmarks/costs_gpu.sh >"$out/costs.log" 2>&1
 echo "== costs: exit $? in $((SECONDS - t0)) s"; cat "$out/costs/costs_summary.md" 2>/dev/null | head -n 60
 tar -czf "$out/results.tgz" -C "$out" --exclude results.tgz . 2>/dev/null
