@@ -1,34 +1,28 @@
 """The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service.
 
 The pure planning modules (config, grid, packing, batching, costs, trace, simulate, tune) import
-without torch; the runtime, service and request types load on first use (calibration:
+without torch; every name of this package loads its module on first use (calibration:
 ``runtime.calibrate``), so ``omnienc simulate`` and ``tune`` start instantly.
 """
 
 from importlib import import_module
 
-from .batching import BatchPolicy, group_arrivals
-from .config import Attention, RuntimeConfig
-from .costs import CostError, CostModel, estimate_activation_bytes, estimate_flops
-from .grid import Bucket, BucketGrid, GridError, ModalityGrid
-from .packing import BucketSet, Demand, Pack, audio_demand, pack, vision_demand
-from .simulate import SimReport, simulate
-from .stats import BucketStats, ModalityStats
-from .trace import TraceError, TraceRecord, TraceRecorder, read_trace, write_trace
-from .tune import TuneResult
-
+# Every name loads its module on first use: a tool that needs one module (the simulator's batching
+# rule, the grid) does not pay for numpy, yaml or torch through this package.
 _LAZY = {
-    "EncoderRuntime": ".runtime",
-    "EncoderService": ".service",
-    "ServiceClosed": ".service",
-    "ServiceBusy": ".service",
-    "Batch": ".runtime",
+    **dict.fromkeys(("BatchPolicy", "group_arrivals"), ".batching"),
+    **dict.fromkeys(("Attention", "RuntimeConfig"), ".config"),
+    **dict.fromkeys(("CostError", "CostModel", "estimate_activation_bytes", "estimate_flops"), ".costs"),
+    **dict.fromkeys(("Bucket", "BucketGrid", "GridError", "ModalityGrid"), ".grid"),
+    **dict.fromkeys(("BucketSet", "Demand", "Pack", "audio_demand", "pack", "vision_demand"), ".packing"),
+    **dict.fromkeys(("SimReport", "simulate"), ".simulate"),
+    **dict.fromkeys(("BucketStats", "ModalityStats"), ".stats"),
+    **dict.fromkeys(("TraceError", "TraceRecord", "TraceRecorder", "read_trace", "write_trace"), ".trace"),
+    "TuneResult": ".tune",
+    **dict.fromkeys(("EncoderRuntime", "Batch"), ".runtime"),
+    **dict.fromkeys(("EncoderService", "ServiceClosed", "ServiceBusy"), ".service"),
     "Modality": ".modality",
-    "VisionRequest": ".requests",
-    "AudioRequest": ".requests",
-    "VisionOutput": ".requests",
-    "AudioOutput": ".requests",
-    "preprocess_requests": ".requests",
+    **dict.fromkeys(("VisionRequest", "AudioRequest", "VisionOutput", "AudioOutput", "preprocess_requests"), ".requests"),
 }
 
 
