@@ -16,6 +16,8 @@
 #   service    benchmarks/service_bench.py (8 closed-loop clients; the 2,000-request throughput mix on
 #              one GPU, then all visible; idle latency on one and all; about a minute)
 #   attn       benchmarks/attn_bench.py (attention kernels; ~10 minutes)
+#   mstar      benchmarks/mstar_nodes.py (M*'s stock encoder nodes vs omnienc's; needs the mstar_ai and
+#              pyzmq wheels in .whl/, see benchmarks/mstar_gpu.sh; ~3 minutes; BENCH_ARGS for its options)
 #   all        tests,verify,bench,ab,kernels
 # Wheels in .whl/ are installed to /tmp/site first (nothing downloads on the GPU machine). Fetch them here:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
@@ -70,6 +72,7 @@ stage raw 300 python3 -m omnienc.tools.cli bench --no-progress --out "$out/raw" 
 stage preprocess 180 python3 benchmarks/bench_preprocess.py --device cuda --out "$out/bench-preprocess.json"
 stage service 300 python3 benchmarks/service_bench.py --out "$out/service.json"
 stage attn 600 python3 benchmarks/attn_bench.py --out "$out"
+stage mstar 300 python3 benchmarks/mstar_nodes.py --out "$out" ${BENCH_ARGS:-}
 # Few files come back from a lent machine: every log and result in one archive.
 tar -czf "$out/results.tgz" -C "$out" --exclude results.tgz . 2>/dev/null
 exit $rc

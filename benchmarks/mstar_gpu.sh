@@ -11,30 +11,8 @@
 # (the GPU machine has triton). nvidia-cudnn-frontend in .whl/ (11.6 MB) is installed too when present.
 # Writes logs, mstar_nodes.json and mstar_nodes.md under ${OUT:-out/mstar}.
 set -uo pipefail
-stages=",${1:-tests,bench},"
-out=${OUT:-out/mstar}; mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
-wheels=$(ls .whl/mstar_ai-*.whl .whl/pyzmq-*.whl .whl/flashinfer_python-*.whl .whl/apache_tvm_ffi-*.whl \
-  .whl/nvidia_cudnn_frontend-*.whl 2>/dev/null)
+cd "$(dirname "$0")/.."
 if [[ -z $(ls .whl/mstar_ai-*.whl 2>/dev/null) ]]; then echo "no .whl/mstar_ai-*.whl: see the header"; exit 1; fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-mstar $wheels \
-  >>"$out/install.log" 2>&1 || { cat "$out/install.log"; exit 1; }
-export PYTHONPATH=/tmp/site-mstar${PYTHONPATH:+:$PYTHONPATH}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
-python3 -c "import torch, transformers, mstar; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
-  | tee -a "$out/card.txt"
-git rev-parse --short HEAD 2>/dev/null >> "$out/card.txt"
-rc=0
-stage() {  # stage NAME SECONDS COMMAND...: runs COMMAND if NAME was asked for, logs to $out/NAME.log
-  local name=$1 limit=$2; shift 2
-  [[ $stages == *",$name,"* ]] || return 0
-  local t0=$SECONDS
-  timeout "$limit" "$@" >"$out/$name.log" 2>&1; local r=$?
-  echo "== $name: exit $r in $((SECONDS - t0)) s"
-  grep -v -E "it/s\]|bucket/s" "$out/$name.log" | tail -n "${TAILS:-30}"
-  rc=$(( rc | r ))
-}
-stage tests 150 python3 -m pytest -q -m gpu -s -p no:cacheprovider tests/test_gpu_mstar.py
-stage bench 300 python3 benchmarks/mstar_nodes.py --out "$out" ${BENCH_ARGS:-}
-exit $rc
+want=${1:-tests,bench}
+stages=${want/bench/mstar}  # gpu_check.sh's stage names: tests (only the M* tests here), mstar (the benchmark)
+OUT=${OUT:-out/mstar} TESTS=${TESTS:-tests/test_gpu_mstar.py} TAILS=${TAILS:-30} exec benchmarks/gpu_check.sh "$stages"

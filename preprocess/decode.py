@@ -75,18 +75,25 @@ def _check_video_pixels(path: Path, kept: int, size: tuple[int, int], cfg: Prepr
             "or downscale the video")
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    """An image file's (width, height) from its header, nothing decoded."""
+@contextlib.contextmanager
+def _open_image(path: Path, doing: str):
+    """``Image.open(path)``, every way it fails an ``InputError`` naming the file and ``doing``."""
     Image = _pil()
     try:
         with _pillow_errors(path, "image"), Image.open(path) as im:
-            return im.size
+            yield im
     except Image.UnidentifiedImageError:
         raise InputError(f"{path}: not an image format Pillow can read") from None
     except InputError:
         raise
     except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: cannot read the image header ({e})") from None
+        raise InputError(f"{path}: cannot {doing} ({e})") from None
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """An image file's (width, height) from its header, nothing decoded."""
+    with _open_image(path, "read the image header") as im:
+        return im.size
 
 
 def load_image(path, config: PreprocessConfig | None = None):
@@ -94,20 +101,12 @@ def load_image(path, config: PreprocessConfig | None = None):
     in the file's own mode (the preprocessing converts to RGB as transformers does). The header's
     size is checked against ``config.source_pixel_limit`` before decoding."""
     cfg = config or PreprocessConfig()
-    Image = _pil()
     path = Path(path)
     _check_file(path)
-    try:
-        with _pillow_errors(path, "image"), Image.open(path) as im:
-            _check_pixels(path, im.size, cfg)
-            im.load()
-            return im.copy()
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image format Pillow can read") from None
-    except InputError:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: cannot decode the image ({e})") from None
+    with _open_image(path, "decode the image") as im:
+        _check_pixels(path, im.size, cfg)
+        im.load()
+        return im.copy()
 
 
 def read_video_frames(path, config: PreprocessConfig | None = None):
