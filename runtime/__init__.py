@@ -1,6 +1,6 @@
 """The bucketed CUDA-graph runtime: grid, packing, capture/replay, eager fallback, service.
 
-The pure planning modules (config, grid, packing, batching, costs, trace, simulate, tune) import
+The pure planning modules (config, grid, packing, batching, costs, trace, simulator, tune) import
 without torch; every name of this package loads its module on first use (calibration:
 ``runtime.calibrate``), so ``omnienc simulate`` and ``tune`` start instantly.
 """
@@ -15,7 +15,7 @@ _LAZY = {
     **dict.fromkeys(("CostError", "CostModel", "estimate_activation_bytes", "estimate_flops"), ".costs"),
     **dict.fromkeys(("Bucket", "BucketGrid", "GridError", "ModalityGrid"), ".grid"),
     **dict.fromkeys(("BucketSet", "Demand", "Pack", "audio_demand", "pack", "vision_demand"), ".packing"),
-    **dict.fromkeys(("SimReport", "simulate"), ".simulate"),
+    **dict.fromkeys(("SimReport", "simulate"), ".simulator"),
     **dict.fromkeys(("BucketStats", "ModalityStats"), ".stats"),
     **dict.fromkeys(("TraceError", "TraceRecord", "TraceRecorder", "read_trace", "write_trace"), ".trace"),
     "TuneResult": ".tune",

@@ -42,7 +42,7 @@ from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, estimate_activation_bytes
 from omnienc.runtime.grid import AUDIO_CHUNK_FRAMES, AUDIO_WINDOW_FRAMES, Bucket, BucketGrid, GridError, ModalityGrid
 from omnienc.runtime.packing import Demand, Pack
-from omnienc.runtime.simulate import Batching, batches, resolve_batching, simulate, simulate_modality
+from omnienc.runtime.simulator import Batching, batches, resolve_batching, simulate, simulate_modality
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
 _BLOCK = 512  # DP rows per numpy block: memory O(_BLOCK * candidate sizes)

@@ -43,7 +43,7 @@ def test_simulator_runs_what_the_runtime_runs_on_the_card(encoders):
     from omnienc.runtime.batching import BatchPolicy
     from omnienc.runtime.costs import CostModel
     from omnienc.runtime.grid import BucketGrid
-    from omnienc.runtime.simulate import compare, simulate
+    from omnienc.runtime.simulator import compare, simulate
     from omnienc.tools.simulate import measure
     from omnienc.tools.tracegen import generate_trace
 

@@ -381,6 +381,21 @@ assert "torch" in sys.modules and "transformers" not in sys.modules, [m for m in
     assert done.returncode == 0, done.stderr
 
 
+
+def test_lazy_names_are_never_shadowed_by_submodules():
+    """Importing a submodule sets it as an attribute of the package: a lazy name equal to a
+    submodule's name would then return the module instead of the object, depending on import order."""
+    import pkgutil
+
+    import omnienc.runtime as package
+
+    submodules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    assert not set(package._LAZY) & submodules
+    for module in submodules - {"calibrate"}:
+        importlib.import_module(f"omnienc.runtime.{module}")
+    for name in package.__all__:
+        assert not isinstance(getattr(package, name), type(package)), name
+
 # --- 5. words -------------------------------------------------------------------------------------------
 
 

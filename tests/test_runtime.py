@@ -233,7 +233,7 @@ EAGER_GRID = BucketGrid.from_dict(
 def test_simulator_agrees_with_the_runtime(encoders, grid, tmp_path):
     """The runtime records a trace of one mixed call; the simulator (`omnienc simulate`), packing that trace
     in one window, predicts the runtime's per-bucket hits, padding and eager fallbacks exactly."""
-    from omnienc.runtime.simulate import simulate
+    from omnienc.runtime.simulator import simulate
     from omnienc.runtime.trace import read_trace
 
     vis, aud = encoders
@@ -266,7 +266,7 @@ def test_simulator_runs_what_the_runtime_runs(encoders, monkeypatch):
     from omnienc.cuda import graphs as cuda_graphs
     from omnienc.runtime.batching import BatchPolicy
     from omnienc.runtime.costs import CostModel
-    from omnienc.runtime.simulate import compare, group_records, simulate
+    from omnienc.runtime.simulator import compare, group_records, simulate
     from omnienc.runtime.trace import TraceRecord
 
     vis, aud = encoders

@@ -15,7 +15,7 @@ from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, Probe, estimate_activation_bytes, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import vision_demand
-from omnienc.runtime.simulate import batches, simulate, simulate_modality
+from omnienc.runtime.simulator import batches, simulate, simulate_modality
 from omnienc.runtime.trace import TraceRecord, read_trace, write_trace
 from omnienc.tools import simulate as simulate_tool, tracegen, tune
 from omnienc.tools.tracegen import generate_trace

@@ -14,7 +14,7 @@ from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, Probe
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import BucketSet, Demand, pack
-from omnienc.runtime.simulate import batches, group_records, simulate, simulate_modality
+from omnienc.runtime.simulator import batches, group_records, simulate, simulate_modality
 from omnienc.runtime.split import piece_demands
 from omnienc.runtime.trace import TraceRecord
 from omnienc.tools.tracegen import generate_trace

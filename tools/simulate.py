@@ -12,7 +12,7 @@ from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid, GridError
-from omnienc.runtime.simulate import Batching, compare, simulate
+from omnienc.runtime.simulator import Batching, compare, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.tools.args import HelpFormatter, add_number, command
 
@@ -161,7 +161,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
 
     from omnienc.runtime import AudioRequest, EncoderRuntime, VisionRequest
     from omnienc.runtime.calibrate import _card
-    from omnienc.runtime.simulate import group_records
+    from omnienc.runtime.simulator import group_records
 
     vis, aud, device = encoders or build_measure_encoders(device)
     cuda = device.startswith("cuda")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid
-from omnienc.runtime.simulate import SimReport, describe_batching, simulate
+from omnienc.runtime.simulator import SimReport, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
 from omnienc.tools.args import HelpFormatter, add_number, check_output, command, error
