@@ -180,14 +180,14 @@ class SimLane:
         if not demands:
             return 0.0, []
         demands = self._cut(demands)
+        if len(demands) == 1:  # most batches of a trace: one pack, which runs alone
+            d = demands[0]
+            p = Pack(self.buckets.smallest(d.size, d.batch), (0,), d.size, d.batch)
+            return self._alone(p, demands, self._key(p, demands)), [p]
         packs = pack(demands, self.buckets)
-        cache, keys = self.cache, {}
-        if cache is not None:
-            for p in packs:
-                shapes = [demands[i].shape for i in p.members]
-                keys[p.members] = None if any(s is None for s in shapes) else layout(shapes)
+        keys = {p.members: self._key(p, demands) for p in packs} if self.cache is not None else {}
         mergeable = [p.bucket is not None and not self._by_bucket[p.bucket].graph
-                     and not (keys.get(p.members) is not None and cache.wanted(keys[p.members])) for p in packs]
+                     and not (keys.get(p.members) is not None and self.cache.wanted(keys[p.members])) for p in packs]
         total = 0.0
         for group in eager_groups(packs, mergeable, self.merge_units):
             if len(group) > 1:  # one uncaptured call; each pack a run of its bucket, the time shared by units
@@ -197,27 +197,38 @@ class SimLane:
                 for p in group:
                     self._by_bucket[p.bucket].add(p.size, ms * p.size / units, "merged")
                     if keys.get(p.members) is not None:
-                        cache.sight(keys[p.members])
+                        self.cache.sight(keys[p.members])
                 self.stats.merged_calls += 1
-            elif (p := group[0]).bucket is None:
-                members = [demands[i] for i in p.members]
-                ms = self._price("fallback", None, p.size, members) + self._first_sighting(p.size, members)
-                self.stats.add_fallback(p.size, ms)
             else:
-                b, key = self._by_bucket[p.bucket], keys.get(p.members)
-                kind = None
-                if key is not None:
-                    kind = exact_route(cache, key)[0]
-                    if kind == EXACT_CAPTURE:
-                        cache.capture(key, lambda: _CAPTURED)
-                kind = kind or ("replay" if b.graph else "eager")
-                members = [demands[i] for i in p.members]
-                ms = self._price(kind, p.bucket, p.size, members)
-                if kind == "eager":
-                    ms += self._first_sighting(p.size, members)
-                b.add(p.size, ms, kind)
+                ms = self._alone(group[0], demands, keys.get(group[0].members))
             total += ms
         return total, packs
+
+    def _key(self, p: Pack, demands: Sequence[Demand]) -> tuple | None:
+        """The pack's exact layout, or None without exact graphs or with a member of unknown shape."""
+        if self.cache is None:
+            return None
+        shapes = [demands[i].shape for i in p.members]
+        return None if any(s is None for s in shapes) else layout(shapes)
+
+    def _alone(self, p: Pack, demands: Sequence[Demand], key: tuple | None) -> float:
+        """Runs a pack as its own call: a fallback, an exact replay or capture, or a run of its bucket."""
+        members = [demands[i] for i in p.members]
+        if p.bucket is None:
+            ms = self._price("fallback", None, p.size, members) + self._first_sighting(p.size, members)
+            self.stats.add_fallback(p.size, ms)
+            return ms
+        b, kind = self._by_bucket[p.bucket], None
+        if key is not None:
+            kind = exact_route(self.cache, key)[0]
+            if kind == EXACT_CAPTURE:
+                self.cache.capture(key, lambda: _CAPTURED)
+        kind = kind or ("replay" if b.graph else "eager")
+        ms = self._price(kind, p.bucket, p.size, members)
+        if kind == "eager":
+            ms += self._first_sighting(p.size, members)
+        b.add(p.size, ms, kind)
+        return ms
 
     def counts(self) -> dict[str, int]:
         """The exact graphs' counts (as the runtime's lane reports them) and the cuDNN graph builds."""
