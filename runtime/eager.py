@@ -17,7 +17,7 @@ from ..encoders.ops.finite import row_flags
 from .attention_policy import AttentionPolicy
 from .modality import Modality
 from .plans import upload
-from .stats import UNITS
+from .stats import UNITS, byte_size
 
 
 def release_cached_memory(device: torch.device) -> None:
@@ -87,8 +87,8 @@ class EagerRunner:
             except torch.OutOfMemoryError:
                 self.release()
         raise RuntimeError(
-            f"request {index} ({type(request).__name__}): out of device memory in the eager fallback "
-            f"(shape {shape}); it fits no bucket and is too large to run alone -- split it or add a larger bucket"
+            f"request {index} ({type(request).__name__}): {shape}: out of device memory in its eager run, whole "
+            "and item by item: send it smaller, add a graph bucket that holds it, or free device memory"
         )
 
     def _too_large(self, index: int, request, shape) -> ValueError:
@@ -96,10 +96,10 @@ class EagerRunner:
         units = m.demand(shape).size
         word = UNITS.get(m.name, "units")
         return ValueError(
-            f"request {index} ({type(request).__name__}): {shape} ({units} {word}) fits no bucket and cannot be "
-            f"cut into pieces that do; its eager run needs about {m.eager_bytes(units) / 2**30:.2f} GiB, above the "
-            f"runtime's bound on transient memory of {self.limit / 2**30:.2f} GiB "
-            "(RuntimeConfig.max_transient_bytes): send it smaller, add a larger bucket or raise the bound")
+            f"request {index} ({type(request).__name__}): {shape} ({units} {word}) needs about "
+            f"{byte_size(m.eager_bytes(units))} for its eager run, above the runtime's bound on transient memory "
+            f"of {byte_size(self.limit)} (RuntimeConfig.max_transient_bytes), and cannot be cut into smaller "
+            "pieces: send it smaller, add a graph bucket that holds it, or raise the bound")
 
     def pack(self, requests: list, shapes: list, ids: list[int]) -> tuple[torch.Tensor, ...]:
         """An eager bucket's pack as one call if it fits the bound. Over it, or on out-of-memory,

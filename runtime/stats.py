@@ -32,6 +32,14 @@ from .grid import Bucket
 
 UNITS = {"vision": "patches", "audio": "frames"}
 KINDS = ("replay", "exact_replay", "exact_capture", "eager", "merged", "fallback")
+
+
+def byte_size(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1 (``"1.50 GiB"``, ``"640.0 KiB"``)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
 EXACT_KINDS = ("exact_replay", "exact_capture")  # unpadded runs on the pack's exact layout
 
 

@@ -169,7 +169,7 @@ def test_out_of_memory_in_eager_fallback_splits_or_fails_clearly(encoders, runti
     outs = runtime.encode([two_items])
     check_against_direct(encoders, [two_items], outs)
     single = vision_request([[1, 16, 18]], vis.config)  # 288 patches, one item: cannot split
-    with pytest.raises(RuntimeError, match="request 1 \\(VisionRequest\\): out of device memory in the eager fallback"):
+    with pytest.raises(RuntimeError, match=r"request 1 \(VisionRequest\): \[\(1, 16, 18\)\]: out of device memory in its eager run"):
         runtime.encode([vision_request([[1, 2, 2]], vis.config), single])
     check_against_direct(encoders, [two_items], runtime.encode([two_items]))
 
