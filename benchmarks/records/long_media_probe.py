@@ -10,7 +10,8 @@ the runtime's bound (``EncoderRuntime.memory()``). Cut (the default) against unc
 (``split_requests=False``, unbounded) where the uncut run fits: a 1-minute 720p video, a 10-minute
 audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. Then the 32-request mix with
 the default bound against an unbounded one (merged eager calls are capped by the bound).
-One JSON line per result.
+One JSON line per result. ``--dry-run`` runs the same steps on the CPU with tiny encoders and
+inputs a hundredth of the size (memory figures 0): a check of the script, not a measurement.
 """
 
 from __future__ import annotations
@@ -27,6 +28,28 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from long_video_probe import CUDA, real_audio, real_vision  # noqa: E402
 
+DEVICE, SCALE = CUDA, 1.0  # --dry-run: the CPU, inputs a hundredth of the size
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def allocated() -> int:
+    return torch.cuda.memory_allocated() if DEVICE.type == "cuda" else 0
+
+
+def peak_allocated() -> int:
+    return torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else 0
+
+
+def tiny_encoders():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+    from conftest import hf_and_native_audio, hf_and_native_vision
+
+    return hf_and_native_vision()[1], hf_and_native_audio()[1]
+
 
 def emit(out, **kw):
     line = json.dumps(kw)
@@ -40,14 +63,15 @@ def measure(rt, req, repeats=3):
     rt.encode([req])  # warm-up: exact-layout sightings, cuDNN plans, the allocator's cache
     times, peak = [], 0
     for _ in range(repeats):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+        sync()
+        base = allocated()
+        if DEVICE.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         out = rt.encode([req])[0]
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
-        peak = max(peak, torch.cuda.max_memory_allocated() - base)
+        peak = max(peak, peak_allocated() - base)
         outputs = sum(t.numel() * t.element_size() for t in ([out.embeds, *out.deepstack] if hasattr(out, "deepstack") else [out.embeds]))
         del out
     return statistics.median(times), peak, outputs
@@ -57,28 +81,35 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=None)
     p.add_argument("--cases", default="video10m,audio60m,video1m,audio10m,mixed32")
+    p.add_argument("--dry-run", action="store_true", help="tiny encoders on the CPU, inputs a hundredth of the size")
     a = p.parse_args()
     out = a.out and str(Path(a.out) / "long_media.jsonl")
     from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
 
-    vis, aud = real_vision(), real_audio()
+    global DEVICE, SCALE
+    if a.dry_run:
+        DEVICE, SCALE = torch.device("cpu"), 0.01
+        vis, aud = tiny_encoders()
+    else:
+        vis, aud = real_vision(), real_audio()
+    dtype = next(vis.parameters()).dtype
     cut = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default())
     cut.capture(progress=False)
     whole = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(),
                            config=RuntimeConfig(split_requests=False, max_transient_bytes=2**40))
     whole.capture(progress=False)
     mem = cut.memory()
-    emit(out, case="memory", card=torch.cuda.get_device_name(), **mem)
+    emit(out, case="memory", card=torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu (dry run)", **mem)
     cases = a.cases.split(",")
 
     def video(minutes):
-        t = int(minutes * 60 * 2 / 2)  # 2 fps, two frames a temporal patch
-        return VisionRequest(torch.randn(t * 46 * 80, vis.in_features, device=CUDA, dtype=torch.bfloat16),
+        t = max(1, int(SCALE * minutes * 60 * 2 / 2))  # 2 fps, two frames a temporal patch
+        return VisionRequest(torch.randn(t * 46 * 80, vis.in_features, device=DEVICE, dtype=dtype),
                              torch.tensor([[t, 46, 80]])), t
 
     def clip(minutes):
-        frames = int(minutes * 60 * 100)
-        return AudioRequest(torch.randn(128, frames, device=CUDA), torch.tensor([frames])), frames / 100
+        frames = int(SCALE * minutes * 60 * 100)
+        return AudioRequest(torch.randn(aud.config.num_mel_bins, frames, device=DEVICE), torch.tensor([frames])), frames / 100
 
     plan = [("video10m", lambda: video(10), "frame pairs", False), ("audio60m", lambda: clip(60), "s", False),
             ("video1m", lambda: video(1), "frame pairs", True), ("audio10m", lambda: clip(10), "s", True)]
@@ -100,17 +131,18 @@ def main() -> None:
                  replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"])
             rt.reset_stats()
         del req
-        torch.cuda.empty_cache()
+        if DEVICE.type == "cuda":
+            torch.cuda.empty_cache()
     if "mixed32" in cases:
         from omnienc.tools.workloads import mixed_requests
 
         reqs = []
-        for kind, shape in mixed_requests():
+        for kind, shape in mixed_requests(n=32 if DEVICE.type == "cuda" else 4):
             if kind == "vision":
-                reqs.append(VisionRequest(torch.randn(sum(t * h * w for t, h, w in shape), vis.in_features, device=CUDA,
-                                                      dtype=torch.bfloat16), torch.tensor(shape)))
+                reqs.append(VisionRequest(torch.randn(sum(t * h * w for t, h, w in shape), vis.in_features, device=DEVICE,
+                                                      dtype=dtype), torch.tensor(shape)))
             else:
-                reqs.append(AudioRequest(torch.randn(128, sum(shape), device=CUDA), torch.tensor(shape)))
+                reqs.append(AudioRequest(torch.randn(aud.config.num_mel_bins, sum(shape), device=DEVICE), torch.tensor(shape)))
         unbounded = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(),
                                    config=RuntimeConfig(max_transient_bytes=2**40, exact_graphs=False))
         unbounded.capture(progress=False)
@@ -121,10 +153,10 @@ def main() -> None:
             bounded.encode(reqs), unbounded.encode(reqs)
         for _ in range(8):  # in turns
             for label, rt in (("bounded", bounded), ("unbounded", unbounded)):
-                torch.cuda.synchronize()
+                sync()
                 t0 = time.perf_counter()
                 rt.encode(reqs)
-                torch.cuda.synchronize()
+                sync()
                 times[label].append(time.perf_counter() - t0)
         emit(out, case="mixed32", bound_gib=round(bounded.memory()["max_transient_bytes"] / 2**30, 3),
              merge_units=bounded.vision.eager_merge_units, unbounded_merge_units=unbounded.vision.eager_merge_units,
