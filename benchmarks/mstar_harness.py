@@ -39,6 +39,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -226,6 +227,61 @@ def write_checkpoint(root, vision_config, audio_config, dtype: torch.dtype = tor
         talker_config=TALKER_CODEC_IDS)
     config.save_pretrained(str(root))
     return tuple(encoders)
+
+
+# --- the engines, as M*'s worker builds them --------------------------------------------------------
+
+
+@dataclass
+class Engines:
+    """omnienc's nodes in the engine M*'s worker builds (``EngineManager.build``), and M*'s stock
+    encoder nodes of the same model in an engine of their own."""
+
+    omnienc: object
+    stock: object
+    log: list[str]  # what the model logged while its nodes were created (the load report)
+    create_s: float  # the nodes' creation: weights, runtime, capture
+    stock_create_s: float
+    stock_nodes: dict  # node name -> M*'s stock submodule (the stock engine's)
+    groups: object
+    transfer: object
+
+
+def build_engines(model, device: torch.device, dtype: torch.dtype, options: dict | None = None) -> Engines:
+    """Creates ``model``'s encoder nodes through M*'s ``EngineManager`` (``options``: its engine
+    options) and warms them up, capturing the model's log; then the stock nodes' engine (not warmed:
+    its warm-up is M*'s ``torch.compile``)."""
+    import logging
+    import time
+
+    from mstar.communication.tensors import LocalTransferEngine
+    from mstar.distributed.communication import WorkerParallelGroups
+    from mstar.engine.engine import Engine
+    from mstar.engine.resources.kv.transfer import TransferEngineInfo
+    from mstar.worker.engine_manager import EngineManager
+
+    groups = WorkerParallelGroups(num_workers=1, global_rank=0)
+    transfer = TransferEngineInfo("host", "host", LocalTransferEngine("host"))
+    records, log = [], logging.getLogger(type(model).__module__)
+    handler, level = logging.Handler(), log.level
+    handler.emit = records.append
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    try:
+        manager = EngineManager.build({"vision_encoder", "audio_encoder"}, device, options or {}, groups, transfer, model)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    create_s = time.perf_counter() - t0
+    manager.warmup_all()
+    t0 = time.perf_counter()
+    stock_nodes = model.stock_encoder_nodes(device, dtype)
+    stock_create_s = time.perf_counter() - t0
+    stock = Engine(autocast_dtype=dtype)
+    stock.load_model(stock_nodes, [], groups, device, transfer)
+    return Engines(manager.engine, stock, [r.getMessage() for r in records], create_s, stock_create_s, stock_nodes,
+                   groups, transfer)
 
 
 # --- one step of a node ---------------------------------------------------------------------------

@@ -187,35 +187,19 @@ def accuracy(outs: dict[str, dict], ref: dict) -> dict:
 
 
 def load_engines(om, root: Path, device: torch.device, dtype: torch.dtype) -> dict:
-    from mstar.communication.tensors import LocalTransferEngine
-    from mstar.distributed.communication import WorkerParallelGroups
     from mstar.engine.engine import Engine
-    from mstar.engine.resources.kv.transfer import TransferEngineInfo
-    from mstar.worker.engine_manager import EngineManager
 
-    groups = WorkerParallelGroups(num_workers=1, global_rank=0)
-    transfer = TransferEngineInfo("host", "host", LocalTransferEngine("host"))
-    out: dict = {}
     model = om.Qwen3OmniOmniencModel(checkpoint=str(root), progress=False)
-    t0 = time.perf_counter()
-    manager = EngineManager.build({"vision_encoder", "audio_encoder"}, device, {"autocast_dtype": dtype}, groups,
-                                  transfer, model)
-    out["omnienc_create_s"] = time.perf_counter() - t0  # both nodes: weights, runtime, capture
-    manager.warmup_all()
-    out["load_report"] = model.load_reports[device]
-    out["omnienc"] = manager.engine
-    t0 = time.perf_counter()
-    stock_nodes = model.stock_encoder_nodes(device, dtype)
-    out["stock_create_s"] = time.perf_counter() - t0
+    e = mstar_harness.build_engines(model, device, dtype, {"autocast_dtype": dtype})
+    out: dict = {"omnienc_create_s": e.create_s, "load_report": model.load_reports[device], "omnienc": e.omnienc,
+                 "stock_create_s": e.stock_create_s, "model": model}
+    stock_nodes = e.stock_nodes
     hf_modules = {n: getattr(m, "vision_encoder", None) or getattr(m, "audio_encoder") for n, m in stock_nodes.items()}
     out["stock_attention"] = {n: m.config._attn_implementation for n, m in hf_modules.items()}
-    for name in ("stock_eager", "stock_compiled"):
-        engine = Engine(autocast_dtype=dtype)
-        engine.load_model(stock_nodes, [], groups, device, transfer)
-        if name == "stock_compiled":
-            engine.warmup()  # M*'s warm-up: no engine graphs for these nodes, then _compile_submodules
-        out[name] = engine
-    out["model"] = model
+    compiled = Engine(autocast_dtype=dtype)
+    compiled.load_model(stock_nodes, [], e.groups, device, e.transfer)
+    compiled.warmup()  # M*'s warm-up: no engine graphs for these nodes, then _compile_submodules
+    out["stock_eager"], out["stock_compiled"] = e.stock, compiled
     return out
 
 

@@ -11,9 +11,7 @@ benchmarks/mstar_gpu.sh runs these beside the benchmark at real sizes.
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,11 +34,6 @@ def cosine(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from mstar.communication.tensors import LocalTransferEngine
-    from mstar.distributed.communication import WorkerParallelGroups
-    from mstar.engine.engine import Engine
-    from mstar.engine.resources.kv.transfer import TransferEngineInfo
-    from mstar.worker.engine_manager import EngineManager
     from omnienc.tools.models import reduced_configs
 
     om = mstar_harness.load()
@@ -50,25 +43,9 @@ def setup(tmp_path_factory):
     device = torch.device("cuda", torch.cuda.current_device())
     hf = write_checkpoint(root, vcfg, acfg, dtype=torch.bfloat16, device=device)
     model = om.Qwen3OmniOmniencModel(checkpoint=str(root), progress=False)
-    groups = WorkerParallelGroups(num_workers=1, global_rank=0)
-    transfer = TransferEngineInfo("host", "host", LocalTransferEngine("host"))
-    records, log = [], logging.getLogger(om.__name__)
-    handler, level = logging.Handler(), log.level
-    handler.emit = records.append
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    t0 = time.perf_counter()
-    try:
-        manager = EngineManager.build({"vision_encoder", "audio_encoder"}, device, {}, groups, transfer, model)
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-    created_s = time.perf_counter() - t0
-    manager.warmup_all()
-    stock = Engine(autocast_dtype=torch.bfloat16)
-    stock.load_model(model.stock_encoder_nodes(device, torch.bfloat16), [], groups, device, transfer)
-    yield dict(om=om, engine=manager.engine, stock=stock, model=model, hf=hf, cfg=(vcfg, acfg), device=device,
-               log=[r.getMessage() for r in records], created_s=created_s)
+    e = mstar_harness.build_engines(model, device, torch.bfloat16)
+    yield dict(om=om, engine=e.omnienc, stock=e.stock, model=model, hf=hf, cfg=(vcfg, acfg), device=device,
+               log=e.log, created_s=e.create_s)
     torch.cuda.empty_cache()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.resources
 import inspect
-import logging
 import sys
 from pathlib import Path
 
@@ -42,34 +41,13 @@ def om():
 @pytest.fixture(scope="module")
 def setup(om, tmp_path_factory):
     """(omnienc's engine, the stock nodes' engine, the model, its load log) on one tiny checkpoint."""
-    from mstar.communication.tensors import LocalTransferEngine
-    from mstar.distributed.communication import WorkerParallelGroups
-    from mstar.engine.engine import Engine
-    from mstar.engine.resources.kv.transfer import TransferEngineInfo
-    from mstar.worker.engine_manager import EngineManager
-
     root = tmp_path_factory.mktemp("qwen3_omni")
     write_checkpoint(root, tiny_vision_config(), tiny_audio_config())
     # room for the one image larger than every bucket (the bound has its own tests)
     model = om.Qwen3OmniOmniencModel(checkpoint=str(root), grid=GRID, progress=False,
                                      runtime={"max_transient_bytes": 2**32})
-    groups = WorkerParallelGroups(num_workers=1, global_rank=0)
-    transfer = TransferEngineInfo("host", "host", LocalTransferEngine("host"))
-    records, log = [], logging.getLogger(om.__name__)
-    handler, level = logging.Handler(), log.level
-    handler.emit = records.append
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
-        manager = EngineManager.build({"vision_encoder", "audio_encoder"}, CPU, {"autocast_dtype": torch.float32},
-                                      groups, transfer, model)
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-    manager.warmup_all()
-    stock = Engine(autocast_dtype=torch.float32)
-    stock.load_model(model.stock_encoder_nodes(CPU, torch.float32), [], groups, CPU, transfer)
-    return manager.engine, stock, model, [r.getMessage() for r in records]
+    e = mstar_harness.build_engines(model, CPU, torch.float32, {"autocast_dtype": torch.float32})
+    return e.omnienc, e.stock, model, e.log
 
 
 def vision_inputs(grid, key: str = "image_grid_thw", one_d: bool = False) -> dict:
