@@ -5,12 +5,12 @@
 #   2. two `omnienc tracegen` traces of ~800 requests, seeds used nowhere else: one to tune on, one
 #      held out;
 #   3. `omnienc simulate --measure` on the held-out trace: the default grid with that model,
-#      predicted vs measured per modality, bucket and kind of run, exact-layout graphs on, then off
-#      (the A/B of the exact graphs);
+#      predicted vs measured per modality, bucket and kind of run (the runtime's default: exact-layout
+#      graphs off);
 #   4. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
 #      measured on the last third, the faster written);
 #   5. `simulate --measure` of the tuned grid on the held-out trace;
-#   6. 4 and 5 again with exact-layout graphs off, as far as the budget goes;
+#   6. with EXACT_AB=1, 3 to 5 again with exact-layout graphs on, as far as the budget goes;
 #   7. costs_summary.md, written last, from whatever of the above finished.
 # Every step runs under `timeout`, within what is left of the budget, so the script always ends and
 # writes its summary. Each measurement is ~12 s of GPU time per 800 requests (docs/BENCHMARKS.md)
@@ -61,12 +61,14 @@ tune() {  # tune NAME EXACT: tune --verify on the tuning trace into NAME.log and
   grep -E "^(verified|writing|FOREIGN)" "$out/$1.log"
 }
 
-measure default "" on
-measure exact_off "" off
-tune tuned_grid on
-[[ -s $out/grid_tuned_grid.yaml ]] && measure tuned "$out/grid_tuned_grid.yaml" on
-tune tuned_grid_off off
-[[ -s $out/grid_tuned_grid_off.yaml ]] && measure tuned_off "$out/grid_tuned_grid_off.yaml" off
+measure default "" off
+tune tuned_grid off
+[[ -s $out/grid_tuned_grid.yaml ]] && measure tuned "$out/grid_tuned_grid.yaml" off
+if [[ ${EXACT_AB:-0} == 1 ]]; then
+  measure exact_on "" on
+  tune tuned_grid_on on
+  [[ -s $out/grid_tuned_grid_on.yaml ]] && measure tuned_on "$out/grid_tuned_grid_on.yaml" on
+fi
 
 timeout 20 python3 - "$out" "$costs_name" <<'EOF'
 import json, re, sys
@@ -90,8 +92,8 @@ def pct(e):
     return "-" if e is None else f"{e:+.1%}"
 
 
-runs = {"default grid": read("default.json"), "default grid ": read("exact_off.json"),
-        "tuned grid": read("tuned.json"), "tuned grid ": read("tuned_off.json")}
+runs = {"default grid": read("default.json"), "default grid ": read("exact_on.json"),
+        "tuned grid": read("tuned.json"), "tuned grid ": read("tuned_on.json")}
 measured = [r["measured"] for r in runs.values() if r and "measured" in r]
 card = measured[0]["card"] if measured else (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "?"
 commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").is_file() else "?"
@@ -132,7 +134,7 @@ for name, r in runs.items():
                   f"{ex['exact_captures']['measured']} / {ex['exact_graph_replays']['measured']} / "
                   f"{ex['exact_refused']['measured']} | | | |")
 md += ["", "## Tuned vs default grid, measured on the held-out trace", ""]
-for exact, dn, tn in (("on", "default.json", "tuned.json"), ("off", "exact_off.json", "tuned_off.json")):
+for exact, dn, tn in (("off", "default.json", "tuned.json"), ("on", "exact_on.json", "tuned_on.json")):
     d, t = read(dn), read(tn)
     if d and t and "measured" in d and "measured" in t:
         dm, tm = d["measured"]["ms"], t["measured"]["ms"]
@@ -141,12 +143,12 @@ for exact, dn, tn in (("on", "default.json", "tuned.json"), ("off", "exact_off.j
                   f"{t['measured']['predicted_ms']:.1f} ms)")
     else:
         md.append(f"- exact graphs {exact}: (not both measured)")
-for log in ("tuned_grid.log", "tuned_grid_off.log"):
+for log in ("tuned_grid.log", "tuned_grid_on.log"):
     md += ["", f"## omnienc tune --verify ({log}; tuning trace, seed 3101)", ""]
     md += [f"- {line.strip()}" for line in grep(log, r"^(verified|writing|tuned:|base :|FOREIGN|--verify|==)")] \
         or ["- (not run)"]
-md += ["", "Logs and JSON: calibrate, default, exact_off, tuned_grid, tuned, tuned_grid_off, tuned_off; "
-       f"the model: {costs_name}; the tuned grids: grid_tuned_grid.yaml, grid_tuned_grid_off.yaml."]
+md += ["", "Logs and JSON: calibrate, default, tuned_grid, tuned (exact graphs off); exact_on, tuned_grid_on, "
+       f"tuned_on (EXACT_AB=1); the model: {costs_name}; the tuned grids: grid_tuned_grid.yaml, grid_tuned_grid_on.yaml."]
 (out / "costs_summary.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 EOF

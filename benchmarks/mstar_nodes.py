@@ -18,9 +18,9 @@ What it does (benchmarks/mstar_gpu.sh installs what it needs on the GPU machine)
    (float32 features, int64 grids and lengths, on the GPU): ``image448`` (one 448x448 image),
    ``audio10s`` (one 10 s clip), ``mixed32`` (the 32 requests of ``omnienc tracegen --rate 20 --seed
    0``, ``omnienc.tools.workloads.mixed_requests``: one vision step of its 18 vision requests and one
-   audio step of its 14 audio requests). omnienc runs ``mixed32`` with exact-layout graphs off (a
-   mix does not come back in serving; the one-request workloads replay their layout's graph, as a
-   repeated request shape does).
+   audio step of its 14 audio requests). omnienc runs as configured (exact-layout graphs off by
+   default: every workload replays bucket graphs or runs eagerly; a runtime built with them on still
+   runs ``mixed32`` without them, as a mix does not come back in serving).
 4. Times each (engine, workload) as the worker runs a step (``mstar_harness.step``: prepare_inputs,
    exec_and_postprocess, wait for the device, check_stop): wall-clock and a CUDA-event span, medians
    after warm-up (the compiled engine's warm-up compiles; its time is reported).

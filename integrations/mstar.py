@@ -4,7 +4,7 @@ M* (``mstar-ai`` 0.2.1) runs Qwen3-Omni's walks ``prefill_vision`` and ``prefill
 Sequential(encoder node -> Thinker). Its stock nodes wrap transformers' encoders and run one request
 per call. ``VisionEncoderNode`` and ``AudioEncoderNode`` take the same inputs and return the same
 outputs, but batch every request of an engine step into one ``EncoderRuntime.launch`` (bucket graph
-replays, exact-layout graphs, eager runs). Both nodes of a device share one runtime: one capture,
+replays, eager runs). Both nodes of a device share one runtime: one capture,
 one memory pool.
 
 How the engine drives a node (``mstar/engine/engine.py``) and where each failure surfaces:

@@ -144,6 +144,12 @@ class Buckets(Mapping):
             self._plans.popitem(last=False)
         return hit
 
+    def drop_plans(self) -> None:
+        """Empties the plan cache and forgets the staged plan (a calibration prices replays of new
+        layouts, as traffic brings)."""
+        self._plans.clear()
+        self._staged = None
+
     @property
     def plans_cached(self) -> int:
         """Host plans in the cache (at most ``plan_cache_size``)."""

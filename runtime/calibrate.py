@@ -131,10 +131,17 @@ def run_pack(lane, bucket: Bucket, requests: list, shapes: list) -> list:
     return lane.run_pack(bucket, requests, shapes, list(range(len(requests))))
 
 
-def _samples(fn: Callable[[], object], timer, warmup: int, repeats: int) -> tuple[float, ...]:
+def _samples(fn: Callable[[], object], timer, warmup: int, repeats: int,
+             before: Callable[[], None] | None = None) -> tuple[float, ...]:
+    """``repeats`` timings of ``fn`` after ``warmup`` calls; ``before`` runs ahead of each, untimed."""
     for _ in range(warmup):
         fn()
-    return tuple(timer(fn) for _ in range(repeats))
+    samples = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        samples.append(timer(fn))
+    return tuple(samples)
 
 
 def _request(lane, shape):
@@ -157,7 +164,10 @@ def _shapes(modality: str, size: int, batch: int, merge: int) -> list:
 def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int,
                    say: Callable[[str], None]) -> dict[tuple[str, str], list[Probe]]:
     """Times every replay probe bucket of ``rt`` (captured on the probe grid), filled with ``batch``
-    equal segments, one request each (as many users' requests packed together)."""
+    equal segments, one request each (as many users' requests packed together). Each sample starts
+    on an idle device with its host plan built anew: traffic of varied requests brings a new layout
+    to nearly every pack, and the device waits for that host work (a cached plan would price
+    replays below what a trace measures)."""
     points: dict[tuple[str, str], list[Probe]] = {}
     for lane in rt.lanes():
         m = lane.modality
@@ -168,7 +178,8 @@ def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats
                 shapes = _shapes(m, s, b, merge)
                 reqs = [_request(lane, sh) for sh in shapes]
                 bucket = Bucket(s, b)
-                p = Probe(s, b, _samples(lambda: run_pack(lane, bucket, reqs, shapes), timer, warmup, repeats))
+                p = Probe(s, b, _samples(lambda: run_pack(lane, bucket, reqs, shapes), timer, warmup, repeats,
+                                         before=lane.buckets.drop_plans))
                 points[m, "replay"].append(p)
                 say(f"{m:6s} replay {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
     return points
@@ -240,7 +251,7 @@ def calibrate(
         vision, audio: The encoders (``VisionEncoder``, ``AudioEncoder``).
         probes: Where to measure (default ``PROBES["quick"]`` if ``quick`` else ``PROBES["real"]``).
         repeats: Timed replays per replay probe, and floor samples (median used).
-        warmup: Untimed runs before each point (the first also builds and caches the host plan).
+        warmup: Untimed runs before each point (each timed replay then builds its host plan anew).
         eager_repeats: Timed runs per eager probe (eager runs of large sizes are slow).
         command: The command line, recorded in the file.
         progress: Called with one line per measured point.

@@ -72,8 +72,11 @@ class RuntimeConfig:
         dense_shapes: at most this many shapes ever run ``dense`` (per launching thread): each
             keeps host memory in torch's cache.
         exact_graphs: capture a graph of a pack's exact layout when it comes back and replay it,
-            unpadded; None: on with CUDA graphs. Such a capture runs while serving and marks the
-            device's default CUDA generator capturing (README, "Known hazard").
+            unpadded; None: on with CUDA graphs. Off by default: on a trace of varied requests a
+            capture costs far more than the padding its replays save (docs/BENCHMARKS.md, "Cost
+            model"); turn it on for traffic whose layouts repeat (inputs of a few fixed sizes).
+            Such a capture runs while serving and marks the device's default CUDA generator
+            capturing (README, "Exact-layout graphs, and a hazard").
         exact_at: a layout's graph is captured at this sighting (the sighting before builds every
             kernel plan the capture needs).
         exact_max_graphs: exact graphs kept per lane, least recently used out.
@@ -104,7 +107,7 @@ class RuntimeConfig:
     dense_after: int = 8
     dense_shapes: int = 128
     eager_merge: int = 4
-    exact_graphs: bool | None = None
+    exact_graphs: bool | None = False
     exact_at: int = 2
     exact_max_graphs: int = 16
     exact_seen: int = 1024

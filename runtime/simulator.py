@@ -108,8 +108,8 @@ class SimLane:
         buckets: the modality's buckets.
         is_graph: marks graph buckets (None: every bucket is one).
         costs: the cost model.
-        config: the runtime's configuration; ``exact_graphs`` None counts as on (the default with
-            CUDA graphs), and ``eager_merge`` as the runtime reads it.
+        config: the runtime's configuration; ``exact_graphs`` None counts as on (as on a GPU), and
+            ``eager_merge`` as the runtime reads it.
     """
 
     def __init__(self, modality: str, buckets: Iterable[Bucket], is_graph: Callable[[Bucket], bool] | None,
@@ -284,7 +284,7 @@ class SimReport:
     busy: bool = False
     card: str = ""
     card_note: str | None = None
-    exact_graphs: bool = True
+    exact_graphs: bool = False
     counts: dict = field(default_factory=dict)
 
     def __getitem__(self, modality: str) -> ModalityStats:
@@ -510,8 +510,8 @@ def simulate(
             ``batching`` or ``step_ms``, not both.
         busy: Model the worker busy for each batch's predicted time (arrivals meanwhile wait); needs
             a policy.
-        config: The runtime's configuration (default ``RuntimeConfig()``; ``exact_graphs`` None
-            counts as on, as on a GPU).
+        config: The runtime's configuration (default ``RuntimeConfig()``: exact-layout graphs off;
+            ``exact_graphs`` None counts as on, as on a GPU).
         card: The card the prediction is for; the report flags a model measured on another.
         warmup: Batches run once before the trace, exact graphs off, not counted (as ``omnienc
             simulate --measure`` warms the runtime up with its first batch).

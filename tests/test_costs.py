@@ -321,3 +321,34 @@ def test_cudnn_key_is_the_encoders_layout():
         _, padded, bound = cudnn_layout(cu, tuple(seqlens), max(seqlens))
         assert cudnn_key(seqlens, (CUDNN_SEGMENT_STEP, CUDNN_BOUND_STEP)) == (len(padded), bound)
     assert segment_lengths([[(2, 4, 6), (1, 2, 2)], [(1, 8, 8)]]) == [24, 24, 4, 64]
+
+
+def test_calibrated_replays_build_their_plans_anew():
+    """Each timed replay sample builds its pack's host plan (a trace's packs bring new layouts, and the
+    device waits for that host work), where a cached plan would price replays below what runs."""
+    from conftest import hf_and_native_audio, hf_and_native_vision
+
+    from omnienc.runtime import EncoderRuntime, RuntimeConfig
+    from omnienc.runtime.calibrate import _replay_points
+
+    probes = PROBES["reduced"]
+    rt = EncoderRuntime(vision=hf_and_native_vision()[1], audio=hf_and_native_audio()[1],
+                        grid=probe_grid(probes, "float32"), config=RuntimeConfig(exact_graphs=False))
+    rt.capture(progress=False)
+    built = {}
+    for lane in rt.lanes():
+        spec, m = lane.buckets.modality, lane.modality
+        built[m] = 0
+
+        def plan(shapes, bucket, _plan=spec.plan, _m=m):
+            built[_m] += 1
+            return _plan(shapes, bucket)
+
+        spec.plan = plan
+    warmup, repeats = 1, 3
+    points = _replay_points(rt, probes, 2, lambda fn: (fn(), 1.0)[1], warmup, repeats, lambda line: None)
+    for m in ("vision", "audio"):
+        n = len(points[m, "replay"])
+        assert n == len(probes[m, "replay"][0]) * len(probes[m, "replay"][1])
+        # the warm-up's build is cached for the warm-ups after it; every timed sample builds again
+        assert built[m] == n * (1 + repeats), (m, built[m], n)

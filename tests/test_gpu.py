@@ -170,9 +170,11 @@ def test_varlen_attention_matches_fp32_and_replays(heads, dim):
 
 @pytest.fixture(scope="module")
 def runtime(vision_models, audio_models):
-    from omnienc.runtime import BucketGrid, EncoderRuntime
+    from omnienc.runtime import BucketGrid, EncoderRuntime, RuntimeConfig
 
-    rt = EncoderRuntime(vision=vision_models[2], audio=audio_models[2], grid=BucketGrid.default())
+    # Exact-layout graphs on (off by default): this module also tests their captures and replays.
+    rt = EncoderRuntime(vision=vision_models[2], audio=audio_models[2], grid=BucketGrid.default(),
+                        config=RuntimeConfig(exact_graphs=True))
     info = rt.capture(progress=False)
     print(f"capture: {info}")
     return rt, info

@@ -40,6 +40,7 @@ def test_quick_calibration_names_the_card_within_the_start_up_budget(encoders):
 
 
 def test_simulator_runs_what_the_runtime_runs_on_the_card(encoders):
+    from omnienc.runtime import RuntimeConfig
     from omnienc.runtime.batching import BatchPolicy
     from omnienc.runtime.costs import CostModel
     from omnienc.runtime.grid import BucketGrid
@@ -49,9 +50,11 @@ def test_simulator_runs_what_the_runtime_runs_on_the_card(encoders):
 
     records = generate_trace(seconds=6, rate=20, seed=random.randrange(10**6))
     grid = BucketGrid.default()
-    got = measure(records, grid, BatchPolicy(), encoders=encoders)
+    config = RuntimeConfig(exact_graphs=True)  # off by default; on, the sightings' rules are shared too
+    got = measure(records, grid, BatchPolicy(), config=config, encoders=encoders)
     assert got["exact_graphs"]
-    sim = simulate(records, grid, BatchPolicy(), CostModel.load(card=got["card"]), card=got["card"], warmup=1)
+    sim = simulate(records, grid, BatchPolicy(), CostModel.load(card=got["card"]), config=config, card=got["card"],
+                   warmup=1)
     cmp = compare(sim, got["stats"])
     for m, c in cmp["modalities"].items():
         assert {k: v["predicted"]["runs"] for k, v in c["kinds"].items()} == {

@@ -70,22 +70,32 @@ def test_video_past_int32_offsets_equals_its_halves():
 
 @torch.inference_mode()
 def test_runtime_serves_after_a_request_failed_for_its_size():
-    from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, VisionRequest
+    """Uncut (``split_requests=False``), a 1-minute 720p video's eager forward (~5 GiB) does not fit
+    3 GiB of room: it fails alone and the runtime goes on serving. Cut (the default), the same
+    request runs in that room."""
+    from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
 
     vis, aud = real_vision(), real_audio()
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default())
+    cut = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default())
+    cut.capture(progress=False)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(),
+                        config=RuntimeConfig(split_requests=False, max_transient_bytes=2**40))
     rt.capture(progress=False)
     big = VisionRequest(torch.randn(60 * 46 * 80, vis.in_features, dtype=torch.bfloat16), torch.tensor([[60, 46, 80]]))
     image = VisionRequest(torch.randn(28 * 28, vis.in_features, dtype=torch.bfloat16), torch.tensor([[1, 28, 28]]))
     clip = AudioRequest(torch.randn(128, 1000), torch.tensor([1000]))
     total = torch.cuda.get_device_properties(CUDA).total_memory
-    # Room for the small requests but not for the video's eager forward (~10 GiB).
+    # Room for the small requests and the cut video's pieces, not for the whole video's forward.
     torch.cuda.set_per_process_memory_fraction(min(1.0, (torch.cuda.memory_reserved() + 3 * 2**30) / total))
     try:
         out = rt.launch([big, image]).results()
+        whole = cut.launch([big, image]).results()
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
     assert isinstance(out[0], RuntimeError) and "request 0" in str(out[0]), out[0]
+    assert whole[0].embeds.shape == (60 * 46 * 80 // 4, vis.config.out_hidden_size)
+    assert torch.isfinite(whole[0].embeds).all() and cut.stats()["fallbacks"] == 0
+    del whole, cut
     ref, ref_ds = vis(image.pixel_values.to(CUDA), image.grid_thw)
     assert rel_err(out[1].embeds, ref) < 3e-2
     # The context is intact: a normal batch afterwards is served correctly.

@@ -72,8 +72,8 @@ VARIANTS = {
     "graphs_fastest": Variant("graphs with each bucket's attention chosen by measurement (FA2 varlen or cuDNN)",
                               runtime={"attention": "fastest"}),
     "graphs_cudnn": Variant("graphs with cuDNN attention everywhere", runtime={"attention": "cudnn"}),
-    "graphs_no_exact": Variant("graphs without exact-layout graphs (every pack on its bucket: padded replays, "
-                               "eager runs)", runtime={"exact_graphs": False}),
+    "graphs_exact": Variant("graphs with exact-layout graphs (a repeated pack layout captured and replayed "
+                            "unpadded; off by default)", runtime={"exact_graphs": True}),
     "graphs_eager_varlen": Variant("graphs with uncaptured runs on FA2 varlen (no cuDNN: no dense runs, no varlen "
                                    "cuDNN for big calls)", runtime={"eager_attention": "varlen"}),
     "graphs_no_eager_cudnn": Variant("graphs with big uncaptured vision calls on dense/FA2 as before, not cuDNN varlen",
@@ -83,7 +83,7 @@ VARIANTS = {
     "graphs_no_merge": Variant("graphs with a launch's eager packs each run alone (not as one eager call)",
                                runtime={"eager_merge": 0}),
 }
-DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_no_exact", "graphs_unfused", "graphs_gelu_torch",
+DEFAULT_VARIANTS = ("native_eager", "graphs", "graphs_exact", "graphs_unfused", "graphs_gelu_torch",
                     "graphs_gelu_triton", "graphs_fastest", "graphs_every_bucket")
 
 

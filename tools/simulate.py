@@ -70,8 +70,8 @@ def add_trace_args(p: argparse.ArgumentParser) -> None:
                    help="the card the prediction is for, as torch.cuda.get_device_name names it (default: the one "
                    "--measure runs on); a cost model from another card is flagged")
     p.add_argument("--exact-graphs", choices=["on", "off"], default=None,
-                   help="the runtime's exact-layout graphs (default: the runtime's, on with CUDA graphs; the "
-                   "prediction alone assumes a GPU)")
+                   help="the runtime's exact-layout graphs (default: off, as the runtime's default; on "
+                   "captures a graph of each exact pack layout that comes back, for traffic whose layouts repeat)")
 
 
 def batching_from_args(args: argparse.Namespace) -> Batching:
@@ -127,9 +127,9 @@ def _arguments(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
-    """The runtime configuration the options ask for (``--exact-graphs``; None: the runtime decides)."""
+    """The runtime configuration the options ask for (``--exact-graphs``; absent: the runtime's default)."""
     exact = getattr(args, "exact_graphs", None)
-    return RuntimeConfig(exact_graphs=None if exact is None else exact == "on")
+    return RuntimeConfig() if exact is None else RuntimeConfig(exact_graphs=exact == "on")
 
 
 def build_measure_encoders(device: str | None = None):
@@ -152,7 +152,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
     warm-up, with exact graphs off (its layouts are not sighted: the trace starts as the simulator's).
 
     Args:
-        config: The runtime's configuration (``exact_graphs`` None: on with CUDA graphs).
+        config: The runtime's configuration (``exact_graphs`` None: on with CUDA graphs; default off).
         encoders: ``build_measure_encoders``' result, to share between measurements.
     """
     import time

@@ -8,8 +8,10 @@ launch to its results (median of 3 after one warm-up), the peak memory allocated
 what was allocated before, the size of its outputs (the caller's result, as long as the input), and
 the runtime's bound (``EncoderRuntime.memory()``). Cut (the default) against uncut
 (``split_requests=False``, unbounded) where the uncut run fits: a 1-minute 720p video, a 10-minute
-audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. Then the 32-request mix with
-the default bound against an unbounded one (merged eager calls are capped by the bound).
+audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. The 1-minute video also runs
+cut into pieces as large as the bound allows (``cut_bound_pieces``: each an eager call of one piece,
+larger than the largest bucket), an A/B of the piece size. Then the 32-request mix with the default
+bound against an unbounded one (merged eager calls are capped by the bound).
 One JSON line per result. ``--dry-run`` runs the same steps on the CPU with tiny encoders and
 inputs a hundredth of the size (memory figures 0): a check of the script, not a measurement.
 """
@@ -83,6 +85,8 @@ def main() -> None:
     p.add_argument("--cases", default="video10m,audio60m,video1m,audio10m,mixed32")
     p.add_argument("--dry-run", action="store_true", help="tiny encoders on the CPU, inputs a hundredth of the size")
     a = p.parse_args()
+    if a.out:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
     out = a.out and str(Path(a.out) / "long_media.jsonl")
     from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
 
@@ -117,18 +121,28 @@ def main() -> None:
         if name not in cases:
             continue
         req, n = make()
-        for label, rt in [("cut", cut)] + ([("uncut", whole)] if both else []):
+        runs = [("cut", cut)] + ([("uncut", whole)] if both else [])
+        if name == "video1m":
+            runs.append(("cut_bound_pieces", cut))
+        for label, rt in runs:
+            limit = rt.vision.piece_limit
+            if label == "cut_bound_pieces":
+                rt.vision.piece_limit = type(limit)(rt.vision.units_within(mem["max_transient_bytes"]), limit.batch)
             try:
                 s, peak, outputs = measure(rt, req, repeats=1 if name == "video10m" else 3)
             except Exception as e:  # noqa: BLE001 - record and go on
                 emit(out, case=name, runtime=label, error=f"{type(e).__name__}: {str(e)[:300]}")
                 continue
+            finally:
+                rt.vision.piece_limit = limit
             st = rt.stats()
             emit(out, case=name, runtime=label, units=n, unit=unit, s=round(s, 4), ms_per_unit=round(1e3 * s / n, 4),
                  peak_gib=round(peak / 2**30, 3), outputs_gib=round(outputs / 2**30, 3),
                  transient_gib=round((peak - outputs) / 2**30, 3), bound_gib=round(mem["max_transient_bytes"] / 2**30, 3),
                  within_bound=peak - outputs <= mem["max_transient_bytes"],
-                 replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"])
+                 replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"],
+                 piece_patches=rt.vision.piece_limit.size if label != "cut_bound_pieces" else
+                 rt.vision.units_within(mem["max_transient_bytes"]))
             rt.reset_stats()
         del req
         if DEVICE.type == "cuda":
