@@ -528,13 +528,15 @@ def test_encode_on_cuda(setup, gpu_checkpoint, tmp_path, capsys, dtype):
     print(printed)
     assert ("capture" in printed and "4 graphs" in printed) if dtype == "bfloat16" else "needs bfloat16" in printed
     tensors, _ = read_output(out)
-    pre = Preprocessor(PreprocessConfig.from_checkpoint(ckpt, video_min_pixels=2048))
+    # The inputs preprocessed on the GPU, as encode does (their parity with the CPU's is
+    # tests/test_preprocess.py's), so the comparison is the encoders' alone.
+    pre = Preprocessor(PreprocessConfig.from_checkpoint(ckpt, video_min_pixels=2048), device="cuda")
     vis = VisionEncoder.from_pretrained(ckpt, dtype=torch.float32)
     aud = AudioEncoder.from_pretrained(ckpt, dtype=torch.float32)
     tol = 3e-2 if dtype == "bfloat16" else 1e-4
     for name, item in (("image.0", pre.image(files["png"])), ("video.0", pre.video(files["gif"]))):
-        embeds, deepstack = vis(item.pixel_values, torch.tensor([item.grid_thw]))
+        embeds, deepstack = vis(item.pixel_values.cpu(), torch.tensor([item.grid_thw]))
         assert rel_err(tensors[f"{name}.embeds"], embeds) <= tol
         assert all(rel_err(tensors[f"{name}.deepstack.{j}"], d) <= tol for j, d in enumerate(deepstack))
     item = pre.audio(files["wav"])
-    assert rel_err(tensors["audio.0.embeds"], aud(item.input_features, [item.frames])) <= tol
+    assert rel_err(tensors["audio.0.embeds"], aud(item.input_features.cpu(), [item.frames])) <= tol
