@@ -10,8 +10,9 @@ the runtime's bound (``EncoderRuntime.memory()``). Cut (the default) against unc
 (``split_requests=False``, unbounded) where the uncut run fits: a 1-minute 720p video, a 10-minute
 audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. The 1-minute video also runs
 cut into pieces as large as the bound allows (``cut_bound_pieces``: each an eager call of one piece,
-larger than the largest bucket), an A/B of the piece size. Then the 32-request mix with the default
-bound against an unbounded one (merged eager calls are capped by the bound).
+larger than the largest bucket), an A/B of the piece size; ``video1m_turns`` runs those three in
+turns, six rounds. Then the 32-request mix with the default bound against an unbounded one (merged
+eager calls are capped by the bound).
 One JSON line per result. ``--dry-run`` runs the same steps on the CPU with tiny encoders and
 inputs a hundredth of the size (memory figures 0): a check of the script, not a measurement.
 """
@@ -147,6 +148,34 @@ def main() -> None:
         del req
         if DEVICE.type == "cuda":
             torch.cuda.empty_cache()
+    if "video1m_turns" in cases:  # the piece-size A/B again, the three runs in turns (noise shows)
+        req, n = video(1)
+        limit = cut.vision.piece_limit
+        bound_pieces = type(limit)(cut.vision.units_within(mem["max_transient_bytes"]), limit.batch)
+
+        def run(label):
+            rt = whole if label == "uncut" else cut
+            cut.vision.piece_limit = bound_pieces if label == "cut_bound_pieces" else limit
+            try:
+                sync()
+                t0 = time.perf_counter()
+                rt.encode([req])
+                sync()
+                return time.perf_counter() - t0
+            finally:
+                cut.vision.piece_limit = limit
+
+        labels = ("cut", "uncut", "cut_bound_pieces")
+        for label in labels:
+            run(label)  # warm-up
+        times = {label: [] for label in labels}
+        for _ in range(6):
+            for label in labels:
+                times[label].append(run(label))
+        emit(out, case="video1m_turns", units=n, piece_patches=[limit.size, None, bound_pieces.size],
+             **{f"{k}_ms_per_unit": [round(1e3 * t / n, 3) for t in v] for k, v in times.items()},
+             **{f"{k}_median": round(1e3 * statistics.median(v) / n, 3) for k, v in times.items()})
+        del req
     if "mixed32" in cases:
         from omnienc.tools.workloads import mixed_requests
 
