@@ -503,3 +503,32 @@ def test_first_sightings_of_cudnn_graphs_are_priced_once():
     warmed = simulate(records, grid, costs=costs, step_ms=10, config=NO_EXACT, warmup=1)
     assert warmed.counts["vision"]["cudnn_builds"] == 1 and warmed.requests == len(records)
     assert warmed.ms == pytest.approx(got.ms - build)
+
+
+def test_verify_breakdown_says_where_a_grid_was_measured():
+    """``tune --verify``'s breakdown line: measured and predicted ms per modality and per kind of run,
+    from a real (CPU) measurement of a short trace and the simulation of the same batches."""
+    from omnienc.runtime.batching import BatchPolicy
+    from omnienc.runtime.costs import CostModel
+    from omnienc.runtime.grid import BucketGrid
+    from omnienc.runtime.simulator import simulate as run_simulation
+    from omnienc.tools.simulate import measure
+    from omnienc.tools.tracegen import generate_trace
+    from omnienc.tools.tune import breakdown
+
+    records = []
+    while not records:  # a second of Poisson arrivals may bring none
+        records = generate_trace(seconds=1, rate=4, seed=random.randrange(10**6))
+    grid = BucketGrid.from_dict({"dtype": "float32",
+                                 "vision": {"patches": [1024, 4096], "batch": [2], "graphs_up_to": 1024},
+                                 "audio": {"frames": [1000, 3000], "batch": [2]}})
+    got = measure(records, grid, BatchPolicy(), device="cpu")
+    report = run_simulation(records, grid, BatchPolicy(), CostModel.load(), warmup=1)
+    line = breakdown("base", report, got["stats"])
+    assert line.startswith("  base, measured/predicted ms: ")
+    for m in report.modalities:
+        if m.requests:
+            measured = got["stats"][m.modality]["ms"]
+            assert f"{m.modality} {measured:.1f}/{m.ms:.1f} (" in line
+            ran = [k for k, v in got["stats"][m.modality]["kinds"].items() if v["runs"]]
+            assert ran and all(f"{k} " in line for k in ran)

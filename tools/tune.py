@@ -79,8 +79,21 @@ def measure_grids(records: list, grids: dict, batching, config) -> dict:
     for name, grid in grids.items():
         got = measure(records, grid, batching, config=config, encoders=encoders)
         out[name] = sum(v["ms"] for v in got["stats"].values() if isinstance(v, dict) and "ms" in v)
-        out["card"], out[f"{name}_failed"] = got["card"], got["failed"]
+        out["card"], out[f"{name}_failed"], out[f"{name}_stats"] = got["card"], got["failed"], got["stats"]
     return out
+
+
+def breakdown(name: str, report: SimReport, stats: dict) -> str:
+    """One line: ``name``'s measured against predicted GPU ms per modality and per kind of run that
+    ran (``simulator.compare``), so a verification that misses says where."""
+    from omnienc.runtime.simulator import compare
+
+    parts = []
+    for m, c in compare(report, stats)["modalities"].items():
+        kinds = ", ".join(f"{k} {v['measured']['ms']:.1f}/{v['predicted']['ms']:.1f}"
+                          for k, v in c["kinds"].items() if v["measured"]["runs"] or v["predicted"]["runs"])
+        parts.append(f"{m} {c['measured_ms']:.1f}/{c['predicted_ms']:.1f} ({kinds})")
+    return f"  {name}, measured/predicted ms: " + "; ".join(parts)
 
 
 def keep_faster(base_ms: float, tuned_ms: float, base_ok: bool, base_failed: int = 0, tuned_failed: int = 0) -> str:
@@ -163,8 +176,9 @@ def run(args: argparse.Namespace) -> int:
     verified = ""
     if verify and not result.from_base:
         got = measure_grids(held, {"base": base, "tuned": result.searched}, batching, config)
-        pred = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=1).ms
-                for n, g in (("base", base), ("tuned", result.searched))}
+        reports = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=1)
+                   for n, g in (("base", base), ("tuned", result.searched))}
+        pred = {n: r.ms for n, r in reports.items()}
         gain = got["base"] / got["tuned"] - 1 if got["tuned"] else 0.0
         verified = (f"verified on the held-out last third ({len(held)} requests) on {got['card']}: base "
                     f"{got['base']:.1f} ms measured (predicted {pred['base']:.1f}), tuned {got['tuned']:.1f} ms "
@@ -172,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         failed = {n: got.get(f"{n}_failed", 0) for n in ("base", "tuned")}
         if any(failed.values()):
             verified += f"; requests that failed: base {failed['base']}, tuned {failed['tuned']}"
+        verified += "".join("\n" + breakdown(n, r, got[f"{n}_stats"]) for n, r in reports.items())
         if keep_faster(got["base"], got["tuned"], result.base_admissible, failed["base"], failed["tuned"]) == "base":
             grid, from_base = base, True
             verdict = ("writing the base grid: the tuned grid " + ("failed more requests" if failed["tuned"] > failed["base"]
