@@ -104,21 +104,20 @@ def plan_audio(
     full = conv_lens(chunk)
     tpc = full[2]
     window = tpc * max(n_window_infer // chunk, 1)
-    conv_valid, token_index, seqlens = [], [], []
-    c = 0
+    # Python ints per chunk, one tensor op for all the token rows: this runs on the host before
+    # every pack of a new layout, while the device may wait for it.
+    conv_valid, kept, seqlens = [], [], []
     for T in feature_lens:
         T = int(T)
-        n = math.ceil(T / chunk)
-        short = T < chunk
-        for j in range(n):
-            conv_valid.append(conv_lens(T) if short else full)
-            left = T - j * chunk
-            kept = conv_lens(left)[2] if left < chunk else tpc
-            token_index.append(torch.arange(kept) + (c + j) * tpc)
-        c += n
+        n, tail = divmod(T, chunk)
+        if T < chunk:
+            conv_valid.append(conv_lens(T))
+        else:
+            conv_valid += [full] * (n + (tail > 0))
+        kept += [tpc] * n + ([conv_lens(tail)[2]] if tail else [])
         L = audio_output_length(T, n_window)
         seqlens += [window] * (L // window) + ([L % window] if L % window else [])
-    num_real = sum(len(t) for t in token_index)
+    c, num_real = len(kept), sum(kept)
     total_chunks = c if num_chunks is None else num_chunks
     if total_chunks < c:
         raise ValueError(f"plan needs {c} chunks but only {total_chunks} were allowed")
@@ -126,12 +125,13 @@ def plan_audio(
     total = num_tokens if num_tokens is not None else (num_real if num_chunks is None else total_chunks * tpc)
     if not num_real <= total <= total_chunks * tpc:
         raise ValueError(f"token count {total} must lie in [{num_real}, {total_chunks * tpc}]")
-    index = torch.cat(token_index) if token_index else torch.zeros(0, dtype=torch.int64)
+    # Each chunk's first kept rows, in order; padding tokens are the first rows no chunk keeps.
+    rows = torch.arange(total_chunks * tpc).view(total_chunks, tpc)
+    keep = torch.arange(tpc) < torch.tensor(kept + [0] * (total_chunks - c), dtype=torch.int64).view(total_chunks, 1)
+    index = rows[keep]
     pad = total - num_real
     if pad:
-        used = torch.zeros(total_chunks * tpc, dtype=torch.bool)
-        used[index] = True
-        index = torch.cat([index, (~used).nonzero().squeeze(1)[:pad]])
+        index = torch.cat([index, rows[~keep][:pad]])
         seqlens += [window] * (pad // window) + ([pad % window] if pad % window else [])
     if num_segments is not None:
         if len(seqlens) > num_segments:
