@@ -190,7 +190,8 @@ def test_a_third_modality_runs_beside_vision_through_the_runtime_and_the_service
     check_tokens(enc, [r for r in reqs if isinstance(r, TokenRequest)], [o for o in outs if isinstance(o, TokenOutput)])
     check_against_direct(encoders, images, [o for o, r in zip(outs, reqs) if isinstance(r, VisionRequest)])
     s = rt.stats()
-    assert s["tokens"]["requests"] == 8 and s["tokens"]["fallbacks"] == 1 and s["tokens"]["replays"] >= 3
+    # the cut request's two pieces (40 and 30 rows) need two 64-row packs; the small ones may join them
+    assert s["tokens"]["requests"] == 8 and s["tokens"]["fallbacks"] == 1 and s["tokens"]["replays"] >= 2
     assert s["requests"] == 10 and s["fallbacks"] == 1
 
     bad = token_request([3])
