@@ -80,10 +80,10 @@ class EagerRunner:
         for _, s in items:
             if not self.fits([s]):
                 raise self._too_large(index, request, s)
-        if len(items) > 1 or not self.fits([shape]):
+        if len(items) > 1:  # one item that fits the bound was run whole above
             try:
                 parts = [self.run([r], [s]) for r, s in items]
-                return tuple(torch.cat(ts) for ts in zip(*parts)) if len(parts) > 1 else parts[0]
+                return tuple(torch.cat(ts) for ts in zip(*parts))
             except torch.OutOfMemoryError:
                 self.release()
         raise RuntimeError(
