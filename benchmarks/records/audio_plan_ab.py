@@ -11,33 +11,17 @@ as the runtime stages them (real window settings: 100-frame chunks, 800-frame at
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from old_code import load_old
 
 from omnienc.encoders.audio import plan_audio as new
 
 CASES = {"audio10s on 1100x3": ([1000], 11), "4 x 7 s on 3000x4": ([700] * 4, 30),
          "3 x 12 s on 3700x3": ([1200] * 3, 37), "32 x 4 s on 12800x32": ([400] * 32, 128)}
-
-
-def load_old(ref: str):
-    source = subprocess.run(["git", "show", f"{ref}:encoders/audio.py"], capture_output=True, text=True,
-                            check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "audio_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("omnienc.encoders.audio_old", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.plan_audio
 
 
 def call(f, lens, nw, nwi, kw):
@@ -80,7 +64,7 @@ def main() -> None:
     p.add_argument("old_ref")
     p.add_argument("--rounds", type=int, default=7)
     a = p.parse_args()
-    old = load_old(a.old_ref)
+    old = load_old(a.old_ref, "encoders/audio.py", "omnienc.encoders.audio_old").plan_audio
     print(f"equal plans: {same_plans(old, random.Random(0))} built by both, the rest the same error")
     torch.set_num_threads(1)
     for name, (lens, chunks) in CASES.items():

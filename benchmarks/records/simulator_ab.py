@@ -9,28 +9,13 @@ modality per round; prints each round's seconds and whether the two gave the sam
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+from old_code import load_old
 
 from omnienc.runtime import BucketGrid, CostModel, RuntimeConfig
 from omnienc.runtime import simulator as new
 from omnienc.tools.tracegen import generate_trace
-
-
-def load_old(ref: str):
-    source = subprocess.run(["git", "show", f"{ref}:runtime/simulator.py"], capture_output=True, text=True,
-                            check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "simulator_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("omnienc.runtime.simulator_old", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> None:
@@ -38,7 +23,7 @@ def main() -> None:
     p.add_argument("old_ref")
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
-    old = load_old(a.old_ref)
+    old = load_old(a.old_ref, "runtime/simulator.py", "omnienc.runtime.simulator_old")
     trace, grid, costs = generate_trace(300, 20, seed=0), BucketGrid.default(), CostModel.load()
     seconds, outputs = {"old": [], "new": []}, {}
     for _ in range(a.rounds):
