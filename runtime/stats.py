@@ -32,6 +32,7 @@ from .grid import Bucket
 
 UNITS = {"vision": "patches", "audio": "frames"}
 KINDS = ("replay", "exact_replay", "exact_capture", "eager", "merged", "fallback")
+EXACT_KINDS = ("exact_replay", "exact_capture")  # unpadded runs on the pack's exact layout
 
 
 def byte_size(n: float) -> str:
@@ -40,7 +41,6 @@ def byte_size(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
     return f"{n:.0f} B"
-EXACT_KINDS = ("exact_replay", "exact_capture")  # unpadded runs on the pack's exact layout
 
 
 @dataclass

@@ -229,6 +229,7 @@ def tune_modality(
         ``ms`` is non-increasing in k.
     """
     costs = costs or CostModel.load()
+    split = (config or RuntimeConfig()).split_requests  # requests larger than every bucket are cut
     groups = batches(records, modality, batching)
     items = [d for g in groups for d in g]
     totals = [Demand(sum(d.size for d in g), sum(d.batch for d in g)) for g in groups]
@@ -278,7 +279,7 @@ def tune_modality(
     def fit(demands: list[Demand]) -> bool:
         """Scores the optimal graph buckets of ``demands`` with each eager option; True if any improved."""
         improved = False
-        segments = [_segment(modality, d) for d in demands] if (config or RuntimeConfig()).split_requests else None
+        segments = [_segment(modality, d) for d in demands] if split else None
         for graphs in dict.fromkeys(optimal_buckets(demands, max_graphs, replay_many, eager_many, max_size,
                                                     segments)):
             top = max((b.size for b in graphs), default=0)
@@ -308,7 +309,7 @@ def tune_modality(
                 break
             monotone()
     monotone()
-    if (config or RuntimeConfig()).split_requests and any(_segment(modality, d) for d in items):
+    if split and any(_segment(modality, d) for d in items):
         improve_locally(best, items, consider, eager_options)
         monotone()
     return best

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omnienc.runtime.costs import CostModel
 from omnienc.runtime.grid import BucketGrid
-from omnienc.runtime.simulator import SimReport, describe_batching, simulate
+from omnienc.runtime.simulator import SimReport, compare, describe_batching, simulate
 from omnienc.runtime.trace import read_trace
 from omnienc.runtime.tune import tune
 from omnienc.tools.args import HelpFormatter, add_number, check_output, command, error
@@ -86,8 +86,6 @@ def measure_grids(records: list, grids: dict, batching, config) -> dict:
 def breakdown(name: str, report: SimReport, stats: dict) -> str:
     """One line: ``name``'s measured against predicted GPU ms per modality and per kind of run that
     ran (``simulator.compare``), so a verification that misses says where."""
-    from omnienc.runtime.simulator import compare
-
     parts = []
     for m, c in compare(report, stats)["modalities"].items():
         kinds = ", ".join(f"{k} {v['measured']['ms']:.1f}/{v['predicted']['ms']:.1f}"
