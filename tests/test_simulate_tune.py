@@ -522,7 +522,12 @@ def test_verify_breakdown_says_where_a_grid_was_measured():
     grid = BucketGrid.from_dict({"dtype": "float32",
                                  "vision": {"patches": [1024, 4096], "batch": [2], "graphs_up_to": 1024},
                                  "audio": {"frames": [1000, 3000], "batch": [2]}})
-    got = measure(records, grid, BatchPolicy(), device="cpu")
+    from omnienc.encoders import AudioEncoder, VisionEncoder
+
+    from conftest import tiny_audio_config, tiny_vision_config
+
+    encoders = (VisionEncoder(tiny_vision_config()).eval(), AudioEncoder(tiny_audio_config()).eval(), "cpu")
+    got = measure(records, grid, BatchPolicy(), encoders=encoders)
     report = run_simulation(records, grid, BatchPolicy(), CostModel.load(), warmup=1)
     line = breakdown("base", report, got["stats"])
     assert line.startswith("  base, measured/predicted ms: ")
