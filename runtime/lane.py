@@ -32,7 +32,7 @@ from .exact import ExactGraphs, exact_stats
 from .grid import Bucket, ModalityGrid
 from .modality import Modality
 from .packing import BucketSet, Demand, Pack, eager_groups, pack
-from .split import Unsplittable
+from .split import Unsplittable, piece_limit
 from .stats import BucketStats, ModalityStats, new_modality_stats
 
 
@@ -128,7 +128,7 @@ class Lane:
         self.eager_merge_units = self._merge_units  # a merged eager call's most units (``set_bound``)
         self._largest = max(buckets, key=lambda b: (b.size, b.batch), default=None)
         self.split = config.split_requests and self._largest is not None
-        self.piece_limit = self._largest  # the most a piece of a split request holds (``set_bound``)
+        self.piece_limit = None  # the most a piece of a split request holds (``set_bound``)
         self.attention = AttentionPolicy(spec.facts, config, spec.eager_cudnn)
         self.eager = EagerRunner(spec, device, self.attention)
         exact = bool(exact_graphs and buckets)
@@ -156,15 +156,19 @@ class Lane:
 
     def set_bound(self, limit: int | None) -> None:
         """Bounds this lane's uncaptured calls by ``limit`` bytes (None: unbounded): eager packs and
-        fallbacks check it, merged eager calls and the pieces of split requests are cut to fit it."""
+        fallbacks check it, merged eager calls and the pieces of split requests are cut to fit it.
+
+        A split request's pieces fill the largest bucket where it is a graph bucket (they replay
+        its graph). Where it is an eager bucket they run uncaptured anyway, so each is as large as
+        one uncaptured call may be (``eager_merge_units``): a few large pieces instead of many
+        bucket-sized ones merged, less host work per unit (docs/BENCHMARKS.md). Such a piece fits
+        no bucket and runs as a fallback of its own."""
         self.eager.limit = limit
-        if limit is None:
-            self.eager_merge_units, self.piece_limit = self._merge_units, self._largest
-            return
-        within = self.units_within(limit)
-        self.eager_merge_units = min(self._merge_units, within)
-        if self._largest is not None:
-            self.piece_limit = Bucket(max(1, min(self._largest.size, within)), self._largest.batch)
+        within = None if limit is None else self.units_within(limit)
+        self.eager_merge_units = self._merge_units if within is None else min(self._merge_units, within)
+        top = self._largest
+        self.piece_limit = None if top is None else piece_limit(top, self.buckets[top].stats.graph,
+                                                                self._merge_units, within)
 
     def units_within(self, limit: int) -> int:
         """The most units one eager call may hold within ``limit`` bytes (its estimate is monotone)."""

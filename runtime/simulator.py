@@ -34,7 +34,7 @@ from omnienc.runtime.grid import Bucket, BucketGrid
 from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, layout, pack
 from omnienc.runtime.sightings import (EXACT_CAPTURE, cudnn_key, exact_cache, exact_counts, exact_route,
                                        segment_lengths)
-from omnienc.runtime.split import piece_demands
+from omnienc.runtime.split import piece_demands, piece_limit
 from omnienc.runtime.stats import KINDS, UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord
 
@@ -110,10 +110,13 @@ class SimLane:
         costs: the cost model.
         config: the runtime's configuration; ``exact_graphs`` None counts as on (as on a GPU), and
             ``eager_merge`` as the runtime reads it.
+        bound_units: the most units one uncaptured call may hold under the runtime's bound on
+            transient memory (``Lane.units_within``; known once a runtime is built on the device);
+            merged calls and pieces of split requests follow it as the runtime's. None: no bound.
     """
 
     def __init__(self, modality: str, buckets: Iterable[Bucket], is_graph: Callable[[Bucket], bool] | None,
-                 costs: CostModel, config: RuntimeConfig) -> None:
+                 costs: CostModel, config: RuntimeConfig, bound_units: int | None = None) -> None:
         self.modality, self.costs = modality, costs
         self.buckets = BucketSet(buckets)
         # a request larger than every bucket is cut into pieces of at most the largest one, as the
@@ -122,7 +125,10 @@ class SimLane:
         self._largest = largest if config.split_requests else None
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
         self._by_bucket = {b.bucket: b for b in self.stats.buckets}
-        self.merge_units = config.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
+        merge_units = config.eager_merge * max((b.size for b in self.buckets.buckets), default=0)
+        self.merge_units = merge_units if bound_units is None else min(merge_units, bound_units)
+        self._piece = None if self._largest is None else piece_limit(
+            largest, self._by_bucket[largest].graph, merge_units, bound_units)
         exact = config.exact_graphs is not False and bool(self.buckets.buckets)
         self.cache = exact_cache(config) if exact else None
         self._ms: dict[tuple, float] = {}
@@ -150,7 +156,7 @@ class SimLane:
         top = self._largest
         if top is None or all(d.size <= top.size and d.batch <= top.batch for d in demands):
             return demands  # the largest bucket holds each of them: nothing to cut
-        return [p for d in demands for p in (piece_demands(self.modality, d, self._largest)
+        return [p for d in demands for p in (piece_demands(self.modality, d, self._piece)
                                              if self.buckets.smallest(d.size, d.batch) is None else (d,))]
 
     def warm(self, demands: Sequence[Demand]) -> None:
@@ -497,6 +503,7 @@ def simulate(
     records: Iterable[TraceRecord], grid: BucketGrid, batching: Batching | None = None,
     costs: CostModel | None = None, *, step_ms: float | None = None, busy: bool = False,
     config: RuntimeConfig | None = None, card: str | None = None, warmup: int = 0,
+    bound_units: dict[str, int] | None = None,
 ) -> SimReport:
     """Simulates what the runtime runs for a trace, and predicts its GPU time.
 
@@ -515,6 +522,9 @@ def simulate(
         card: The card the prediction is for; the report flags a model measured on another.
         warmup: Batches run once before the trace, exact graphs off, not counted (as ``omnienc
             simulate --measure`` warms the runtime up with its first batch).
+        bound_units: Per modality, the most units one uncaptured call may hold under the runtime's
+            bound on transient memory (``SimLane``); ``simulate --measure`` passes the runtime's.
+            None: no bound (the bound depends on what the card's graphs hold).
 
     Returns:
         Per-modality stats (runs per bucket and kind, padding, fallbacks, predicted ms) and totals.
@@ -526,7 +536,8 @@ def simulate(
     lanes = {}
     for m in MODALITIES:
         g = grid.modality(m)
-        lanes[m] = SimLane(m, g.buckets if g else (), g.is_graph if g else None, costs, config)
+        lanes[m] = SimLane(m, g.buckets if g else (), g.is_graph if g else None, costs, config,
+                           (bound_units or {}).get(m))
 
     def run(group: list[int]) -> float:
         return sum(lanes[m].add([records[i].demand for i in group if records[i].modality == m])[0]

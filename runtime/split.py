@@ -123,6 +123,25 @@ def audio_pieces(frames: Sequence[int], max_size: int, max_batch: int, window: i
     return pieces
 
 
+def piece_limit(largest: Bucket, graph: bool, merge_units: int, within: int | None) -> Bucket:
+    """The most one piece of a split request holds (the runtime's ``Lane.set_bound``, the simulator).
+
+    Where the largest bucket is a graph bucket, pieces fill it (they replay its graph). Where it is
+    an eager bucket they run uncaptured anyway, so a piece is as large as one uncaptured call may
+    be: ``merge_units`` (a merged eager call's most units; 0: no merging, the largest bucket),
+    with segments in proportion. Either way at most ``within`` units (the bound on transient
+    memory; None: no bound), at least 1.
+    """
+    if graph or merge_units <= largest.size:
+        size = largest.size
+    else:
+        size = merge_units
+    if within is not None:
+        size = min(size, within)
+    size = max(1, size)
+    return Bucket(size, largest.batch * max(1, -(-size // largest.size)))
+
+
 def piece_demands(modality: str, demand: Demand, limit: Bucket, window: int = AUDIO_WINDOW_FRAMES,
                   chunk: int = AUDIO_CHUNK_FRAMES) -> list[Demand]:
     """The demands of a request's pieces as the runtime cuts it (for the simulator): ``demand``
@@ -137,4 +156,4 @@ def piece_demands(modality: str, demand: Demand, limit: Bucket, window: int = AU
         return [demand]
 
 
-__all__ = ["Piece", "Unsplittable", "audio_parts", "audio_pieces", "piece_demands", "vision_pieces"]
+__all__ = ["Piece", "Unsplittable", "audio_parts", "audio_pieces", "piece_demands", "piece_limit", "vision_pieces"]

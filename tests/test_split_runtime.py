@@ -168,3 +168,41 @@ def test_simulator_prices_the_pieces_as_the_runtime_runs_them(encoders, tmp_path
         want = {k: (b["runs"], b["units"]) for k, b in measured[m]["buckets"].items()}
         assert got == want, m
         assert predicted[m].fallbacks == measured[m]["fallbacks"] == 0
+
+
+@torch.no_grad()
+def test_pieces_of_an_eager_largest_bucket_are_as_large_as_one_uncaptured_call(encoders, tmp_path):
+    """Where the largest bucket is eager, a long video is cut into pieces as large as the bound lets
+    one uncaptured call be (each runs alone, larger than every bucket), not into bucket-sized ones;
+    outputs equal the whole forward, and the simulator given the bound's units runs the same."""
+    vis, _ = encoders
+    eager_grid = BucketGrid.from_dict({"dtype": "float32", "vision": {"patches": [64, 192], "batch": [4],
+                                                                     "graphs_up_to": 64}})
+    spec = EncoderRuntime(vision=vis, grid=eager_grid).vision.spec
+    limit = spec.eager_bytes(448)  # room for 7 frames of 8x8 in one call: above the largest bucket
+    path = tmp_path / "t.jsonl"
+    rt = EncoderRuntime(vision=vis, grid=eager_grid, trace_path=path, config=RuntimeConfig(max_transient_bytes=limit))
+    within = rt.vision.units_within(limit)
+    assert 192 < rt.vision.piece_limit.size == within < 4 * 192
+    sizes = []
+    real = type(rt.vision.eager).run
+
+    def run(self, requests, shapes):
+        sizes.append(sum(spec.demand(s).size for s in shapes))
+        return real(self, requests, shapes)
+
+    reqs = [vision([[12, 8, 8]], vis.config), vision([[1, 8, 6]], vis.config)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(rt.vision.eager), "run", run)
+        outs = rt.encode(reqs)
+    rt.close()
+    same_as_whole(encoders, reqs, outs)
+    frames = within // 64
+    # the pieces' uncaptured calls (the image replays the 64-patch graph bucket)
+    assert sorted(sizes) == sorted([64 * frames] * (12 // frames) + ([64 * (12 % frames)] if 12 % frames else []))
+    measured = rt.stats()["vision"]
+    assert measured["fallbacks"] == -(-12 // frames)  # each piece alone: larger than every bucket
+    predicted = simulate(read_trace(path), eager_grid, step_ms=1e9, bound_units={"vision": within})["vision"]
+    assert predicted.fallbacks == measured["fallbacks"]
+    assert {f"{b.bucket.size}x{b.bucket.batch}": (b.runs, b.units) for b in predicted.buckets} == \
+        {k: (b["runs"], b["units"]) for k, b in measured["buckets"].items()}

@@ -190,11 +190,14 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
             failed += [str(o) for o in rt.launch(reqs).results() if isinstance(o, Exception)]
         wall_s = time.perf_counter() - t0
         stats = rt.stats()
+        bound = rt.memory()["max_transient_bytes"]
+        bound_units = {lane.modality: lane.units_within(bound) for lane in (rt.vision, rt.audio)
+                       if lane is not None and bound is not None}
     del rt
     if cuda:
         torch.cuda.empty_cache()
     return {"stats": stats, "wall_s": wall_s, "batches": len(groups), "device": device,
-            "card": _card(torch.device(device)), "exact_graphs": exact, "failed": len(failed),
+            "card": _card(torch.device(device)), "exact_graphs": exact, "bound_units": bound_units, "failed": len(failed),
             "first_failure": failed[0] if failed else None}
 
 
@@ -225,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
         costs = costs or CostModel.load(card=card)  # the packaged model of the card measuring
         config = config.replace(exact_graphs=got["exact_graphs"])  # as the runtime resolved it (off on the CPU)
     report = simulate(records, grid, batching, costs, busy=args.busy, config=config, card=card,
-                      warmup=1 if got is not None else 0)  # measure's warm-up batch
+                      warmup=1 if got is not None else 0,  # measure's warm-up batch
+                      bound_units=got["bound_units"] if got is not None else None)
     out = report.to_dict()
     if got is not None:
         cmp = compare(report, got["stats"])

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# A record: the GPU call after pieces of an eager largest bucket grew to one uncaptured call's size
+# and float32 stopped taking the cuBLASLt GELU epilogue. In order, each part under its own limit:
+# the float32 GELU epilogue against torch's GELU (why float32 encode missed its reference); the cost
+# model on the card (benchmarks/costs_gpu.sh); dense attention for uncaptured runs on its held-out
+# trace, on and off in turns (benchmarks/records/dense_trace_ab.py); the GPU tests of the changed
+# code; the long-media probe (the piece-size A/B in turns, the 10-minute video's memory).
+set -uo pipefail
+out=${OUT:-out/gpu}; mkdir -p "$out"; work=/tmp/call7; mkdir -p "$work"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/mstar_ai-*.whl .whl/pyzmq-*.whl \
+  .whl/soundfile-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl >>"$work/install.log" 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-cudnn .whl/nvidia_cudnn_frontend*.whl \
+  >>"$work/install.log" 2>&1
+export PYTHONPATH=/tmp/site-cudnn:/tmp/site
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
+pack() { tar -czf "$out/results.tgz" -C "$work" . 2>/dev/null; }
+timeout 60 python3 - <<'PY' 2>&1 | tee "$out/gelu_fp32.txt"
+import torch
+from omnienc.encoders.ops.linear_gelu import linear_gelu
+torch.manual_seed(0)
+for n in (64, 1152):
+    x, w, b = torch.randn(4096, n, device="cuda"), torch.randn(4 * n, n, device="cuda") / n**0.5, torch.randn(4 * n, device="cuda")
+    ref = linear_gelu(x.double(), w.double(), b.double(), "tanh", impl="torch")
+    for impl in ("torch", "epilogue"):
+        y = linear_gelu(x, w, b, "tanh", impl=impl).double()
+        print(f"float32 linear+tanh-GELU, K={n}, {impl}: relative error vs float64 {((y - ref).norm() / ref.norm()).item():.2e}")
+PY
+t0=$SECONDS
+name=costs_h100.yaml; grep -q H200 "$out/card.txt" && name=costs_h200.yaml
+COSTS_NAME=$name OUT=$work/costs BUDGET=${COSTS_S:-190} timeout $((${COSTS_S:-190} + 10)) bash benchmarks/costs_gpu.sh \
+  >"$work/costs.log" 2>&1
+echo "== costs: exit $? in $((SECONDS - t0)) s"
+cp "$work/costs/costs_summary.md" "$work/costs/$name" "$out/" 2>/dev/null; head -n 36 "$out/costs_summary.md" 2>/dev/null
+pack
+t0=$SECONDS
+[[ -s $work/costs/$name ]] && timeout "${DENSE_S:-110}" python3 benchmarks/records/dense_trace_ab.py \
+  --trace "$work/costs/trace_heldout.jsonl" --costs "$work/costs/$name" --out "$work/dense" --rounds "${DENSE_ROUNDS:-2}" \
+  >"$work/dense.log" 2>&1
+echo "== dense A/B: exit $? in $((SECONDS - t0)) s"; cut -c1-700 "$work/dense.log"
+cp "$work/dense/dense_ab.jsonl" "$out/" 2>/dev/null
+pack
+t0=$SECONDS
+timeout "${TESTS_S:-130}" python3 -m pytest -q -m gpu -p no:cacheprovider -v tests/test_gpu_long.py \
+  tests/test_encode.py tests/test_gpu.py tests/test_gpu_mstar.py >"$out/tests.log" 2>&1
+echo "== tests: exit $? in $((SECONDS - t0)) s"; grep -E "passed|failed|FAILED|Error|^E  " "$out/tests.log" | tail -n 14
+pack
+t0=$SECONDS
+timeout "${PROBE_S:-70}" python3 benchmarks/records/long_media_probe.py --out "$out" \
+  --cases "${PROBE_CASES:-video1m_turns,video10m}" >"$work/long_media.log" 2>&1
+echo "== long media: exit $? in $((SECONDS - t0)) s"; cut -c1-400 "$out/long_media.jsonl" 2>/dev/null
+pack
