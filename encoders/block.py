@@ -84,9 +84,9 @@ class Fusion(NamedTuple):
     """Which fused ops the encoders run (each field an op's ``impl``; ``torch`` = the unfused
     reference): ``norm`` for residual add + LayerNorm (``ops.add_layernorm``: ``auto``, ``triton``
     or ``torch``), ``gelu`` for fc1 + GELU (``ops.linear_gelu``: ``torch``, ``epilogue`` or
-    ``triton``; ``auto`` = the cuBLASLt epilogue for tanh-GELU on CUDA in half precision, else
-    torch) and ``front`` for the audio conv front-end (``ops.audio_front``: ``auto``, ``triton`` or
-    ``torch``; the vision encoder has none). A 2-tuple ``(norm, gelu)`` leaves ``front`` at ``auto``."""
+    ``triton``; ``auto`` = the cuBLASLt epilogue for tanh-GELU on CUDA, else torch) and ``front``
+    for the audio conv front-end (``ops.audio_front``: ``auto``, ``triton`` or ``torch``; the vision
+    encoder has none). A 2-tuple ``(norm, gelu)`` leaves ``front`` at ``auto``."""
 
     norm: str = "auto"
     gelu: str = "auto"
@@ -95,10 +95,7 @@ class Fusion(NamedTuple):
     def resolve(self, x: torch.Tensor, act: str) -> Fusion:
         gelu = self.gelu
         if gelu == "auto":
-            # float32 keeps torch's GELU: the epilogue's tanh is evaluated less exactly, which half
-            # precision rounds away but a float32 comparison with the reference sees
-            half = x.dtype in (torch.bfloat16, torch.float16)
-            gelu = "epilogue" if x.is_cuda and half and _APPROXIMATE.get(act) == "tanh" else "torch"
+            gelu = "epilogue" if x.is_cuda and _APPROXIMATE.get(act) == "tanh" else "torch"
         return self._replace(gelu=gelu)
 
     @property

@@ -4,9 +4,10 @@
   ``fastest`` the faster of the capturable ones, measured per bucket at capture (``candidates``).
 * An uncaptured run (an eager bucket, a fallback) under ``eager_attention=auto`` takes cuDNN's
   varlen attention for a call of at least ``eager_cudnn_tokens`` tokens where the ``cudnn`` extra is
-  installed (on a plan rounded so its cuDNN graph recurs); else ``dense`` where the layout suits it
-  and each of its [B, L] shapes has been seen ``dense_after`` times and holds a place among the
-  ``dense_shapes`` admitted (cuDNN builds and keeps a graph per shape); else the captured backend.
+  installed (on a plan rounded so its cuDNN graph recurs); else, where ``dense_after`` is set (off
+  by default), ``dense`` where the layout suits it and each of its [B, L] shapes has been seen
+  ``dense_after`` times and holds a place among the ``dense_shapes`` admitted (cuDNN builds and
+  keeps a graph per shape); else the captured backend.
 * An exact-layout graph takes ``dense`` where the layout suits it and its shapes fit among the
   ``dense_shapes`` (admitted at once: the capture's eager run builds their plans), else the
   captured backend.
@@ -72,7 +73,7 @@ class AttentionPolicy:
             backend = resolve_backend(self.eager_mode.value, f.device, f.dtype, f.head_dim)
         elif self.cudnn_suits(seqlens):
             backend = "cudnn"
-        elif self._dense_suits(seqlens) and self._admit_dense(segment_runs(seqlens)):
+        elif self.dense_after and self._dense_suits(seqlens) and self._admit_dense(segment_runs(seqlens)):
             backend = "dense"
         else:
             backend = self.captured()
@@ -110,7 +111,7 @@ class AttentionPolicy:
 
     def dense_shapes(self) -> int:
         """Shapes admitted to ``dense``."""
-        return sum(n >= self.dense_after for n in self._dense_seen.values())
+        return sum(n >= self.dense_after for n in self._dense_seen.values()) if self.dense_after else 0
 
     def _dense_suits(self, seqlens) -> bool:
         f = self.facts

@@ -301,11 +301,11 @@ def calibrate(
     del rt  # free the probe graphs' pool before the eager runs
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    # Uncaptured runs as the runtime makes them, never dense (a trace's mixed layouts seldom are);
+    # Uncaptured runs as the runtime makes them by default, never dense;
     # exact graphs on for the captures, a small graph bucket per modality to sight them on.
     small = BucketGrid(dtype_name, *(ModalityGrid(m, (SMALL_BUCKET[m],)) for m in MODALITIES))
     rt = EncoderRuntime(vision=vision, audio=audio, grid=small,
-                        config=RuntimeConfig(exact_graphs=True, dense_after=2**31 - 1))
+                        config=RuntimeConfig(exact_graphs=True, dense_after=0))
     rt.capture(progress=False)
     cudnn = rt.vision.attention.cudnn_suits((rt.config.eager_cudnn_tokens,))
     points.update(_uncaptured_points(rt, probes, merge, timer, warmup, repeats, eager_repeats, captures, say))

@@ -60,7 +60,8 @@ class RuntimeConfig:
             bucket measured at capture).
         eager_attention: uncaptured runs' backend, or ``auto``: cuDNN varlen for big vision calls
             (``eager_cudnn_tokens``) where the extra is installed, else ``dense`` for layouts of
-            long equal segments once their shape recurs (``dense_after``), else ``attention``'s.
+            long equal segments once their shape recurs (``dense_after``; off by default), else
+            ``attention``'s.
         eager_cudnn_tokens: the fewest tokens of an uncaptured vision call that takes cuDNN varlen
             under ``eager_attention=auto``: on long many-segment calls it beats FlashAttention and
             its host time per call hides behind the GPU; on smaller ones it lost (0: never).
@@ -68,7 +69,9 @@ class RuntimeConfig:
             the grid's largest bucket size: each call costs host work and launches per layer and
             gains nothing from running apart (0: each alone).
         dense_after: an uncaptured shape runs ``dense`` from this sighting: cuDNN builds a graph per
-            [B, L] shape, which only shapes that recur pay back.
+            [B, L] shape, which only shapes that recur often pay back (0: never, the default: on a
+            held-out trace of varied requests, admission at the 8th sighting cost 7-19% more GPU
+            time than never, docs/BENCHMARKS.md; set it for traffic of a few fixed sizes).
         dense_shapes: at most this many shapes ever run ``dense`` (per launching thread): each
             keeps host memory in torch's cache.
         exact_graphs: capture a graph of a pack's exact layout when it comes back and replay it,
@@ -104,7 +107,7 @@ class RuntimeConfig:
     attention: Attention = Attention.AUTO
     eager_attention: Attention = Attention.AUTO
     eager_cudnn_tokens: int = 8192
-    dense_after: int = 8
+    dense_after: int = 0
     dense_shapes: int = 128
     eager_merge: int = 4
     exact_graphs: bool | None = False
@@ -135,7 +138,8 @@ class RuntimeConfig:
         object.__setattr__(self, "eager_attention", _mode("eager_attention", self.eager_attention, eager))
         _count("eager_cudnn_tokens", self.eager_cudnn_tokens, 0, " (0: never)")
         _count("eager_merge", self.eager_merge, 0, " (0: each eager pack alone)")
-        for name in ("dense_after", "dense_shapes", "exact_at", "exact_max_graphs", "exact_seen", "exact_credit",
+        _count("dense_after", self.dense_after, 0, " (0: never)")
+        for name in ("dense_shapes", "exact_at", "exact_max_graphs", "exact_seen", "exact_credit",
                      "exact_refill", "plan_cache_size", "size_cache_size", "timings_pending"):
             _count(name, getattr(self, name), 1)
 

@@ -172,9 +172,10 @@ def test_varlen_attention_matches_fp32_and_replays(heads, dim):
 def runtime(vision_models, audio_models):
     from omnienc.runtime import BucketGrid, EncoderRuntime, RuntimeConfig
 
-    # Exact-layout graphs on (off by default): this module also tests their captures and replays.
+    # Exact-layout graphs and dense admission on (both off by default): this module also tests
+    # their captures and replays, and dense runs.
     rt = EncoderRuntime(vision=vision_models[2], audio=audio_models[2], grid=BucketGrid.default(),
-                        config=RuntimeConfig(exact_graphs=True))
+                        config=RuntimeConfig(exact_graphs=True, dense_after=8))
     info = rt.capture(progress=False)
     print(f"capture: {info}")
     return rt, info

@@ -547,13 +547,16 @@ def test_uncaptured_runs_take_dense_attention_where_the_layout_suits_it(encoders
     from omnienc.runtime import attention_policy as policy_mod
 
     vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY)
+    monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: True)
+    off = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY).vision.attention
+    assert {off.uncaptured((3520,)) for _ in range(20)} == {"sdpa"} and off.dense_shapes() == 0  # default: never
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY.replace(dense_after=8))
     policy = rt.vision.attention
+    monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: False)
     assert policy.uncaptured((3520,)) == "sdpa"  # the CPU: no cuDNN attention
     monkeypatch.setattr(policy_mod, "dense_supported", lambda *a: True)
     # A shape runs dense from its dense_after-th sighting (cuDNN builds a graph per shape) ...
     n = rt.config.dense_after
-    assert n >= 2
     assert [policy.uncaptured((3520,)) for _ in range(n + 1)] == ["sdpa"] * (n - 1) + ["dense"] * 2
     assert [policy.uncaptured((784,) * 8) for _ in range(n)] == ["sdpa"] * (n - 1) + ["dense"]
     assert policy.uncaptured((784, 100)) == "sdpa" and rt.audio.attention.uncaptured((104, 26)) == "sdpa"
@@ -591,7 +594,7 @@ def test_big_uncaptured_calls_take_cudnn_varlen_with_a_recurring_graph_key(encod
     from omnienc.runtime import attention_policy as policy_mod
 
     vis, aud = encoders
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY)
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=ROOMY.replace(dense_after=8))
     policy = rt.vision.attention
     assert policy.cudnn_tokens == 8192 and rt.audio.attention.cudnn_tokens == 0
     assert policy.uncaptured((9000,)) == "sdpa"  # the CPU: no cuDNN
