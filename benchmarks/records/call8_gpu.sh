@@ -16,13 +16,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 pack() { tar -czf "$out/results.tgz" -C "$work" . 2>/dev/null; }
 t0=$SECONDS
 name=costs_h100.yaml; grep -q H200 "$out/card.txt" && name=costs_h200.yaml
-COSTS_NAME=$name OUT=$work/costs BUDGET=${COSTS_S:-190} timeout $((${COSTS_S:-190} + 10)) bash benchmarks/costs_gpu.sh \
+COSTS_NAME=$name OUT=$work/costs BUDGET=${COSTS_S:-165} timeout $((${COSTS_S:-165} + 10)) bash benchmarks/costs_gpu.sh \
   >"$work/costs.log" 2>&1
 echo "== costs: exit $? in $((SECONDS - t0)) s"
 cp "$work/costs/costs_summary.md" "$work/costs/$name" "$out/" 2>/dev/null; head -n 40 "$out/costs_summary.md" 2>/dev/null
 pack
 t0=$SECONDS
-timeout "${TESTS_S:-90}" python3 -m pytest -q -m gpu -p no:cacheprovider -v \
+timeout "${TESTS_S:-60}" python3 -m pytest -q -m gpu -p no:cacheprovider -v \
   "tests/test_gpu_long.py::test_runtime_serves_after_a_request_failed_for_its_size" \
   "tests/test_encode.py::test_encode_on_cuda" "tests/test_gpu.py::test_dense_eager_runs_match_hf" >"$out/tests.log" 2>&1
 echo "== tests: exit $? in $((SECONDS - t0)) s"; grep -E "passed|failed|FAILED|Error|^E  " "$out/tests.log" | cut -c1-400 | tail -n 12
