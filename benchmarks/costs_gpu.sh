@@ -8,7 +8,7 @@
 #      predicted vs measured per modality, bucket and kind of run (the runtime's default: exact-layout
 #      graphs off);
 #   4. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
-#      measured on the last third, the faster written);
+#      measured on the last third, the faster written); TUNED_GRID=FILE skips it and takes FILE;
 #   5. `simulate --measure` of the tuned grid on the held-out trace;
 #   6. with EXACT_AB=1, 3 to 5 again with exact-layout graphs on, as far as the budget goes;
 #   7. costs_summary.md, written last, from whatever of the above finished.
@@ -62,7 +62,11 @@ tune() {  # tune NAME EXACT: tune --verify on the tuning trace into NAME.log and
 }
 
 measure default "" off
-tune tuned_grid off
+if [[ -n ${TUNED_GRID:-} ]]; then  # a grid tuned before (by tune --verify on the same trace seeds): measured only
+  cp "$TUNED_GRID" "$out/grid_tuned_grid.yaml"
+else
+  tune tuned_grid off
+fi
 [[ -s $out/grid_tuned_grid.yaml ]] && measure tuned "$out/grid_tuned_grid.yaml" off
 if [[ ${EXACT_AB:-0} == 1 ]]; then
   measure exact_on "" on
