@@ -76,8 +76,10 @@ VARIANTS = {
                             "unpadded; off by default)", runtime={"exact_graphs": True}),
     "graphs_eager_varlen": Variant("graphs with uncaptured runs on FA2 varlen (no cuDNN: no dense runs, no varlen "
                                    "cuDNN for big calls)", runtime={"eager_attention": "varlen"}),
-    "graphs_no_eager_cudnn": Variant("graphs with big uncaptured vision calls on dense/FA2 as before, not cuDNN varlen",
+    "graphs_no_eager_cudnn": Variant("graphs with big uncaptured vision calls on FA2 varlen, not cuDNN varlen",
                                      runtime={"eager_cudnn_tokens": 0}),
+    "graphs_dense_after_8": Variant("graphs with uncaptured shapes of equal segments dense from their 8th sighting "
+                                    "(off by default)", runtime={"dense_after": 8}),
     "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths), any layout, no admission",
                                   runtime={"eager_attention": "dense"}),
     "graphs_no_merge": Variant("graphs with a launch's eager packs each run alone (not as one eager call)",
