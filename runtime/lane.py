@@ -160,8 +160,8 @@ class Lane:
 
         A split request's pieces fill the largest bucket where it is a graph bucket (they replay
         its graph). Where it is an eager bucket they run uncaptured anyway, so each is as large as
-        one uncaptured call may be (``eager_merge_units``): a few large pieces instead of many
-        bucket-sized ones merged, less host work per unit (docs/BENCHMARKS.md). Such a piece fits
+        one uncaptured call may be (``eager_merge_units``): a few large pieces, which measured a
+        little faster than many bucket-sized ones merged (docs/BENCHMARKS.md). Such a piece fits
         no bucket and runs as a fallback of its own."""
         self.eager.limit = limit
         within = None if limit is None else self.units_within(limit)

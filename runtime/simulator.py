@@ -119,8 +119,8 @@ class SimLane:
                  costs: CostModel, config: RuntimeConfig, bound_units: int | None = None) -> None:
         self.modality, self.costs = modality, costs
         self.buckets = BucketSet(buckets)
-        # a request larger than every bucket is cut into pieces of at most the largest one, as the
-        # runtime cuts it under its default bound (``split``)
+        # a request larger than every bucket is cut into pieces as the runtime cuts it
+        # (``split.piece_limit``: the largest bucket, or one uncaptured call where that is eager)
         largest = max(self.buckets.buckets, key=lambda b: (b.size, b.batch), default=None)
         self._largest = largest if config.split_requests else None
         self.stats = new_modality_stats(modality, self.buckets.buckets, is_graph)
