@@ -518,7 +518,8 @@ def simulate(
         busy: Model the worker busy for each batch's predicted time (arrivals meanwhile wait); needs
             a policy.
         config: The runtime's configuration (default ``RuntimeConfig()``: exact-layout graphs off;
-            ``exact_graphs`` None counts as on, as on a GPU).
+            ``exact_graphs`` None counts as on, as on a GPU). ``dense_after`` (off by default) is
+            not priced: uncaptured runs are priced on the backends they take without it.
         card: The card the prediction is for; the report flags a model measured on another.
         warmup: Batches run once before the trace, exact graphs off, not counted (as ``omnienc
             simulate --measure`` warms the runtime up with its first batch).
