@@ -5,24 +5,10 @@
 # trace), every GPU test, the long-media probe (bounded memory, cut vs uncut, piece size A/B; its
 # cases in PROBE_CASES), then M*'s nodes against omnienc's. Few files under $OUT; the rest in results.tgz, rebuilt after each part.
 set -uo pipefail
-out=${OUT:-out/gpu}; mkdir -p "$out"; work=/tmp/call5; mkdir -p "$work"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/mstar_ai-*.whl .whl/pyzmq-*.whl \
-  .whl/soundfile-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl >>"$work/install.log" 2>&1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-cudnn .whl/nvidia_cudnn_frontend*.whl \
-  >>"$work/install.log" 2>&1
-export PYTHONPATH=/tmp/site-cudnn:/tmp/site
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
+out=${OUT:-out/gpu}; work=/tmp/call5
+source "$(dirname "$0")/gpu_setup.sh"
 python3 -c "import soundfile, cudnn, mstar; print('soundfile, cudnn frontend, mstar: importable')" 2>&1 | tail -n 1
-pack() { tar -czf "$out/results.tgz" -C "$work" . 2>/dev/null; }
-t0=$SECONDS
-name=costs_h100.yaml; grep -q H200 "$out/card.txt" && name=costs_h200.yaml
-COSTS_NAME=$name OUT=$work/costs BUDGET=${COSTS_S:-190} timeout $((${COSTS_S:-190} + 10)) bash benchmarks/costs_gpu.sh \
-  >"$work/costs.log" 2>&1
-echo "== costs: exit $? in $((SECONDS - t0)) s"
-cp "$work/costs/costs_summary.md" "$work/costs/$name" "$out/" 2>/dev/null; head -n 40 "$out/costs_summary.md" 2>/dev/null
-pack
+costs_part "${COSTS_S:-190}"
 t0=$SECONDS
 timeout "${TESTS_S:-170}" python3 -m pytest -q -m gpu -p no:cacheprovider -v tests/test_gpu_long.py \
   tests/test_gpu_mstar.py tests/test_gpu_costs.py tests/test_encode.py tests/test_gpu.py tests/test_gpu_ops.py \

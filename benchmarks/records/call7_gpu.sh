@@ -6,16 +6,8 @@
 # trace, on and off in turns (benchmarks/records/dense_trace_ab.py); the GPU tests of the changed
 # code; the long-media probe (the piece-size A/B in turns, the 10-minute video's memory).
 set -uo pipefail
-out=${OUT:-out/gpu}; mkdir -p "$out"; work=/tmp/call7; mkdir -p "$work"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$work/install.log" 2>&1 || { cat "$work/install.log"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/mstar_ai-*.whl .whl/pyzmq-*.whl \
-  .whl/soundfile-*.whl .whl/cffi-*.whl .whl/pycparser-*.whl >>"$work/install.log" 2>&1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-cudnn .whl/nvidia_cudnn_frontend*.whl \
-  >>"$work/install.log" 2>&1
-export PYTHONPATH=/tmp/site-cudnn:/tmp/site
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/card.txt"
-pack() { tar -czf "$out/results.tgz" -C "$work" . 2>/dev/null; }
+out=${OUT:-out/gpu}; work=/tmp/call7
+source "$(dirname "$0")/gpu_setup.sh"
 timeout 60 python3 - <<'PY' 2>&1 | tee "$out/gelu_fp32.txt"
 import torch
 from omnienc.encoders.ops.linear_gelu import linear_gelu
@@ -27,23 +19,16 @@ for n in (64, 1152):
         y = linear_gelu(x, w, b, "tanh", impl=impl).double()
         print(f"float32 linear+tanh-GELU, K={n}, {impl}: relative error vs float64 {((y - ref).norm() / ref.norm()).item():.2e}")
 PY
-t0=$SECONDS
 # The cost model on the card only where it has not been measured today (an H200; COSTS=1 forces);
 # else the dense A/B runs on the held-out trace of the costs script (same seed) with the H100 model
 # calibrated in call6 on another host (its predictions are then indicative only).
-name=costs_h100.yaml; grep -q H200 "$out/card.txt" && name=costs_h200.yaml
-if [[ $name == costs_h200.yaml || ${COSTS:-0} == 1 ]]; then
-  COSTS_NAME=$name OUT=$work/costs BUDGET=${COSTS_S:-190} timeout $((${COSTS_S:-190} + 10)) bash benchmarks/costs_gpu.sh \
-    >"$work/costs.log" 2>&1
-  echo "== costs: exit $? in $((SECONDS - t0)) s"
-  cp "$work/costs/costs_summary.md" "$work/costs/$name" "$out/" 2>/dev/null; head -n 36 "$out/costs_summary.md" 2>/dev/null
-  model=$work/costs/$name
+if [[ $costs_name == costs_h200.yaml || ${COSTS:-0} == 1 ]]; then
+  costs_part "${COSTS_S:-190}"
 else
   mkdir -p "$work/costs"
   python3 -m omnienc.tools.cli tracegen -o "$work/costs/trace_heldout.jsonl" --seconds 40 --rate 20 --seed 3102 | tail -n 1
   model=docs/benchmarks/2026-12-07-s14/call6/costs_h100.yaml
 fi
-pack
 t0=$SECONDS
 [[ -s $model ]] && timeout "${DENSE_S:-110}" python3 benchmarks/records/dense_trace_ab.py \
   --trace "$work/costs/trace_heldout.jsonl" --costs "$model" --out "$work/dense" --rounds "${DENSE_ROUNDS:-2}" \
