@@ -111,7 +111,7 @@ class AttentionPolicy:
 
     def dense_shapes(self) -> int:
         """Shapes admitted to ``dense``."""
-        return sum(n >= self.dense_after for n in self._dense_seen.values()) if self.dense_after else 0
+        return sum(n >= self.dense_after for n in self._dense_seen.values())
 
     def _dense_suits(self, seqlens) -> bool:
         f = self.facts

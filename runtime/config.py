@@ -70,8 +70,8 @@ class RuntimeConfig:
             gains nothing from running apart (0: each alone).
         dense_after: an uncaptured shape runs ``dense`` from this sighting: cuDNN builds a graph per
             [B, L] shape, which only shapes that recur often pay back (0: never, the default: on a
-            held-out trace of varied requests, admission at the 8th sighting cost 7-19% more GPU
-            time than never, docs/BENCHMARKS.md; set it for traffic of a few fixed sizes).
+            held-out trace of varied requests admission cost more GPU time than it saved,
+            docs/BENCHMARKS.md; set it for traffic of a few fixed sizes).
         dense_shapes: at most this many shapes ever run ``dense`` (per launching thread): each
             keeps host memory in torch's cache.
         exact_graphs: capture a graph of a pack's exact layout when it comes back and replay it,

@@ -132,13 +132,8 @@ def piece_limit(largest: Bucket, graph: bool, merge_units: int, within: int | No
     with segments in proportion. Either way at most ``within`` units (the bound on transient
     memory; None: no bound), at least 1.
     """
-    if graph or merge_units <= largest.size:
-        size = largest.size
-    else:
-        size = merge_units
-    if within is not None:
-        size = min(size, within)
-    size = max(1, size)
+    size = largest.size if graph else max(largest.size, merge_units)
+    size = max(1, size if within is None else min(size, within))
     return Bucket(size, largest.batch * max(1, -(-size // largest.size)))
 
 
