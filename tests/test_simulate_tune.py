@@ -471,7 +471,8 @@ def test_tune_verify(tmp_path, capsys, monkeypatch):
 
         def fake(records, grids, batching, config):
             seen.append((len(records), sorted(grids)))
-            return {"base": base_ms, "tuned": tuned_ms, "card": "NVIDIA H200", "base_stats": {}, "tuned_stats": {}}
+            return {"base": base_ms, "tuned": tuned_ms, "card": "NVIDIA H200", "base_stats": {}, "tuned_stats": {},
+                    "base_bound_units": None, "tuned_bound_units": None}
 
         monkeypatch.setattr(tune, "measure_grids", fake)
         assert _cli("tune", "--trace", path, "--costs", costs, "--verify", "--card", "NVIDIA H200", "-o", out) == 0

@@ -80,6 +80,7 @@ def measure_grids(records: list, grids: dict, batching, config) -> dict:
         got = measure(records, grid, batching, config=config, encoders=encoders)
         out[name] = sum(v["ms"] for v in got["stats"].values() if isinstance(v, dict) and "ms" in v)
         out["card"], out[f"{name}_failed"], out[f"{name}_stats"] = got["card"], got["failed"], got["stats"]
+        out[f"{name}_bound_units"] = got["bound_units"]
     return out
 
 
@@ -174,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     verified = ""
     if verify and not result.from_base:
         got = measure_grids(held, {"base": base, "tuned": result.searched}, batching, config)
-        reports = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=1)
+        reports = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=1,
+                               bound_units=got[f"{n}_bound_units"])
                    for n, g in (("base", base), ("tuned", result.searched))}
         pred = {n: r.ms for n, r in reports.items()}
         gain = got["base"] / got["tuned"] - 1 if got["tuned"] else 0.0
