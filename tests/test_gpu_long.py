@@ -72,8 +72,8 @@ def test_video_past_int32_offsets_equals_its_halves():
 def test_runtime_serves_after_a_request_failed_for_its_size():
     """A 4-minute 720p video, cut (the default), runs within what its outputs and the bound need;
     in that room plus 1 GiB, uncut (``split_requests=False``: one eager forward, whose memory grows
-    with the length: ~4.8 GiB a minute beyond its outputs) it fails alone and its runtime goes on
-    serving. The inputs are on the GPU before the room is set."""
+    with the length, several times the cut run's at this length) it fails alone and its runtime
+    goes on serving. The inputs are on the GPU before the room is set."""
     from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
 
     vis, aud = real_vision(), real_audio()
