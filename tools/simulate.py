@@ -191,8 +191,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
         wall_s = time.perf_counter() - t0
         stats = rt.stats()
         bound = rt.memory()["max_transient_bytes"]
-        bound_units = {lane.modality: lane.units_within(bound) for lane in (rt.vision, rt.audio)
-                       if lane is not None and bound is not None}
+        bound_units = {lane.modality: lane.units_within(bound) for lane in rt.lanes()} if bound is not None else {}
     del rt
     if cuda:
         torch.cuda.empty_cache()
