@@ -1,7 +1,8 @@
 """Which attention backend each of a lane's runs takes: captured, uncaptured, exact-layout graphs.
 
-* A captured run (a graph bucket) takes the mode's backend (``auto``: the encoder's own), or with
-  ``fastest`` the faster of the capturable ones, measured per bucket at capture (``candidates``).
+* A captured run (a graph bucket) takes the mode's backend (``auto``: the encoder's own, but cuDNN
+  varlen for buckets of at least ``graph_cudnn_tokens`` where the ``cudnn`` extra is installed), or
+  with ``fastest`` the faster of the capturable ones, measured per bucket at capture (``candidates``).
 * An uncaptured run (an eager bucket, a fallback) under ``eager_attention=auto`` takes cuDNN's
   varlen attention for a call of at least ``eager_cudnn_tokens`` tokens where the ``cudnn`` extra is
   installed (on a plan rounded so its cuDNN graph recurs); else, where ``dense_after`` is set (off
@@ -39,14 +40,16 @@ class AttentionPolicy:
     Args:
         facts: the encoder's device, dtype, heads and own backend.
         config: the runtime's ``attention``, ``eager_attention``, ``eager_cudnn_tokens``,
-            ``dense_after`` and ``dense_shapes``.
-        eager_cudnn: whether this modality's big uncaptured calls may take cuDNN varlen at all.
+            ``graph_cudnn_tokens``, ``dense_after`` and ``dense_shapes``.
+        eager_cudnn: whether this modality's big calls (uncaptured, and graph buckets) may take
+            cuDNN varlen at all.
     """
 
     def __init__(self, facts: EncoderFacts, config: RuntimeConfig, eager_cudnn: bool = True):
         self.facts = facts
         self.mode, self.eager_mode = config.attention, config.eager_attention
         self.cudnn_tokens = config.eager_cudnn_tokens if eager_cudnn else 0
+        self.graph_cudnn_tokens = config.graph_cudnn_tokens if eager_cudnn else 0
         self.dense_after, self.max_dense = config.dense_after, config.dense_shapes
         self._dense_seen: dict[tuple[int, int], int] = {}  # [B, L] shape -> sightings (<= max_dense keys)
         self.runs: dict[str, int] = {}  # backend -> uncaptured runs on it
@@ -57,12 +60,16 @@ class AttentionPolicy:
         name = f.attn_backend if self.mode.picks else self.mode.value
         return resolve_backend(name, f.device, f.dtype, f.head_dim)
 
-    def candidates(self) -> list[str]:
-        """Backends a graph bucket chooses from by measurement: every capturable one with
-        ``fastest``, else the one asked for."""
+    def candidates(self, size: int = 0) -> list[str]:
+        """Backends a graph bucket of ``size`` tokens chooses from by measurement: every capturable
+        one with ``fastest``; under ``auto`` cuDNN varlen alone for a bucket of at least
+        ``graph_cudnn_tokens`` where it runs these tensors; else the one asked for."""
         f = self.facts
         if self.mode is Attention.FASTEST:
             return available_backends(f.device, f.dtype, f.head_dim) or [self.captured()]
+        if (self.mode is Attention.AUTO and 0 < self.graph_cudnn_tokens <= size
+                and cudnn_supported(f.device, f.dtype, f.head_dim)):
+            return ["cudnn"]
         return [self.captured()]
 
     def uncaptured(self, seqlens) -> str:

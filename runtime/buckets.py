@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -184,10 +184,10 @@ class Buckets(Mapping):
         return rows_out(outputs, used, self.cuda)
 
     # -- capture --------------------------------------------------------------------------------
-    def capture(self, candidates: list[str], use_graphs: bool, progress=None, pool=None):
+    def capture(self, candidates: Callable[[Bucket], list[str]], use_graphs: bool, progress=None, pool=None):
         """Captures every graph bucket, largest first, into ``pool`` (a new one if None) on CUDA with
-        ``use_graphs``; runs each once otherwise (on ``candidates[0]``). Where several backends are
-        ``candidates``, each is captured and timed on a typical fill and the fastest kept. Returns
+        ``use_graphs``; runs each once otherwise (on its first candidate). Where several backends are
+        ``candidates(bucket)``, each is captured and timed on a typical fill and the fastest kept. Returns
         the pool, so lanes share one (their replays never overlap: they run under the runtime's
         lock, and outputs are copied out right after)."""
         if self.cuda:
@@ -203,9 +203,9 @@ class Buckets(Mapping):
             t1 = time.perf_counter()
             with torch.inference_mode():
                 if self.cuda and use_graphs:
-                    pool = self.capture_bucket(br, candidates, pool)
+                    pool = self.capture_bucket(br, candidates(bucket), pool)
                 else:
-                    br.attention = candidates[0]
+                    br.attention = candidates(bucket)[0]
                     plan = self.stage(br, [])
                     forward(self.modality, br.inputs, with_tensors(plan, br.layout.views(self.plan_buffer)),
                             br.attention)

@@ -65,6 +65,10 @@ class RuntimeConfig:
         eager_cudnn_tokens: the fewest tokens of an uncaptured vision call that takes cuDNN varlen
             under ``eager_attention=auto``: on long many-segment calls it beats FlashAttention and
             its host time per call hides behind the GPU; on smaller ones it lost (0: never).
+        graph_cudnn_tokens: the smallest vision graph bucket (in tokens) captured on cuDNN varlen
+            under ``attention=auto`` where the extra is installed: a replay has no host time to
+            hide, and on long segments cuDNN's kernel beats FlashAttention's (docs/BENCHMARKS.md;
+            0: never).
         eager_merge: a launch's packs on eager buckets run as one call of at most this many times
             the grid's largest bucket size: each call costs host work and launches per layer and
             gains nothing from running apart (0: each alone).
@@ -107,6 +111,7 @@ class RuntimeConfig:
     attention: Attention = Attention.AUTO
     eager_attention: Attention = Attention.AUTO
     eager_cudnn_tokens: int = 8192
+    graph_cudnn_tokens: int = 8192
     dense_after: int = 0
     dense_shapes: int = 128
     eager_merge: int = 4
@@ -137,6 +142,7 @@ class RuntimeConfig:
         eager = tuple(m for m in modes if m is not Attention.FASTEST)
         object.__setattr__(self, "eager_attention", _mode("eager_attention", self.eager_attention, eager))
         _count("eager_cudnn_tokens", self.eager_cudnn_tokens, 0, " (0: never)")
+        _count("graph_cudnn_tokens", self.graph_cudnn_tokens, 0, " (0: never)")
         _count("eager_merge", self.eager_merge, 0, " (0: each eager pack alone)")
         _count("dense_after", self.dense_after, 0, " (0: never)")
         for name in ("dense_shapes", "exact_at", "exact_max_graphs", "exact_seen", "exact_credit",

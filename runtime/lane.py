@@ -207,7 +207,7 @@ class Lane:
         t0 = time.perf_counter()
         if self.exact is not None:
             self.exact.cache.drop_graphs()  # a new capture: layouts are captured again as they come back
-        pool = self.buckets.capture(self.attention.candidates(), self.use_graphs, progress, pool)
+        pool = self.buckets.capture(lambda b: self.attention.candidates(b.size), self.use_graphs, progress, pool)
         if self._cuda:
             self.attention.warm_cudnn()  # after the graph memory is measured: none of it is graph memory
         self.capture_s = time.perf_counter() - t0

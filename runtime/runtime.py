@@ -108,18 +108,20 @@ class EncoderRuntime:
         config: every other knob (``RuntimeConfig``; default: its defaults).
         modalities: other modalities, each a ``(Modality, its ModalityGrid or None)`` pair.
         use_cuda_graphs, trace_path, attention, eager_attention, exact_graphs, eager_merge,
-            eager_cudnn_tokens, dense_after: those fields of ``config``, where given
+            eager_cudnn_tokens, graph_cudnn_tokens, dense_after: those fields of ``config``, where given
             (``eager_cudnn_tokens=None`` keeps the default).
     """
 
     def __init__(self, vision=None, audio=None, grid: BucketGrid | None = None, device=None,
                  config: RuntimeConfig | None = None, *, modalities: Sequence[tuple[Modality, object]] = (),
                  use_cuda_graphs=_UNSET, trace_path=_UNSET, attention=_UNSET, eager_attention=_UNSET,
-                 exact_graphs=_UNSET, eager_merge=_UNSET, eager_cudnn_tokens=_UNSET, dense_after=_UNSET):
+                 exact_graphs=_UNSET, eager_merge=_UNSET, eager_cudnn_tokens=_UNSET, graph_cudnn_tokens=_UNSET,
+                 dense_after=_UNSET):
         given = {k: v for k, v in (("use_cuda_graphs", use_cuda_graphs), ("trace_path", trace_path),
                                    ("attention", attention), ("eager_attention", eager_attention),
                                    ("exact_graphs", exact_graphs), ("eager_merge", eager_merge),
-                                   ("eager_cudnn_tokens", eager_cudnn_tokens), ("dense_after", dense_after))
+                                   ("eager_cudnn_tokens", eager_cudnn_tokens), ("graph_cudnn_tokens", graph_cudnn_tokens),
+                                   ("dense_after", dense_after))
                  if v is not _UNSET and not (k == "eager_cudnn_tokens" and v is None)}
         config = config or RuntimeConfig()
         self.config = config = config.replace(**given) if given else config

@@ -250,6 +250,35 @@ def test_big_uncaptured_calls_on_cudnn_varlen_match_hf(vision_models, runtime):
         report(f"runtime cudnn varlen 4 images deepstack[{i}]", a, b, c)
 
 
+@torch.inference_mode()
+def test_big_graph_bucket_on_cudnn_varlen_matches_hf(vision_models):
+    """A vision graph bucket of at least ``graph_cudnn_tokens`` is captured on cuDNN's varlen
+    attention (padded segments and bound of a bucket) and its replays are as accurate against HF
+    float32 as HF's own bf16, for two different mixes in a row (no stale data)."""
+    from omnienc.encoders.attention import cudnn_available
+    from omnienc.runtime import BucketGrid, EncoderRuntime, VisionRequest
+
+    if not cudnn_available():
+        pytest.skip("nvidia-cudnn-frontend is not installed (the cudnn extra)")
+    hf32, hf16, native = vision_models
+    grid = BucketGrid.from_dict({"vision": {"buckets": [{"patches": 9216, "batch": 6}]}})
+    rt = EncoderRuntime(vision=native, grid=grid)
+    rt.capture(progress=False)
+    assert rt.stats()["vision"]["buckets"]["9216x6"]["attention"] == "cudnn"
+    for name, mix in (("3 images", [[[1, 46, 80]], [[1, 40, 60]], [[1, 20, 34]]]),
+                      ("a video and an image", [[[4, 28, 42]], [[1, 30, 40]]])):
+        reqs = [VisionRequest(torch.randn(sum(t * h * w for t, h, w in g), native.in_features, device=CUDA),
+                              torch.tensor(g)) for g in mix]
+        outs = rt.encode(reqs)
+        assert rt.stats()["vision"]["replays"] >= 1 and rt.stats()["vision"]["fallbacks"] == 0
+        for r, g, o in zip(reqs, mix, outs):
+            t = torch.tensor(g, device=CUDA)
+            ref, h16 = hf32(r.pixel_values, grid_thw=t), hf16(r.pixel_values.bfloat16(), grid_thw=t)
+            report(f"cudnn graph bucket 9216x6, {name}, {g} embeds", ref.pooler_output, h16.pooler_output, o.embeds)
+            report(f"cudnn graph bucket 9216x6, {name}, {g} deepstack[0]", ref.deepstack_features[0],
+                   h16.deepstack_features[0], o.deepstack[0])
+
+
 def test_every_bucket_replays_to_the_eager_result(runtime, monkeypatch):
     """Two random mixes per bucket of the default grid (no stale data between them); no capture."""
     from omnienc.cuda import graphs

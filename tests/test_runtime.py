@@ -518,6 +518,28 @@ def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
         assert isinstance(br.graph, FakeGraph)
     s = rt.stats()["vision"]["buckets"]
     assert all(v["attention"] == "sdpa" and v["attention_ms"]["sdpa"] == 1.0 for v in s.values())
+
+
+def test_big_vision_graph_buckets_capture_on_cudnn_where_it_runs(encoders, monkeypatch):
+    """Under attention=auto a vision graph bucket of at least graph_cudnn_tokens is captured on
+    cuDNN varlen where the extra runs the tensors (faked here: the CPU has no cuDNN), smaller ones
+    and audio buckets on the captured backend; 0 turns it off, and so does a backend asked for."""
+    from omnienc.runtime import attention_policy
+
+    monkeypatch.setattr(attention_policy, "cudnn_supported", lambda *a: True)
+    vis, aud = encoders
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=RuntimeConfig(graph_cudnn_tokens=256))
+    own = rt.vision.attention.captured()
+    assert [rt.vision.attention.candidates(n) for n in (64, 255, 256, 4096)] == [[own], [own], ["cudnn"], ["cudnn"]]
+    assert rt.audio.attention.candidates(800) == [rt.audio.attention.captured()]  # short windows: no cuDNN
+    # capture asks per bucket (the CPU runs each bucket once, on its first candidate)
+    rt.vision.buckets.capture(lambda b: ["sdpa"] if b.size >= 256 else [own], use_graphs=False)
+    assert {b.size: br.attention for b, br in rt.vision.buckets.items()} == {64: own, 256: "sdpa"}
+    for config in (RuntimeConfig(graph_cudnn_tokens=0), RuntimeConfig(graph_cudnn_tokens=256, attention="sdpa")):
+        lane = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=config).vision
+        assert lane.attention.candidates(4096) == [lane.attention.captured()]
+    with pytest.raises(ValueError, match="graph_cudnn_tokens"):
+        RuntimeConfig(graph_cudnn_tokens=-1)
     for br in lane.buckets.values():  # the CPU runs the bucket code eagerly, with the chosen backend
         br.graph = None
     req = vision_request([[1, 6, 8]], vis.config)

@@ -78,6 +78,8 @@ VARIANTS = {
                                    "cuDNN for big calls)", runtime={"eager_attention": "varlen"}),
     "graphs_no_eager_cudnn": Variant("graphs with big uncaptured vision calls on FA2 varlen, not cuDNN varlen",
                                      runtime={"eager_cudnn_tokens": 0}),
+    "graphs_no_graph_cudnn": Variant("graphs with big vision graph buckets on FA2 varlen, not cuDNN varlen",
+                                     runtime={"graph_cudnn_tokens": 0}),
     "graphs_dense_after_8": Variant("graphs with uncaptured shapes of equal segments dense from their 8th sighting "
                                     "(off by default)", runtime={"dense_after": 8}),
     "graphs_eager_dense": Variant("graphs with every uncaptured run dense (cuDNN per run of equal lengths), any layout, no admission",

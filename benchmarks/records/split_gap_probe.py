@@ -12,6 +12,12 @@ made during each (a host wait shows as a synchronize; a launch-bound stretch as 
 runtime calls' totals, and the kernels' totals by name, cut against uncut. That tells whether the
 cut run's extra time is idle device time (a wait, host work between pieces) or slower kernels.
 
+With ``--overlap``, then the lane's eager runs called directly on pieces of whole frames, in turns
+(ABBA, three rounds): uncut; pieces of 13 frame pairs one after another (what the runtime's bound
+allows); pieces of 7 (about half: two in flight hold what one 13-piece holds) and of 13, alternating
+between two CUDA streams so that one piece's last wave of each kernel overlaps the other's; and
+pieces of 4, 8, 20 and 30 one after another (time per frame pair against piece size).
+
 One JSON line per result into DIR/split_gap.jsonl; the traces as DIR/trace_{cut,uncut}.json.gz.
 ``--dry-run``: tiny encoders on the CPU, a check of the script (no GPU figures).
 """
@@ -100,6 +106,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--overlap", action="store_true")
     a = p.parse_args()
     outdir = Path(a.out) if a.out else None
     if outdir:
@@ -164,6 +171,62 @@ def main() -> None:
             json.dump(trace, f)
         path.unlink()
         emit(out, case="profile", runtime=label, **gpu_analysis(trace))
+    if a.overlap:
+        overlap(out, cut, whole, req, t, h, w, cuda, sync)
+
+
+def overlap(out, cut, whole, req, t, h, w, cuda, sync):
+    """Pieces run by the lane's eager runner directly, on one stream or alternating two."""
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()] if cuda else [None, None]
+    main = torch.cuda.current_stream() if cuda else None
+    frame = h * w
+    pv = req.pixel_values
+
+    def pieces(k):
+        return [(pv[i * frame : min(t, i + k) * frame], [(min(t, i + k) - i, h, w)]) for i in range(0, t, k)]
+
+    def run(variant):
+        k, two = variant
+        if k == 0:
+            whole.vision.eager.run([req], [[(t, h, w)]])
+            return
+        outs = []
+        for j, (x, shape) in enumerate(pieces(k)):
+            s = streams[j % 2] if two else None
+            if s is None:
+                outs.append(cut.vision.eager.run([type(req)(x, torch.tensor(shape))], [shape]))
+                continue
+            s.wait_stream(main)
+            with torch.cuda.stream(s):
+                outs.append(cut.vision.eager.run([type(req)(x, torch.tensor(shape))], [shape]))
+        if two and cuda:
+            for s in streams:
+                main.wait_stream(s)
+        return outs
+
+    variants = {"uncut": (0, False), "seq13": (13, False), "two_streams_7": (7, True), "two_streams_13": (13, True),
+                "seq4": (4, False), "seq8": (8, False), "seq20": (20, False), "seq30": (30, False)}
+
+    def once(v):
+        sync()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            run(variants[v])
+        sync()
+        return time.perf_counter() - t0
+
+    for v in variants:
+        once(v)
+    main_ab = ("uncut", "seq13", "two_streams_7", "two_streams_13")
+    times = {v: [] for v in variants}
+    for r in range(3):
+        order = main_ab if r % 2 == 0 else main_ab[::-1]
+        for v in order:
+            times[v].append(once(v))
+    for v in ("seq4", "seq8", "seq20", "seq30"):
+        times[v] += [once(v), once(v)]
+    emit(out, case="overlap", frame_pairs=t, **{f"{k}_median": round(1e3 * statistics.median(v) / t, 3) for k, v in times.items()},
+         **{f"{k}_ms_per_frame_pair": [round(1e3 * x / t, 3) for x in v] for k, v in times.items()})
 
 
 if __name__ == "__main__":
