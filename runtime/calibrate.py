@@ -46,18 +46,21 @@ from .requests import AudioRequest, VisionRequest
 # segments carried (replay) or items (eager). Every size must hold every batch's segments.
 ProbeSet = Mapping[tuple[str, str], tuple[Sequence[int], Sequence[int]]]
 PROBES: dict[str, ProbeSet] = {
-    # The real encoders: vision up to one 128x128-patch frame, audio up to 128 s; 28 graphs.
+    # The real encoders: vision up to one 128x128-patch frame, audio up to 128 s; 31 graphs. Vision
+    # has a point each side of 8192 patches, where big calls (graph or not) change to cuDNN varlen
+    # by default (``graph_cudnn_tokens``, ``eager_cudnn_tokens``): prices between two points
+    # are interpolated, and across the change they would mix two kernels.
     "real": {
-        ("vision", "replay"): ((256, 784, 1600, 3136, 6400, 16384), (1, 4, 16)),
-        ("vision", "eager"): ((256, 784, 1600, 3136, 6400, 16384), (1, 4, 16)),
+        ("vision", "replay"): ((256, 784, 1600, 3136, 6400, 8192, 16384), (1, 4, 16)),
+        ("vision", "eager"): ((256, 784, 1600, 3136, 6400, 8192, 16384), (1, 4, 16)),
         ("audio", "replay"): ((400, 1200, 3200, 6400, 12800), (1, 4)),
         ("audio", "eager"): ((400, 1200, 3200, 6400, 12800), (1, 4)),
     },
-    # Start-up: the same range, fewer points (18 graphs); eager vision keeps a point each side of
-    # the default graphs_up_to (3000), where most of a trace's eager work is.
+    # Start-up: the same range, fewer points (21 graphs); eager vision keeps a point each side of
+    # the default graphs_up_to (3000), where most of a trace's eager work is, and of 8192.
     "quick": {
-        ("vision", "replay"): ((256, 1600, 6400, 16384), (1, 4, 16)),
-        ("vision", "eager"): ((256, 1600, 3136, 6400, 16384), (1, 4, 16)),
+        ("vision", "replay"): ((256, 1600, 6400, 8192, 16384), (1, 4, 16)),
+        ("vision", "eager"): ((256, 1600, 3136, 6400, 8192, 16384), (1, 4, 16)),
         ("audio", "replay"): ((400, 3200, 12800), (1, 4)),
         ("audio", "eager"): ((400, 3200, 12800), (1, 4)),
     },
@@ -308,6 +311,8 @@ def calibrate(
                         config=RuntimeConfig(exact_graphs=True, dense_after=0))
     rt.capture(progress=False)
     cudnn = rt.vision.attention.cudnn_suits((rt.config.eager_cudnn_tokens,))
+    graph_cudnn = rt.vision.attention.candidates(rt.config.graph_cudnn_tokens) == ["cudnn"]
+    rt_config = rt.config
     points.update(_uncaptured_points(rt, probes, merge, timer, warmup, repeats, eager_repeats, captures, say))
     del rt
     if device.type == "cuda":
@@ -316,8 +321,10 @@ def calibrate(
     note = ("replays of captured CUDA graphs" if graphs else "replays ran the bucket path eagerly (no CUDA graphs: "
             "CPU, or a dtype without capturable attention)")
     note += (f"; {'quick: ' if quick else ''}medians of {repeats} replays / {eager_repeats} eager runs after "
-             f"{warmup} warm-up, {captures} captures per modality; uncaptured vision calls of >= 8192 tokens on "
-             f"{'cuDNN varlen' if cudnn else 'the captured backend'}; took {elapsed:.0f} s "
+             f"{warmup} warm-up, {captures} captures per modality; uncaptured vision calls of >= "
+             f"{rt_config.eager_cudnn_tokens} tokens on {'cuDNN varlen' if cudnn else 'the captured backend'}; "
+             f"vision graph buckets of >= {rt_config.graph_cudnn_tokens} tokens on "
+             f"{'cuDNN varlen' if graph_cudnn else 'the captured backend'}; took {elapsed:.0f} s "
              f"(replays {t1 - t0:.0f} s)")
     say(f"calibrated in {elapsed:.1f} s")
     steps = {}
