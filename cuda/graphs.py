@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -16,6 +18,21 @@ def capture_stream(device: int) -> torch.cuda.Stream:
     if device not in _capture_streams:
         _capture_streams[device] = torch.cuda.Stream(device)
     return _capture_streams[device]
+
+
+@contextlib.contextmanager
+def no_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector held off (as it was before, after): a collection during a
+    capture may destroy an unreachable object's CUDA graph (a runtime dropped earlier whose lanes
+    hold cycles), and destroying a graph is not permitted while a stream captures: the capture is
+    invalidated. Seen on the GPU when a process built and dropped runtimes in turns."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int = 2):
@@ -33,7 +50,7 @@ def capture(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, warmup: int =
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, stream=capture_stream(device)):
+    with no_collection(), torch.cuda.graph(graph, pool=pool, stream=capture_stream(device)):
         outputs = fn()
     return graph, outputs
 
@@ -63,14 +80,15 @@ def capture_live(fn: Callable[[], tuple[torch.Tensor, ...]], pool=None, stream: 
     with torch.cuda.stream(stream):
         for _ in range(warmup):
             fn()
-        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
-        try:
-            outputs = fn()
-        finally:
-            graph.capture_end()
+        with no_collection():
+            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+            try:
+                outputs = fn()
+            finally:
+                graph.capture_end()
     if warmup:
         torch.cuda.current_stream().wait_stream(stream)
     return graph, outputs
 
 
-__all__ = ["capture", "capture_live", "capture_stream"]
+__all__ = ["capture", "capture_live", "capture_stream", "no_collection"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
 import math
 import platform
 import statistics
@@ -301,7 +302,8 @@ def calibrate(
     graphs = rt.use_cuda_graphs
     points = _replay_points(rt, probes, merge, timer, warmup, repeats, say)
     t1 = time.perf_counter()
-    del rt  # free the probe graphs' pool before the eager runs
+    del rt  # free the probe graphs' pool before the eager runs (the lanes hold cycles: collect)
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     # Uncaptured runs as the runtime makes them by default, never dense;
@@ -315,6 +317,7 @@ def calibrate(
     rt_config = rt.config
     points.update(_uncaptured_points(rt, probes, merge, timer, warmup, repeats, eager_repeats, captures, say))
     del rt
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elapsed = time.perf_counter() - t0

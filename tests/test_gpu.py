@@ -279,6 +279,36 @@ def test_big_graph_bucket_on_cudnn_varlen_matches_hf(vision_models):
                    h16.deepstack_features[0], o.deepstack[0])
 
 
+@torch.inference_mode()
+def test_capture_survives_a_dropped_runtime_collected_meanwhile(vision_models):
+    """A runtime dropped but not yet collected (its lanes hold cycles) must not break the next
+    runtime's capture: with the collector at its most eager, a collection during that capture
+    would destroy the dropped runtime's graphs, which invalidates a capture. Captures hold the
+    collector off (``cuda.graphs.no_collection``); the new runtime then replays correctly."""
+    import gc
+
+    from omnienc.runtime import BucketGrid, EncoderRuntime, VisionRequest
+
+    _, _, native = vision_models
+    grid = BucketGrid.from_dict({"vision": {"buckets": [{"patches": 784, "batch": 1}, {"patches": 1600, "batch": 4}]}})
+    old = EncoderRuntime(vision=native, grid=grid)
+    old.capture(progress=False)
+    del old  # unreachable, not collected: the lanes' cycles wait for the collector
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        rt = EncoderRuntime(vision=native, grid=grid)
+        rt.capture(progress=False)
+    finally:
+        gc.set_threshold(*thresholds)
+    gc.collect()
+    px = torch.randn(784, native.in_features, device=CUDA, dtype=torch.bfloat16)
+    out = rt.encode([VisionRequest(px, torch.tensor([[1, 28, 28]]))])[0]
+    ref, _ = native(px, torch.tensor([[1, 28, 28]]))
+    assert rt.stats()["vision"]["replays"] == 1
+    assert rel_err(out.embeds, ref) < 2e-2
+
+
 def test_every_bucket_replays_to_the_eager_result(runtime, monkeypatch):
     """Two random mixes per bucket of the default grid (no stale data between them); no capture."""
     from omnienc.cuda import graphs

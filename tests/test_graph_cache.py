@@ -100,3 +100,27 @@ def test_bad_bounds_are_refused(bad):
     args = dict(max_graphs=2, admit_at=2, max_seen=8) | bad
     with pytest.raises(ValueError, match=next(iter(bad))):
         GraphCache(**args)
+
+
+def test_no_collection_holds_the_collector_off_and_restores_it():
+    """Captures run with Python's cyclic collector off (a collection could destroy a dropped
+    runtime's graph mid-capture and invalidate it); it comes back as it was, after an error too."""
+    import gc
+
+    from omnienc.cuda.graphs import no_collection
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with no_collection():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError), no_collection():
+            raise RuntimeError("a failed capture")
+        assert gc.isenabled()
+        gc.disable()
+        with no_collection():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # off before: stays off
+    finally:
+        (gc.enable if was else gc.disable)()

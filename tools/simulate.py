@@ -155,6 +155,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
         config: The runtime's configuration (``exact_graphs`` None: on with CUDA graphs; default off).
         encoders: ``build_measure_encoders``' result, to share between measurements.
     """
+    import gc
     import time
 
     import torch
@@ -193,6 +194,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
         bound = rt.memory()["max_transient_bytes"]
         bound_units = {lane.modality: lane.units_within(bound) for lane in rt.lanes()} if bound is not None else {}
     del rt
+    gc.collect()  # the runtime's lanes hold cycles: its graphs and pool go now, not in a later capture
     if cuda:
         torch.cuda.empty_cache()
     return {"stats": stats, "wall_s": wall_s, "batches": len(groups), "device": device,
