@@ -335,6 +335,10 @@ def calibrate(
         from ..encoders.attention import CUDNN_BOUND_STEP, CUDNN_SEGMENT_STEP
 
         steps = {"cudnn_steps": [CUDNN_SEGMENT_STEP, CUDNN_BOUND_STEP]}
+    split = {k: n for k, n, on in (("replay", rt_config.graph_cudnn_tokens, graph_cudnn),
+                                   ("eager", rt_config.eager_cudnn_tokens, cudnn)) if on and n > 0}
+    if split:
+        steps["cudnn_from"] = {"vision": split}
     return CostModel.from_probes(
         points, card=_card(device), torch=str(torch.__version__),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

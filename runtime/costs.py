@@ -13,8 +13,11 @@ Each of the four surfaces (vision/audio x replay/eager) is measured on a full gr
 Between sizes it is piecewise linear; below the smallest size it stays at that size's value (launch
 bound); above the largest it continues with the last segment's slope. The medians are made
 non-decreasing in size (a running maximum over sizes, per batch), so a larger bucket never predicts
-cheaper. Between batches it is linear in 1/batch (attention over b equal segments of S units costs
-S^2/b), clamped outside the measured batches.
+cheaper (but across a kernel change, below). Between batches it is linear in 1/batch (attention over b equal segments of S units costs
+S^2/b), clamped outside the measured batches. Where the calibration says a surface changes kernel
+at a size (``cudnn_from``: big vision calls and graph buckets on cuDNN varlen from 8192 patches by
+default), the surface is two: sizes below it priced from the points below only (continued with
+their last slope), sizes from it from the points from it, so no price mixes two kernels.
 
 Besides the surfaces, what the runtime does beyond replays and eager runs (``simulate`` prices
 each kind of run by one small rule here):
@@ -43,6 +46,7 @@ On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``captu
     measured: true               # false: derived from other figures (see note)
     quick: false                 # true: the start-up calibration (fewer points and repeats)
     cudnn_steps: [16, 1024]      # where big uncaptured vision calls took cuDNN varlen: its rounding
+    cudnn_from: {vision: {replay: 8192, eager: 8192}}  # sizes from which runs took cuDNN varlen
     note: free text
     vision:
       replay:                    # size: bucket patches, batch: segments carried, samples: ms per repeat
@@ -88,7 +92,7 @@ POINTS = ("floor", "capture", "build")  # optional measured points per modality 
 DEFAULT_COSTS = "costs_h200.yaml"  # packaged in omnienc/configs; costs_<card>.yaml for other cards
 FORMAT = 2
 FORMATS = (1, 2)  # readable; format 1 has no floor or capture points
-META = ("card", "torch", "date", "command", "dtype", "measured", "quick", "cudnn_steps", "note")
+META = ("card", "torch", "date", "command", "dtype", "measured", "quick", "cudnn_steps", "cudnn_from", "note")
 
 
 class CostError(ValueError):
@@ -152,10 +156,19 @@ class Surface:
         where: Name for error messages (e.g. ``"vision replay"``).
         probes: Points on a full grid: every size at every batch, at least two sizes, each
             (size, batch) once.
+        split: the size from which the runs took another kernel (``cudnn_from``); where at least two
+            sizes lie each side, each side is priced from its own points only.
     """
 
-    def __init__(self, where: str, probes: Sequence[Probe]) -> None:
+    def __init__(self, where: str, probes: Sequence[Probe], split: int | None = None) -> None:
         self.where = where
+        self.split, self._parts = None, None
+        if isinstance(split, int) and not isinstance(split, bool):  # else invalid: the model's check says so
+            below = [p for p in probes if p.size < split]
+            above = [p for p in probes if p.size >= split]
+            if len({p.size for p in below}) >= 2 and len({p.size for p in above}) >= 2:
+                self.split = split
+                self._parts = (Surface(f"{where} below {split}", below), Surface(f"{where} from {split}", above))
         self.probes = tuple(sorted(probes, key=lambda p: (p.size, p.batch)))
         sizes = sorted({p.size for p in self.probes})
         batches = sorted({p.batch for p in self.probes})
@@ -193,6 +206,8 @@ class Surface:
 
     def __call__(self, size: float, batch: float) -> float:
         """Predicted ms at ``size`` units and ``batch`` segments/items (batch may be fractional)."""
+        if self._parts is not None:
+            return self._parts[int(size >= self.split)](size, batch)
         inv, n = 1.0 / max(batch, 1.0), len(self._inv)
         if n == 1 or inv <= self._inv[0]:  # at or above the largest batch
             return self._column(n - 1, size)
@@ -205,6 +220,9 @@ class Surface:
     def many(self, sizes: np.ndarray, batches: np.ndarray) -> np.ndarray:
         """Vectorised ``__call__`` over broadcastable arrays (same values)."""
         sizes, batches = np.broadcast_arrays(np.asarray(sizes, np.float64), np.asarray(batches, np.float64))
+        if self._parts is not None:
+            lo, hi = self._parts
+            return np.where(sizes < self.split, lo.many(sizes, batches), hi.many(sizes, batches))
         cols = [np.interp(sizes, self.sizes, self.table[:, j])
                 + self.slope[j] * np.maximum(sizes - self.sizes[-1], 0.0) for j in range(len(self.batches))]
         if len(cols) == 1:
@@ -259,6 +277,12 @@ class CostModel:
         if steps is not None and (isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) != 2
                                   or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps)):
             raise CostError(f"cudnn_steps: {steps!r} must be two positive integers [segments, tokens]")
+        splits = self.meta.get("cudnn_from")
+        if splits is not None and (not isinstance(splits, Mapping) or any(
+                m not in MODALITIES or not isinstance(v, Mapping) or any(
+                    k not in KINDS or isinstance(n, bool) or not isinstance(n, int) or n < 1 for k, n in v.items())
+                for m, v in splits.items())):
+            raise CostError(f"cudnn_from: {splits!r} must map a modality to {{replay|eager: the first size on cuDNN}}")
 
     @property
     def card(self) -> str:
@@ -367,7 +391,10 @@ class CostModel:
                     **meta: Any) -> CostModel:
         """Builds a model from ``{(modality, kind): [Probe, ...]}`` (kinds: the surfaces' and the
         optional ``POINTS``); ``meta`` as in the file."""
-        surfaces = {key: Surface(f"{key[0]} {key[1]}", ps) for key, ps in probes.items() if key[1] not in POINTS}
+        splits = meta.get("cudnn_from") if isinstance(meta.get("cudnn_from"), Mapping) else {}
+        surfaces = {key: Surface(f"{key[0]} {key[1]}", ps, (splits.get(key[0]) or {}).get(key[1])
+                                 if isinstance(splits.get(key[0]), Mapping) else None)
+                    for key, ps in probes.items() if key[1] not in POINTS}
         points = {key: tuple(ps) for key, ps in probes.items() if key[1] in POINTS and ps}
         return cls(surfaces, dict(meta), source, points)
 
@@ -410,7 +437,9 @@ class CostModel:
             if k in self.meta:
                 v = self.meta[k]
                 # plain YAML scalars (torch's version is a str subclass); cudnn_steps a list of ints
-                d[k] = v if isinstance(v, bool) else [int(x) for x in v] if k == "cudnn_steps" else str(v)
+                d[k] = (v if isinstance(v, bool) else [int(x) for x in v] if k == "cudnn_steps"
+                        else {m: {kind: int(n) for kind, n in kinds.items()} for m, kinds in v.items()}
+                        if k == "cudnn_from" else str(v))
         for m in MODALITIES:
             d[m] = {k: [p.to_dict() for p in self.surfaces[m, k].probes] for k in KINDS}
             d[m].update({k: [p.to_dict() for p in self.points[m, k]] for k in POINTS if (m, k) in self.points})

@@ -55,6 +55,39 @@ def test_interpolates_measured_points():
     assert all(med(s, 1) == pytest.approx(f(s, 1) if f(s, 1) > 9 else 9.0) for s in sizes[:1])
 
 
+def test_a_kernel_change_splits_the_surface():
+    """With ``cudnn_from`` (runs from that size took cuDNN), sizes below it are priced from the points
+    below only, continued with their slope, and sizes from it from the points from it: a bucket just
+    under the change is not priced as the cheaper kernel. Without it, or with too few points a side,
+    the surface is one. The key survives a round trip and a bad value is refused."""
+    rng = random.Random()
+    a, b, c, d = rng.uniform(1, 5), rng.uniform(2e-3, 4e-3), rng.uniform(1, 5), rng.uniform(5e-4, 1e-3)
+    slow = lambda s: a + b * s  # noqa: E731  below 8192: one kernel
+    fast = lambda s: c + d * s  # noqa: E731  from 8192: a cheaper one
+    sizes = [256, 1600, 6400, 8192, 16384]
+    pts = [Probe(s, n, ((slow if s < 8192 else fast)(s),)) for s in sizes for n in (1, 16)]
+    probes = {(m, k): pts for m in ("vision", "audio") for k in ("replay", "eager")}
+    meta = dict(card="test", dtype="bfloat16", measured=True)
+    split = CostModel.from_probes(probes, cudnn_from={"vision": {"replay": 8192}}, **meta)
+    one = CostModel.from_probes(probes, **meta)
+    under = rng.uniform(6400, 8191)
+    assert split.replay_ms("vision", Bucket(int(under), 1)) == pytest.approx(slow(int(under)), rel=1e-9)
+    assert one.replay_ms("vision", Bucket(int(under), 1)) < slow(int(under))  # mixed: underpriced
+    over = rng.randint(8192, 30000)
+    assert split.replay_ms("vision", Bucket(over, 1)) == pytest.approx(fast(over), rel=1e-9)
+    assert split.eager_ms("vision", int(under)) == one.eager_ms("vision", int(under))  # eager: not split
+    surf = split.surfaces["vision", "replay"]
+    qs = np.array([rng.uniform(100, 30000) for _ in range(50)])
+    assert np.allclose(surf.many(qs, np.full(50, 4.0)), [surf(q, 4.0) for q in qs], rtol=1e-12)
+    again = CostModel.from_dict(split.to_dict())
+    assert again.meta["cudnn_from"] == {"vision": {"replay": 8192}} and again.surfaces["vision", "replay"].split == 8192
+    few = CostModel.from_probes(probes, cudnn_from={"vision": {"replay": 16384}}, **meta)  # one size from it
+    assert few.surfaces["vision", "replay"].split is None
+    for bad in ({"vision": {"replay": "8192"}}, {"video": {"replay": 8192}}, {"vision": {"floor": 8}}, [8192]):
+        with pytest.raises(CostError, match="cudnn_from"):
+            CostModel.from_probes(probes, cudnn_from=bad, **meta)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10**9), jitter=st.sampled_from([0.0, 0.5, 3.0]))
 def test_monotone_in_size(seed, jitter):

@@ -172,18 +172,19 @@ def held_out():
     return tuner.tune(train, max_graphs=16, base=BucketGrid.default(), config=NO_EXACT), test
 
 
-def one_d_optimum(packs: list[int], k: int) -> int:
-    """Least padding of ``packs`` (each run alone, all on graphs) with k bucket sizes."""
+def one_d_optimum(packs: list[int], k: int) -> list[int]:
+    """The k bucket sizes of least padding for ``packs`` (each run alone, all on graphs)."""
     size = lambda S, s, b: np.asarray(S, float) + 0 * np.asarray(s, float)  # noqa: E731  padding + const
     never = lambda s, b: np.full(np.shape(s), 1e12)  # noqa: E731  nothing may run eagerly
-    best = BucketSet(tuner.optimal_buckets([Demand(p, 1) for p in packs], k, size, never)[k])
-    return sum(best.smallest(p, 1).size - p for p in packs)
+    return sorted(b.size for b in tuner.optimal_buckets([Demand(p, 1) for p in packs], k, size, never)[k])
 
 
 def test_held_out_trace(held_out):
     """Tuned on tracegen seed 0 (300 s, the packaged model, the service's batching), judged on seed 1:
     <= 16 graphs; per modality fallbacks <= 1.5%; small requests on graphs >= 98.5% (not left on the
-    eager path); padding of the graph replays within 1.25x the 1-D optimum with as many sizes."""
+    eager path); no slower, predicted, than graphs of the sizes that pad its replays least (as many
+    sizes, its largest batch): padding is not the aim where a larger bucket runs a faster kernel
+    (cuDNN from 8192 patches in the packaged model)."""
     result, test = held_out
     grid = result.grid
     assert grid.num_graphs <= 16 and not result.from_base and result.ms < result.base_ms
@@ -195,7 +196,9 @@ def test_held_out_trace(held_out):
         g = grid.modality(m)
         packs = [r for r in simulate_modality(batches(test, m), m, g.buckets, g.is_graph)[1]
                  if r.bucket is not None and g.is_graph(r.bucket)]
-        padding = sum(r.bucket.size - r.size for r in packs)
         k = len({b.size for b in g.graph_buckets})
-        assert padding <= 1.25 * one_d_optimum([r.size for r in packs], k), m
+        least_padding = ModalityGrid(m, tuple(Bucket(size, max(b.batch for b in g.buckets))
+                                              for size in one_d_optimum([r.size for r in packs], k)))
+        other = BucketGrid(grid.dtype, *(least_padding if n == m else grid.modality(n) for n in ("vision", "audio")))
+        assert report[m].ms <= simulate(test, other, config=NO_EXACT)[m].ms, m
     assert report.ms <= simulate(test, BucketGrid.default(), config=NO_EXACT).ms  # and beats the default there
