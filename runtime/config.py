@@ -98,8 +98,9 @@ class RuntimeConfig:
         max_transient_bytes: the most device memory one uncaptured call may take beyond what the
             runtime holds, so an engine can reserve it: pieces, merged eager calls and eager packs
             stay within it, and a request that cannot (one segment too large) fails alone, naming
-            the bound. None: what the runtime's largest bucket needs or its graphs reserve,
-            whichever is more (``EncoderRuntime.memory()``).
+            the bound. None: what the runtime's largest uncaptured call needs (a merged eager call
+            where a lane has eager buckets, else its largest bucket's eager run) or its graphs
+            reserve, whichever is more (``EncoderRuntime.memory()``).
         trace_path: if set, every request's shape is appended to this JSONL trace.
         plan_cache_size: packed host plans kept per lane (pinned on CUDA): traffic repeats shapes,
             and a cached plan stages with one copy.

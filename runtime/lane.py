@@ -150,9 +150,15 @@ class Lane:
         self.exact_on = bool(on)
 
     def needed_bytes(self) -> int:
-        """What the largest bucket's eager call would need (``Modality.eager_bytes``): the default
-        bound of uncaptured calls."""
-        return self.spec.eager_bytes(self._largest.size) if self._largest is not None else 0
+        """What this lane's largest uncaptured call needs (``Modality.eager_bytes``), the default
+        bound's share: where the lane has eager buckets, a merged eager call of ``eager_merge`` times
+        the largest bucket (the runtime makes such calls itself; capped, a mix of requests ran 8.5%
+        slower and long videos ran in pieces too small for whole kernel waves, docs/BENCHMARKS.md);
+        else one eager run of its largest bucket."""
+        if self._largest is None:
+            return 0
+        eager = any(not br.stats.graph for br in self.buckets.values())
+        return self.spec.eager_bytes(max(self._largest.size, self._merge_units) if eager else self._largest.size)
 
     def set_bound(self, limit: int | None) -> None:
         """Bounds this lane's uncaptured calls by ``limit`` bytes (None: unbounded): eager packs and

@@ -251,7 +251,8 @@ class EncoderRuntime:
         in bytes: ``graph_memory_bytes`` (the graphs' pool, as reserved at capture),
         ``static_buffers_bytes`` (inputs and plans of the graph buckets), ``max_transient_bytes``
         (the most one uncaptured call may allocate beyond those: ``RuntimeConfig.max_transient_bytes``,
-        or what the largest bucket's eager run needs or the graphs reserve, whichever is more; None
+        or what the largest uncaptured call needs (``Lane.needed_bytes``) or the graphs reserve,
+        whichever is more; None
         without buckets: unbounded). An
         engine sizing its own caches leaves room for all three (weights come on top)."""
         static = sum(t.numel() * t.element_size() for lane in self._lanes

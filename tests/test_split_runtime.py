@@ -100,7 +100,7 @@ def test_a_frame_larger_than_every_bucket_runs_within_the_bound_or_fails_alone(e
     vis, aud = encoders
     big = vision([[1, 16, 16]], vis.config)  # one frame of 256 patches: cannot be cut
     ok = vision([[2, 4, 4]], vis.config)
-    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)  # the default bound: the largest bucket's need
+    rt = EncoderRuntime(vision=vis, audio=aud, grid=GRID)  # the default bound: the largest uncaptured call's need
     mem = rt.memory()
     assert mem["max_transient_bytes"] == max(rt.vision.needed_bytes(), rt.audio.needed_bytes()) > 0
     out = rt.launch([ok, big]).results()
@@ -126,6 +126,13 @@ def test_the_bound_cuts_pieces_and_merged_eager_calls(encoders):
     unbounded = EncoderRuntime(vision=vis, grid=eager_grid, config=RuntimeConfig(max_transient_bytes=2**40))
     assert unbounded.vision.eager_merge_units == 4 * 192
     spec = unbounded.vision.spec
+    # the default bound holds the runtime's own largest uncaptured call, a merged one: nothing is cut
+    default = EncoderRuntime(vision=vis, grid=eager_grid)
+    assert default.memory()["max_transient_bytes"] == spec.eager_bytes(4 * 192)
+    assert default.vision.eager_merge_units == 4 * 192 and default.vision.piece_limit.size == 4 * 192
+    graphs_only = EncoderRuntime(vision=vis, grid=BucketGrid.from_dict({"dtype": "float32", "vision": {
+        "patches": [64, 192], "batch": [4]}}))
+    assert graphs_only.memory()["max_transient_bytes"] == spec.eager_bytes(192)  # a graph lane: its largest bucket
     limit = spec.eager_bytes(128)  # room for two frames of 8x8 in one call
     rt = EncoderRuntime(vision=vis, grid=eager_grid, config=RuntimeConfig(max_transient_bytes=limit))
     assert rt.vision.eager_merge_units == rt.vision.units_within(limit) < 192
