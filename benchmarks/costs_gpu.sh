@@ -38,7 +38,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND into NAME.log within LIMI
 }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1 >"$out/card.txt"
-git rev-parse --short HEAD >"$out/commit.txt" 2>/dev/null
+echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" >"$out/commit.txt"  # COMMIT: where the copy's git metadata may be stale
 
 step calibrate 45 "${cli[@]}" capture --calibrate-quick -o "$out/$costs_name"
 tail -n 2 "$out/calibrate.log"
