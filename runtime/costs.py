@@ -13,11 +13,12 @@ Each of the four surfaces (vision/audio x replay/eager) is measured on a full gr
 Between sizes it is piecewise linear; below the smallest size it stays at that size's value (launch
 bound); above the largest it continues with the last segment's slope. The medians are made
 non-decreasing in size (a running maximum over sizes, per batch), so a larger bucket never predicts
-cheaper (but across a kernel change, below). Between batches it is linear in 1/batch (attention over b equal segments of S units costs
-S^2/b), clamped outside the measured batches. Where the calibration says a surface changes kernel
-at a size (``cudnn_from``: big vision calls and graph buckets on cuDNN varlen from 8192 patches by
-default), the surface is two: sizes below it priced from the points below only (continued with
-their last slope), sizes from it from the points from it, so no price mixes two kernels.
+cheaper (but across a kernel change, below). Between batches it is linear in 1/batch (attention over
+b equal segments of S units costs S^2/b), clamped outside the measured batches. Where the
+calibration says a surface changes kernel at a size (``cudnn_from``: big vision calls and graph
+buckets on cuDNN varlen from 8192 patches by default), the surface is two: sizes below it priced
+from the points below only (continued with their last slope), sizes from it from the points from
+it, so no price mixes two kernels.
 
 Besides the surfaces, what the runtime does beyond replays and eager runs (``simulate`` prices
 each kind of run by one small rule here):
@@ -391,10 +392,13 @@ class CostModel:
                     **meta: Any) -> CostModel:
         """Builds a model from ``{(modality, kind): [Probe, ...]}`` (kinds: the surfaces' and the
         optional ``POINTS``); ``meta`` as in the file."""
-        splits = meta.get("cudnn_from") if isinstance(meta.get("cudnn_from"), Mapping) else {}
-        surfaces = {key: Surface(f"{key[0]} {key[1]}", ps, (splits.get(key[0]) or {}).get(key[1])
-                                 if isinstance(splits.get(key[0]), Mapping) else None)
-                    for key, ps in probes.items() if key[1] not in POINTS}
+        splits = meta.get("cudnn_from")
+
+        def split(m: str, k: str):  # a malformed value is the model's check to refuse
+            per = splits.get(m) if isinstance(splits, Mapping) else None
+            return per.get(k) if isinstance(per, Mapping) else None
+
+        surfaces = {(m, k): Surface(f"{m} {k}", ps, split(m, k)) for (m, k), ps in probes.items() if k not in POINTS}
         points = {key: tuple(ps) for key, ps in probes.items() if key[1] in POINTS and ps}
         return cls(surfaces, dict(meta), source, points)
 
