@@ -133,7 +133,7 @@ class RuntimeConfig:
         if not isinstance(self.split_requests, bool):
             raise ValueError(f"split_requests={self.split_requests!r}: use True or False")
         if self.max_transient_bytes is not None:
-            _count("max_transient_bytes", self.max_transient_bytes, 1, " (None: what the largest bucket needs)")
+            _count("max_transient_bytes", self.max_transient_bytes, 1, " (None: what the largest uncaptured call needs)")
         for name in ("use_cuda_graphs", "exact_graphs"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
