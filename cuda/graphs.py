@@ -25,7 +25,7 @@ def no_collection() -> Iterator[None]:
     """Python's cyclic garbage collector held off (as it was before, after): a collection during a
     capture may destroy an unreachable object's CUDA graph (a runtime dropped earlier whose lanes
     hold cycles), and destroying a graph is not permitted while a stream captures: the capture is
-    invalidated. Seen on the GPU when a process built and dropped runtimes in turns."""
+    invalidated (a process that builds and drops runtimes in turns, as measuring tools do)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

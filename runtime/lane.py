@@ -152,9 +152,9 @@ class Lane:
     def needed_bytes(self) -> int:
         """What this lane's largest uncaptured call needs (``Modality.eager_bytes``), the default
         bound's share: where the lane has eager buckets, a merged eager call of ``eager_merge`` times
-        the largest bucket (the runtime makes such calls itself; capped, a mix of requests ran 8.5%
-        slower and long videos ran in pieces too small for whole kernel waves, docs/BENCHMARKS.md);
-        else one eager run of its largest bucket."""
+        the largest bucket (the runtime makes such calls itself; capped, mixes of requests and long
+        videos ran slower, in calls too small to fill the GPU's last kernel waves,
+        docs/BENCHMARKS.md); else one eager run of its largest bucket."""
         if self._largest is None:
             return 0
         eager = any(not br.stats.graph for br in self.buckets.values())

@@ -252,9 +252,8 @@ class EncoderRuntime:
         ``static_buffers_bytes`` (inputs and plans of the graph buckets), ``max_transient_bytes``
         (the most one uncaptured call may allocate beyond those: ``RuntimeConfig.max_transient_bytes``,
         or what the largest uncaptured call needs (``Lane.needed_bytes``) or the graphs reserve,
-        whichever is more; None
-        without buckets: unbounded). An
-        engine sizing its own caches leaves room for all three (weights come on top)."""
+        whichever is more; None without buckets: unbounded). An engine sizing its own caches leaves
+        room for all three (weights come on top)."""
         static = sum(t.numel() * t.element_size() for lane in self._lanes
                      for t in (lane.buckets.inputs, lane.buckets.plan_buffer) if t is not None)
         return {"graph_memory_bytes": sum(lane.buckets.graph_memory_bytes for lane in self._lanes),
