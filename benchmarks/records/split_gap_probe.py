@@ -35,16 +35,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from long_media_probe import emit  # noqa: E402  one JSON line, printed and appended
 
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
-
-
-def emit(out, **kw):
-    line = json.dumps(kw)
-    print(line, flush=True)
-    if out:
-        with open(out, "a") as f:
-            f.write(line + "\n")
 
 
 def gpu_analysis(trace: dict, top: int = 12) -> dict:
