@@ -129,6 +129,7 @@ class Lane:
         self._largest = max(buckets, key=lambda b: (b.size, b.batch), default=None)
         self.split = config.split_requests and self._largest is not None
         self.piece_limit = None  # the most a piece of a split request holds (``set_bound``)
+        self.bound_units = None  # the most units one uncaptured call may hold (``set_bound``; None: no bound)
         self.attention = AttentionPolicy(spec.facts, config, spec.eager_cudnn)
         self.eager = EagerRunner(spec, device, self.attention)
         exact = bool(exact_graphs and buckets)
@@ -170,7 +171,7 @@ class Lane:
         little faster than many bucket-sized ones merged (docs/BENCHMARKS.md). Such a piece fits
         no bucket and runs as a fallback of its own."""
         self.eager.limit = limit
-        within = None if limit is None else self.units_within(limit)
+        self.bound_units = within = None if limit is None else self.units_within(limit)
         self.eager_merge_units = self._merge_units if within is None else min(self._merge_units, within)
         top = self._largest
         self.piece_limit = None if top is None else piece_limit(top, self.buckets[top].stats.graph,

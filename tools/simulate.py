@@ -191,8 +191,7 @@ def measure(records, grid, batching, device: str | None = None, config: RuntimeC
             failed += [str(o) for o in rt.launch(reqs).results() if isinstance(o, Exception)]
         wall_s = time.perf_counter() - t0
         stats = rt.stats()
-        bound = rt.memory()["max_transient_bytes"]
-        bound_units = {lane.modality: lane.units_within(bound) for lane in rt.lanes()} if bound is not None else {}
+        bound_units = {lane.modality: lane.bound_units for lane in rt.lanes() if lane.bound_units is not None}
     del rt
     gc.collect()  # the runtime's lanes hold cycles: its graphs and pool go now, not in a later capture
     if cuda:
