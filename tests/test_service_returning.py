@@ -119,3 +119,14 @@ def test_close_on_return_is_checked():
     assert not p.returned(pending=8, delivered=8, idle=False)
     assert not p.returned(pending=3, delivered=0, idle=True)  # nothing delivered: nothing to wait for
     assert not BatchPolicy(close_on_return=False).returned(pending=8, delivered=8, idle=True)
+
+
+def test_a_closed_loop_window_shorter_than_a_round_still_measures(real):
+    """A measuring window shorter than one round (a slow or busy host) stays open until a request is
+    back: the closed loop never reports a rate of no requests."""
+    from omnienc.tools.service_load import closed_loop as measure_loop
+
+    fake = FakeRuntime(real, fixed_ms=50.0, per_request_ms=0.0, host_ms=0.0)  # a round: >= 50 ms
+    got = measure_loop(fake, requests_for(real, "audio10s", 4), 0.0, max_wait_ms=1.0, max_batch=8,
+                       cost=default_cost, encode_repeats=1, warmup=0)
+    assert got["requests"] > 0 and got["seconds"] > 0 and got["requests_per_s"] > 0
