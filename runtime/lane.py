@@ -168,8 +168,8 @@ class Lane:
         A split request's pieces fill the largest bucket where it is a graph bucket (they replay
         its graph). Where it is an eager bucket they run uncaptured anyway, so each is as large as
         one uncaptured call may be (``eager_merge_units``): a few large pieces, which measured a
-        little faster than many bucket-sized ones merged (docs/BENCHMARKS.md). Such a piece fits
-        no bucket and runs as a fallback of its own."""
+        little faster than many bucket-sized ones merged (docs/BENCHMARKS.md), made as equal as
+        they can be. Such a piece fits no bucket and runs as a fallback of its own."""
         self.eager.limit = limit
         self.bound_units = within = None if limit is None else self.units_within(limit)
         self.eager_merge_units = self._merge_units if within is None else min(self._merge_units, within)

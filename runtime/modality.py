@@ -20,7 +20,7 @@ from ..encoders.audio import AudioEncoder, audio_output_length
 from ..encoders.vision import VisionEncoder
 from .grid import AUDIO_CHUNK_FRAMES, Bucket
 from .packing import Demand, audio_demand, vision_demand
-from .split import Piece, audio_pieces, vision_pieces
+from .split import Piece, PieceLimit, audio_pieces, vision_pieces
 from .requests import AudioOutput, AudioRequest, VisionOutput, VisionRequest, validate_audio, validate_vision
 
 
@@ -68,7 +68,7 @@ class Modality(Protocol):
     def run(self, inputs: torch.Tensor, plan, backend: str | None) -> tuple[torch.Tensor, ...]: ...
     def output(self, tensors: tuple[torch.Tensor, ...]): ...
     def items(self, request, shape) -> list[tuple[object, list]]: ...
-    def pieces(self, shape, bucket: Bucket) -> list[Piece]: ...
+    def pieces(self, shape, limit: PieceLimit) -> list[Piece]: ...
     def piece(self, request, piece: Piece): ...
     def tensors(self, output) -> tuple[torch.Tensor, ...]: ...
     def eager_bytes(self, units: int) -> int: ...
@@ -175,9 +175,9 @@ class VisionModality:
             start += n
         return out
 
-    def pieces(self, shape, bucket: Bucket) -> list[Piece]:
-        """The request cut into pieces of whole frames that fit ``bucket`` (``split.vision_pieces``)."""
-        return vision_pieces(shape, bucket.size, bucket.batch)
+    def pieces(self, shape, limit: PieceLimit) -> list[Piece]:
+        """The request cut into pieces of whole frames within ``limit`` (``split.vision_pieces``)."""
+        return vision_pieces(shape, limit.size, limit.batch, limit.even)
 
     def piece(self, request: VisionRequest, piece: Piece) -> VisionRequest:
         """One piece of ``request`` as a request: a view of its patches."""
@@ -317,11 +317,11 @@ class AudioModality:
             start += T
         return out
 
-    def pieces(self, shape, bucket: Bucket) -> list[Piece]:
-        """The request cut into pieces of whole attention windows that fit ``bucket``
+    def pieces(self, shape, limit: PieceLimit) -> list[Piece]:
+        """The request cut into pieces of whole attention windows within ``limit``
         (``split.audio_pieces``)."""
         enc = self.encoder
-        return audio_pieces(shape, bucket.size, bucket.batch, self.window_frames, enc.chunk_frames)
+        return audio_pieces(shape, limit.size, limit.batch, self.window_frames, enc.chunk_frames, limit.even)
 
     def piece(self, request: AudioRequest, piece: Piece) -> AudioRequest:
         """One piece of ``request`` as a request: a view of its frames."""

@@ -15,12 +15,15 @@ chunk is zero-padded to a whole chunk only inside a clip of at least one chunk (
 convolved at its own length), so a last part shorter than a chunk takes one window more.
 
 A piece never holds more than ``max_size`` units and ``max_batch`` segments (the largest bucket's).
+Pieces that replay a graph bucket fill it, the rest going beside other requests' items; pieces that
+run uncaptured (``even``) are as many as filling would give, made as equal as they can be, because
+a small last piece runs slower per unit than the rest (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .grid import AUDIO_CHUNK_FRAMES, AUDIO_WINDOW_FRAMES, Bucket
@@ -41,13 +44,45 @@ class Unsplittable(ValueError):
     """A segment larger than the largest bucket: it cannot be cut."""
 
 
-def vision_pieces(grid: Sequence[Sequence[int]], max_size: int, max_batch: int) -> list[Piece]:
+@dataclass(frozen=True, slots=True)
+class PieceLimit:
+    """The most one piece holds (``size`` units, ``batch`` segments) and whether pieces run
+    uncaptured, and so are cut as equal as they can be (``even``)."""
+
+    size: int
+    batch: int
+    even: bool = False
+
+
+def _evened(cut: Callable[[int], list[Piece]], max_size: int) -> list[Piece]:
+    """``cut(max_size)``'s number of pieces at the smallest size that keeps it: pieces as equal as
+    whole segments allow. ``cut`` is greedy, so its count does not grow with the size."""
+    best = cut(max_size)
+    lo, hi = 0, max_size
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pieces = cut(mid)
+        except Unsplittable:
+            pieces = None
+        if pieces is not None and len(pieces) <= len(best):
+            hi, best = mid, pieces
+        else:
+            lo = mid
+    return best
+
+
+def vision_pieces(grid: Sequence[Sequence[int]], max_size: int, max_batch: int,
+                  even: bool = False) -> list[Piece]:
     """Pieces of whole frames, in order, each of at most ``max_size`` patches and ``max_batch``
-    frames; consecutive items share a piece where they fit.
+    frames; consecutive items share a piece where they fit. Each piece is filled in turn, or with
+    ``even`` as many pieces are made as equal as whole frames allow.
 
     Raises:
         Unsplittable: a frame (``h * w`` patches) larger than ``max_size``.
     """
+    if even:
+        return _evened(lambda size: vision_pieces(grid, size, max_batch), max_size)
     pieces: list[Piece] = []
     items: list[tuple[int, int, int]] = []
     start = row = size = batch = 0
@@ -99,14 +134,17 @@ def audio_parts(frames: int, max_part: int, window: int, chunk: int) -> list[int
     return parts
 
 
-def audio_pieces(frames: Sequence[int], max_size: int, max_batch: int, window: int, chunk: int) -> list[Piece]:
+def audio_pieces(frames: Sequence[int], max_size: int, max_batch: int, window: int, chunk: int,
+                 even: bool = False) -> list[Piece]:
     """Pieces of a request's clips, each of at most ``max_size`` chunk-padded frames and
     ``max_batch`` clips: long clips cut into parts (``audio_parts``), then consecutive parts and
-    clips grouped in order.
+    clips grouped in order. With ``even``, as many pieces made as equal as whole windows allow.
 
     Raises:
         Unsplittable: see ``audio_parts``.
     """
+    if even:
+        return _evened(lambda size: audio_pieces(frames, size, max_batch, window, chunk), max_size)
     pieces: list[Piece] = []
     clips: list[int] = []
     start = row = size = 0
@@ -123,21 +161,21 @@ def audio_pieces(frames: Sequence[int], max_size: int, max_batch: int, window: i
     return pieces
 
 
-def piece_limit(largest: Bucket, graph: bool, merge_units: int, within: int | None) -> Bucket:
+def piece_limit(largest: Bucket, graph: bool, merge_units: int, within: int | None) -> PieceLimit:
     """The most one piece of a split request holds (the runtime's ``Lane.set_bound``, the simulator).
 
     Where the largest bucket is a graph bucket, pieces fill it (they replay its graph). Where it is
     an eager bucket they run uncaptured anyway, so a piece is as large as one uncaptured call may
     be: ``merge_units`` (a merged eager call's most units; 0: no merging, the largest bucket),
-    with segments in proportion. Either way at most ``within`` units (the bound on transient
-    memory; None: no bound), at least 1.
+    with segments in proportion, and pieces are made even. Either way at most ``within`` units
+    (the bound on transient memory; None: no bound), at least 1.
     """
     size = largest.size if graph else max(largest.size, merge_units)
     size = max(1, size if within is None else min(size, within))
-    return Bucket(size, largest.batch * max(1, -(-size // largest.size)))
+    return PieceLimit(size, largest.batch * max(1, -(-size // largest.size)), even=not graph)
 
 
-def piece_demands(modality: str, demand: Demand, limit: Bucket, window: int = AUDIO_WINDOW_FRAMES,
+def piece_demands(modality: str, demand: Demand, limit: PieceLimit, window: int = AUDIO_WINDOW_FRAMES,
                   chunk: int = AUDIO_CHUNK_FRAMES) -> list[Demand]:
     """The demands of a request's pieces as the runtime cuts it (for the simulator): ``demand``
     itself where it carries no shape or cannot be cut, else one per piece of at most ``limit``."""
@@ -145,10 +183,13 @@ def piece_demands(modality: str, demand: Demand, limit: Bucket, window: int = AU
         return [demand]
     try:
         if modality == "vision":
-            return [vision_demand(p.shape) for p in vision_pieces(demand.shape, limit.size, limit.batch)]
-        return [audio_demand(p.shape) for p in audio_pieces(demand.shape, limit.size, limit.batch, window, chunk)]
+            return [vision_demand(p.shape)
+                    for p in vision_pieces(demand.shape, limit.size, limit.batch, limit.even)]
+        return [audio_demand(p.shape)
+                for p in audio_pieces(demand.shape, limit.size, limit.batch, window, chunk, limit.even)]
     except Unsplittable:
         return [demand]
 
 
-__all__ = ["Piece", "Unsplittable", "audio_parts", "audio_pieces", "piece_demands", "piece_limit", "vision_pieces"]
+__all__ = ["Piece", "PieceLimit", "Unsplittable", "audio_parts", "audio_pieces", "piece_demands", "piece_limit",
+           "vision_pieces"]

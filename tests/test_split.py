@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnienc.runtime.split import Piece, Unsplittable, audio_parts, audio_pieces, vision_pieces
+from omnienc.runtime.split import Piece, PieceLimit, Unsplittable, audio_parts, audio_pieces, piece_limit, vision_pieces
+from omnienc.runtime.grid import Bucket
 
 
 def test_vision_video_cut_into_whole_frames():
@@ -45,6 +46,44 @@ def test_vision_pieces_cover_the_request_in_order_and_fit(grid, max_size, max_ba
         row = p.stop
     assert row == sum(t * h * w for t, h, w in grid)
     assert frames == [(h, w) for t, h, w in grid for _ in range(t)]
+
+
+def test_even_pieces_are_as_many_as_filled_ones_and_as_equal_as_whole_frames_allow():
+    # a minute of 720p video, 60 frame pairs, in pieces of at most 17: filled 17+17+17+9, even 15 x 4
+    filled = vision_pieces([(60, 46, 80)], 17 * 3680, 64)
+    even = vision_pieces([(60, 46, 80)], 17 * 3680, 64, even=True)
+    assert [p.shape for p in filled] == [((17, 46, 80),)] * 3 + [((9, 46, 80),)]
+    assert [p.shape for p in even] == [((15, 46, 80),)] * 4
+    # a clip of 7200 mel frames in windows of 800, at most 3500 a piece: filled 3200+3200+800, even 2400 x 3
+    frames = [7200]
+    assert [sum(p.shape) for p in audio_pieces(frames, 3500, 8, 800, 100)] == [3200, 3200, 800]
+    assert [sum(p.shape) for p in audio_pieces(frames, 3500, 8, 800, 100, even=True)] == [2400] * 3
+
+
+def test_pieces_are_even_only_where_they_run_uncaptured():
+    top = Bucket(4096, 8)
+    assert piece_limit(top, graph=True, merge_units=4 * 4096, within=None) == PieceLimit(4096, 8, even=False)
+    assert piece_limit(top, graph=False, merge_units=4 * 4096, within=None) == PieceLimit(4 * 4096, 32, even=True)
+    assert piece_limit(top, graph=False, merge_units=4 * 4096, within=10000) == PieceLimit(10000, 24, even=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 12).map(lambda x: 2 * x),
+                          st.integers(1, 12).map(lambda x: 2 * x)), min_size=1, max_size=4),
+       st.integers(600, 3000), st.integers(2, 16))
+def test_even_vision_pieces_cover_the_request_fit_and_are_no_larger(grid, max_size, max_batch):
+    filled = vision_pieces(grid, max_size, max_batch)
+    even = vision_pieces(grid, max_size, max_batch, even=True)
+    assert len(even) == len(filled)
+    assert max(p.stop - p.start for p in even) <= max(p.stop - p.start for p in filled)
+    row = 0
+    for p in even:
+        assert p.start == row and p.stop - p.start == sum(t * h * w for t, h, w in p.shape) <= max_size
+        assert sum(t for t, _, _ in p.shape) <= max_batch
+        row = p.stop
+    assert row == sum(t * h * w for t, h, w in grid)
+    assert [(h, w) for p in even for t, h, w in p.shape for _ in range(t)] == \
+        [(h, w) for t, h, w in grid for _ in range(t)]
 
 
 @pytest.mark.parametrize("frames,max_part,parts", [

@@ -180,7 +180,8 @@ def test_simulator_prices_the_pieces_as_the_runtime_runs_them(encoders, tmp_path
 @torch.no_grad()
 def test_pieces_of_an_eager_largest_bucket_are_as_large_as_one_uncaptured_call(encoders, tmp_path):
     """Where the largest bucket is eager, a long video is cut into pieces as large as the bound lets
-    one uncaptured call be (each runs alone, larger than every bucket), not into bucket-sized ones;
+    one uncaptured call be (each runs alone, larger than every bucket), not into bucket-sized ones,
+    and as equal as whole frames allow;
     outputs equal the whole forward, and the simulator given the bound's units runs the same."""
     vis, _ = encoders
     eager_grid = BucketGrid.from_dict({"dtype": "float32", "vision": {"patches": [64, 192], "batch": [4],
@@ -205,10 +206,11 @@ def test_pieces_of_an_eager_largest_bucket_are_as_large_as_one_uncaptured_call(e
     rt.close()
     same_as_whole(encoders, reqs, outs)
     frames = within // 64
+    pieces = -(-12 // frames)  # as many as filling pieces would give, made even
     # the pieces' uncaptured calls (the image replays the 64-patch graph bucket)
-    assert sorted(sizes) == sorted([64 * frames] * (12 // frames) + ([64 * (12 % frames)] if 12 % frames else []))
+    assert sorted(sizes) == sorted(64 * (12 // pieces + (i < 12 % pieces)) for i in range(pieces))
     measured = rt.stats()["vision"]
-    assert measured["fallbacks"] == -(-12 // frames)  # each piece alone: larger than every bucket
+    assert measured["fallbacks"] == pieces  # each piece alone: larger than every bucket
     predicted = simulate(read_trace(path), eager_grid, step_ms=1e9, bound_units={"vision": within})["vision"]
     assert predicted.fallbacks == measured["fallbacks"]
     assert {f"{b.bucket.size}x{b.bucket.batch}": (b.runs, b.units) for b in predicted.buckets} == \

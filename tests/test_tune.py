@@ -15,7 +15,7 @@ from omnienc.runtime.costs import CostModel, Probe
 from omnienc.runtime.grid import Bucket, BucketGrid, ModalityGrid
 from omnienc.runtime.packing import BucketSet, Demand, pack
 from omnienc.runtime.simulator import batches, group_records, simulate, simulate_modality
-from omnienc.runtime.split import piece_demands
+from omnienc.runtime.split import PieceLimit, piece_demands
 from omnienc.runtime.trace import TraceRecord
 from omnienc.tools.tracegen import generate_trace
 
@@ -54,7 +54,8 @@ def eager_path_shares(records, grid, batching=BatchPolicy()):
             owner, parts = [], []  # per piece: its request
             for i in ids:
                 d = records[i].demand
-                cut = piece_demands(m, d, largest) if largest and prepared.smallest(d.size, d.batch) is None else [d]
+                uncut = not largest or prepared.smallest(d.size, d.batch) is not None
+                cut = [d] if uncut else piece_demands(m, d, PieceLimit(largest.size, largest.batch))
                 owner += [i] * len(cut)
                 parts += cut
             graph_all, left_any = {}, {}

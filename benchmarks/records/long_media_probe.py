@@ -10,8 +10,9 @@ the runtime's bound (``EncoderRuntime.memory()``). Cut (the default) against unc
 (``split_requests=False``, unbounded) where the uncut run fits: a 1-minute 720p video, a 10-minute
 audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. The 1-minute video also runs
 cut into pieces of at most the largest bucket (``cut_bucket_pieces``: the rule before pieces of an
-eager largest bucket grew to what one uncaptured call may hold), an A/B of the piece size;
-``video1m_turns`` runs those three in turns, six rounds. Then the 32-request mix with the default bound against an unbounded one (merged
+eager largest bucket grew to what one uncaptured call may hold) and into filled pieces
+(``cut_filled``: the rule before such pieces were made even), A/Bs of the piece size;
+``video1m_turns`` runs those four in turns, eight rounds. Then the 32-request mix with the default bound against an unbounded one (merged
 eager calls are capped by the bound).
 One JSON line per result. ``--dry-run`` runs the same steps on the CPU with tiny encoders and
 inputs a hundredth of the size (memory figures 0): a check of the script, not a measurement.
@@ -90,6 +91,7 @@ def main() -> None:
         Path(a.out).mkdir(parents=True, exist_ok=True)
     out = a.out and str(Path(a.out) / "long_media.jsonl")
     from omnienc.runtime import AudioRequest, BucketGrid, EncoderRuntime, RuntimeConfig, VisionRequest
+    from omnienc.runtime.split import PieceLimit
 
     global DEVICE, SCALE
     if a.dry_run:
@@ -109,7 +111,11 @@ def main() -> None:
 
     def bucket_pieces(rt):  # pieces of at most the largest bucket, within the bound
         top = max(rt.vision.bucket_set.buckets, key=lambda b: (b.size, b.batch))
-        return type(top)(min(top.size, rt.vision.units_within(mem["max_transient_bytes"])), top.batch)
+        return PieceLimit(min(top.size, rt.vision.units_within(mem["max_transient_bytes"])), top.batch)
+
+    def other_limits(rt):  # the piece limits the default is A/B'd against
+        limit = rt.vision.piece_limit
+        return {"cut_bucket_pieces": bucket_pieces(rt), "cut_filled": PieceLimit(limit.size, limit.batch)}
 
     def video(minutes):
         t = max(1, int(SCALE * minutes * 60 * 2 / 2))  # 2 fps, two frames a temporal patch
@@ -127,12 +133,12 @@ def main() -> None:
             continue
         req, n = make()
         runs = [("cut", cut)] + ([("uncut", whole)] if both else [])
+        others = other_limits(cut)
         if name == "video1m":
-            runs.append(("cut_bucket_pieces", cut))
+            runs += [(label, cut) for label in others]
         for label, rt in runs:
             limit = rt.vision.piece_limit
-            if label == "cut_bucket_pieces":
-                rt.vision.piece_limit = bucket_pieces(rt)
+            rt.vision.piece_limit = others.get(label, limit)
             try:
                 s, peak, outputs = measure(rt, req, repeats=1 if name == "video10m" else 3)
             except Exception as e:  # noqa: BLE001 - record and go on
@@ -146,19 +152,18 @@ def main() -> None:
                  transient_gib=round((peak - outputs) / 2**30, 3), bound_gib=round(mem["max_transient_bytes"] / 2**30, 3),
                  within_bound=peak - outputs <= mem["max_transient_bytes"],
                  replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"],
-                 piece_patches=(bucket_pieces(rt) if label == "cut_bucket_pieces" else rt.vision.piece_limit).size)
+                 piece_patches=others.get(label, rt.vision.piece_limit).size)
             rt.reset_stats()
         del req
         if DEVICE.type == "cuda":
             torch.cuda.empty_cache()
     if "video1m_turns" in cases:  # the piece-size A/B again, the three runs in turns (noise shows)
         req, n = video(1)
-        limit = cut.vision.piece_limit
-        small_pieces = bucket_pieces(cut)
+        limit, others = cut.vision.piece_limit, other_limits(cut)
 
         def run(label):
             rt = whole if label == "uncut" else cut
-            cut.vision.piece_limit = small_pieces if label == "cut_bucket_pieces" else limit
+            cut.vision.piece_limit = others.get(label, limit)
             try:
                 sync()
                 t0 = time.perf_counter()
@@ -168,14 +173,15 @@ def main() -> None:
             finally:
                 cut.vision.piece_limit = limit
 
-        labels = ("cut", "uncut", "cut_bucket_pieces")
+        labels = ("cut", "uncut", *others)
         for label in labels:
             run(label)  # warm-up
         times = {label: [] for label in labels}
-        for _ in range(6):
+        for _ in range(8):
             for label in labels:
                 times[label].append(run(label))
-        emit(out, case="video1m_turns", units=n, piece_patches=[limit.size, None, small_pieces.size],
+        emit(out, case="video1m_turns", units=n, piece_patches=[limit.size, None, *(o.size for o in others.values())],
+             pieces={k: len(cut.vision.spec.pieces([(n, 46, 80)], others.get(k, limit))) for k in labels if k != "uncut"},
              **{f"{k}_ms_per_unit": [round(1e3 * t / n, 3) for t in v] for k, v in times.items()},
              **{f"{k}_median": round(1e3 * statistics.median(v) / n, 3) for k, v in times.items()})
         del req
