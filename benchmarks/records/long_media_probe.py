@@ -64,6 +64,11 @@ def emit(out, **kw):
 
 
 def measure(rt, req, repeats=3):
+    """Median seconds of a launch, its peak allocation above what was allocated before it, the
+    outputs' bytes, and what stays allocated after the caller dropped every result (0 unless
+    something holds them)."""
+    sync()
+    before = allocated()
     rt.encode([req])  # warm-up: exact-layout sightings, cuDNN plans, the allocator's cache
     times, peak = [], 0
     for _ in range(repeats):
@@ -78,7 +83,8 @@ def measure(rt, req, repeats=3):
         peak = max(peak, peak_allocated() - base)
         outputs = sum(t.numel() * t.element_size() for t in ([out.embeds, *out.deepstack] if hasattr(out, "deepstack") else [out.embeds]))
         del out
-    return statistics.median(times), peak, outputs
+    sync()
+    return statistics.median(times), peak, outputs, allocated() - before
 
 
 def main() -> None:
@@ -140,7 +146,7 @@ def main() -> None:
             limit = rt.vision.piece_limit
             rt.vision.piece_limit = others.get(label, limit)
             try:
-                s, peak, outputs = measure(rt, req, repeats=1 if name == "video10m" else 3)
+                s, peak, outputs, held = measure(rt, req, repeats=1 if name == "video10m" else 3)
             except Exception as e:  # noqa: BLE001 - record and go on
                 emit(out, case=name, runtime=label, error=f"{type(e).__name__}: {str(e)[:300]}")
                 continue
@@ -150,7 +156,7 @@ def main() -> None:
             emit(out, case=name, runtime=label, units=n, unit=unit, s=round(s, 4), ms_per_unit=round(1e3 * s / n, 4),
                  peak_gib=round(peak / 2**30, 3), outputs_gib=round(outputs / 2**30, 3),
                  transient_gib=round((peak - outputs) / 2**30, 3), bound_gib=round(mem["max_transient_bytes"] / 2**30, 3),
-                 within_bound=peak - outputs <= mem["max_transient_bytes"],
+                 within_bound=peak - outputs <= mem["max_transient_bytes"], held_after_gib=round(held / 2**30, 3),
                  replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"],
                  piece_patches=others.get(label, rt.vision.piece_limit).size)
             rt.reset_stats()
