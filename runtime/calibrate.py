@@ -76,6 +76,7 @@ PROBES: dict[str, ProbeSet] = {
 }
 # Repeats per point of each calibration: (replays, eager runs, captures, warm-up runs).
 REPEATS = {"full": (7, 4, 5, 2), "quick": (3, 2, 3, 1)}
+WARM_CALLS = 8  # the most runs ``warm_ms`` adds before a point
 # The smallest request (its uncaptured call is the host floor) and small layouts whose captures give
 # the capture cost: host-bound, so what they measure is host work. Vision's are images as a trace's
 # (one frame of >= 128 patches, each of a size not seen before): their capture's eager run takes
@@ -136,10 +137,16 @@ def run_pack(lane, bucket: Bucket, requests: list, shapes: list) -> list:
 
 
 def _samples(fn: Callable[[], object], timer, warmup: int, repeats: int,
-             before: Callable[[], None] | None = None) -> tuple[float, ...]:
-    """``repeats`` timings of ``fn`` after ``warmup`` calls; ``before`` runs ahead of each, untimed."""
-    for _ in range(warmup):
-        fn()
+             before: Callable[[], None] | None = None, warm_ms: float = 0.0) -> tuple[float, ...]:
+    """``repeats`` timings of ``fn`` after ``warmup`` calls, and after more (at most ``WARM_CALLS``)
+    until the warm-up has kept the device busy ``warm_ms``; ``before`` runs ahead of each, untimed."""
+    busy, n = 0.0, 0
+    while n < warmup or (busy < warm_ms and n < warmup + WARM_CALLS):
+        if warm_ms:
+            busy += timer(fn)
+        else:
+            fn()
+        n += 1
     samples = []
     for _ in range(repeats):
         if before is not None:
@@ -166,7 +173,7 @@ def _shapes(modality: str, size: int, batch: int, merge: int) -> list:
 
 
 def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int,
-                   say: Callable[[str], None]) -> dict[tuple[str, str], list[Probe]]:
+                   say: Callable[[str], None], warm_ms: float = 0.0) -> dict[tuple[str, str], list[Probe]]:
     """Times every replay probe bucket of ``rt`` (captured on the probe grid), filled with ``batch``
     equal segments, one request each (as many users' requests packed together). Each sample starts
     on an idle device with its host plan built anew: traffic of varied requests brings a new layout
@@ -183,14 +190,15 @@ def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats
                 reqs = [_request(lane, sh) for sh in shapes]
                 bucket = Bucket(s, b)
                 p = Probe(s, b, _samples(lambda: run_pack(lane, bucket, reqs, shapes), timer, warmup, repeats,
-                                         before=lane.buckets.drop_plans))
+                                         before=lane.buckets.drop_plans, warm_ms=warm_ms))
                 points[m, "replay"].append(p)
                 say(f"{m:6s} replay {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
     return points
 
 
 def _uncaptured_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int, eager_repeats: int,
-                       captures: int, say: Callable[[str], None]) -> dict[tuple[str, str], list[Probe]]:
+                       captures: int, say: Callable[[str], None],
+                       warm_ms: float = 0.0) -> dict[tuple[str, str], list[Probe]]:
     """The host floor, eager runs and exact-layout captures, through ``rt``'s lanes (exact graphs on,
     a small graph bucket per modality)."""
     points: dict[tuple[str, str], list[Probe]] = {}
@@ -207,7 +215,8 @@ def _uncaptured_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, rep
             for b in batches:
                 shapes = _shapes(m, s, b, merge)
                 reqs = [_request(lane, sh) for sh in shapes]
-                p = Probe(s, b, _samples(lambda: lane.eager.run(reqs, shapes), timer, min(warmup, 1), eager_repeats))
+                p = Probe(s, b, _samples(lambda: lane.eager.run(reqs, shapes), timer, min(warmup, 1), eager_repeats,
+                                         warm_ms=warm_ms))
                 points[m, "eager"].append(p)
                 say(f"{m:6s} eager  {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
         by_size: dict[int, list[float]] = {}
@@ -247,7 +256,7 @@ def _card(device: torch.device) -> str:
 def calibrate(
     vision, audio, probes: ProbeSet | None = None, repeats: int | None = None, warmup: int | None = None,
     eager_repeats: int | None = None, command: str = "", progress: Callable[[str], None] | None = None,
-    *, quick: bool = False, captures: int | None = None,
+    *, quick: bool = False, captures: int | None = None, warm_ms: float = 0.0,
 ) -> CostModel:
     """Measures a cost model on ``vision`` and ``audio`` encoders (same device and dtype).
 
@@ -262,6 +271,9 @@ def calibrate(
         quick: The start-up calibration: fewer points and repeats (``REPEATS``); the file says so.
         captures: Exact-layout captures timed per modality (distinct small layouts, at most
             ``len(CAPTURE_SHAPES[m])``).
+        warm_ms: Before each replay and eager point, keep the device busy with it at least this
+            long (at most ``WARM_CALLS`` more runs): a card whose clocks fall under sustained load
+            is then timed at the clocks a trace runs at.
 
     Returns:
         The model; ``meta`` records the card (``torch.cuda.get_device_name``), torch version, date,
@@ -300,7 +312,7 @@ def calibrate(
     say(f"captured the probe grid ({sum(len(lane.buckets) for lane in rt.lanes())} buckets) in "
         f"{time.perf_counter() - t0:.1f} s")
     graphs = rt.use_cuda_graphs
-    points = _replay_points(rt, probes, merge, timer, warmup, repeats, say)
+    points = _replay_points(rt, probes, merge, timer, warmup, repeats, say, warm_ms)
     t1 = time.perf_counter()
     del rt  # free the probe graphs' pool before the eager runs (the lanes hold cycles: collect)
     gc.collect()
@@ -315,7 +327,8 @@ def calibrate(
     cudnn = rt.vision.attention.cudnn_suits((rt.config.eager_cudnn_tokens,))
     graph_cudnn = rt.vision.attention.candidates(rt.config.graph_cudnn_tokens) == ["cudnn"]
     rt_config = rt.config
-    points.update(_uncaptured_points(rt, probes, merge, timer, warmup, repeats, eager_repeats, captures, say))
+    points.update(_uncaptured_points(rt, probes, merge, timer, warmup, repeats, eager_repeats, captures, say,
+                                     warm_ms))
     del rt
     gc.collect()
     if device.type == "cuda":

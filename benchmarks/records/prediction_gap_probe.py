@@ -5,8 +5,8 @@
 On one process and one card, with the clocks, power and temperature sampled by ``nvidia-smi``
 throughout: the quick calibration; the default grid measured on TRACE ``--passes`` times
 (``omnienc simulate --measure``'s measurement, each a fresh runtime), each compared with the
-prediction; then the quick calibration again, after that load, and the last pass compared with it
-too. One JSON line per phase: its time span, the card's median SM clock, mean power and highest
+prediction; then the quick calibration again, after that load, and once more with each point
+warmed up ``--warm-ms`` (``calibrate(warm_ms=)``), and the last pass compared with both. One JSON line per phase: its time span, the card's median SM clock, mean power and highest
 temperature over it, the clock-event reasons seen, and for a measured pass the predicted and
 measured ms per modality and kind of run (and for the last pass, per bucket).
 
@@ -97,6 +97,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("trace")
     p.add_argument("--passes", type=int, default=3)
+    p.add_argument("--warm-ms", type=float, default=300.0, help="the third calibration's warm-up per point")
     p.add_argument("--out", default=None, help="a folder for prediction_gap.jsonl")
     p.add_argument("--dry-run", action="store_true", help="the CPU, reduced encoders, no sampler")
     a = p.parse_args()
@@ -123,9 +124,9 @@ def main() -> int:
     grid, batching, config = BucketGrid.default(), BatchPolicy(), RuntimeConfig()
     probes = PROBES["quick" if cuda else "reduced"]
 
-    def calibration(name):
+    def calibration(name, warm_ms=0.0):
         t0 = time.time()
-        model = calibrate(vis, aud, probes, quick=True)
+        model = calibrate(vis, aud, probes, quick=True, warm_ms=warm_ms)
         t1 = time.time()
         emit(out, phase=name, s=round(t1 - t0, 1), card=model.card, **sampler.span(t0, t1),
              replay_ms={f"{m}:{q.size}x{q.batch}": round(q.ms, 3) for m in ("vision", "audio")
@@ -159,8 +160,10 @@ def main() -> int:
         emit(out, phase=f"pass{i + 1}", s=round(t1 - t0, 1), wall_s=round(got["wall_s"], 2), **sampler.span(t0, t1),
              failed=got["failed"], vs_calibrate1=errors(model, got, buckets=i == a.passes - 1))
     model2 = calibration("calibrate2")
+    model3 = calibration("calibrate_warm", warm_ms=a.warm_ms)
     if got is not None:
         emit(out, phase=f"pass{a.passes}_vs_calibrate2", vs_calibrate2=errors(model2, got))
+        emit(out, phase=f"pass{a.passes}_vs_calibrate_warm", warm_ms=a.warm_ms, vs_calibrate_warm=errors(model3, got))
     sampler.close()
     return 0
 
