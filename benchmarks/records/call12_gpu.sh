@@ -4,7 +4,8 @@
 # uncut run, eight rounds in turns. (2) Where the H100's measured trace time parts from the
 # calibrated prediction (call11: vision -10.8%, audio -5.0% on the default grid): calibration, three
 # measured passes of call11's held-out trace and a second calibration in one process, the card's
-# clocks and power sampled (prediction_gap_probe.py). Also what stays allocated after a long video's
+# clocks and power sampled, and a third calibration with each point warmed up 300 ms
+# (prediction_gap_probe.py). Also what stays allocated after a long video's
 # results are dropped (call11 saw a peak below the outputs). Run with COMMIT=<hash>, within TOTAL_S seconds.
 set -uo pipefail
 out=${OUT:-out/gpu}; work=/tmp/call12
