@@ -40,7 +40,7 @@ step() {  # step NAME LIMIT_S COMMAND...: runs COMMAND into NAME.log within LIMI
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1 >"$out/card.txt"
 echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" >"$out/commit.txt"  # COMMIT: where the copy's git metadata may be stale
 
-step calibrate 45 "${cli[@]}" capture --calibrate-quick -o "$out/$costs_name"
+step calibrate 60 "${cli[@]}" capture --calibrate-quick ${CALIBRATE_ARGS:-} -o "$out/$costs_name"  # CALIBRATE_ARGS: e.g. --warm-ms 300
 tail -n 2 "$out/calibrate.log"
 costs=()
 [[ -s $out/$costs_name ]] && costs=(--costs "$out/$costs_name")  # else: the packaged model, flagged as another card's

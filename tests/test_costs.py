@@ -315,13 +315,14 @@ def test_calibrate_on_the_cpu(tmp_path, capsys):
     capture.register(parser.add_subparsers(required=True))
     out = tmp_path / "costs.yaml"
     args = parser.parse_args(["capture", "--calibrate-quick", "--device", "cpu", "--sizes", "reduced",
-                              "--repeats", "1", "--warmup", "0", "-o", str(out)])
+                              "--repeats", "1", "--warmup", "0", "--warm-ms", "1", "-o", str(out)])
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "calibration" in text and "(quick)" in text
     model = CostModel.load(out)
     assert model.meta["measured"] is True and model.card.startswith("CPU") and model.meta["quick"] is True
     assert "capture --calibrate --quick" in model.meta["command"] and model.meta["dtype"] == "float32"
+    assert "--warm-ms 1" in model.meta["command"]
     assert f"# on {model.card}, torch" in out.read_text()
     for m in ("vision", "audio"):  # the host floor and the captures, measured through the runtime's paths
         assert model.measured_points(m, "floor") and model.measured_points(m, "capture")
@@ -337,6 +338,30 @@ def test_calibrate_on_the_cpu(tmp_path, capsys):
     assert args.func(args) == 2 and "-o FILE" in capsys.readouterr().err
     args = parser.parse_args(["capture", "--quick", "--device", "cpu"])
     assert args.func(args) == 2 and "--calibrate" in capsys.readouterr().err
+    args = parser.parse_args(["capture", "--warm-ms", "5", "--device", "cpu"])
+    assert args.func(args) == 2 and "--warm-ms" in capsys.readouterr().err
+
+
+def test_a_warmed_point_runs_until_the_device_was_busy_that_long_within_a_cap():
+    from omnienc.runtime.calibrate import WARM_CALLS, _samples
+
+    rng = random.Random()
+    ms = [rng.uniform(5.0, 9.0) for _ in range(64)]  # what each run of the probe takes: 30 ms within the cap
+    calls = []
+
+    def timer(fn):
+        fn()
+        return ms[len(calls) - 1]
+
+    samples = _samples(lambda: calls.append(1), timer, warmup=1, repeats=3, warm_ms=30.0)
+    warm = len(calls) - 3
+    assert sum(ms[: warm - 1]) < 30.0 <= sum(ms[:warm]) and list(samples) == ms[warm : warm + 3]
+    calls.clear()
+    _samples(lambda: calls.append(1), timer, warmup=2, repeats=1, warm_ms=1e9)
+    assert len(calls) == 2 + WARM_CALLS + 1  # the cap, then the timed run
+    calls.clear()
+    _samples(lambda: calls.append(1), timer, warmup=2, repeats=1)  # no warm_ms: the warm-up count alone
+    assert len(calls) == 3
 
 
 def test_cudnn_key_is_the_encoders_layout():

@@ -45,6 +45,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                help="with --calibrate: timed replays per probe (default 7, --quick 3; eager runs: half as many)")
     add_number(p, "--warmup", lo=0, hi=10_000, default=None, metavar="N",
                help="with --calibrate: untimed runs before each probe (default 2, --quick 1)")
+    add_number(p, "--warm-ms", kind=float, lo=0, hi=10_000, default=0.0, metavar="MS",
+               help="with --calibrate: before each replay and eager probe, keep the device busy with it "
+               "at least MS (at most 8 runs more), so a card whose clocks fall under load is timed as a "
+               "trace runs it")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=command("capture", run))
     return p
@@ -98,13 +102,13 @@ def calibrate(args) -> int:
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     command = shlex.join(["omnienc", "capture", "--calibrate", *(["--quick"] if quick else []), "-o", args.output,
                           "--device", device, "--dtype", dtype, "--sizes", sizes, "--repeats", str(repeats),
-                          "--warmup", str(warmup)]
+                          "--warmup", str(warmup), *(["--warm-ms", f"{args.warm_ms:g}"] if args.warm_ms else [])]
                          + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
     built = time.perf_counter() - t0
     print(f"device {device}, {dtype}, weights: {args.checkpoint or f'random ({sizes} sizes)'}; built in {built:.1f} s")
     t1 = time.perf_counter()
     model = calibrate(vis, aud, PROBES["quick" if quick and sizes == "real" else sizes], repeats=repeats,
-                      warmup=warmup, eager_repeats=max(1, (repeats + 1) // 2), command=command,
+                      warmup=warmup, eager_repeats=max(1, (repeats + 1) // 2), command=command, warm_ms=args.warm_ms,
                       progress=None if args.json else print, quick=quick)
     calibrated = time.perf_counter() - t1
     header = "\n".join([
@@ -147,6 +151,8 @@ def _checkpoint_files(args) -> list[tuple[str, object]]:
 def run(args) -> int:
     if (args.quick or args.calibrate_quick) and not (args.calibrate or args.calibrate_quick):
         return error("capture", "--quick is a kind of --calibrate; add --calibrate, or use --calibrate-quick")
+    if args.warm_ms and not (args.calibrate or args.calibrate_quick):
+        return error("capture", "--warm-ms warms up --calibrate's probes; add --calibrate, or leave it out")
     if args.calibrate or args.calibrate_quick:
         if args.devices is not None:
             return error("capture", "--calibrate measures one device; use --device cuda:N")
