@@ -56,7 +56,7 @@ class PieceLimit:
 
 def _evened(cut: Callable[[int], list[Piece]], max_size: int) -> list[Piece]:
     """``cut(max_size)``'s number of pieces at the smallest size that keeps it: pieces as equal as
-    whole segments allow. ``cut`` is greedy, so its count does not grow with the size."""
+    whole segments allow. ``cut`` is greedy, so its count never rises as the size grows."""
     best = cut(max_size)
     lo, hi = 0, max_size
     while hi - lo > 1:
