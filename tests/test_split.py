@@ -30,12 +30,13 @@ def test_vision_frame_larger_than_the_largest_bucket_cannot_be_cut():
         vision_pieces([(3, 2, 2), (1, 100, 100)], 4096, 16)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 9), st.integers(1, 12).map(lambda x: 2 * x),
-                          st.integers(1, 12).map(lambda x: 2 * x)), min_size=1, max_size=6),
-       st.integers(600, 3000), st.integers(1, 8))
-def test_vision_pieces_cover_the_request_in_order_and_fit(grid, max_size, max_batch):
-    pieces = vision_pieces(grid, max_size, max_batch)
+def video_grids(max_t: int, max_items: int):
+    """Requests of up to ``max_items`` items of up to ``max_t`` frames of even sizes."""
+    side = st.integers(1, 12).map(lambda x: 2 * x)
+    return st.lists(st.tuples(st.integers(1, max_t), side, side), min_size=1, max_size=max_items)
+
+
+def assert_cover_in_order_and_fit(pieces, grid, max_size, max_batch):
     row = 0
     frames = []  # (h, w) of every frame, in order
     for p in pieces:
@@ -46,6 +47,12 @@ def test_vision_pieces_cover_the_request_in_order_and_fit(grid, max_size, max_ba
         row = p.stop
     assert row == sum(t * h * w for t, h, w in grid)
     assert frames == [(h, w) for t, h, w in grid for _ in range(t)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(video_grids(9, 6), st.integers(600, 3000), st.integers(1, 8))
+def test_vision_pieces_cover_the_request_in_order_and_fit(grid, max_size, max_batch):
+    assert_cover_in_order_and_fit(vision_pieces(grid, max_size, max_batch), grid, max_size, max_batch)
 
 
 def test_even_pieces_are_as_many_as_filled_ones_and_as_equal_as_whole_frames_allow():
@@ -68,22 +75,13 @@ def test_pieces_are_even_only_where_they_run_uncaptured():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.integers(1, 30), st.integers(1, 12).map(lambda x: 2 * x),
-                          st.integers(1, 12).map(lambda x: 2 * x)), min_size=1, max_size=4),
-       st.integers(600, 3000), st.integers(2, 16))
+@given(video_grids(30, 4), st.integers(600, 3000), st.integers(2, 16))
 def test_even_vision_pieces_cover_the_request_fit_and_are_no_larger(grid, max_size, max_batch):
     filled = vision_pieces(grid, max_size, max_batch)
     even = vision_pieces(grid, max_size, max_batch, even=True)
     assert len(even) == len(filled)
     assert max(p.stop - p.start for p in even) <= max(p.stop - p.start for p in filled)
-    row = 0
-    for p in even:
-        assert p.start == row and p.stop - p.start == sum(t * h * w for t, h, w in p.shape) <= max_size
-        assert sum(t for t, _, _ in p.shape) <= max_batch
-        row = p.stop
-    assert row == sum(t * h * w for t, h, w in grid)
-    assert [(h, w) for p in even for t, h, w in p.shape for _ in range(t)] == \
-        [(h, w) for t, h, w in grid for _ in range(t)]
+    assert_cover_in_order_and_fit(even, grid, max_size, max_batch)
 
 
 @pytest.mark.parametrize("frames,max_part,parts", [
