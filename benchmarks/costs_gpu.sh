@@ -8,7 +8,7 @@
 #      predicted vs measured per modality, bucket and kind of run (the runtime's default: exact-layout
 #      graphs off);
 #   4. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
-#      measured on the last third, the faster written); TUNED_GRID=FILE skips it and takes FILE;
+#      measured on the last third twice each in turns, the faster written); TUNED_GRID=FILE skips it;
 #   5. `simulate --measure` of the tuned grid on the held-out trace;
 #   6. with EXACT_AB=1, 3 to 5 again with exact-layout graphs on, as far as the budget goes;
 #   7. costs_summary.md, written last, from whatever of the above finished.
@@ -56,7 +56,7 @@ measure() {  # measure NAME GRID EXACT: simulate --measure of the held-out trace
   grep -E "^(vision|audio|total) +measured" "$out/$1.log"
 }
 tune() {  # tune NAME EXACT: tune --verify on the tuning trace into NAME.log and grid_NAME.yaml
-  step "$1" 55 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --exact-graphs "$2" \
+  step "$1" 80 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --exact-graphs "$2" \
     --verify -o "$out/grid_$1.yaml"
   grep -E "^(verified|writing|FOREIGN)" "$out/$1.log"
 }

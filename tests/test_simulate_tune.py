@@ -484,6 +484,33 @@ def test_tune_verify(tmp_path, capsys, monkeypatch):
         assert f"of its {len(records)} requests" in header and "held-out last third" in header
 
 
+def test_verify_measures_the_grids_in_turns_and_takes_each_ones_mean(monkeypatch):
+    """A drift over the process (the first runs slower, say) must not fall on one grid: base, tuned,
+    tuned, base; each grid's figure the mean of its runs, its statistics its last run's."""
+    drift = [random.uniform(1.1, 1.4), random.uniform(1.0, 1.1), random.uniform(1.0, 1.1), 1.0]
+    cost = {"base": random.uniform(900, 1100), "tuned": random.uniform(700, 900)}
+    grids = {"base": BucketGrid.default(), "tuned": BucketGrid(vision=ModalityGrid("vision", (Bucket(4096, 16),)))}
+    order = []
+
+    def measure(records, grid, batching, config=None, encoders=None):
+        name = next(n for n, g in grids.items() if g is grid)
+        ms = cost[name] * drift[len(order)]
+        order.append(name)
+        return {"stats": {"vision": {"ms": ms}, "requests": 1}, "card": "NVIDIA H100 80GB HBM3",
+                "failed": len(order) == 1, "bound_units": {"vision": len(order)}}
+
+    monkeypatch.setattr(simulate_tool, "measure", measure)
+    monkeypatch.setattr(simulate_tool, "build_measure_encoders", lambda: None)
+    got = tune.measure_grids([], grids, BatchPolicy(), RuntimeConfig())
+    assert order == ["base", "tuned", "tuned", "base"]
+    assert got["base_runs"] == [cost["base"] * drift[0], cost["base"] * drift[3]]
+    assert got["tuned_runs"] == [cost["tuned"] * drift[1], cost["tuned"] * drift[2]]
+    assert got["base"] == pytest.approx(cost["base"] * (drift[0] + drift[3]) / 2)
+    assert got["tuned"] == pytest.approx(cost["tuned"] * (drift[1] + drift[2]) / 2)
+    assert got["base_failed"] == 1 and got["tuned_failed"] == 0  # the most of any run
+    assert got["base_bound_units"] == {"vision": 4} and got["base_stats"]["vision"]["ms"] == got["base_runs"][-1]
+
+
 def test_first_sightings_of_cudnn_graphs_are_priced_once():
     """Where the model measured cuDNN graph builds, an uncaptured vision call of at least
     eager_cudnn_tokens tokens pays one build the first time its graph's key (segment count and longest
