@@ -8,7 +8,8 @@ throughout: the quick calibration; the default grid measured on TRACE ``--passes
 prediction; then the quick calibration again, after that load, and once more with each point
 warmed up ``--warm-ms`` (``calibrate(warm_ms=)``), and the last pass compared with both. One JSON line per phase: its time span, the card's median SM clock, mean power and highest
 temperature over it, the clock-event reasons seen, and for a measured pass the predicted and
-measured ms per modality and kind of run (and for the last pass, per bucket).
+measured ms per modality and kind of run (and for the last pass, per bucket); the raw samples in
+``smi.csv``.
 
 What it separates: a process warming up (the passes' errors shrink), sustained load (clocks or
 power fall under the passes against the calibration, or the second calibration is slower than the
@@ -19,8 +20,11 @@ first), and pricing (the error stays with steady clocks, and the second model do
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +44,12 @@ class Sampler:
         self.file = tempfile.NamedTemporaryFile("w+", suffix=".csv", delete=False)
         self.proc = None
         if enabled:
-            self.proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={FIELDS}", "--format=csv,noheader,nounits",
+            fields = FIELDS
+            once = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+                                  capture_output=True, text=True)
+            if once.returncode != 0:  # a driver before the field's rename
+                fields = fields.replace("clocks_event_reasons", "clocks_throttle_reasons")
+            self.proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits",
                                           "-lms", "100"], stdout=self.file, stderr=subprocess.DEVNULL)
         self.starts: list[float] = []
 
@@ -79,10 +88,14 @@ class Sampler:
                 "power_w_mean": round(statistics.fmean(power), 1) if power else None,
                 "temp_c_max": max(temp) if temp else None, "reasons": sorted({r[4] for r in rows})}
 
-    def close(self) -> None:
-        if self.proc is not None:
+    def close(self, keep: str | None = None) -> None:
+        """Stops the sampler; ``keep``: where to copy the raw samples."""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait()
+        self.file.flush()
+        if keep:
+            shutil.copyfile(self.file.name, keep)
 
 
 def emit(out, **kw):
@@ -115,6 +128,8 @@ def main() -> int:
 
     cuda = torch.cuda.is_available() and not a.dry_run
     sampler = Sampler(cuda)
+    atexit.register(sampler.close, a.out and str(Path(a.out) / "smi.csv"))  # also when a timeout ends the probe
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     device = "cuda" if cuda else "cpu"
     encoders = build_measure_encoders(device)
     vis, aud, _ = encoders
@@ -160,11 +175,11 @@ def main() -> int:
         emit(out, phase=f"pass{i + 1}", s=round(t1 - t0, 1), wall_s=round(got["wall_s"], 2), **sampler.span(t0, t1),
              failed=got["failed"], vs_calibrate1=errors(model, got, buckets=i == a.passes - 1))
     model2 = calibration("calibrate2")
-    model3 = calibration("calibrate_warm", warm_ms=a.warm_ms)
     if got is not None:
         emit(out, phase=f"pass{a.passes}_vs_calibrate2", vs_calibrate2=errors(model2, got))
+    model3 = calibration("calibrate_warm", warm_ms=a.warm_ms)
+    if got is not None:
         emit(out, phase=f"pass{a.passes}_vs_calibrate_warm", warm_ms=a.warm_ms, vs_calibrate_warm=errors(model3, got))
-    sampler.close()
     return 0
 
 
