@@ -12,8 +12,8 @@ audio; cut only: a 10-minute 720p video at 2 fps, a 60-minute audio. The 1-minut
 cut into pieces of at most the largest bucket (``cut_bucket_pieces``: the rule before pieces of an
 eager largest bucket grew to what one uncaptured call may hold) and into filled pieces
 (``cut_filled``: the rule before such pieces were made even), A/Bs of the piece size;
-``video1m_turns`` runs those four in turns, eight rounds. Then the 32-request mix with the default bound against an unbounded one (merged
-eager calls are capped by the bound).
+``video1m_turns`` runs those four in turns, eight rounds. Then the 32-request mix with the default
+bound against an unbounded one (merged eager calls are capped by the bound).
 One JSON line per result. ``--dry-run`` runs the same steps on the CPU with tiny encoders and
 inputs a hundredth of the size (memory figures 0): a check of the script, not a measurement.
 """
@@ -187,7 +187,8 @@ def main() -> None:
             for label in labels:
                 times[label].append(run(label))
         emit(out, case="video1m_turns", units=n, piece_patches=[limit.size, None, *(o.size for o in others.values())],
-             pieces={k: len(cut.vision.spec.pieces([(n, 46, 80)], others.get(k, limit))) for k in labels if k != "uncut"},
+             pieces={k: len(cut.vision.spec.pieces([(n, 46, 80)], others.get(k, limit)))
+                     for k in labels if k != "uncut"},
              **{f"{k}_ms_per_unit": [round(1e3 * t / n, 3) for t in v] for k, v in times.items()},
              **{f"{k}_median": round(1e3 * statistics.median(v) / n, 3) for k, v in times.items()})
         del req

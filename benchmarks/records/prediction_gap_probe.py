@@ -6,10 +6,10 @@ On one process and one card, with the clocks, power and temperature sampled by `
 throughout: the quick calibration; the default grid measured on TRACE ``--passes`` times
 (``omnienc simulate --measure``'s measurement, each a fresh runtime), each compared with the
 prediction; then the quick calibration again, after that load, and once more with each point
-warmed up ``--warm-ms`` (``calibrate(warm_ms=)``), and the last pass compared with both. One JSON line per phase: its time span, the card's median SM clock, mean power and highest
-temperature over it, the clock-event reasons seen, and for a measured pass the predicted and
-measured ms per modality and kind of run (and for the last pass, per bucket); the raw samples in
-``smi.csv``.
+warmed up ``--warm-ms`` (``calibrate(warm_ms=)``), and the last pass compared with both. One JSON
+line per phase: its time span, the card's median SM clock, mean power and highest temperature over
+it, the clock-event reasons seen, and for a measured pass the predicted and measured ms per
+modality and kind of run (and for the last pass, per bucket); the raw samples in ``smi.csv``.
 
 What it separates: a process warming up (the passes' errors shrink), sustained load (clocks or
 power fall under the passes against the calibration, or the second calibration is slower than the
