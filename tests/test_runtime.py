@@ -518,6 +518,10 @@ def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
         assert isinstance(br.graph, FakeGraph)
     s = rt.stats()["vision"]["buckets"]
     assert all(v["attention"] == "sdpa" and v["attention_ms"]["sdpa"] == 1.0 for v in s.values())
+    for br in lane.buckets.values():  # the CPU runs the bucket code eagerly, with the chosen backend
+        br.graph = None
+    req = vision_request([[1, 6, 8]], vis.config)
+    check_against_direct(encoders, [req], rt.encode([req]))
 
 
 def test_big_vision_graph_buckets_capture_on_cudnn_where_it_runs(encoders, monkeypatch):
@@ -535,15 +539,14 @@ def test_big_vision_graph_buckets_capture_on_cudnn_where_it_runs(encoders, monke
     # capture asks per bucket (the CPU runs each bucket once, on its first candidate)
     rt.vision.buckets.capture(lambda b: ["sdpa"] if b.size >= 256 else [own], use_graphs=False)
     assert {b.size: br.attention for b, br in rt.vision.buckets.items()} == {64: own, 256: "sdpa"}
+    req = vision_request([[1, 10, 12]], vis.config)  # 120 patches: the 256-patch bucket, on its backend
+    check_against_direct(encoders, [req], rt.encode([req]))
+    assert rt.stats()["vision"]["buckets"]["256x1"]["runs"] == 1
     for config in (RuntimeConfig(graph_cudnn_tokens=0), RuntimeConfig(graph_cudnn_tokens=256, attention="sdpa")):
         lane = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=config).vision
         assert lane.attention.candidates(4096) == [lane.attention.captured()]
     with pytest.raises(ValueError, match="graph_cudnn_tokens"):
         RuntimeConfig(graph_cudnn_tokens=-1)
-    for br in lane.buckets.values():  # the CPU runs the bucket code eagerly, with the chosen backend
-        br.graph = None
-    req = vision_request([[1, 6, 8]], vis.config)
-    check_against_direct(encoders, [req], rt.encode([req]))
 
 
 def test_a_grid_that_cannot_fit_is_refused_before_allocation(encoders, monkeypatch):
