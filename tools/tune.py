@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                    for n, g in (("base", base), ("tuned", result.searched))}
         pred = {n: r.ms for n, r in reports.items()}
         gain = got["base"] / got["tuned"] - 1 if got["tuned"] else 0.0
+
         def runs(n):  # each run's figure, where the grid ran more than once
             each = got.get(f"{n}_runs") or []
             return f"; runs {', '.join(f'{x:.1f}' for x in each)}" if len(each) > 1 else ""
