@@ -10,8 +10,9 @@
   ``dense_after`` times and holds a place among the ``dense_shapes`` admitted (cuDNN builds and
   keeps a graph per shape); else the captured backend.
 * An exact-layout graph takes ``dense`` where the layout suits it and its shapes fit among the
-  ``dense_shapes`` (admitted at once: the capture's eager run builds their plans), else the
-  captured backend.
+  ``dense_shapes`` (admitted at once: the capture's eager run builds their plans), else what a
+  graph bucket of its tokens would take under ``auto`` (cuDNN varlen from ``graph_cudnn_tokens``),
+  else the captured backend.
 
 torch keeps cuDNN's graphs per thread, so the bound holds per launching thread.
 """
@@ -67,10 +68,13 @@ class AttentionPolicy:
         f = self.facts
         if self.mode is Attention.FASTEST:
             return available_backends(f.device, f.dtype, f.head_dim) or [self.captured()]
-        if (self.mode is Attention.AUTO and 0 < self.graph_cudnn_tokens <= size
-                and cudnn_supported(f.device, f.dtype, f.head_dim)):
-            return ["cudnn"]
-        return [self.captured()]
+        return ["cudnn"] if self._graph_cudnn(size) else [self.captured()]
+
+    def _graph_cudnn(self, size: int) -> bool:
+        """Whether a graph of ``size`` tokens captures cuDNN varlen under ``auto``."""
+        f = self.facts
+        return (self.mode is Attention.AUTO and 0 < self.graph_cudnn_tokens <= size
+                and cudnn_supported(f.device, f.dtype, f.head_dim))
 
     def uncaptured(self, seqlens) -> str:
         """The backend of an uncaptured run over segments ``seqlens`` (where ``dense`` may take it,
@@ -93,8 +97,9 @@ class AttentionPolicy:
     def exact(self, seqlens) -> str:
         """The backend of an exact-layout graph over segments ``seqlens`` (its shapes count against
         ``dense_shapes``)."""
-        runs = segment_runs(seqlens)
-        return "dense" if self._dense_suits(seqlens) and self._dense_room(runs) else self.captured()
+        if self._dense_suits(seqlens) and self._dense_room(segment_runs(seqlens)):
+            return "dense"
+        return "cudnn" if self._graph_cudnn(sum(seqlens)) else self.captured()
 
     def cudnn_suits(self, seqlens) -> bool:
         """Whether cuDNN's varlen attention takes an uncaptured call over ``seqlens``: the mode picks,

@@ -409,8 +409,9 @@ def test_live_captures_and_other_threads_random_ops(runtime):
 
 
 def test_exact_graphs_replay_repeated_layouts(runtime):
-    """Layouts that come back -- one 448x448 image (a graph bucket), one 1280x736 image and eight
-    448x448 images together (eager buckets), one 10 s clip, eight 10 s clips -- are captured at their
+    """Layouts that come back -- one 448x448 image (a graph bucket), one 1280x736 image, eight
+    448x448 images together and three 1280x736 images with a 128x128 one (eager buckets; the last
+    captured on cuDNN varlen where it runs), one 10 s clip, eight 10 s clips -- are captured at their
     second sighting and replayed after: each call's results equal the encoder's own on its inputs
     (bf16 rounding apart: other attention kernels) and stay intact after later replays; launching a
     replayed layout, a bucket replay or an eager run never waits for the GPU."""
@@ -428,7 +429,10 @@ def test_exact_graphs_replay_repeated_layouts(runtime):
         return AudioRequest(torch.randn(aud.config.num_mel_bins, frames, device=CUDA), torch.tensor([frames]))
 
     layouts = {"image448": lambda: [image(28, 28)], "image720p": lambda: [image(46, 80)],
-               "images8x448": lambda: [image(28, 28) for _ in range(8)], "audio10s": lambda: [clip()],
+               "images8x448": lambda: [image(28, 28) for _ in range(8)],
+               # past graph_cudnn_tokens, a short segment keeping dense out: captured on cuDNN varlen
+               "images3x720p_and_8x8": lambda: [image(46, 80) for _ in range(3)] + [image(8, 8)],
+               "audio10s": lambda: [clip()],
                "audios8x10s": lambda: [clip() for _ in range(8)]}
     for name, make in layouts.items():
         before = rt.stats()
@@ -446,6 +450,8 @@ def test_exact_graphs_replay_repeated_layouts(runtime):
         assert captures == 1 and exact == 3 and after[lane]["exact_failures"] == before[lane]["exact_failures"]
         for copies, outs in kept:
             assert all(torch.equal(c, o.embeds) for c, o in zip(copies, outs))
+        if name == "images3x720p_and_8x8" and rt.vision.attention.candidates(11104) == ["cudnn"]:
+            assert after[lane]["exact_attention"].get("cudnn", 0) == before[lane]["exact_attention"].get("cudnn", 0) + 1
 
     def no_sync(reqs, what):
         torch.cuda.synchronize()

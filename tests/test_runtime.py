@@ -527,7 +527,8 @@ def test_attention_is_chosen_per_bucket_by_measurement(encoders, monkeypatch):
 def test_big_vision_graph_buckets_capture_on_cudnn_where_it_runs(encoders, monkeypatch):
     """Under attention=auto a vision graph bucket of at least graph_cudnn_tokens is captured on
     cuDNN varlen where the extra runs the tensors (faked here: the CPU has no cuDNN), smaller ones
-    and audio buckets on the captured backend; 0 turns it off, and so does a backend asked for."""
+    and audio buckets on the captured backend, and so is an exact-layout graph of as many tokens; 0
+    turns it off, and so does a backend asked for."""
     from omnienc.runtime import attention_policy
 
     monkeypatch.setattr(attention_policy, "cudnn_supported", lambda *a: True)
@@ -536,6 +537,9 @@ def test_big_vision_graph_buckets_capture_on_cudnn_where_it_runs(encoders, monke
     own = rt.vision.attention.captured()
     assert [rt.vision.attention.candidates(n) for n in (64, 255, 256, 4096)] == [[own], [own], ["cudnn"], ["cudnn"]]
     assert rt.audio.attention.candidates(800) == [rt.audio.attention.captured()]  # short windows: no cuDNN
+    # an exact-layout graph takes what a bucket of its tokens would (dense is off by default)
+    assert [rt.vision.attention.exact([n // 2] * 2) for n in (254, 256, 4096)] == [own, "cudnn", "cudnn"]
+    assert rt.audio.attention.exact([100] * 8) == rt.audio.attention.captured()
     # capture asks per bucket (the CPU runs each bucket once, on its first candidate)
     rt.vision.buckets.capture(lambda b: ["sdpa"] if b.size >= 256 else [own], use_graphs=False)
     assert {b.size: br.attention for b, br in rt.vision.buckets.items()} == {64: own, 256: "sdpa"}
@@ -545,6 +549,7 @@ def test_big_vision_graph_buckets_capture_on_cudnn_where_it_runs(encoders, monke
     for config in (RuntimeConfig(graph_cudnn_tokens=0), RuntimeConfig(graph_cudnn_tokens=256, attention="sdpa")):
         lane = EncoderRuntime(vision=vis, audio=aud, grid=GRID, config=config).vision
         assert lane.attention.candidates(4096) == [lane.attention.captured()]
+        assert lane.attention.exact([2048] * 2) == lane.attention.captured()
     with pytest.raises(ValueError, match="graph_cudnn_tokens"):
         RuntimeConfig(graph_cudnn_tokens=-1)
 
