@@ -65,15 +65,17 @@ def emit(out, **kw):
 
 def measure(rt, req, repeats=3):
     """Median seconds of a launch, its peak allocation above what was allocated before it, the
-    outputs' bytes, and what stays allocated after the caller dropped every result (0 unless
-    something holds them)."""
+    outputs' bytes, what stays allocated after the caller dropped every result (0 unless something
+    holds them), and what the warm-up left allocated when the first timed launch began."""
     sync()
     before = allocated()
     rt.encode([req])  # warm-up: exact-layout sightings, cuDNN plans, the allocator's cache
-    times, peak = [], 0
+    times, peak, warm_left = [], 0, None
     for _ in range(repeats):
         sync()
         base = allocated()
+        if warm_left is None:
+            warm_left = base - before
         if DEVICE.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -84,7 +86,7 @@ def measure(rt, req, repeats=3):
         outputs = sum(t.numel() * t.element_size() for t in ([out.embeds, *out.deepstack] if hasattr(out, "deepstack") else [out.embeds]))
         del out
     sync()
-    return statistics.median(times), peak, outputs, allocated() - before
+    return statistics.median(times), peak, outputs, allocated() - before, warm_left
 
 
 def main() -> None:
@@ -146,7 +148,7 @@ def main() -> None:
             limit = rt.vision.piece_limit
             rt.vision.piece_limit = others.get(label, limit)
             try:
-                s, peak, outputs, held = measure(rt, req, repeats=1 if name == "video10m" else 3)
+                s, peak, outputs, held, warm_left = measure(rt, req, repeats=1 if name == "video10m" else 3)
             except Exception as e:  # noqa: BLE001 - record and go on
                 emit(out, case=name, runtime=label, error=f"{type(e).__name__}: {str(e)[:300]}")
                 continue
@@ -157,6 +159,7 @@ def main() -> None:
                  peak_gib=round(peak / 2**30, 3), outputs_gib=round(outputs / 2**30, 3),
                  transient_gib=round((peak - outputs) / 2**30, 3), bound_gib=round(mem["max_transient_bytes"] / 2**30, 3),
                  within_bound=peak - outputs <= mem["max_transient_bytes"], held_after_gib=round(held / 2**30, 3),
+                 warm_up_left_gib=round(warm_left / 2**30, 3),
                  replays=st["replays"], eager_runs=st["eager_runs"], fallbacks=st["fallbacks"],
                  piece_patches=others.get(label, rt.vision.piece_limit).size)
             rt.reset_stats()
