@@ -485,9 +485,11 @@ def test_tune_verify(tmp_path, capsys, monkeypatch):
 
 
 def test_verify_measures_the_grids_in_turns_and_takes_each_ones_mean(monkeypatch):
-    """A drift over the process (the first runs slower, say) must not fall on one grid: base, tuned,
-    tuned, base; each grid's figure the mean of its runs, its statistics its last run's."""
-    drift = [random.uniform(1.1, 1.4), random.uniform(1.0, 1.1), random.uniform(1.0, 1.1), 1.0]
+    """What a process pays once falls on no grid's figure: each grid runs once untimed first (the
+    first run much slower here). A drift over the process must not fall on one grid: then base,
+    tuned, tuned, base; each grid's figure the mean of its runs, its statistics its last run's."""
+    drift = [random.uniform(1.3, 1.6), random.uniform(1.0, 1.1),  # the untimed runs
+             random.uniform(1.05, 1.1), random.uniform(1.0, 1.05), random.uniform(1.0, 1.05), 1.0]
     cost = {"base": random.uniform(900, 1100), "tuned": random.uniform(700, 900)}
     grids = {"base": BucketGrid.default(), "tuned": BucketGrid(vision=ModalityGrid("vision", (Bucket(4096, 16),)))}
     order = []
@@ -502,13 +504,16 @@ def test_verify_measures_the_grids_in_turns_and_takes_each_ones_mean(monkeypatch
     monkeypatch.setattr(simulate_tool, "measure", measure)
     monkeypatch.setattr(simulate_tool, "build_measure_encoders", lambda: None)
     got = tune.measure_grids([], grids, BatchPolicy(), RuntimeConfig())
-    assert order == ["base", "tuned", "tuned", "base"]
-    assert got["base_runs"] == [cost["base"] * drift[0], cost["base"] * drift[3]]
-    assert got["tuned_runs"] == [cost["tuned"] * drift[1], cost["tuned"] * drift[2]]
-    assert got["base"] == pytest.approx(cost["base"] * (drift[0] + drift[3]) / 2)
-    assert got["tuned"] == pytest.approx(cost["tuned"] * (drift[1] + drift[2]) / 2)
-    assert got["base_failed"] == 1 and got["tuned_failed"] == 0  # the most of any run
-    assert got["base_bound_units"] == {"vision": 4} and got["base_stats"]["vision"]["ms"] == got["base_runs"][-1]
+    assert order == ["base", "tuned", "base", "tuned", "tuned", "base"]
+    assert got["base_runs"] == [cost["base"] * drift[2], cost["base"] * drift[5]]
+    assert got["tuned_runs"] == [cost["tuned"] * drift[3], cost["tuned"] * drift[4]]
+    assert got["base"] == pytest.approx(cost["base"] * (drift[2] + drift[5]) / 2)
+    assert got["tuned"] == pytest.approx(cost["tuned"] * (drift[3] + drift[4]) / 2)
+    assert got["base_failed"] == 0 and got["tuned_failed"] == 0  # the untimed run's failure is not counted
+    assert got["base_bound_units"] == {"vision": 6} and got["base_stats"]["vision"]["ms"] == got["base_runs"][-1]
+    order.clear()
+    got = tune.measure_grids([], grids, BatchPolicy(), RuntimeConfig(), warmup=0)
+    assert order == ["base", "tuned", "tuned", "base"] and got["base_failed"] == 1  # the most of any timed run
 
 
 def test_first_sightings_of_cudnn_graphs_are_priced_once():
