@@ -77,6 +77,10 @@ PROBES: dict[str, ProbeSet] = {
 # Repeats per point of each calibration: (replays, eager runs, captures, warm-up runs).
 REPEATS = {"full": (7, 4, 5, 2), "quick": (3, 2, 3, 1)}
 WARM_CALLS = 8  # the most runs ``warm_ms`` adds before a point
+# The device's busy time before each point on CUDA by default: on an H100 a quick calibration so
+# warmed predicted a trace within 0.2% (vision) and 4.2% (audio) where one without missed by 2.2% and
+# 10.7%, in one process (docs/BENCHMARKS.md).
+WARM_MS = 300.0
 # The smallest request (its uncaptured call is the host floor) and small layouts whose captures give
 # the capture cost: host-bound, so what they measure is host work. Vision's are images as a trace's
 # (one frame of >= 128 patches, each of a size not seen before): their capture's eager run takes
@@ -256,7 +260,7 @@ def _card(device: torch.device) -> str:
 def calibrate(
     vision, audio, probes: ProbeSet | None = None, repeats: int | None = None, warmup: int | None = None,
     eager_repeats: int | None = None, command: str = "", progress: Callable[[str], None] | None = None,
-    *, quick: bool = False, captures: int | None = None, warm_ms: float = 0.0,
+    *, quick: bool = False, captures: int | None = None, warm_ms: float | None = None,
 ) -> CostModel:
     """Measures a cost model on ``vision`` and ``audio`` encoders (same device and dtype).
 
@@ -272,8 +276,9 @@ def calibrate(
         captures: Exact-layout captures timed per modality (distinct small layouts, at most
             ``len(CAPTURE_SHAPES[m])``).
         warm_ms: Before each replay and eager point, keep the device busy with it at least this
-            long (at most ``WARM_CALLS`` more runs): a card whose clocks fall under sustained load
-            is then timed at the clocks a trace runs at.
+            long (at most ``WARM_CALLS`` more runs), so each point is timed as a trace's sustained
+            load runs it. None: ``WARM_MS`` on CUDA, none elsewhere (the CPU's wall clock gains
+            nothing by it).
 
     Returns:
         The model; ``meta`` records the card (``torch.cuda.get_device_name``), torch version, date,
@@ -293,6 +298,8 @@ def calibrate(
     if vision is None or audio is None:
         raise ValueError("calibration measures both encoders; give vision and audio")
     device, dtype = vision.device, vision.dtype
+    if warm_ms is None:
+        warm_ms = WARM_MS if device.type == "cuda" else 0.0
     if audio.device != device or audio.dtype != dtype:
         raise ValueError(f"vision is {device}/{dtype} but audio is {audio.device}/{audio.dtype}; use one device and dtype")
     dtype_name = str(dtype).removeprefix("torch.")
@@ -337,7 +344,7 @@ def calibrate(
     note = ("replays of captured CUDA graphs" if graphs else "replays ran the bucket path eagerly (no CUDA graphs: "
             "CPU, or a dtype without capturable attention)")
     note += (f"; {'quick: ' if quick else ''}medians of {repeats} replays / {eager_repeats} eager runs after "
-             f"{warmup} warm-up, {captures} captures per modality; uncaptured vision calls of >= "
+             f"{warmup} warm-up{f' and {warm_ms:g} ms of warming' if warm_ms else ''}, {captures} captures per modality; uncaptured vision calls of >= "
              f"{rt_config.eager_cudnn_tokens} tokens on {'cuDNN varlen' if cudnn else 'the captured backend'}; "
              f"vision graph buckets of >= {rt_config.graph_cudnn_tokens} tokens on "
              f"{'cuDNN varlen' if graph_cudnn else 'the captured backend'}; took {elapsed:.0f} s "

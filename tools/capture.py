@@ -45,10 +45,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                help="with --calibrate: timed replays per probe (default 7, --quick 3; eager runs: half as many)")
     add_number(p, "--warmup", lo=0, hi=10_000, default=None, metavar="N",
                help="with --calibrate: untimed runs before each probe (default 2, --quick 1)")
-    add_number(p, "--warm-ms", kind=float, lo=0, hi=10_000, default=0.0, metavar="MS",
+    add_number(p, "--warm-ms", kind=float, lo=0, hi=10_000, default=None, metavar="MS",
                help="with --calibrate: before each replay and eager probe, keep the device busy with it "
-               "at least MS (at most 8 runs more), so a card whose clocks fall under load is timed as a "
-               "trace runs it")
+               "at least MS (at most 8 runs more), so it is timed as a trace's sustained load runs it "
+               "(default 300 on CUDA, 0 elsewhere; 0 turns it off)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=command("capture", run))
     return p
@@ -102,7 +102,7 @@ def calibrate(args) -> int:
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     command = shlex.join(["omnienc", "capture", "--calibrate", *(["--quick"] if quick else []), "-o", args.output,
                           "--device", device, "--dtype", dtype, "--sizes", sizes, "--repeats", str(repeats),
-                          "--warmup", str(warmup), *(["--warm-ms", f"{args.warm_ms:g}"] if args.warm_ms else [])]
+                          "--warmup", str(warmup), *(["--warm-ms", f"{args.warm_ms:g}"] if args.warm_ms is not None else [])]
                          + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
     built = time.perf_counter() - t0
     print(f"device {device}, {dtype}, weights: {args.checkpoint or f'random ({sizes} sizes)'}; built in {built:.1f} s")
@@ -151,7 +151,7 @@ def _checkpoint_files(args) -> list[tuple[str, object]]:
 def run(args) -> int:
     if (args.quick or args.calibrate_quick) and not (args.calibrate or args.calibrate_quick):
         return error("capture", "--quick is a kind of --calibrate; add --calibrate, or use --calibrate-quick")
-    if args.warm_ms and not (args.calibrate or args.calibrate_quick):
+    if args.warm_ms is not None and not (args.calibrate or args.calibrate_quick):
         return error("capture", "--warm-ms warms up --calibrate's probes; add --calibrate, or leave it out")
     if args.calibrate or args.calibrate_quick:
         if args.devices is not None:
