@@ -77,9 +77,8 @@ PROBES: dict[str, ProbeSet] = {
 # Repeats per point of each calibration: (replays, eager runs, captures, warm-up runs).
 REPEATS = {"full": (7, 4, 5, 2), "quick": (3, 2, 3, 1)}
 WARM_CALLS = 8  # the most runs ``warm_ms`` adds before a point
-# The device's busy time before each point on CUDA by default: on an H100 a quick calibration so
-# warmed predicted a trace within 0.2% (vision) and 4.2% (audio) where one without missed by 2.2% and
-# 10.7%, in one process (docs/BENCHMARKS.md).
+# The device's busy time before each point on CUDA by default: so warmed, a quick calibration
+# predicted a measured trace closer on both modalities than one without (docs/BENCHMARKS.md).
 WARM_MS = 300.0
 # The smallest request (its uncaptured call is the host floor) and small layouts whose captures give
 # the capture cost: host-bound, so what they measure is host work. Vision's are images as a trace's

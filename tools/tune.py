@@ -74,8 +74,8 @@ def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2,
     """Measured GPU ms of ``records`` on each grid (``simulate.measure``, one set of encoders), and the card.
 
     Each grid first runs ``warmup`` times untimed: what a process pays once (kernels loaded at first
-    use, cuDNN graphs built for the shapes of uncaptured calls; the first run of a grid with eager
-    buckets measured 30% slower than its next, docs/BENCHMARKS.md) is then paid by neither figure,
+    use, cuDNN graphs built for the shapes of uncaptured calls: a grid with eager buckets measured
+    slower in its first run than in its next, docs/BENCHMARKS.md) is then paid by neither figure,
     which compare the grids as a serving process runs them. Then the grids run in turns, ``rounds``
     times, each round in the other order (A B B A): a drift over the process (a card warming) falls
     on every grid alike. A grid's figure is the mean of its runs (``NAME_runs`` lists them); its
