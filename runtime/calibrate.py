@@ -342,8 +342,9 @@ def calibrate(
     elapsed = time.perf_counter() - t0
     note = ("replays of captured CUDA graphs" if graphs else "replays ran the bucket path eagerly (no CUDA graphs: "
             "CPU, or a dtype without capturable attention)")
+    warmed = f" and {warm_ms:g} ms of warming" if warm_ms else ""
     note += (f"; {'quick: ' if quick else ''}medians of {repeats} replays / {eager_repeats} eager runs after "
-             f"{warmup} warm-up{f' and {warm_ms:g} ms of warming' if warm_ms else ''}, {captures} captures per modality; uncaptured vision calls of >= "
+             f"{warmup} warm-up{warmed}, {captures} captures per modality; uncaptured vision calls of >= "
              f"{rt_config.eager_cudnn_tokens} tokens on {'cuDNN varlen' if cudnn else 'the captured backend'}; "
              f"vision graph buckets of >= {rt_config.graph_cudnn_tokens} tokens on "
              f"{'cuDNN varlen' if graph_cudnn else 'the captured backend'}; took {elapsed:.0f} s "

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "measured cost model), with at most --max-graphs graph buckets. The base grid is scored the\n"
         "same way; if the search cannot beat it, the base is written unchanged. With --verify on a GPU,\n"
         "the grid is tuned on the trace's first two thirds, base and tuned are measured on the last\n"
-        "third, twice each in turns, and the faster is written.")
+        "third (each once untimed, then twice each in turns), and the faster is written.")
     add_trace_args(p)
     add_number(p, "--max-graphs", lo=0, hi=512, default=24, metavar="N", unit="graphs",
                why="each graph holds its own memory and capture time",
@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, metavar="GRID.yaml", help="grid to beat (default: packaged grid)")
     p.add_argument("--verify", action="store_true",
                    help="on a GPU: tune on the first two thirds of the trace, measure the base and the tuned grid on "
-                   "the last third (as omnienc simulate --measure, twice each in turns: base, tuned, tuned, base) "
+                   "the last third (as omnienc simulate --measure; each once untimed, then twice each in turns: base, tuned, "
+                   "tuned, base) "
                    "and write the faster; without CUDA, say so and write the tuned grid")
     p.add_argument("-o", "--output", required=True, metavar="GRID.yaml",
                    help="where to write the tuned YAML grid (written whole or not at all; never an input)")
