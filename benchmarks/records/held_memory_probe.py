@@ -49,7 +49,6 @@ def main() -> None:
         vis, aud = lm.tiny_encoders()
     else:
         vis, aud = lm.real_vision(), lm.real_audio()
-    lm.vis = vis
     cut = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default())
     cut.capture(progress=False)
     whole = EncoderRuntime(vision=vis, audio=aud, grid=BucketGrid.default(),
