@@ -80,19 +80,27 @@ def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2,
     which compare the grids as a serving process runs them. Then the grids run in turns, ``rounds``
     times, each round in the other order (A B B A): a drift over the process (a card warming) falls
     on every grid alike. A grid's figure is the mean of its runs (``NAME_runs`` lists them); its
-    statistics and bound are its last run's, its failures the most of any timed run."""
+    statistics and bound are its last run's, its failures the most of any timed run; ``NAME_modality_runs``
+    holds each timed run's ms per modality, and ``NAME_untimed`` the untimed runs' ms (what the first
+    run in a process costs)."""
     from omnienc.tools.simulate import build_measure_encoders, measure
+
+    def per_modality(stats: dict) -> dict[str, float]:
+        return {m: v["ms"] for m, v in stats.items() if isinstance(v, dict) and "ms" in v}
 
     encoders = build_measure_encoders()
     names = list(grids)
+    out: dict = {f"{n}_{k}": [] for n in names for k in ("runs", "modality_runs", "untimed")}
     for _ in range(warmup):
         for name in names:
-            measure(records, grids[name], batching, config=config, encoders=encoders)
-    out: dict = {f"{n}_runs": [] for n in names}
+            got = measure(records, grids[name], batching, config=config, encoders=encoders)
+            out[f"{name}_untimed"].append(sum(per_modality(got["stats"]).values()))
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             got = measure(records, grids[name], batching, config=config, encoders=encoders)
-            out[f"{name}_runs"].append(sum(v["ms"] for v in got["stats"].values() if isinstance(v, dict) and "ms" in v))
+            ms = per_modality(got["stats"])
+            out[f"{name}_runs"].append(sum(ms.values()))
+            out[f"{name}_modality_runs"].append(ms)
             out["card"], out[f"{name}_stats"] = got["card"], got["stats"]
             out[f"{name}_failed"] = max(out.get(f"{name}_failed", 0), got["failed"])
             out[f"{name}_bound_units"] = got["bound_units"]
@@ -192,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
     verified = ""
     if verify and not result.from_base:
         got = measure_grids(held, {"base": base, "tuned": result.searched}, batching, config)
-        reports = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=1,
+        # The timed runs follow a whole untimed run: every batch was seen before (cuDNN graphs built).
+        reports = {n: simulate(held, g, batching, costs, config=config, card=card, warmup=len(held),
                                bound_units=got[f"{n}_bound_units"])
                    for n, g in (("base", base), ("tuned", result.searched))}
         pred = {n: r.ms for n, r in reports.items()}
