@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # Does the cost model hold on this card? From the repository root on one GPU (the package installed
-# editable, cuDNN's frontend importable), within BUDGET seconds (default 205), results under $OUT:
+# editable, cuDNN's frontend importable), within BUDGET seconds (default 240), results under $OUT:
 #   1. the quick calibration on the card -> costs_h100.yaml (COSTS_NAME to rename), its wall time;
+#      with FULL=1 also the full one (full_<name>), priced beside it;
 #   2. two `omnienc tracegen` traces of ~800 requests, seeds used nowhere else: one to tune on, one
 #      held out;
-#   3. `omnienc simulate --measure` on the held-out trace: the default grid with that model,
-#      predicted vs measured per modality, bucket and kind of run (the runtime's default: exact-layout
-#      graphs off);
-#   4. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
-#      measured on the last third twice each in turns, the faster written); TUNED_GRID=FILE skips it;
-#   5. `simulate --measure` of the tuned grid on the held-out trace;
-#   6. with EXACT_AB=1, 3 to 5 again with exact-layout graphs on, as far as the budget goes;
-#   7. costs_summary.md, written last, from whatever of the above finished.
+#   3. `omnienc tune --verify` on the tuning trace (tuned on its first two thirds, base and tuned
+#      measured on the last third, each once untimed, then twice in turns; the faster written);
+#      TUNED_GRID=FILE skips it; MORE_GRAPHS=N also tunes a grid of at most N graphs (unverified);
+#   4. benchmarks/heldout_ab.py on the held-out trace: the default grid and the tuned ones in one
+#      process, each once untimed, then twice in turns; predicted against measured per modality;
+#   5. with EXACT_AB=1, `simulate --measure` of the default grid with exact-layout graphs on, and a
+#      grid tuned for them, as far as the budget goes;
+#   6. costs_summary.md, written last, from whatever of the above finished.
 # Every step runs under `timeout`, within what is left of the budget, so the script always ends and
-# writes its summary. Each measurement is ~12 s of GPU time per 800 requests (docs/BENCHMARKS.md)
-# plus ~10 s of start-up (torch, random weights, capture).
+# writes its summary. A run of the held-out trace is ~10 s of GPU time (docs/BENCHMARKS.md).
 set -uo pipefail
 out=${OUT:-out/costs}; mkdir -p "$out"
-budget=${BUDGET:-205}
+budget=${BUDGET:-240}
 costs_name=${COSTS_NAME:-costs_h100.yaml}
 seconds=${TRACE_SECONDS:-40}  # x 20 requests per second: ~800 requests per trace
 scale=${LIMIT_SCALE:-1}  # step limits x this (a dry run on a CPU needs more)
@@ -42,6 +42,12 @@ echo "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}" >"$out/commit.txt"  
 
 step calibrate 60 "${cli[@]}" capture --calibrate-quick ${CALIBRATE_ARGS:-} -o "$out/$costs_name"  # CALIBRATE_ARGS: e.g. --warm-ms 300
 tail -n 2 "$out/calibrate.log"
+also=()
+if [[ ${FULL:-0} == 1 ]]; then
+  step calibrate_full 120 "${cli[@]}" capture --calibrate -o "$out/full_$costs_name"
+  tail -n 1 "$out/calibrate_full.log"
+  [[ -s $out/full_$costs_name ]] && also=(--also-costs "full=$out/full_$costs_name")
+fi
 costs=()
 [[ -s $out/$costs_name ]] && costs=(--costs "$out/$costs_name")  # else: the packaged model, flagged as another card's
 
@@ -55,22 +61,32 @@ measure() {  # measure NAME GRID EXACT: simulate --measure of the held-out trace
     ${costs[@]+"${costs[@]}"} --exact-graphs "$3" --json-out "$out/$1.json"
   grep -E "^(vision|audio|total) +measured" "$out/$1.log"
 }
-tune() {  # tune NAME EXACT: tune --verify on the tuning trace into NAME.log and grid_NAME.yaml
-  step "$1" 80 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --exact-graphs "$2" \
-    --verify -o "$out/grid_$1.yaml"
-  grep -E "^(verified|writing|FOREIGN)" "$out/$1.log"
+tune() {  # tune NAME EXACT [ARGS...]: tune on the tuning trace into NAME.log and grid_NAME.yaml
+  local name=$1 exact=$2; shift 2
+  step "$name" 80 "${cli[@]}" tune --trace "$out/trace_tune.jsonl" ${costs[@]+"${costs[@]}"} --exact-graphs "$exact" \
+    "$@" -o "$out/grid_$name.yaml"
+  grep -E "^(verified|writing|FOREIGN)" "$out/$name.log"
 }
 
-measure default "" off
 if [[ -n ${TUNED_GRID:-} ]]; then  # a grid tuned before (by tune --verify on the same trace seeds): measured only
   cp "$TUNED_GRID" "$out/grid_tuned_grid.yaml"
 else
-  tune tuned_grid off
+  tune tuned_grid off --verify
 fi
-[[ -s $out/grid_tuned_grid.yaml ]] && measure tuned "$out/grid_tuned_grid.yaml" off
+grids=()
+[[ -s $out/grid_tuned_grid.yaml ]] && grids+=(--grid "tuned=$out/grid_tuned_grid.yaml")
+if [[ -n ${MORE_GRAPHS:-} ]]; then
+  tune "tuned_grid_$MORE_GRAPHS" off --max-graphs "$MORE_GRAPHS"
+  [[ -s $out/grid_tuned_grid_$MORE_GRAPHS.yaml ]] && grids+=(--grid "tuned_$MORE_GRAPHS=$out/grid_tuned_grid_$MORE_GRAPHS.yaml")
+fi
+if [[ -s $out/$costs_name ]]; then
+  step heldout 150 python3 benchmarks/heldout_ab.py --trace "$out/trace_heldout.jsonl" --costs "$out/$costs_name" \
+    ${also[@]+"${also[@]}"} ${grids[@]+"${grids[@]}"} --json-out "$out/heldout.json"
+  grep -E "^(- |\| .* total )" "$out/heldout.log"
+fi
 if [[ ${EXACT_AB:-0} == 1 ]]; then
   measure exact_on "" on
-  tune tuned_grid_on on
+  tune tuned_grid_on on --verify
   [[ -s $out/grid_tuned_grid_on.yaml ]] && measure tuned_on "$out/grid_tuned_grid_on.yaml" on
 fi
 
@@ -81,78 +97,34 @@ from pathlib import Path
 out, costs_name = Path(sys.argv[1]), sys.argv[2]
 
 
-def read(name):
+def text(name):
     p = out / name
-    return json.loads(p.read_text()) if p.is_file() else None
+    return p.read_text(errors="replace") if p.is_file() else ""
 
 
 def grep(name, pattern):
-    p = out / name
-    lines = p.read_text(errors="replace").splitlines() if p.is_file() else []
-    return [ln for ln in lines if re.search(pattern, ln)]
+    return [ln for ln in text(name).splitlines() if re.search(pattern, ln)]
 
 
-def pct(e):
-    return "-" if e is None else f"{e:+.1%}"
-
-
-runs = {"default grid": read("default.json"), "default grid ": read("exact_on.json"),
-        "tuned grid": read("tuned.json"), "tuned grid ": read("tuned_on.json")}
-measured = [r["measured"] for r in runs.values() if r and "measured" in r]
-card = measured[0]["card"] if measured else (out / "card.txt").read_text().strip() if (out / "card.txt").is_file() else "?"
-commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").is_file() else "?"
+commit = text("commit.txt").strip() or "?"
+card = text("card.txt").strip() or "?"
 md = [f"# Cost model on the card: {card} (commit {commit}, benchmarks/costs_gpu.sh)", ""]
 md += [f"- calibration: {line.strip()}" for line in grep("calibrate.log", r"^wrote ")] or ["- calibration: none"]
-for name, r in list(runs.items()):
-    if r:
-        runs[f"{name.strip()} (exact graphs {'on' if r.get('exact_graphs') else 'off'})"] = runs.pop(name)
-md += ["", "## Predicted vs measured GPU ms, held-out trace (tracegen seed 3102)", "",
-       "| grid | modality | predicted | measured | error |", "|---|---|---:|---:|---:|"]
-for name, r in runs.items():
-    if not r or "measured" not in r:
-        md.append(f"| {name} | (not run) | | | |")
-        continue
-    cmp = r["measured"]["comparison"]
-    for m, c in cmp["modalities"].items():
-        md.append(f"| {name} | {m} | {c['predicted_ms']:.1f} | {c['measured_ms']:.1f} | {pct(c['error'])} |")
-    t = cmp["total"]
-    md.append(f"| {name} | total | {t['predicted_ms']:.1f} | {t['measured_ms']:.1f} | {pct(t['error'])} |")
-    if r.get("foreign_card"):
-        md.append(f"| {name} | FOREIGN CARD: {r['card_note']} | | | |")
-    if r["measured"].get("failed"):
-        md.append(f"| {name} | {r['measured']['failed']} requests FAILED, the first: {r['measured']['first_failure']} | | | |")
-for name, r in runs.items():
-    if not r or "measured" not in r:
-        continue
-    md += ["", f"### Per kind of run: {name}", "",
-           "| modality | kind | runs predicted | runs measured | predicted ms | measured ms | error |",
-           "|---|---|---:|---:|---:|---:|---:|"]
-    for m, c in r["measured"]["comparison"]["modalities"].items():
-        for k, v in c["kinds"].items():
-            if v["predicted"]["runs"] or v["measured"]["runs"]:
-                md.append(f"| {m} | {k} | {v['predicted']['runs']} | {v['measured']['runs']} | "
-                          f"{v['predicted']['ms']:.1f} | {v['measured']['ms']:.1f} | {pct(v['error'])} |")
-        ex = c["exact"]
-        md.append(f"| {m} | exact captures / replays / refused | {ex['exact_captures']['predicted']} / "
-                  f"{ex['exact_graph_replays']['predicted']} / {ex['exact_refused']['predicted']} | "
-                  f"{ex['exact_captures']['measured']} / {ex['exact_graph_replays']['measured']} / "
-                  f"{ex['exact_refused']['measured']} | | | |")
-md += ["", "## Tuned vs default grid, measured on the held-out trace", ""]
-for exact, dn, tn in (("off", "default.json", "tuned.json"), ("on", "exact_on.json", "tuned_on.json")):
-    d, t = read(dn), read(tn)
-    if d and t and "measured" in d and "measured" in t:
-        dm, tm = d["measured"]["ms"], t["measured"]["ms"]
-        md.append(f"- exact graphs {exact}: default {dm:.1f} ms, tuned {tm:.1f} ms measured: the tuned grid "
-                  f"{dm / tm - 1:+.1%} faster (predicted {d['measured']['predicted_ms']:.1f} vs "
-                  f"{t['measured']['predicted_ms']:.1f} ms)")
-    else:
-        md.append(f"- exact graphs {exact}: (not both measured)")
-for log in ("tuned_grid.log", "tuned_grid_on.log"):
-    md += ["", f"## omnienc tune --verify ({log}; tuning trace, seed 3101)", ""]
+md += [f"- full calibration: {line.strip()}" for line in grep("calibrate_full.log", r"^wrote ")]
+held = [ln for ln in text("heldout.log").splitlines() if ln.startswith(("|", "- "))]
+md += ["", "## Held-out trace (tracegen seed 3102), benchmarks/heldout_ab.py", ""] + (held or ["(not run)"])
+for log in sorted(p.name for p in out.glob("tuned_grid*.log")):
+    md += ["", f"## omnienc tune ({log}; tuning trace, seed 3101)", ""]
     md += [f"- {line.strip()}" for line in grep(log, r"^(verified|writing|tuned:|base :|FOREIGN|--verify|==)")] \
         or ["- (not run)"]
-md += ["", "Logs and JSON: calibrate, default, tuned_grid, tuned (exact graphs off); exact_on, tuned_grid_on, "
-       f"tuned_on (EXACT_AB=1); the model: {costs_name}; the tuned grids: grid_tuned_grid.yaml, grid_tuned_grid_on.yaml."]
+for name in ("exact_on", "tuned_on"):
+    p = out / f"{name}.json"
+    if p.is_file():
+        cmp = json.loads(p.read_text())["measured"]["comparison"]
+        md += ["", f"## {name} (simulate --measure, exact-layout graphs on)", ""]
+        md += [f"- {m}: predicted {c['predicted_ms']:.1f}, measured {c['measured_ms']:.1f} ms"
+               for m, c in [*cmp["modalities"].items(), ("total", cmp["total"])]]
+md += ["", f"Logs and JSON: calibrate, tuned_grid*, heldout; the model: {costs_name}; the grids: grid_*.yaml."]
 (out / "costs_summary.md").write_text("\n".join(md) + "\n")
 print("\n".join(md))
 EOF
