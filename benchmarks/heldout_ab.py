@@ -5,9 +5,9 @@
 
 The packaged default grid and each ``--grid`` are measured as ``omnienc tune --verify`` measures
 (``tools.tune.measure_grids``: one set of encoders, a fresh runtime per run; each grid once untimed,
-then ``--rounds`` rounds in turns, A B ... B A). The same trace's runs measured up to 17% apart on
-an H100, even in one process (docs/BENCHMARKS.md): one run per grid cannot tell grids a few percent
-apart, nor test a prediction to 10%; each grid's mean over runs in turns can, and the runs are shown.
+then ``--rounds`` rounds in turns, A B ... B A). Runs of the same trace on an H100 differed by more
+than a prediction may miss, even in one process (docs/BENCHMARKS.md): one run per grid cannot tell
+grids a few percent apart; each grid's mean over runs in turns can, and every run is shown.
 
 For each grid and modality: the prediction of ``--costs`` (and of each ``--also-costs`` model) beside
 the mean of the timed runs. The timed runs follow a whole untimed run, so their prediction counts
