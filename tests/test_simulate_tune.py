@@ -479,6 +479,10 @@ def test_tune_verify(tmp_path, capsys, monkeypatch):
         text = capsys.readouterr().out
         assert seen == [(len(records) // 3, ["base", "tuned"])]
         assert f"base {base_ms:.1f} ms measured" in text and f"tuned {tuned_ms:.1f} ms measured" in text
+        held = records[len(records) - len(records) // 3:]  # priced as the timed runs ran: after a whole untimed run
+        warmed = simulate(held, BucketGrid.default(), BatchPolicy(), CostModel.load(costs), card="NVIDIA H200",
+                          warmup=len(held))
+        assert f"base {base_ms:.1f} ms measured (predicted {warmed.ms:.1f}" in text
         written, header = BucketGrid.from_yaml(out), out.read_text()
         assert (written == BucketGrid.default()) == (base_ms <= tuned_ms)
         assert f"of its {len(records)} requests" in header and "held-out last third" in header
