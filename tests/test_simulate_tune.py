@@ -502,20 +502,21 @@ def test_verify_measures_the_grids_in_turns_and_takes_each_ones_mean(monkeypatch
         name = next(n for n, g in grids.items() if g is grid)
         ms = cost[name] * drift[len(order)]
         order.append(name)
-        return {"stats": {"vision": {"ms": ms}, "audio": {"ms": ms * share}, "requests": 1}, "card": "NVIDIA H100 80GB HBM3",
-                "failed": len(order) == 1, "bound_units": {"vision": len(order)}}
+        return {"stats": {"vision": {"ms": ms}, "audio": {"ms": ms * share}, "requests": 1},
+                "card": "NVIDIA H100 80GB HBM3", "failed": len(order) == 1, "bound_units": {"vision": len(order)}}
 
     monkeypatch.setattr(simulate_tool, "measure", measure)
     monkeypatch.setattr(simulate_tool, "build_measure_encoders", lambda: None)
     got = tune.measure_grids([], grids, BatchPolicy(), RuntimeConfig())
     assert order == ["base", "tuned", "base", "tuned", "tuned", "base"]
-    assert got["base_runs"] == pytest.approx([cost["base"] * drift[2] * (1 + share), cost["base"] * drift[5] * (1 + share)])
-    assert got["base_untimed"] == pytest.approx([cost["base"] * drift[0] * (1 + share)])
+    total = 1 + share  # both modalities of a run
+    assert got["base_runs"] == pytest.approx([cost["base"] * drift[2] * total, cost["base"] * drift[5] * total])
+    assert got["base_untimed"] == pytest.approx([cost["base"] * drift[0] * total])
     assert got["tuned_modality_runs"] == [{"vision": cost["tuned"] * drift[k], "audio": cost["tuned"] * drift[k] * share}
                                           for k in (3, 4)]
-    assert got["tuned_runs"] == pytest.approx([cost["tuned"] * drift[3] * (1 + share), cost["tuned"] * drift[4] * (1 + share)])
-    assert got["base"] == pytest.approx(cost["base"] * (drift[2] + drift[5]) / 2 * (1 + share))
-    assert got["tuned"] == pytest.approx(cost["tuned"] * (drift[3] + drift[4]) / 2 * (1 + share))
+    assert got["tuned_runs"] == pytest.approx([cost["tuned"] * drift[3] * total, cost["tuned"] * drift[4] * total])
+    assert got["base"] == pytest.approx(cost["base"] * (drift[2] + drift[5]) / 2 * total)
+    assert got["tuned"] == pytest.approx(cost["tuned"] * (drift[3] + drift[4]) / 2 * total)
     assert got["base_failed"] == 0 and got["tuned_failed"] == 0  # the untimed run's failure is not counted
     assert got["base_bound_units"] == {"vision": 6} and got["base_stats"]["vision"]["ms"] == cost["base"] * drift[5]
     order.clear()
