@@ -518,7 +518,8 @@ def test_verify_measures_the_grids_in_turns_and_takes_each_ones_mean(monkeypatch
     assert got["base"] == pytest.approx(cost["base"] * (drift[2] + drift[5]) / 2 * total)
     assert got["tuned"] == pytest.approx(cost["tuned"] * (drift[3] + drift[4]) / 2 * total)
     assert got["base_failed"] == 0 and got["tuned_failed"] == 0  # the untimed run's failure is not counted
-    assert got["base_bound_units"] == {"vision": 6} and got["base_stats"]["vision"]["ms"] == cost["base"] * drift[5]
+    assert got["base_bound_units"] == {"vision": 6}
+    assert got["base_stats"]["vision"]["ms"] == cost["base"] * drift[5]
     order.clear()
     got = tune.measure_grids([], grids, BatchPolicy(), RuntimeConfig(), warmup=0)
     assert order == ["base", "tuned", "tuned", "base"] and got["base_failed"] == 1  # the most of any timed run
