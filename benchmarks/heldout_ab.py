@@ -2,6 +2,7 @@
 
     python benchmarks/heldout_ab.py --trace HELD.jsonl --costs MODEL.yaml [--grid NAME=GRID.yaml ...]
         [--also-costs NAME=MODEL.yaml ...] [--rounds 2] [--exact-graphs off] [--json-out FILE]
+        [--warm-trace OTHER.jsonl] [--fresh-shapes]
 
 The packaged default grid and each ``--grid`` are measured as ``omnienc tune --verify`` measures
 (``tools.tune.measure_grids``: one set of encoders, a fresh runtime per run; each grid once untimed,
@@ -14,6 +15,12 @@ the mean of the timed runs. The timed runs follow a whole untimed run, so their 
 every batch as seen before (no cuDNN graph builds left to pay); the untimed run is compared with the
 prediction of a first run in a process (warmed by its first batch only, as ``simulate --measure``).
 Prints markdown; ``--json-out`` keeps every figure. Runs on the CPU too (reduced encoders): a check.
+
+Serving is neither a process's first run nor the same trace again: a warm process meets shapes it
+has not seen. ``--warm-trace`` runs the untimed runs on another trace (its first run is then
+compared with that trace's prediction); ``--fresh-shapes`` empties the encoders' per-frame-shape
+cache before every run, so no timed run finds the shapes an earlier run left there. The timed runs
+are still priced with every cuDNN graph of the trace built (the first timed run builds them).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from omnienc.encoders.vision import _frame_layout
 from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel
@@ -62,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--exact-graphs", choices=("on", "off"), default="off")
     p.add_argument("--json-out", default=None)
+    p.add_argument("--warm-trace", default=None, help="the untimed runs' trace (default: --trace)")
+    p.add_argument("--fresh-shapes", action="store_true",
+                   help="empty the vision encoder's per-frame-shape cache before every run")
     args = p.parse_args(argv)
     import torch
 
@@ -73,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     records = read_trace(args.trace)
     batching, config = BatchPolicy(), RuntimeConfig(exact_graphs=args.exact_graphs == "on")
 
-    got = measure_grids(records, grids, batching, config, rounds=args.rounds, warmup=1)
-    out = {"card": got.get("card"), "trace": args.trace, "requests": len(records), "rounds": args.rounds,
+    warm = read_trace(args.warm_trace) if args.warm_trace else None
+    got = measure_grids(records, grids, batching, config, rounds=args.rounds, warmup=1, warm_records=warm,
+                        before_each=_frame_layout.cache_clear if args.fresh_shapes else None)
+    out = {"card": got.get("card"), "trace": args.trace, "warm_trace": args.warm_trace,
+           "fresh_shapes": args.fresh_shapes, "requests": len(records), "rounds": args.rounds,
            "exact_graphs": args.exact_graphs, "models": {n: m.describe() for n, m in models.items()}, "grids": {}}
     md = [f"# Held-out trace {Path(args.trace).name} ({len(records)} requests) on {got.get('card')}", "",
           f"Each grid once untimed, then {args.rounds} timed runs in turns; measured: their mean GPU ms.", "",
@@ -85,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         bound = got[f"{name}_bound_units"]
         steady = {n: simulate(records, grid, batching, m, config=config, card=card, warmup=len(records),
                               bound_units=bound) for n, m in models.items()}
-        first = {n: simulate(records, grid, batching, m, config=config, card=card, warmup=1, bound_units=bound)
-                 for n, m in models.items()}
+        first = {n: simulate(warm or records, grid, batching, m, config=config, card=card, warmup=1,
+                             bound_units=bound) for n, m in models.items()}
         runs = got[f"{name}_modality_runs"]
         modalities = sorted({m for r in runs for m in r})
         measured = {m: statistics.fmean(r.get(m, 0.0) for r in runs) for m in modalities}
@@ -106,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             "comparison_last_run": compare(steady["card"], got[f"{name}_stats"]),
         }
         if untimed:
-            md.append(f"| {name} | first run (untimed) | " + " | ".join(f"{first[n].ms:.1f}" for n in models)
+            md.append(f"| {name} | first run (untimed{', warm trace' if warm else ''}) | " + " | ".join(f"{first[n].ms:.1f}" for n in models)
                       + f" | {untimed[0]:.1f} | " + " | ".join(pct(error(first[n].ms, untimed[0])) for n in models)
                       + " | |")
         if got[f"{name}_failed"]:

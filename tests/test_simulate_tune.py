@@ -525,6 +525,25 @@ def test_verify_measures_the_grids_in_turns_and_takes_each_ones_mean(monkeypatch
     assert order == ["base", "tuned", "tuned", "base"] and got["base_failed"] == 1  # the most of any timed run
 
 
+def test_measure_grids_warms_on_another_trace_and_calls_a_hook_before_each_run(monkeypatch):
+    """With ``warm_records`` the untimed runs take that trace and the timed ones the measured trace;
+    ``before_each`` runs before every run (untimed and timed), so a run can start with shape caches
+    emptied."""
+    grids = {"base": BucketGrid.default(), "tuned": BucketGrid(vision=ModalityGrid("vision", (Bucket(4096, 16),)))}
+    measured, warm = [object()], [object(), object()]
+    events = []
+
+    def measure(records, grid, batching, config=None, encoders=None):
+        events.append(("run", "warm" if records is warm else "measured" if records is measured else "?"))
+        return {"stats": {"vision": {"ms": random.uniform(1, 2)}}, "card": "c", "failed": 0, "bound_units": {}}
+
+    monkeypatch.setattr(simulate_tool, "measure", measure)
+    monkeypatch.setattr(simulate_tool, "build_measure_encoders", lambda: None)
+    tune.measure_grids(measured, grids, BatchPolicy(), RuntimeConfig(), warm_records=warm,
+                       before_each=lambda: events.append(("hook",)))
+    assert events == [("hook",), ("run", "warm")] * 2 + [("hook",), ("run", "measured")] * 4
+
+
 def test_first_sightings_of_cudnn_graphs_are_priced_once():
     """Where the model measured cuDNN graph builds, an uncaptured vision call of at least
     eager_cudnn_tokens tokens pays one build the first time its graph's key (segment count and longest

@@ -71,7 +71,8 @@ def split_held_out(records: list) -> tuple[list, list]:
     return records[:cut], records[cut:]
 
 
-def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2, warmup: int = 1) -> dict:
+def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2, warmup: int = 1, *,
+                  warm_records: list | None = None, before_each=None) -> dict:
     """Measured GPU ms of ``records`` on each grid (``simulate.measure``, one set of encoders), and the card.
 
     Each grid first runs ``warmup`` times untimed: what a process pays once (kernels loaded at first
@@ -82,7 +83,12 @@ def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2,
     on every grid alike. A grid's figure is the mean of its runs (``NAME_runs`` lists them); its
     statistics and bound are its last run's, its failures the most of any timed run; ``NAME_modality_runs``
     holds each timed run's ms per modality, and ``NAME_untimed`` the untimed runs' ms (what the first
-    run in a process costs)."""
+    run in a process costs).
+
+    Args:
+        warm_records: The untimed runs' trace, if not ``records``: a process warmed by other traffic.
+        before_each: Called before every run, e.g. to forget what a run of the same shapes cached.
+    """
     from omnienc.tools.simulate import build_measure_encoders, measure
 
     def per_modality(stats: dict) -> dict[str, float]:
@@ -91,13 +97,18 @@ def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2,
     encoders = build_measure_encoders()
     names = list(grids)
     out: dict = {f"{n}_{k}": [] for n in names for k in ("runs", "modality_runs", "untimed")}
+    def run(trace, name):
+        if before_each is not None:
+            before_each()
+        return measure(trace, grids[name], batching, config=config, encoders=encoders)
+
     for _ in range(warmup):
         for name in names:
-            got = measure(records, grids[name], batching, config=config, encoders=encoders)
+            got = run(records if warm_records is None else warm_records, name)
             out[f"{name}_untimed"].append(sum(per_modality(got["stats"]).values()))
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            got = measure(records, grids[name], batching, config=config, encoders=encoders)
+            got = run(records, name)
             ms = per_modality(got["stats"])
             out[f"{name}_runs"].append(sum(ms.values()))
             out[f"{name}_modality_runs"].append(ms)
