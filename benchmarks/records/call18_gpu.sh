@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A record, written for the next GPU call (session 18 had no device time left for it): (1) the
 # start-up calibration as M*'s node runs it, after capturing the serving grid in the same process,
-# on a machine just started (startup_calibration_probe.py, as call17); (2) call 15's held-out trace
+# on a machine just started (startup_calibration_probe.py); (2) call 15's held-out trace
 # as serving meets it: the process warmed on the tuning trace (seed 3101), the per-frame-shape
 # cache emptied before every run, the default grid and call 15's 40-graph grid in turns, priced by
 # the packaged H100 model and call 16's two calibrations. Run with COMMIT=<hash> (~250 s).
