@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             "comparison_last_run": compare(steady["card"], got[f"{name}_stats"]),
         }
         if untimed:
-            md.append(f"| {name} | first run (untimed{', warm trace' if warm else ''}) | " + " | ".join(f"{first[n].ms:.1f}" for n in models)
+            what = "first run (untimed, warm trace)" if warm else "first run (untimed)"
+            md.append(f"| {name} | {what} | " + " | ".join(f"{first[n].ms:.1f}" for n in models)
                       + f" | {untimed[0]:.1f} | " + " | ".join(pct(error(first[n].ms, untimed[0])) for n in models)
                       + " | |")
         if got[f"{name}_failed"]:

@@ -19,8 +19,8 @@ Each point: ``warmup`` untimed runs, then ``repeats`` timed ones, each started o
 bracketed by CUDA events (``perf_counter`` on the CPU); the model uses the median, the file keeps
 every sample. ``quick`` (start-up: ``omnienc capture --calibrate --quick``, M*'s ``calibrate``)
 measures fewer points (``PROBES["quick"]``: vision replays and eager runs at 6 sizes x 3 batches,
-audio replays and eager runs at 3 x 2) with fewer repeats (3 replays, 2 eager runs and 3 captures per point,
-one warm-up); the full one (``PROBES["real"]``) 6 x 3 and 5 x 2 points, 7 replays, 4 eager runs, 5
+audio replays and eager runs at 3 x 2) with fewer repeats (3 replays, 2 eager runs and 3 captures
+per point, one warm-up); the full one (``PROBES["real"]``) 6 x 3 and 5 x 2 points, 7 replays, 4 eager runs, 5
 captures, two warm-ups. Timings of both are in docs/BENCHMARKS.md.
 """
 

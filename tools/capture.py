@@ -102,7 +102,8 @@ def calibrate(args) -> int:
     vis, aud = build_encoders(args.checkpoint, device, dtype, sizes)
     command = shlex.join(["omnienc", "capture", "--calibrate", *(["--quick"] if quick else []), "-o", args.output,
                           "--device", device, "--dtype", dtype, "--sizes", sizes, "--repeats", str(repeats),
-                          "--warmup", str(warmup), *(["--warm-ms", f"{args.warm_ms:g}"] if args.warm_ms is not None else [])]
+                          "--warmup", str(warmup),
+                          *(["--warm-ms", f"{args.warm_ms:g}"] if args.warm_ms is not None else [])]
                          + (["--checkpoint", args.checkpoint] if args.checkpoint else []))
     built = time.perf_counter() - t0
     print(f"device {device}, {dtype}, weights: {args.checkpoint or f'random ({sizes} sizes)'}; built in {built:.1f} s")

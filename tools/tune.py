@@ -38,9 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, metavar="GRID.yaml", help="grid to beat (default: packaged grid)")
     p.add_argument("--verify", action="store_true",
                    help="on a GPU: tune on the first two thirds of the trace, measure the base and the tuned grid on "
-                   "the last third (as omnienc simulate --measure; each once untimed, then twice each in turns: base, tuned, "
-                   "tuned, base) "
-                   "and write the faster; without CUDA, say so and write the tuned grid")
+                   "the last third (as omnienc simulate --measure; each once untimed, then twice each in turns: "
+                   "base, tuned, tuned, base) and write the faster; without CUDA, say so and write the tuned grid")
     p.add_argument("-o", "--output", required=True, metavar="GRID.yaml",
                    help="where to write the tuned YAML grid (written whole or not at all; never an input)")
     p.set_defaults(func=command("tune", run))
@@ -97,6 +96,7 @@ def measure_grids(records: list, grids: dict, batching, config, rounds: int = 2,
     encoders = build_measure_encoders()
     names = list(grids)
     out: dict = {f"{n}_{k}": [] for n in names for k in ("runs", "modality_runs", "untimed")}
+
     def run(trace, name):
         if before_each is not None:
             before_each()
@@ -223,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
             return f"; runs {', '.join(f'{x:.1f}' for x in each)}" if len(each) > 1 else ""
 
         verified = (f"verified on the held-out last third ({len(held)} requests) on {got['card']}, each grid once "
-                    f"untimed, then in turns: base {got['base']:.1f} ms measured (predicted {pred['base']:.1f}{runs('base')}), "
+                    f"untimed, then in turns: base {got['base']:.1f} ms measured "
+                    f"(predicted {pred['base']:.1f}{runs('base')}), "
                     f"tuned {got['tuned']:.1f} ms measured (predicted {pred['tuned']:.1f}{runs('tuned')}): "
                     f"the tuned grid {gain:+.1%} faster")
         failed = {n: got.get(f"{n}_failed", 0) for n in ("base", "tuned")}
