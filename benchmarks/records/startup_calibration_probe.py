@@ -18,7 +18,7 @@ import time
 import torch
 
 from omnienc.runtime import EncoderRuntime
-from omnienc.runtime.calibrate import calibrate
+from omnienc.runtime.calibrate import PROBES, calibrate
 from omnienc.runtime.grid import BucketGrid
 from omnienc.tools.models import build_encoders
 
@@ -40,8 +40,6 @@ def main() -> None:
     times = []
     for _ in range(2):
         t2 = time.perf_counter()
-        from omnienc.runtime.calibrate import PROBES
-
         calibrate(vis, aud, PROBES[probes] if probes else None, quick=True, command="startup_calibration_probe")
         times.append(time.perf_counter() - t2)
     line = json.dumps({"card": torch.cuda.get_device_name() if cuda else "cpu", "build_s": round(built, 2),
