@@ -19,8 +19,9 @@ Prints markdown; ``--json-out`` keeps every figure. Runs on the CPU too (reduced
 Serving is neither a process's first run nor the same trace again: a warm process meets shapes it
 has not seen. ``--warm-trace`` runs the untimed runs on another trace (its first run is then
 compared with that trace's prediction); ``--fresh-shapes`` empties the encoders' per-frame-shape
-cache before every run, so no timed run finds the shapes an earlier run left there. The timed runs
-are still priced with every cuDNN graph of the trace built (the first timed run builds them).
+cache before every run, so no timed run finds the shapes an earlier run left there (their prediction
+then prices every frame shape's layout, where the model has layout points). The timed runs are
+still priced with every cuDNN graph of the trace built (the first timed run builds them).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from omnienc.encoders.vision import _frame_layout
+from omnienc.encoders.vision import forget_frame_layouts
 from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warm = read_trace(args.warm_trace) if args.warm_trace else None
     got = measure_grids(records, grids, batching, config, rounds=args.rounds, warmup=1, warm_records=warm,
-                        before_each=_frame_layout.cache_clear if args.fresh_shapes else None)
+                        before_each=forget_frame_layouts if args.fresh_shapes else None)
     out = {"card": got.get("card"), "trace": args.trace, "warm_trace": args.warm_trace,
            "fresh_shapes": args.fresh_shapes, "requests": len(records), "rounds": args.rounds,
            "exact_graphs": args.exact_graphs, "models": {n: m.describe() for n, m in models.items()}, "grids": {}}
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, grid in grids.items():
         bound = got[f"{name}_bound_units"]
         steady = {n: simulate(records, grid, batching, m, config=config, card=card, warmup=len(records),
-                              bound_units=bound) for n, m in models.items()}
+                              bound_units=bound, forget_shapes=args.fresh_shapes) for n, m in models.items()}
         first = {n: simulate(warm or records, grid, batching, m, config=config, card=card, warmup=1,
                              bound_units=bound) for n, m in models.items()}
         runs = got[f"{name}_modality_runs"]

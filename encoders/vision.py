@@ -71,7 +71,12 @@ class VisionPlan:
         return VisionPlan(**moved)
 
 
-@functools.lru_cache(maxsize=4096)
+# Frame shapes whose layouts stay cached: a shape not among them is laid out on the host again, which
+# the GPU may wait for (the simulator prices that first sighting: ``SimLane``).
+FRAME_LAYOUT_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=FRAME_LAYOUT_CACHE)
 def _frame_layout(h: int, w: int, merge: int, side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Taps, weights and (row, col) of one h x w frame, patches in merge-window order.
 
@@ -98,6 +103,17 @@ def _frame_layout(h: int, w: int, merge: int, side: int) -> tuple[torch.Tensor, 
     weight = (row_w[:, :, None] * col_w[:, None, :]).reshape(-1, 4)
     rope_pos = torch.stack([row, col], dim=-1).to(torch.float32)
     return index, weight, rope_pos
+
+
+def forget_frame_layouts() -> None:
+    """Empties the cache of frame layouts: every shape is then laid out anew, as in a new process."""
+    _frame_layout.cache_clear()
+
+
+def frame_layouts_made() -> int:
+    """How many frame layouts were computed (cache misses) since the process started or the last
+    ``forget_frame_layouts``."""
+    return _frame_layout.cache_info().misses
 
 
 def plan_vision(
@@ -408,4 +424,5 @@ class VisionEncoder(nn.Module):
         return model.eval()
 
 
-__all__ = ["VisionEncoder", "VisionPlan", "plan_vision", "PAD_SEGMENT_TOKENS"]
+__all__ = ["FRAME_LAYOUT_CACHE", "VisionEncoder", "VisionPlan", "forget_frame_layouts", "frame_layouts_made", "plan_vision",
+           "PAD_SEGMENT_TOKENS"]

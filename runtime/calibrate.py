@@ -13,7 +13,9 @@ then times, each run through the runtime's own path:
 * exact-layout *captures* of small layouts (a layout's second sighting: its eager run and the capture
   of that work), through the lane's pack path with exact graphs on;
 * where big uncaptured vision calls take cuDNN's varlen attention, the *build* of a new cuDNN graph:
-  the first call of a layout whose graph no probe built, less its next calls.
+  the first call of a layout whose graph no probe built, less its next calls;
+* the *layout* of a new frame shape: a replay of ``LAYOUT_FRAMES`` frames of distinct shapes with the
+  encoder's frame layouts forgotten, less the same replay with them cached, per shape.
 
 Each point: ``warmup`` untimed runs, then ``repeats`` timed ones, each started on an idle GPU and
 bracketed by CUDA events (``perf_counter`` on the CPU); the model uses the median, the file keeps
@@ -38,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from ..cuda import elapsed_ms
+from ..encoders.vision import forget_frame_layouts
 from .costs import KINDS, MODALITIES, CostModel, Probe
 from .grid import AUDIO_CHUNK_FRAMES, Bucket, BucketGrid, ModalityGrid
 from .packing import audio_demand, vision_demand
@@ -93,6 +96,9 @@ CAPTURE_SHAPES = {
     "audio": [[100 - k] for k in range(7)],
 }
 SMALL_BUCKET = {"vision": Bucket(288, 1), "audio": Bucket(100, 1)}  # holds every capture layout
+# The layout point: this many frames of distinct shapes in one replay, on the vision replay probe
+# bucket whose share per frame is nearest LAYOUT_PATCHES (a trace's frames average about this).
+LAYOUT_FRAMES, LAYOUT_PATCHES = 4, 1600
 # Big uncaptured vision calls, each of a cuDNN varlen graph (segment count, bound) no other probe
 # uses, with its default rounding: (32, 1024), (16, 2048), (16, 3072), (16, 5120), (48, 1024).
 BUILD_SHAPES = [[(1, 20, 20)] * 24, [(1, 30, 40)] * 12, [(1, 40, 70)] * 5, [(1, 60, 80)] * 2, [(1, 12, 20)] * 40]
@@ -199,7 +205,41 @@ def _replay_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats
                                          before=lane.buckets.drop_plans, warm_ms=warm_ms))
                 points[m, "replay"].append(p)
                 say(f"{m:6s} replay {s:>6d}x{b:<3d} {p.ms:8.2f} ms")
+        if m == "vision":
+            p = _layout_point(lane, [Bucket(s, b) for s in sizes for b in batches], merge, timer, repeats)
+            points[m, "layout"] = [p]
+            say(f"{m:6s} layout {p.size:>6d}x{p.batch:<3d} {p.ms:8.2f} ms per new frame shape")
     return points
+
+
+def layout_shapes(buckets: Sequence[Bucket], merge: int) -> tuple[Bucket, list]:
+    """The layout point's bucket and its ``LAYOUT_FRAMES`` one-frame request shapes, each distinct:
+    sides ``a`` x ``a``, ``a`` x ``a - merge``, ... within the bucket's share per frame."""
+    fits = [b for b in buckets if b.batch >= LAYOUT_FRAMES and b.size // LAYOUT_FRAMES >= merge * LAYOUT_FRAMES]
+    if not fits:
+        raise ValueError(f"no vision replay probe holds {LAYOUT_FRAMES} frames for the layout point")
+    bucket = min(fits, key=lambda b: (abs(b.size // LAYOUT_FRAMES - LAYOUT_PATCHES), b.size, b.batch))
+    a = merge * (math.isqrt(bucket.size // LAYOUT_FRAMES) // merge)
+    return bucket, [[(1, a, a - merge * i)] for i in range(LAYOUT_FRAMES)]
+
+
+def _layout_point(lane, buckets: Sequence[Bucket], merge: int, timer, repeats: int) -> Probe:
+    """Per new frame shape: a replay whose frames' layouts were forgotten, less the same replay next
+    (layouts cached), each with its host plan built anew."""
+    bucket, shapes = layout_shapes(buckets, merge)
+    reqs = [_request(lane, sh) for sh in shapes]
+
+    def run():
+        lane.buckets.drop_plans()
+        return run_pack(lane, bucket, reqs, shapes)
+
+    run()  # the bucket's first replay of these requests, untimed
+    samples = []
+    for _ in range(repeats):
+        forget_frame_layouts()
+        fresh = timer(run)
+        samples.append(max(0.0, (fresh - timer(run)) / LAYOUT_FRAMES))
+    return Probe(units("vision", [s for sh in shapes for s in sh]) // LAYOUT_FRAMES, LAYOUT_FRAMES, tuple(samples))
 
 
 def _uncaptured_points(rt, probes: ProbeSet, merge: int, timer, warmup: int, repeats: int, eager_repeats: int,
@@ -369,5 +409,5 @@ def calibrate(
     )
 
 
-__all__ = ["BUILD_SHAPES", "CAPTURE_SHAPES", "FLOOR_SHAPE", "PROBES", "REPEATS", "audio_items", "calibrate",
-           "probe_grid", "run_pack", "units", "vision_items"]
+__all__ = ["BUILD_SHAPES", "CAPTURE_SHAPES", "FLOOR_SHAPE", "LAYOUT_FRAMES", "PROBES", "REPEATS", "audio_items",
+           "calibrate", "layout_shapes", "probe_grid", "run_pack", "units", "vision_items"]

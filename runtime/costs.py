@@ -34,7 +34,11 @@ each kind of run by one small rule here):
   the capture recording about as many launches as the eager call made);
 * a *first sighting*: the first uncaptured call of each cuDNN varlen graph (``sightings.cudnn_key``,
   rounded by the calibration's ``cudnn_steps``) pays its build (``build_ms``: measured as a new
-  key's first call less its next ones; without build points, none is priced).
+  key's first call less its next ones; without build points, none is priced);
+* a *new frame shape*: a vision frame shape (h, w) the encoder has not laid out, among the last
+  ``FRAME_LAYOUT_CACHE`` it has, costs its layout on the host while the GPU waits (``layout_ms``, per
+  shape: measured as a replay of new shapes less the same replay with them cached; without layout
+  points, none is priced).
 
 On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``capture``, load too)::
 
@@ -60,6 +64,8 @@ On disk (YAML, ``format: 2``; ``format: 1`` files, without ``floor`` and ``captu
       - {size: 16, batch: 1, ms: 19.0, samples: [18.8, 19.0, 19.3]}
       build:                     # optional: a new cuDNN varlen graph's first call less its next ones
       - {size: 9600, batch: 24, ms: 21.0, samples: [21.0]}
+      layout:                    # optional: per new frame shape (size: its patches; batch: shapes timed)
+      - {size: 1512, batch: 4, ms: 2.4, samples: [2.3, 2.4, 2.6]}
     audio: {replay: [...], eager: [...], floor: [...], capture: [...]}  # size in mel frames, batch in audios
 
 ``ms`` is the median of ``samples`` (the raw timings, every repeat, kept so anyone can refit); on
@@ -89,7 +95,7 @@ from .packing import Demand, Pack
 
 MODALITIES = ("vision", "audio")
 KINDS = ("replay", "eager")  # the surfaces, measured on a full grid of sizes x batches
-POINTS = ("floor", "capture", "build")  # optional measured points per modality (format 2)
+POINTS = ("floor", "capture", "build", "layout")  # optional measured points per modality (format 2)
 DEFAULT_COSTS = "costs_h200.yaml"  # packaged in omnienc/configs; costs_<card>.yaml for other cards
 FORMAT = 2
 FORMATS = (1, 2)  # readable; format 1 has no floor or capture points
@@ -274,6 +280,9 @@ class CostModel:
         builds = {m: max(0.0, statistics.median(s for p in self.points[m, "build"] for s in p.samples))
                   for m in MODALITIES if (m, "build") in self.points}
         object.__setattr__(self, "_build", builds)
+        layouts = {m: max(0.0, statistics.median(s for p in self.points[m, "layout"] for s in p.samples))
+                   for m in MODALITIES if (m, "layout") in self.points}
+        object.__setattr__(self, "_layout", layouts)
         steps = self.meta.get("cudnn_steps")
         if steps is not None and (isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) != 2
                                   or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps)):
@@ -335,6 +344,11 @@ class CostModel:
     def build_ms(self, modality: str) -> float:
         """What the first call of a new cuDNN varlen graph adds, ms (0 where not measured)."""
         return self._build.get(modality, 0.0)
+
+    def layout_ms(self, modality: str) -> float:
+        """What a frame shape not laid out before adds to the run that meets it, ms (0 where not
+        measured)."""
+        return self._layout.get(modality, 0.0)
 
     def capture_ms(self, modality: str, units: int, items: float = 1) -> float:
         """GPU ms of an exact-layout capture: its eager run, then the capture on the host, which

@@ -23,10 +23,12 @@ runtime measures; ``compare`` sets the two side by side.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from omnienc.encoders.vision import FRAME_LAYOUT_CACHE
 from omnienc.runtime.batching import BatchPolicy, group_arrivals, group_windows
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, attention_segments, card_note, estimate_flops
@@ -101,7 +103,9 @@ class SimLane:
     after it), every other pack on a bucket is an exact replay, an exact capture, or a run of its
     bucket (a padded replay, or an eager run). A request that fits no bucket is a fallback. An
     uncaptured call of at least ``eager_cudnn_tokens`` also pays a cuDNN graph build the first time
-    its attention layout's key is seen, where the cost model prices those.
+    its attention layout's key is seen, where the cost model prices those. A vision run also pays the
+    layout of each frame shape the encoder has not cached (the last ``FRAME_LAYOUT_CACHE`` shapes laid
+    out), where the cost model prices those (``CostModel.layout_ms``).
 
     Args:
         modality: ``"vision"`` or ``"audio"``.
@@ -136,6 +140,34 @@ class SimLane:
         self.cudnn_builds = 0
         # the runtime builds one key at capture (``AttentionPolicy.warm_cudnn``: one 64-token segment)
         self._cudnn_keys = {cudnn_key([64], self.cudnn_steps)} if self.cudnn_steps else set()
+        # frame shapes laid out, least recent first: the encoder's cache of layouts
+        self._layouts: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self.layout_price = costs.layout_ms(modality) if modality == "vision" else 0.0
+        self.new_shapes = 0
+
+    def forget_shapes(self) -> None:
+        """As ``encoders.vision.forget_frame_layouts``: every frame shape is new again."""
+        self._layouts.clear()
+
+    def _lay_out(self, members: Iterable[Demand], count: bool = True) -> float:
+        """The layouts a run of ``members`` computes: each frame shape not cached is laid out and
+        cached (the least recent dropped beyond ``FRAME_LAYOUT_CACHE``); ms, where priced."""
+        if self.modality != "vision":
+            return 0.0
+        new = 0
+        for d in members:
+            for _, h, w in d.shape or ():
+                key = (int(h), int(w))
+                if key in self._layouts:
+                    self._layouts.move_to_end(key)
+                    continue
+                self._layouts[key] = None
+                if len(self._layouts) > FRAME_LAYOUT_CACHE:
+                    self._layouts.popitem(last=False)
+                new += 1
+        if count:
+            self.new_shapes += new
+        return new * self.layout_price
 
     def _first_sighting(self, units: int, members: Iterable[Demand]) -> float:
         """The build an uncaptured call of ``units`` over ``members`` pays if its cuDNN graph is new."""
@@ -163,6 +195,7 @@ class SimLane:
         """A batch run before the trace with exact graphs off and not counted (``measure``'s warm-up):
         only the first sightings of its uncaptured calls remain."""
         demands = self._cut(demands)
+        self._lay_out(demands, count=False)
         packs = pack(demands, self.buckets)
         mergeable = [p.bucket is not None and not self._by_bucket[p.bucket].graph for p in packs]
         for group in eager_groups(packs, mergeable, self.merge_units):
@@ -199,7 +232,8 @@ class SimLane:
             if len(group) > 1:  # one uncaptured call; each pack a run of its bucket, the time shared by units
                 units = sum(p.size for p in group)
                 members = [demands[i] for p in group for i in p.members]
-                ms = self._price("merged", None, units, members) + self._first_sighting(units, members)
+                ms = (self._price("merged", None, units, members) + self._first_sighting(units, members)
+                      + self._lay_out(members))
                 for p in group:
                     self._by_bucket[p.bucket].add(p.size, ms * p.size / units, "merged")
                     if keys.get(p.members) is not None:
@@ -221,7 +255,8 @@ class SimLane:
         """Runs a pack as its own call: a fallback, an exact replay or capture, or a run of its bucket."""
         members = [demands[i] for i in p.members]
         if p.bucket is None:
-            ms = self._price("fallback", None, p.size, members) + self._first_sighting(p.size, members)
+            ms = (self._price("fallback", None, p.size, members) + self._first_sighting(p.size, members)
+                  + self._lay_out(members))
             self.stats.add_fallback(p.size, ms)
             return ms
         b, kind = self._by_bucket[p.bucket], None
@@ -230,15 +265,16 @@ class SimLane:
             if kind == EXACT_CAPTURE:
                 self.cache.capture(key, lambda: _CAPTURED)
         kind = kind or ("replay" if b.graph else "eager")
-        ms = self._price(kind, p.bucket, p.size, members)
+        ms = self._price(kind, p.bucket, p.size, members) + self._lay_out(members)
         if kind == "eager":
             ms += self._first_sighting(p.size, members)
         b.add(p.size, ms, kind)
         return ms
 
     def counts(self) -> dict[str, int]:
-        """The exact graphs' counts (as the runtime's lane reports them) and the cuDNN graph builds."""
-        return {**exact_counts(self.cache), "cudnn_builds": self.cudnn_builds}
+        """The exact graphs' counts (as the runtime's lane reports them), the cuDNN graph builds and
+        the frame shapes laid out."""
+        return {**exact_counts(self.cache), "cudnn_builds": self.cudnn_builds, "new_frame_shapes": self.new_shapes}
 
 
 def simulate_modality(
@@ -365,6 +401,7 @@ class SimReport:
             exact = (f"; exact layouts: {x['exact_captures']} captures, {x['exact_graph_replays']} replays"
                      if self.exact_graphs and x else "")
             exact += f"; {x['cudnn_builds']} cuDNN graph builds" if x.get("cudnn_builds") else ""
+            exact += f"; {x['new_frame_shapes']} new frame shapes" if x.get("new_frame_shapes") else ""
             lines.append(
                 f"{m.modality}: {m.requests} requests; {m.replays} replays ({m.graph_buckets} graph buckets), "
                 f"{m.eager_runs} eager runs ({m.eager_buckets} eager buckets), {m.fallbacks} fallbacks "
@@ -503,7 +540,7 @@ def simulate(
     records: Iterable[TraceRecord], grid: BucketGrid, batching: Batching | None = None,
     costs: CostModel | None = None, *, step_ms: float | None = None, busy: bool = False,
     config: RuntimeConfig | None = None, card: str | None = None, warmup: int = 0,
-    bound_units: dict[str, int] | None = None,
+    bound_units: dict[str, int] | None = None, forget_shapes: bool = False,
 ) -> SimReport:
     """Simulates what the runtime runs for a trace, and predicts its GPU time.
 
@@ -526,6 +563,8 @@ def simulate(
         bound_units: Per modality, the most units one uncaptured call may hold under the runtime's
             bound on transient memory (``SimLane``); ``simulate --measure`` passes the runtime's.
             None: no bound (the bound depends on what the card's graphs hold).
+        forget_shapes: After the warm-up, every frame shape is new again (the encoder's cache of
+            frame layouts emptied, ``encoders.vision.forget_frame_layouts``).
 
     Returns:
         Per-modality stats (runs per bucket and kind, padding, fallbacks, predicted ms) and totals.
@@ -547,6 +586,9 @@ def simulate(
     for group in group_records(records, batching)[:warmup]:
         for m in MODALITIES:
             lanes[m].warm([records[i].demand for i in group if records[i].modality == m])
+    if forget_shapes:
+        for lane in lanes.values():
+            lane.forget_shapes()
     if busy:
         group_records(records, batching, run)  # tallies while grouping: each batch's time delays the next
     else:

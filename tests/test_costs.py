@@ -327,6 +327,8 @@ def test_calibrate_on_the_cpu(tmp_path, capsys):
     for m in ("vision", "audio"):  # the host floor and the captures, measured through the runtime's paths
         assert model.measured_points(m, "floor") and model.measured_points(m, "capture")
         assert model.floor_ms(m) > 0 and model.capture_cost_ms(m) >= 0
+    assert model.measured_points("vision", "layout") and not model.measured_points("audio", "layout")
+    assert model.layout_ms("vision") >= 0 and model.layout_ms("audio") == 0
     for (m, k), (sizes, batches) in PROBES["reduced"].items():
         surf = model.surfaces[m, k]
         assert {(p.size, p.batch) for p in surf.probes} == {(s, b) for s in sizes for b in batches}
@@ -410,5 +412,46 @@ def test_calibrated_replays_build_their_plans_anew():
     for m in ("vision", "audio"):
         n = len(points[m, "replay"])
         assert n == len(probes[m, "replay"][0]) * len(probes[m, "replay"][1])
-        # the warm-up's build is cached for the warm-ups after it; every timed sample builds again
-        assert built[m] == n * (1 + repeats), (m, built[m], n)
+        # the warm-up's build is cached for the warm-ups after it; every timed sample builds again;
+        # vision's layout point replays once untimed, then twice per sample (layouts forgotten, cached)
+        extra = 1 + 2 * repeats if m == "vision" else 0
+        assert built[m] == n * (1 + repeats) + extra, (m, built[m], n)
+    assert len(points["vision", "layout"]) == 1 and ("audio", "layout") not in points
+
+
+def test_the_layout_point_lays_out_its_shapes_anew_in_every_fresh_sample():
+    """The layout point: distinct frame shapes within its bucket; each sample's first replay lays out
+    every shape again (the encoder's layouts forgotten), the second none; the point is the difference per
+    shape, never negative; the model prices a new shape at the samples' median (vision only)."""
+    from conftest import hf_and_native_audio, hf_and_native_vision
+
+    from omnienc.encoders.vision import frame_layouts_made
+    from omnienc.runtime import EncoderRuntime, RuntimeConfig
+    from omnienc.runtime.calibrate import LAYOUT_FRAMES, _layout_point, layout_shapes
+
+    probes = PROBES["reduced"]
+    sizes, batches = probes["vision", "replay"]
+    buckets = [Bucket(s, b) for s in sizes for b in batches]
+    bucket, shapes = layout_shapes(buckets, 2)
+    assert bucket in buckets and len({tuple(sh[0]) for sh in shapes}) == LAYOUT_FRAMES
+    assert sum(t * h * w for sh in shapes for t, h, w in sh) <= bucket.size and LAYOUT_FRAMES <= bucket.batch
+    rt = EncoderRuntime(vision=hf_and_native_vision()[1], audio=hf_and_native_audio()[1],
+                        grid=probe_grid(probes, "float32"), config=RuntimeConfig(exact_graphs=False))
+    rt.capture(progress=False)
+    made, times = [], iter(random.uniform(5, 9) for _ in range(100))
+
+    def timer(fn):
+        before = frame_layouts_made()
+        fn()
+        made.append(frame_layouts_made() - before)
+        return next(times)
+
+    repeats = 3
+    p = _layout_point(rt.vision, buckets, 2, timer, repeats)
+    assert made == [LAYOUT_FRAMES, 0] * repeats
+    assert p.batch == LAYOUT_FRAMES and len(p.samples) == repeats and all(s >= 0 for s in p.samples)
+    base = CostModel.load()
+    probes_ = {k: list(v.probes) for k, v in base.surfaces.items()}
+    model = CostModel.from_probes({**probes_, ("vision", "layout"): [p]}, card="x")
+    assert model.layout_ms("vision") == pytest.approx(max(0.0, float(np.median(p.samples))))
+    assert model.layout_ms("audio") == 0 and CostModel.from_probes(probes_, card="x").layout_ms("vision") == 0

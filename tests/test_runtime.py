@@ -260,10 +260,11 @@ def test_simulator_runs_what_the_runtime_runs(encoders, monkeypatch):
     """A trace replayed batch by batch through a runtime with exact-layout graphs (captures stood in on
     the CPU) and through the simulator with the same configuration: the same runs per bucket and per
     kind (replays, exact replays, exact captures, eager runs, merged calls; requests larger than every
-    bucket as their pieces), the same padding, and the same exact-graph captures, replays, refusals and
-    evictions (one GraphCache rule).
+    bucket as their pieces), the same padding, the same exact-graph captures, replays, refusals and
+    evictions (one GraphCache rule), and as many frame shapes laid out.
     The runtime times every kind, and its kinds' times add up to its buckets' and modalities'."""
     from omnienc.cuda import graphs as cuda_graphs
+    from omnienc.encoders.vision import forget_frame_layouts, frame_layouts_made
     from omnienc.runtime.batching import BatchPolicy
     from omnienc.runtime.costs import CostModel
     from omnienc.runtime.simulator import compare, group_records, simulate
@@ -295,12 +296,14 @@ def test_simulator_runs_what_the_runtime_runs(encoders, monkeypatch):
                for k, batch in enumerate(batches) for j, (m, shape) in enumerate(batch)]
     groups = group_records(records, BatchPolicy())
     assert [len(g) for g in groups] == [len(b) for b in batches]
+    forget_frame_layouts()  # as the simulator starts: no frame shape laid out
     for g in groups:
         reqs = [vision_request([list(x) for x in records[i].grid_thw], vis.config) if records[i].modality == "vision"
                 else audio_request(list(records[i].frames), aud.config) for i in g]
         check_against_direct(encoders, reqs, rt.encode(reqs))
     got = rt.stats()
     sim = simulate(records, EAGER_GRID, BatchPolicy(), CostModel.load(), config=config)
+    assert sim.counts["vision"]["new_frame_shapes"] == frame_layouts_made() > 0
     cmp = compare(sim, got)
     for m in ("vision", "audio"):
         c = cmp["modalities"][m]

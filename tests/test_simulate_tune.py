@@ -566,6 +566,36 @@ def test_first_sightings_of_cudnn_graphs_are_priced_once():
     assert warmed.ms == pytest.approx(got.ms - build)
 
 
+def test_new_frame_shapes_are_priced_once_until_forgotten(monkeypatch):
+    """Where the model measured layouts, a vision run pays one layout per frame shape the encoder has not
+    cached, whatever kind of run meets it; the cache keeps the last FRAME_LAYOUT_CACHE shapes (least
+    recent dropped); a warm-up lays out its shapes; forgetting after it makes every shape new again."""
+    import omnienc.runtime.simulator as simulator
+
+    base = CostModel.load()
+    probes = {k: list(v.probes) for k, v in base.surfaces.items()}
+    plain = CostModel.from_probes(probes, card="x")
+    price = random.uniform(1, 4)
+    costs = CostModel.from_probes({**probes, ("vision", "layout"): [Probe(1600, 4, (price,))]}, card="x")
+    grid = BucketGrid(vision=ModalityGrid("vision", (B(1024, 4), B(8192, 16)), graphs_up_to=1024))
+    a, b, c = (1, 10, 12), (1, 12, 10), (1, 20, 20)
+    records = [vis(0, a), vis(1, a, b), vis(2, (3, *a[1:])), vis(3, c), vis(4, b, c), vis(5, (1, 14, 14)),
+               aud(6, 500)]  # new shapes: a; b; -; c; -; the last: four
+    got, without = (simulate(records, grid, costs=co, step_ms=10, config=NO_EXACT) for co in (costs, plain))
+    assert got.counts["vision"]["new_frame_shapes"] == 4 and got.counts["audio"]["new_frame_shapes"] == 0
+    assert got.ms - without.ms == pytest.approx(4 * price)
+    warmed = simulate(records, grid, costs=costs, step_ms=10, config=NO_EXACT, warmup=1)
+    assert warmed.counts["vision"]["new_frame_shapes"] == 3 and warmed.ms == pytest.approx(got.ms - price)
+    seen = simulate(records, grid, costs=costs, step_ms=10, config=NO_EXACT, warmup=len(records))
+    assert seen.counts["vision"]["new_frame_shapes"] == 0 and seen.ms == pytest.approx(without.ms)
+    fresh = simulate(records, grid, costs=costs, step_ms=10, config=NO_EXACT, warmup=len(records), forget_shapes=True)
+    assert fresh.counts["vision"]["new_frame_shapes"] == 4 and fresh.ms == pytest.approx(got.ms)
+    # two shapes kept: a; a b; (a); c drops b; b drops a, (c); d drops b; a drops c: six layouts
+    monkeypatch.setattr(simulator, "FRAME_LAYOUT_CACHE", 2)
+    small = simulate(records + [vis(7, a)], grid, costs=costs, step_ms=10, config=NO_EXACT)
+    assert small.counts["vision"]["new_frame_shapes"] == 6
+
+
 def test_verify_breakdown_says_where_a_grid_was_measured():
     """``tune --verify``'s breakdown line: measured and predicted ms per modality and per kind of run that ran,
     from a real (CPU) measurement of a short trace and the simulation of the same batches."""

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from omnienc.encoders.vision import _frame_layout
+from omnienc.encoders.vision import _frame_layout, forget_frame_layouts
 from omnienc.runtime.batching import BatchPolicy
 from omnienc.runtime.calibrate import calibrate
 from omnienc.runtime.config import RuntimeConfig
@@ -62,7 +62,7 @@ def main() -> None:
 
     def run(trace, grid, fresh):
         if fresh:
-            _frame_layout.cache_clear()
+            forget_frame_layouts()
         got = measure(trace, grids[grid], batching, config=config, encoders=enc)
         return got
 
@@ -91,8 +91,8 @@ def main() -> None:
           + " | ".join(f"err. ({n})" for n in models) + " |", "|---|---|---|" + "---:|" * (2 * len(models) + 1)]
     for (g, fresh), got in runs.items():
         bound = got[-1]["bound_units"]
-        reps = {n: simulate(records, grids[g], batching, m, config=config, warmup=len(records), bound_units=bound)
-                for n, m in models.items()}
+        reps = {n: simulate(records, grids[g], batching, m, config=config, warmup=len(records), bound_units=bound,
+                            forget_shapes=fresh) for n, m in models.items()}
         each = [{m: v["ms"] for m, v in x["stats"].items() if isinstance(v, dict) and "ms" in v} for x in got]
         entry = {"grid": g, "fresh": fresh, "runs": each,
                  "predicted": {n: {mm.modality: mm.ms for mm in r.modalities} for n, r in reps.items()},
