@@ -72,7 +72,7 @@ class VisionPlan:
 
 
 # Frame shapes whose layouts stay cached: a shape not among them is laid out on the host again, which
-# the GPU may wait for (the simulator prices that first sighting: ``SimLane``).
+# the GPU may wait for (the simulator prices that first sighting with runtime.sightings' mirror of it).
 FRAME_LAYOUT_CACHE = 4096
 
 

@@ -11,7 +11,8 @@ refusals and evictions are the runtime's.
 An uncaptured vision call of at least ``eager_cudnn_tokens`` tokens runs on cuDNN's varlen attention
 (where installed), whose frontend builds one graph per segment count and longest segment, both
 rounded up (``encoders.attention.cudnn_layout``): the first call of each such key pays the build
-(``cudnn_key``; the runtime builds one key at capture).
+(``cudnn_key``; the runtime builds one key at capture). A vision frame shape the encoder has not
+laid out (among the last ``FRAME_LAYOUT_CACHE``) is laid out on the host before its run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from ..cuda.cache import GraphCache
 from .config import RuntimeConfig
 
 EXACT_REPLAY, EXACT_CAPTURE = "exact_replay", "exact_capture"
+# The frame shapes the vision encoder keeps laid out: ``encoders.vision.FRAME_LAYOUT_CACHE``, mirrored
+# here so the simulator needs no torch (tests hold the two equal). A shape beyond them is laid out again.
+FRAME_LAYOUT_CACHE = 4096
 
 
 def exact_cache(config: RuntimeConfig) -> GraphCache:

@@ -28,14 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omnienc.encoders.vision import FRAME_LAYOUT_CACHE
 from omnienc.runtime.batching import BatchPolicy, group_arrivals, group_windows
 from omnienc.runtime.config import RuntimeConfig
 from omnienc.runtime.costs import CostModel, attention_segments, card_note, estimate_flops
 from omnienc.runtime.grid import Bucket, BucketGrid
 from omnienc.runtime.packing import BucketSet, Demand, Pack, eager_groups, layout, pack
-from omnienc.runtime.sightings import (EXACT_CAPTURE, cudnn_key, exact_cache, exact_counts, exact_route,
-                                       segment_lengths)
+from omnienc.runtime.sightings import (EXACT_CAPTURE, FRAME_LAYOUT_CACHE, cudnn_key, exact_cache, exact_counts,
+                                       exact_route, segment_lengths)
 from omnienc.runtime.split import piece_demands, piece_limit
 from omnienc.runtime.stats import KINDS, UNITS, ModalityStats, new_modality_stats
 from omnienc.runtime.trace import MODALITIES, TraceRecord

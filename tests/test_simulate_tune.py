@@ -591,6 +591,9 @@ def test_new_frame_shapes_are_priced_once_until_forgotten(monkeypatch):
     fresh = simulate(records, grid, costs=costs, step_ms=10, config=NO_EXACT, warmup=len(records), forget_shapes=True)
     assert fresh.counts["vision"]["new_frame_shapes"] == 4 and fresh.ms == pytest.approx(got.ms)
     # two shapes kept: a; a b; (a); c drops b; b drops a, (c); d drops b; a drops c: six layouts
+    from omnienc.encoders.vision import FRAME_LAYOUT_CACHE, _frame_layout
+
+    assert simulator.FRAME_LAYOUT_CACHE == FRAME_LAYOUT_CACHE == _frame_layout.cache_parameters()["maxsize"]
     monkeypatch.setattr(simulator, "FRAME_LAYOUT_CACHE", 2)
     small = simulate(records + [vis(7, a)], grid, costs=costs, step_ms=10, config=NO_EXACT)
     assert small.counts["vision"]["new_frame_shapes"] == 6
