@@ -3,7 +3,7 @@
 # (held-out seed 3102, warm on 3101, the default grid and call 19's 40-graph grid, cached and fresh
 # frame shapes in turns), now priced by the quick calibration taken in the probe's process after its
 # runs, which measures the layout point, fresh runs priced with every shape new. Run with
-# COMMIT=<hash> (~150 s).
+# COMMIT=<hash> (~150 s). Written in session 19, not yet run: its device time was spent.
 set -uo pipefail
 out=${OUT:-out/gpu}; work=/tmp/call20
 source "$(dirname "$0")/gpu_setup.sh"
