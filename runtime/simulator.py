@@ -192,7 +192,7 @@ class SimLane:
 
     def warm(self, demands: Sequence[Demand]) -> None:
         """A batch run before the trace with exact graphs off and not counted (``measure``'s warm-up):
-        only the first sightings of its uncaptured calls remain."""
+        only the first sightings of its uncaptured calls and its frame layouts remain."""
         demands = self._cut(demands)
         self._lay_out(demands, count=False)
         packs = pack(demands, self.buckets)
