@@ -21,7 +21,8 @@ has not seen. ``--warm-trace`` runs the untimed runs on another trace (its first
 compared with that trace's prediction); ``--fresh-shapes`` empties the encoders' per-frame-shape
 cache before every run, so no timed run finds the shapes an earlier run left there (their prediction
 then prices every frame shape's layout, where the model has layout points). The timed runs are
-still priced with every cuDNN graph of the trace built (the first timed run builds them).
+still priced with every cuDNN graph of the trace built and, without ``--fresh-shapes``, every frame
+shape laid out (after ``--warm-trace``, the first timed run does both).
 """
 
 from __future__ import annotations

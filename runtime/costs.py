@@ -277,12 +277,10 @@ class CostModel:
                            if capture else floors[m])
         object.__setattr__(self, "_floor", floors)
         object.__setattr__(self, "_capture", captures)
-        builds = {m: max(0.0, statistics.median(s for p in self.points[m, "build"] for s in p.samples))
-                  for m in MODALITIES if (m, "build") in self.points}
-        object.__setattr__(self, "_build", builds)
-        layouts = {m: max(0.0, statistics.median(s for p in self.points[m, "layout"] for s in p.samples))
-                   for m in MODALITIES if (m, "layout") in self.points}
-        object.__setattr__(self, "_layout", layouts)
+        for kind in ("build", "layout"):  # one price per modality that measured them: the samples' median
+            object.__setattr__(self, f"_{kind}", {
+                m: max(0.0, statistics.median(s for p in self.points[m, kind] for s in p.samples))
+                for m in MODALITIES if (m, kind) in self.points})
         steps = self.meta.get("cudnn_steps")
         if steps is not None and (isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) != 2
                                   or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps)):
